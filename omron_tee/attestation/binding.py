@@ -1,0 +1,48 @@
+"""The report-data binding of the exchange.
+
+Every TEE lets the enclave put 64 bytes of its choosing into its signed
+report. We put a hash that commits to a domain tag, the verifier's fresh
+nonce and the enclave's channel keys, so that evidence proves *these* keys
+live in *this* enclave *now*. Verifiers recompute it and compare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+DOMAIN_TAG = b"omron-tee/attest/v1"
+NONCE_LEN = 32
+REPORT_DATA_LEN = 64
+
+
+@dataclass(frozen=True)
+class EnclavePublicKeys:
+    """The public halves of the keys an enclave attests to.
+
+    ``kem`` names the HPKE suite the ``hpke_public`` key belongs to, so that a
+    key cannot be reinterpreted under another KEM.
+    """
+
+    kem: str
+    hpke_public: bytes
+    signing_public: bytes
+
+
+def _lp(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def report_data_for(nonce: bytes, keys: EnclavePublicKeys) -> bytes:
+    """The 64 report-data bytes binding ``nonce`` and ``keys`` (SHA-512)."""
+    if len(nonce) != NONCE_LEN:
+        raise ValueError(f"nonce must be {NONCE_LEN} bytes, got {len(nonce)}")
+    h = hashlib.sha512()
+    for part in (DOMAIN_TAG, nonce, keys.kem.encode(), keys.hpke_public, keys.signing_public):
+        h.update(_lp(part))
+    return h.digest()
+
+
+def binding_matches(report_data: bytes, nonce: bytes, keys: EnclavePublicKeys) -> bool:
+    return hmac.compare_digest(report_data, report_data_for(nonce, keys))

@@ -1,0 +1,160 @@
+"""Typed evidence, claims and verdicts shared by every TEE type.
+
+``Evidence`` is what an enclave backend produces and what travels on the
+wire. ``Claims`` is what a verifier extracts once the cryptography checks out
+(verify layer); ``Verdict`` is what the policy makes of the claims (validate
+layer). Nothing here does I/O or cryptography.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from omron_tee.errors import ProtocolError
+
+
+class TeeType(str, enum.Enum):
+    SIMULATED = "simulated"
+    SGX = "sgx"
+    TDX = "tdx"
+    SEV_SNP = "sev-snp"
+    NVIDIA = "nvidia"
+
+    @classmethod
+    def parse(cls, value: str) -> "TeeType":
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(t.value for t in cls)
+            raise ProtocolError(f"unknown TEE type {value!r}; expected one of: {names}") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ProtocolError(f"{what} is not valid base64") from None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Raw attestation evidence as produced by one TEE.
+
+    ``quote`` is the platform's own bytes (an SGX/TDX quote, an SNP report, an
+    NVIDIA SPDM transcript, a simulated report). ``certificates`` carries what
+    the platform hands out beside it (SNP auxblob / VCEK, NVIDIA cert chain),
+    possibly empty. ``attached`` holds evidence of further devices bound to
+    the same report data, e.g. a confidential GPU beside the CPU TEE.
+    """
+
+    tee_type: TeeType
+    quote: bytes
+    certificates: bytes = b""
+    attached: tuple["Evidence", ...] = ()
+
+    def digest(self) -> bytes:
+        """SHA-256 over a canonical encoding; receipts name evidence by it."""
+        h = hashlib.sha256()
+        h.update(b"omron-tee/evidence/v1\0")
+        self._feed(h)
+        return h.digest()
+
+    def _feed(self, h: "hashlib._Hash") -> None:
+        for part in (self.tee_type.value.encode(), self.quote, self.certificates):
+            h.update(len(part).to_bytes(8, "big"))
+            h.update(part)
+        h.update(len(self.attached).to_bytes(4, "big"))
+        for item in self.attached:
+            item._feed(h)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tee_type": self.tee_type.value, "quote": _b64(self.quote)}
+        if self.certificates:
+            out["certificates"] = _b64(self.certificates)
+        if self.attached:
+            out["attached"] = [e.to_json() for e in self.attached]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Evidence":
+        if not isinstance(data, dict):
+            raise ProtocolError("evidence must be a JSON object")
+        attached = data.get("attached", [])
+        if not isinstance(attached, list) or len(attached) > 8:
+            raise ProtocolError("evidence.attached must be a list of at most 8 items")
+        return cls(
+            tee_type=TeeType.parse(str(data.get("tee_type"))),
+            quote=_unb64(data.get("quote"), "evidence.quote"),
+            certificates=_unb64(data.get("certificates", ""), "evidence.certificates"),
+            attached=tuple(cls.from_json(a) for a in attached),
+        )
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What verified evidence says, normalised across TEE types.
+
+    ``measurement`` is the value a policy allow-lists (MRENCLAVE, MRTD, SNP
+    measurement, simulated build hash). ``details`` holds the remaining
+    type-specific fields as hex strings or numbers, for display and policy.
+    """
+
+    tee_type: TeeType
+    measurement: bytes
+    report_data: bytes
+    debug: bool
+    tcb_status: str = "Unknown"
+    advisory_ids: tuple[str, ...] = ()
+    issued_at: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    attached: tuple["Claims", ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tee_type": self.tee_type.value,
+            "measurement": self.measurement.hex(),
+            "report_data": self.report_data.hex(),
+            "debug": self.debug,
+            "tcb_status": self.tcb_status,
+            "advisory_ids": list(self.advisory_ids),
+            "issued_at": self.issued_at,
+            "details": self.details,
+            "attached": [c.to_json() for c in self.attached],
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of validating claims against a policy.
+
+    ``reasons`` names every refusal (empty when accepted); ``reason_codes``
+    holds the matching stable slugs for scoring and summaries.
+    """
+
+    accepted: bool
+    claims: Claims | None
+    reasons: tuple[str, ...] = ()
+    reason_codes: tuple[str, ...] = ()
+
+    @property
+    def reason_code(self) -> str:
+        return self.reason_codes[0] if self.reason_codes else ("accepted" if self.accepted else "rejected")
+
+    def to_json(self) -> dict[str, Any]:
+        claims = self.claims.to_json() if self.claims else None
+        return {
+            "verdict": "accepted" if self.accepted else "rejected",
+            "reasons": list(self.reasons),
+            "reason_codes": list(self.reason_codes),
+            "claims": claims,
+        }

@@ -1,0 +1,194 @@
+"""HPKE sealing to attested keys, and the enclave's signed receipts.
+
+All primitives come from ``cryptography``: HPKE (RFC 9180) single-shot mode
+with X25519 + HKDF-SHA256 + ChaCha20-Poly1305 by default, or the hybrid
+post-quantum MLKEM768-X25519 KEM; Ed25519 for receipts.
+
+Plaintexts are padded to fixed buckets before sealing so that ciphertext
+sizes do not tell a miner which requests are a validator's spot checks.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from omron_tee.errors import ChannelError
+
+REQUEST_INFO = b"omron-tee/request/v1"
+REPLY_INFO = b"omron-tee/reply/v1"
+_X25519_LEN = 32
+_MLKEM768_PUB_LEN = 1184
+_MIN_BUCKET = 1024
+MAX_PLAINTEXT = 16 * 1024 * 1024
+
+
+class KemSuite(str, enum.Enum):
+    """The HPKE suites a channel may use; the value names KEM, KDF and AEAD."""
+
+    X25519 = "x25519-hkdf-sha256-chacha20poly1305"
+    MLKEM768_X25519 = "mlkem768x25519-hkdf-sha256-chacha20poly1305"
+
+    @classmethod
+    def parse(cls, value: str) -> "KemSuite":
+        try:
+            return cls(value)
+        except ValueError:
+            raise ChannelError(f"unsupported HPKE suite {value!r}", reason="unsupported-suite") from None
+
+    @property
+    def suite(self) -> hpke.Suite:
+        return _SUITES[self]
+
+
+_SUITES = {
+    KemSuite.X25519: hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
+    KemSuite.MLKEM768_X25519: hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
+}
+
+
+def _public_key(kem: KemSuite, data: bytes):
+    try:
+        if kem is KemSuite.X25519:
+            return x25519.X25519PublicKey.from_public_bytes(data)
+        if len(data) != _MLKEM768_PUB_LEN + _X25519_LEN:
+            raise ValueError("wrong length")
+        return hpke.MLKEM768X25519PublicKey(
+            mlkem.MLKEM768PublicKey.from_public_bytes(data[:_MLKEM768_PUB_LEN]),
+            x25519.X25519PublicKey.from_public_bytes(data[_MLKEM768_PUB_LEN:]),
+        )
+    except ValueError:
+        raise ChannelError(f"not a valid {kem.value} public key", reason="bad-key") from None
+
+
+class HpkeKeyPair:
+    """An HPKE recipient key pair (the enclave's, or a requester's reply key)."""
+
+    def __init__(self, kem: KemSuite, private_key, public_bytes: bytes) -> None:
+        self.kem = kem
+        self._private = private_key
+        self.public_bytes = public_bytes
+
+    @classmethod
+    def generate(cls, kem: KemSuite = KemSuite.X25519) -> "HpkeKeyPair":
+        xk = x25519.X25519PrivateKey.generate()
+        if kem is KemSuite.X25519:
+            return cls(kem, xk, xk.public_key().public_bytes_raw())
+        mk = mlkem.MLKEM768PrivateKey.generate()
+        pub = mk.public_key().public_bytes_raw() + xk.public_key().public_bytes_raw()
+        return cls(kem, hpke.MLKEM768X25519PrivateKey(mk, xk), pub)
+
+    def open(self, sealed: bytes, info: bytes) -> bytes:
+        try:
+            padded = self.kem.suite.decrypt(sealed, self._private, info=info)
+        except Exception:
+            # cryptography raises InvalidTag or ValueError here; either way the
+            # ciphertext was not sealed to this key for this context.
+            raise ChannelError("ciphertext does not open with this key (tampered, or sealed to another key)", reason="tampered-ciphertext") from None
+        return unpad(padded)
+
+
+def seal(kem: KemSuite, recipient_public: bytes, plaintext: bytes, info: bytes) -> bytes:
+    """HPKE-seal ``plaintext`` (padded to its bucket) to ``recipient_public``."""
+    return kem.suite.encrypt(pad(plaintext), _public_key(kem, recipient_public), info=info)
+
+
+def bucket_size(n: int) -> int:
+    """The padded size for an ``n``-byte message: the next power of two, at least 1 KiB."""
+    size = _MIN_BUCKET
+    while size < n + 4:
+        size *= 2
+    return size
+
+
+def pad(plaintext: bytes) -> bytes:
+    if len(plaintext) > MAX_PLAINTEXT:
+        raise ChannelError(f"message of {len(plaintext)} bytes exceeds the {MAX_PLAINTEXT}-byte limit", reason="too-large")
+    size = bucket_size(len(plaintext))
+    return struct.pack(">I", len(plaintext)) + plaintext + bytes(size - 4 - len(plaintext))
+
+
+def unpad(padded: bytes) -> bytes:
+    if len(padded) < 4:
+        raise ChannelError("sealed message is too short", reason="malformed-message")
+    (n,) = struct.unpack_from(">I", padded)
+    if n > len(padded) - 4:
+        raise ChannelError("sealed message has an impossible length", reason="malformed-message")
+    return padded[4 : 4 + n]
+
+
+def request_info(key_id: bytes) -> bytes:
+    return REQUEST_INFO + b"\0" + key_id
+
+
+def reply_info(nonce: bytes) -> bytes:
+    return REPLY_INFO + b"\0" + nonce
+
+
+def key_id(hpke_public: bytes) -> bytes:
+    """A short name for an enclave's HPKE key; a miner restart changes it."""
+    return hashlib.sha256(hpke_public).digest()[:16]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the enclave signs for one inference.
+
+    ``nonce`` is the requester's per-request nonce; ``evidence_hash`` names
+    the attestation evidence whose keys sign this receipt. Hashes are SHA-256
+    (inputs and outputs over their canonical tensor encoding).
+    """
+
+    nonce: bytes
+    model_hash: bytes
+    input_hash: bytes
+    output_hash: bytes
+    evidence_hash: bytes
+    issued_at_ms: int
+    signature: bytes = b""
+
+    _TAG = b"omron-tee/receipt/v1"
+    _FMT = struct.Struct(">32s32s32s32s32sQ")
+
+    def signed_bytes(self) -> bytes:
+        return self._TAG + self._FMT.pack(
+            self.nonce, self.model_hash, self.input_hash, self.output_hash, self.evidence_hash, self.issued_at_ms
+        )
+
+    def verify(self, signing_public: bytes) -> None:
+        try:
+            Ed25519PublicKey.from_public_bytes(signing_public).verify(self.signature, self.signed_bytes())
+        except (InvalidSignature, ValueError):
+            raise ChannelError("receipt signature does not verify with the attested enclave key", reason="bad-receipt") from None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "nonce": self.nonce.hex(),
+            "model_hash": self.model_hash.hex(),
+            "input_hash": self.input_hash.hex(),
+            "output_hash": self.output_hash.hex(),
+            "evidence_hash": self.evidence_hash.hex(),
+            "issued_at_ms": self.issued_at_ms,
+            "signature": self.signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> "Receipt":
+        if not isinstance(data, dict):
+            raise ChannelError("receipt must be a JSON object", reason="malformed-message")
+        try:
+            fields = {k: bytes.fromhex(str(data[k])) for k in ("nonce", "model_hash", "input_hash", "output_hash", "evidence_hash", "signature")}
+            r = cls(issued_at_ms=int(data["issued_at_ms"]), **fields)
+        except (KeyError, ValueError, TypeError):
+            raise ChannelError("receipt is missing a field or has a malformed one", reason="malformed-message") from None
+        for name in ("nonce", "model_hash", "input_hash", "output_hash", "evidence_hash"):
+            if len(getattr(r, name)) != 32:
+                raise ChannelError(f"receipt.{name} must be 32 bytes", reason="malformed-message")
+        return r

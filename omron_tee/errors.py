@@ -1,0 +1,109 @@
+"""The exception hierarchy of omron-tee.
+
+Every error a user or a peer can cause is an ``OmronTeeError`` whose message
+says what was wrong and, where it helps, what to do. Each carries a short
+machine-readable ``reason`` (a stable slug) that logs, summaries and scores
+use to name why something was refused.
+"""
+
+from __future__ import annotations
+
+
+class OmronTeeError(Exception):
+    """Base class of every error omron-tee raises on purpose."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class ConfigError(OmronTeeError):
+    """A flag, file or setting is missing or invalid."""
+
+    reason = "config"
+
+
+class ProtocolError(OmronTeeError):
+    """A message does not have the shape the protocol requires."""
+
+    reason = "malformed-message"
+
+
+class AttestationError(OmronTeeError):
+    """Evidence could not be parsed, verified or did not satisfy the policy."""
+
+    reason = "attestation-failed"
+
+
+class ParseError(AttestationError):
+    """Evidence bytes are not a well-formed structure (the abi layer)."""
+
+    reason = "evidence-malformed"
+
+    def __init__(self, structure: str, field: str, message: str) -> None:
+        super().__init__(f"{structure}: field '{field}': {message}")
+        self.structure = structure
+        self.field = field
+
+
+class VerificationError(AttestationError):
+    """A signature, certificate chain or collateral check failed (the verify layer)."""
+
+    reason = "evidence-unverified"
+
+
+class CollateralError(VerificationError):
+    """Collateral (certificates, CRLs, TCB info) is missing, expired or wrong."""
+
+    reason = "collateral"
+
+
+class PolicyError(AttestationError):
+    """Verified evidence does not satisfy the policy (the validate layer)."""
+
+    reason = "policy"
+
+
+class ChannelError(OmronTeeError):
+    """A sealed message could not be opened, or a receipt does not verify."""
+
+    reason = "channel"
+
+
+class EnclaveError(OmronTeeError):
+    """The enclave backend could not produce evidence or is not usable here."""
+
+    reason = "enclave"
+
+
+class ModelError(OmronTeeError):
+    """A model is unknown, its file does not match its hash, or its input is invalid."""
+
+    reason = "model"
+
+
+class ChainError(OmronTeeError):
+    """The chain could not be reached or refused an operation."""
+
+    reason = "chain"
+
+
+class RateLimited(ChainError):
+    """An operation was refused because it came too soon after the last one."""
+
+    reason = "rate-limited"
+
+
+class AuthError(OmronTeeError):
+    """A request's btauth/1 signature, freshness or sender was refused."""
+
+    reason = "unauthorized"
+
+
+class MinerError(OmronTeeError):
+    """A miner failed to answer correctly (down, slow, refused, wrong)."""
+
+    reason = "miner-failed"

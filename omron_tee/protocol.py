@@ -1,0 +1,257 @@
+"""Typed messages of the exchange. No I/O, no cryptography beyond hashing.
+
+Wire messages (JSON, bytes as base64) travel over HTTP between validator and
+miner and between a client and the validator's API. Sealed payloads (the
+inner plaintexts) are only ever seen by the requester and the enclave.
+
+The exchange::
+
+    requester -> miner    AttestRequest(nonce, kem)
+    miner     -> requester AttestResponse(evidence, keys)          # report_data binds nonce + keys
+    requester -> miner    InferRequest(key_id, sealed=HPKE(InferencePayload))
+    miner     -> requester InferResponse(sealed=HPKE(InferenceResult))  # result + signed receipt
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
+from omron_tee.attestation.evidence import Evidence
+from omron_tee.channel import Receipt
+from omron_tee.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_TENSOR_BYTES = 4 * 1024 * 1024
+_DTYPES = {"float32", "float64", "int64", "int32", "uint8"}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ProtocolError(f"{what} is not valid base64") from None
+
+
+def _field(data: Any, key: str, what: str) -> Any:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    if key not in data:
+        raise ProtocolError(f"{what} is missing '{key}'")
+    return data[key]
+
+
+def _nonce(value: Any, what: str) -> bytes:
+    n = unb64(value, what)
+    if len(n) != NONCE_LEN:
+        raise ProtocolError(f"{what} must be {NONCE_LEN} bytes")
+    return n
+
+
+def loads(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError(f"{what} is not valid JSON") from None
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A dense array in a canonical little-endian encoding (what hashes cover)."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> "Tensor":
+        a = np.ascontiguousarray(array)
+        if a.dtype.name not in _DTYPES:
+            raise ProtocolError(f"unsupported tensor dtype {a.dtype.name}")
+        return cls(a.dtype.name, tuple(int(d) for d in a.shape), a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+
+    def to_array(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape)
+
+    def canonical(self) -> bytes:
+        header = f"{self.dtype}:{','.join(map(str, self.shape))}".encode()
+        return struct.pack(">I", len(header)) + header + self.data
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.canonical()).digest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "shape": list(self.shape), "data": b64(self.data)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Tensor":
+        dtype = _field(data, "dtype", "tensor")
+        shape = _field(data, "shape", "tensor")
+        if dtype not in _DTYPES:
+            raise ProtocolError(f"unsupported tensor dtype {dtype!r}")
+        if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(d, int) and 0 <= d <= 1 << 20 for d in shape):
+            raise ProtocolError("tensor shape must be a list of at most 8 non-negative integers")
+        raw = unb64(_field(data, "data", "tensor"), "tensor.data")
+        if len(raw) > MAX_TENSOR_BYTES:
+            raise ProtocolError(f"tensor exceeds {MAX_TENSOR_BYTES} bytes")
+        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if len(raw) != expected:
+            raise ProtocolError(f"tensor data has {len(raw)} bytes, shape {shape} of {dtype} needs {expected}")
+        return cls(dtype, tuple(shape), raw)
+
+
+# --- miner endpoints ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttestRequest:
+    nonce: bytes
+    kem: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "nonce": b64(self.nonce), "kem": self.kem}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "AttestRequest":
+        return cls(_nonce(_field(data, "nonce", "attest request"), "attest request nonce"), str(_field(data, "kem", "attest request")))
+
+
+def keys_to_json(keys: EnclavePublicKeys) -> dict[str, Any]:
+    return {"kem": keys.kem, "hpke_public": b64(keys.hpke_public), "signing_public": b64(keys.signing_public)}
+
+
+def keys_from_json(data: Any) -> EnclavePublicKeys:
+    return EnclavePublicKeys(
+        kem=str(_field(data, "kem", "enclave keys")),
+        hpke_public=unb64(_field(data, "hpke_public", "enclave keys"), "enclave keys.hpke_public"),
+        signing_public=unb64(_field(data, "signing_public", "enclave keys"), "enclave keys.signing_public"),
+    )
+
+
+@dataclass(frozen=True)
+class AttestResponse:
+    evidence: Evidence
+    keys: EnclavePublicKeys
+    models: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"evidence": self.evidence.to_json(), "keys": keys_to_json(self.keys), "models": list(self.models)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "AttestResponse":
+        models = data.get("models", []) if isinstance(data, dict) else []
+        if not isinstance(models, list):
+            raise ProtocolError("attest response models must be a list")
+        return cls(
+            evidence=Evidence.from_json(_field(data, "evidence", "attest response")),
+            keys=keys_from_json(_field(data, "keys", "attest response")),
+            models=tuple(str(m) for m in models),
+        )
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """What a miner's operator sees of a request: which enclave key, and a sealed blob."""
+
+    key_id: bytes
+    sealed: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "key_id": b64(self.key_id), "sealed": b64(self.sealed)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "InferRequest":
+        return cls(unb64(_field(data, "key_id", "infer request"), "infer request key_id"), unb64(_field(data, "sealed", "infer request"), "infer request sealed"))
+
+
+@dataclass(frozen=True)
+class InferResponse:
+    sealed: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "sealed": b64(self.sealed)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "InferResponse":
+        return cls(unb64(_field(data, "sealed", "infer response"), "infer response sealed"))
+
+
+# --- sealed payloads (only requester and enclave see these) ------------------
+
+
+@dataclass(frozen=True)
+class InferencePayload:
+    """The plaintext sealed to the enclave: the private input and where to reply."""
+
+    nonce: bytes
+    model_id: str
+    input: Tensor
+    reply_kem: str
+    reply_public: bytes
+
+    def encode(self) -> bytes:
+        return dumps({
+            "nonce": b64(self.nonce),
+            "model": self.model_id,
+            "input": self.input.to_json(),
+            "reply_kem": self.reply_kem,
+            "reply_public": b64(self.reply_public),
+        })
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "InferencePayload":
+        d = loads(raw, "sealed request")
+        return cls(
+            nonce=_nonce(_field(d, "nonce", "sealed request"), "sealed request nonce"),
+            model_id=str(_field(d, "model", "sealed request")),
+            input=Tensor.from_json(_field(d, "input", "sealed request")),
+            reply_kem=str(_field(d, "reply_kem", "sealed request")),
+            reply_public=unb64(_field(d, "reply_public", "sealed request"), "sealed request reply key"),
+        )
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """The plaintext sealed back to the requester: output (or error) and receipt."""
+
+    output: Tensor | None
+    receipt: Receipt | None
+    error: str | None = None
+
+    def encode(self) -> bytes:
+        return dumps({
+            "output": self.output.to_json() if self.output else None,
+            "receipt": self.receipt.to_json() if self.receipt else None,
+            "error": self.error,
+        })
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "InferenceResult":
+        d = loads(raw, "sealed result")
+        if not isinstance(d, dict):
+            raise ProtocolError("sealed result must be a JSON object")
+        out = d.get("output")
+        rec = d.get("receipt")
+        err = d.get("error")
+        return cls(
+            output=Tensor.from_json(out) if out is not None else None,
+            receipt=Receipt.from_json(rec) if rec is not None else None,
+            error=str(err) if err is not None else None,
+        )
