@@ -198,13 +198,15 @@ class InferResponse:
 
 @dataclass(frozen=True)
 class InferencePayload:
-    """The plaintext sealed to the enclave: the private input and where to reply."""
+    """The plaintext sealed to the enclave: the private input, where to reply, and
+    which of the enclave's evidence the requester verified (the receipt names it)."""
 
     nonce: bytes
     model_id: str
     input: Tensor
     reply_kem: str
     reply_public: bytes
+    evidence_hash: bytes
 
     def encode(self) -> bytes:
         return dumps({
@@ -213,6 +215,7 @@ class InferencePayload:
             "input": self.input.to_json(),
             "reply_kem": self.reply_kem,
             "reply_public": b64(self.reply_public),
+            "evidence_hash": b64(self.evidence_hash),
         })
 
     @classmethod
@@ -224,6 +227,7 @@ class InferencePayload:
             input=Tensor.from_json(_field(d, "input", "sealed request")),
             reply_kem=str(_field(d, "reply_kem", "sealed request")),
             reply_public=unb64(_field(d, "reply_public", "sealed request"), "sealed request reply key"),
+            evidence_hash=unb64(_field(d, "evidence_hash", "sealed request"), "sealed request evidence hash"),
         )
 
 

@@ -1,0 +1,1 @@
+"""The validator: benchmark probes, scoring, weights, and the third-party API."""

@@ -1,0 +1,204 @@
+"""The third-party SDK: private, verified inference through a validator.
+
+The client asks the validator for candidate miners attested with *its own*
+fresh nonce, verifies each one's evidence *itself* against *its own* policy,
+seals its input to each accepted enclave (one copy per candidate, so the
+validator can fail over without ever being able to read it), and checks the
+receipt of whichever answers. The validator relays bytes it cannot read.
+
+    client = PrivateInferenceClient("http://127.0.0.1:8092", validator_hotkey, wallet, policy=policy)
+    result = client.infer_sync("digits-mlp", x)
+    result.output, result.receipt
+    result.save("receipt.json")   # checkable offline: omron-tee receipt verify receipt.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bittensor as bt
+import numpy as np
+
+from omron_tee.attestation.binding import EnclavePublicKeys
+from omron_tee.attestation.evidence import Evidence
+from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.verify.registry import VerifierRegistry
+from omron_tee.channel import KemSuite, Receipt
+from omron_tee.errors import AttestationError, MinerError, ModelError, OmronTeeError, ProtocolError
+from omron_tee.exchange import AttestedSession, check_attestation, new_nonce, open_result, seal_request
+from omron_tee.protocol import AttestResponse, InferResponse, Tensor, b64, keys_from_json, keys_to_json
+from omron_tee.wire.auth import Signer
+from omron_tee.wire.client import SignedClient
+
+RECEIPT_FILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Rejection:
+    hotkey: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PrivateResult:
+    """A verified answer: the output, the enclave's receipt and the evidence that vouches for its key."""
+
+    model_id: str
+    output: np.ndarray
+    receipt: Receipt
+    miner_hotkey: str
+    evidence: Evidence
+    keys: EnclavePublicKeys
+    attest_nonce: bytes
+    rejected: tuple[Rejection, ...] = ()
+
+    def to_json(self, *, include_output: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "omron_tee_receipt": RECEIPT_FILE_VERSION,
+            "model_id": self.model_id,
+            "miner_hotkey": self.miner_hotkey,
+            "receipt": self.receipt.to_json(),
+            "evidence": self.evidence.to_json(),
+            "keys": keys_to_json(self.keys),
+            "attest_nonce": self.attest_nonce.hex(),
+        }
+        if include_output:
+            out["output"] = Tensor.from_array(self.output).to_json()
+        return out
+
+    def save(self, path: str | Path, *, include_output: bool = True) -> None:
+        """Write the receipt file (private: it holds the output unless ``include_output`` is False)."""
+        Path(path).write_text(json.dumps(self.to_json(include_output=include_output), indent=2))
+
+
+class PrivateInferenceClient:
+    def __init__(
+        self,
+        validator_url: str,
+        validator_hotkey: str,
+        wallet: bt.Wallet,
+        *,
+        policy: Policy,
+        verifiers: VerifierRegistry,
+        kem: KemSuite = KemSuite.X25519,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = validator_url.rstrip("/")
+        self.validator_hotkey = validator_hotkey
+        self.policy = policy
+        self.verifiers = verifiers
+        self.kem = kem
+        self.timeout = timeout
+        self._http = SignedClient(Signer(wallet), max_concurrency=8, timeout=timeout)
+
+    async def models(self) -> dict[str, bytes]:
+        """The validator's models and their sha256, as it advertises them."""
+        import httpx
+
+        async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as h:
+            resp = await h.get(self.url + "/v1/models")
+        return {m["id"]: bytes.fromhex(m["sha256"]) for m in resp.json()["models"]}
+
+    async def infer(self, model_id: str, x: np.ndarray, *, model_hash: bytes, candidates: int = 3, deadline_s: float = 10.0) -> PrivateResult:
+        """Run ``x`` through ``model_id`` on an attested enclave; ``model_hash`` pins the model's sha256."""
+        nonce = new_nonce()
+        raw = await self._post("/v1/attest", {"model": model_id, "nonce": b64(nonce), "kem": self.kem.value, "count": candidates})
+        accepted: list[tuple[str, AttestedSession, AttestResponse]] = []
+        rejected: list[Rejection] = []
+        for c in raw.get("candidates", []):
+            hotkey = str(c.get("hotkey"))
+            try:
+                resp = AttestResponse.from_json(c.get("attest"))
+                session = check_attestation(resp, nonce=nonce, policy=self.policy, registry=self.verifiers)
+            except (AttestationError, ProtocolError) as e:
+                rejected.append(Rejection(hotkey, e.reason, str(e)))
+                continue
+            accepted.append((hotkey, session, resp))
+        for f in raw.get("failures", []):
+            rejected.append(Rejection(str(f.get("hotkey")), str(f.get("reason")), "did not answer the attestation request"))
+        if not accepted:
+            detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"
+            raise AttestationError(f"no miner's enclave passed this client's policy ({detail})", reason="no-attested-miner")
+        attempts, pendings = [], {}
+        for hotkey, session, _ in accepted:
+            request, pending = seal_request(session, model_id, x)
+            attempts.append({"hotkey": hotkey, "request": request.to_json()})
+            pendings[hotkey] = pending
+        reply = await self._post("/v1/infer", {"model": model_id, "deadline_ms": int(deadline_s * 1000), "attempts": attempts}, timeout=deadline_s + 2.0)
+        hotkey = str(reply.get("hotkey"))
+        if hotkey not in pendings:
+            raise ProtocolError("the validator answered for a miner this client did not seal to")
+        result = open_result(pendings[hotkey], InferResponse.from_json(reply.get("response")), model_hash=model_hash)
+        session, resp = next((s, r) for h, s, r in accepted if h == hotkey)
+        return PrivateResult(model_id, result.output, result.receipt, hotkey, resp.evidence, resp.keys, nonce, tuple(rejected))
+
+    def infer_sync(self, model_id: str, x: np.ndarray, **kwargs: Any) -> PrivateResult:
+        async def go() -> PrivateResult:
+            try:
+                return await self.infer(model_id, x, **kwargs)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(go())
+
+    async def _post(self, path: str, payload: Any, *, timeout: float | None = None) -> Any:
+        try:
+            return await self._http.post(self.url, path, payload, receiver=self.validator_hotkey, timeout=timeout)
+        except MinerError as e:
+            # The validator itself refused or failed: say so, not "miner".
+            raise OmronTeeError(f"validator: {e}", reason=e.reason) from None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+@dataclass(frozen=True)
+class ReceiptCheck:
+    ok: bool
+    reasons: tuple[str, ...]
+    model_id: str
+    miner_hotkey: str
+    issued_at: float
+
+
+def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistry, now: float | None = None, model_hash: bytes | None = None) -> ReceiptCheck:
+    """Check a saved receipt offline: evidence and policy (as of the receipt's time unless ``now``),
+    the key binding, the receipt signature, and the output hash if the output is included."""
+    from omron_tee.attestation.validate.appraise import appraise
+
+    try:
+        if not isinstance(data, dict) or data.get("omron_tee_receipt") != RECEIPT_FILE_VERSION:
+            raise ProtocolError("not an omron-tee receipt file (version 1)")
+        receipt = Receipt.from_json(data["receipt"])
+        evidence = Evidence.from_json(data["evidence"])
+        keys = keys_from_json(data["keys"])
+        nonce = bytes.fromhex(str(data["attest_nonce"]))
+        model_id = str(data["model_id"])
+        hotkey = str(data.get("miner_hotkey", ""))
+        output = Tensor.from_json(data["output"]) if data.get("output") is not None else None
+    except (KeyError, ValueError, TypeError, OmronTeeError) as e:
+        return ReceiptCheck(False, (f"malformed receipt file: {e}",), "", "", 0.0)
+    issued = receipt.issued_at_ms / 1000.0
+    reasons: list[str] = []
+    verdict = appraise(evidence, nonce=nonce, keys=keys, policy=policy, registry=verifiers, now=issued if now is None else now)
+    reasons.extend(f"evidence: {r}" for r in verdict.reasons)
+    try:
+        receipt.verify(keys.signing_public)
+    except OmronTeeError as e:
+        reasons.append(str(e))
+    if receipt.evidence_hash != evidence.digest():
+        reasons.append("receipt names other evidence than the one in the file")
+    if output is not None and output.digest() != receipt.output_hash:
+        reasons.append("the output in the file is not the one the receipt covers")
+    if model_hash is not None and model_hash != receipt.model_hash:
+        reasons.append("receipt is for another model than the one expected")
+    return ReceiptCheck(not reasons, tuple(reasons), model_id, hotkey, issued)
+
+
+__all__ = ["PrivateInferenceClient", "PrivateResult", "Rejection", "ReceiptCheck", "verify_receipt_file", "ModelError", "time"]

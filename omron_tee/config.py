@@ -1,0 +1,85 @@
+"""Command-line configuration shared by the neurons: the subnet template's standard flags.
+
+``--netuid``, ``--subtensor.network``, ``--subtensor.chain_endpoint``,
+``--wallet.name``, ``--wallet.hotkey``, ``--wallet.path``, ``--logging.debug``,
+plus ``--chain.path`` for the embedded development chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import bittensor as bt
+
+from omron_tee.errors import ConfigError
+
+DEFAULT_HOME = Path(os.environ.get("OMRON_TEE_HOME", Path.home() / ".omron-tee"))
+EMBEDDED = "embedded"
+LOCAL_NETWORKS = {EMBEDDED}
+
+
+def add_standard_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("subnet")
+    g.add_argument("--netuid", type=int, default=1, help="subnet uid (default: 1)")
+    g.add_argument("--subtensor.network", dest="network", default=EMBEDDED,
+                   help="chain to use: 'embedded' (the built-in development chain, default), 'local' (a subtensor at ws://127.0.0.1:9944), 'test', 'finney', or a ws:// URL")
+    g.add_argument("--subtensor.chain_endpoint", dest="chain_endpoint", default=None, help="explicit ws:// endpoint of a subtensor node (overrides --subtensor.network)")
+    g.add_argument("--chain.path", dest="chain_path", default=str(DEFAULT_HOME / "embedded-chain.sqlite"),
+                   help="SQLite file of the embedded chain; processes sharing it share one local network (default: %(default)s)")
+    w = p.add_argument_group("wallet")
+    w.add_argument("--wallet.name", dest="wallet_name", default="default", help="coldkey name (default: %(default)s)")
+    w.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="hotkey name (default: %(default)s)")
+    w.add_argument("--wallet.path", dest="wallet_path", default=str(Path.home() / ".bittensor" / "wallets"), help="wallets folder (default: %(default)s)")
+    lg = p.add_argument_group("logging")
+    lg.add_argument("--logging.debug", dest="log_debug", action="store_true", help="verbose logs")
+    lg.add_argument("--logging.info", dest="log_info", action="store_true", help="informational logs (the default)")
+
+
+def network_of(args: argparse.Namespace) -> str:
+    return args.chain_endpoint or args.network
+
+
+def is_local(network: str) -> bool:
+    return network in LOCAL_NETWORKS
+
+
+def dev_attestation_key_path(chain_path: str | Path) -> Path:
+    """Where a local network keeps its simulated-enclave attestation key (beside its chain file)."""
+    p = Path(chain_path)
+    return p.with_name(p.stem + ".simulated-attestation.key")
+
+
+def setup_logging(args: argparse.Namespace, name: str) -> logging.Logger:
+    level = logging.DEBUG if getattr(args, "log_debug", False) else logging.INFO
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)-5s {name} %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "websockets", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return logging.getLogger(f"omron_tee.{name}")
+
+
+def load_wallet(args: argparse.Namespace) -> bt.Wallet:
+    """The wallet named by the flags; a clear error if its hotkey file is missing."""
+    wallet = bt.Wallet(name=args.wallet_name, hotkey=args.wallet_hotkey, path=args.wallet_path)
+    hotkey_file = Path(args.wallet_path).expanduser() / args.wallet_name / "hotkeys" / args.wallet_hotkey
+    if not hotkey_file.exists():
+        raise ConfigError(
+            f"no hotkey '{args.wallet_hotkey}' in wallet '{args.wallet_name}' under {args.wallet_path}: "
+            f"create one with `omron-tee wallet create --wallet.name {args.wallet_name} --wallet.hotkey {args.wallet_hotkey}`"
+        )
+    return wallet
+
+
+def create_wallet(name: str, hotkey: str, path: str | Path) -> bt.Wallet:
+    """A password-less coldkey and hotkey (development and automation; keep such keys off mainnet)."""
+    wallet = bt.Wallet(name=name, hotkey=hotkey, path=str(path))
+    coldkey_file = Path(path).expanduser() / name / "coldkeypub.txt"
+    if not coldkey_file.exists():
+        wallet.create_new_coldkey(use_password=False, overwrite=True, suppress=True)
+    hotkey_file = Path(path).expanduser() / name / "hotkeys" / hotkey
+    if not hotkey_file.exists():
+        wallet.create_new_hotkey(use_password=False, overwrite=True, suppress=True)
+    return wallet

@@ -1,0 +1,143 @@
+"""The requester's side of the exchange, without networking.
+
+Used alike by validators (benchmark traffic) and by third-party clients
+(their own private requests): check a miner's attestation, seal an input to
+the attested key, open the sealed result and check its receipt. Every
+failure is an ``OmronTeeError`` whose ``reason`` names it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
+from omron_tee.attestation.evidence import Verdict
+from omron_tee.attestation.validate.appraise import appraise
+from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.verify.registry import VerifierRegistry
+from omron_tee.channel import HpkeKeyPair, KemSuite, Receipt, key_id, reply_info, request_info, seal
+from omron_tee.errors import AttestationError, ChannelError, ProtocolError
+from omron_tee.protocol import AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, Tensor
+
+# How long an attested session may be reused before the requester must re-attest.
+DEFAULT_SESSION_TTL = 60.0
+
+
+def new_nonce() -> bytes:
+    return os.urandom(NONCE_LEN)
+
+
+@dataclass(frozen=True)
+class AttestedSession:
+    """Keys a requester has seen attested, and until when it will trust them without re-attesting."""
+
+    keys: EnclavePublicKeys
+    evidence_hash: bytes
+    verdict: Verdict
+    attested_at: float
+    expires_at: float
+    attest_nonce: bytes
+
+    @property
+    def kem(self) -> KemSuite:
+        return KemSuite.parse(self.keys.kem)
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.keys.hpke_public)
+
+    def fresh(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+def check_attestation(
+    response: AttestResponse,
+    *,
+    nonce: bytes,
+    policy: Policy,
+    registry: VerifierRegistry,
+    now: float | None = None,
+    ttl: float = DEFAULT_SESSION_TTL,
+) -> AttestedSession:
+    """An ``AttestedSession`` if the evidence is acceptable, else ``AttestationError`` naming every reason."""
+    now = time.time() if now is None else now
+    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, policy=policy, registry=registry, now=now)
+    if not verdict.accepted:
+        raise AttestationError("; ".join(verdict.reasons), reason=verdict.reason_code)
+    KemSuite.parse(response.keys.kem)
+    return AttestedSession(
+        keys=response.keys,
+        evidence_hash=response.evidence.digest(),
+        verdict=verdict,
+        attested_at=now,
+        expires_at=now + ttl,
+        attest_nonce=nonce,
+    )
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """What a requester keeps to open and check the answer to one sealed request."""
+
+    session: AttestedSession
+    nonce: bytes
+    model_id: str
+    input_hash: bytes
+    reply_key: HpkeKeyPair
+
+
+def seal_request(session: AttestedSession, model_id: str, x: np.ndarray, *, nonce: bytes | None = None) -> tuple[InferRequest, PendingRequest]:
+    """Seal ``x`` for ``model_id`` to the session's enclave key, with a fresh reply key."""
+    tensor = Tensor.from_array(x)
+    nonce = new_nonce() if nonce is None else nonce
+    reply_key = HpkeKeyPair.generate(session.kem)
+    payload = InferencePayload(
+        nonce=nonce,
+        model_id=model_id,
+        input=tensor,
+        reply_kem=session.kem.value,
+        reply_public=reply_key.public_bytes,
+        evidence_hash=session.evidence_hash,
+    )
+    sealed = seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id))
+    pending = PendingRequest(session=session, nonce=nonce, model_id=model_id, input_hash=tensor.digest(), reply_key=reply_key)
+    return InferRequest(key_id=session.key_id, sealed=sealed), pending
+
+
+@dataclass(frozen=True)
+class VerifiedResult:
+    output: np.ndarray
+    receipt: Receipt
+
+
+def open_result(pending: PendingRequest, response: InferResponse, *, model_hash: bytes) -> VerifiedResult:
+    """Open the sealed answer and check that its receipt covers this request and its output."""
+    plaintext = pending.reply_key.open(response.sealed, reply_info(pending.nonce))
+    try:
+        result = InferenceResult.decode(plaintext)
+    except (ProtocolError, ChannelError) as e:
+        raise ChannelError(f"sealed result is malformed: {e}", reason="malformed-result") from None
+    if result.error is not None:
+        raise ChannelError(f"the enclave refused the request: {result.error}", reason="enclave-refused")
+    if result.output is None or result.receipt is None:
+        raise ChannelError("sealed result has no output or no receipt", reason="malformed-result")
+    receipt = result.receipt
+    receipt.verify(pending.session.keys.signing_public)
+    mismatches = [
+        name
+        for name, got, want in (
+            ("nonce", receipt.nonce, pending.nonce),
+            ("model hash", receipt.model_hash, model_hash),
+            ("input hash", receipt.input_hash, pending.input_hash),
+            ("output hash", receipt.output_hash, result.output.digest()),
+            ("evidence hash", receipt.evidence_hash, pending.session.evidence_hash),
+        )
+        if got != want
+    ]
+    if mismatches:
+        raise ChannelError(f"receipt does not match the request: {', '.join(mismatches)}", reason="bad-receipt")
+    return VerifiedResult(output=result.output.to_array(), receipt=receipt)

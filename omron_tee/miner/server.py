@@ -1,0 +1,69 @@
+"""The miner's HTTP server: FastAPI routes over the trusted app.
+
+Routes (all POST bodies JSON, signed with btauth/1 for this miner's hotkey):
+``/attest`` (AttestRequest -> AttestResponse), ``/infer`` (InferRequest ->
+InferResponse); ``GET /health`` is unsigned and says only what is public.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI
+
+from omron_tee.chain.base import Chain
+from omron_tee.miner.trusted_app import TrustedApp
+from omron_tee.protocol import AttestRequest, InferRequest
+from omron_tee.wire.auth import Admission, RequestVerifier
+from omron_tee.wire.server import json_response, signed_route
+
+log = logging.getLogger("omron_tee.miner")
+
+
+def validator_admission(chain: Chain, *, refresh_s: float = 12.0) -> Admission:
+    """Admit registered hotkeys holding a validator permit, from a metagraph refreshed every ``refresh_s``."""
+    state: dict[str, Any] = {"at": 0.0, "permitted": frozenset(), "registered": frozenset()}
+    lock = threading.Lock()
+
+    def refresh(force: bool) -> None:
+        with lock:
+            if not force and time.monotonic() - state["at"] < refresh_s:
+                return
+            mg = chain.metagraph()
+            state["registered"] = frozenset(n.hotkey for n in mg.neurons)
+            state["permitted"] = frozenset(n.hotkey for n in mg.neurons if n.validator_permit)
+            state["at"] = time.monotonic()
+
+    def check(hotkey: str) -> str | None:
+        refresh(False)
+        if hotkey not in state["permitted"] and time.monotonic() - state["at"] > 1.0:
+            refresh(True)  # a newly registered validator should not wait a full period
+        if hotkey in state["permitted"]:
+            return None
+        if hotkey in state["registered"]:
+            return "caller is registered but holds no validator permit"
+        return "caller is not registered on this subnet"
+
+    return Admission(check)
+
+
+def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> FastAPI:
+    api = FastAPI(title="omron-tee miner", docs_url=None, redoc_url=None, openapi_url=None)
+
+    async def attest(caller: str, body: Any) -> Any:
+        return app_core.attest(AttestRequest.from_json(body)).to_json()
+
+    async def infer(caller: str, body: Any) -> Any:
+        return (await app_core.infer(InferRequest.from_json(body))).to_json()
+
+    api.add_api_route("/attest", signed_route(verifier, attest, log), methods=["POST"])
+    api.add_api_route("/infer", signed_route(verifier, infer, log), methods=["POST"])
+
+    @api.get("/health")
+    async def health() -> Any:
+        return json_response({"hotkey": verifier.self_hotkey, "tee_type": app_core.backend.tee_type.value, "models": list(app_core.models)})
+
+    return api

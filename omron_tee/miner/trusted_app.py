@@ -1,0 +1,109 @@
+"""The trusted app: the part of a miner that runs inside the enclave.
+
+It holds the channel keys (generated here, never exported), answers
+attestation requests with evidence binding those keys to the requester's
+nonce, and runs sealed inference requests: open, run the model, seal the
+result and a signed receipt back to the requester's reply key. The miner's
+operator only ever handles ciphertext.
+
+Nothing here logs an input or an output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from omron_tee.attestation.binding import report_data_for
+from omron_tee.channel import KemSuite, Receipt, key_id, reply_info, request_info, seal
+from omron_tee.enclave.base import EnclaveBackend
+from omron_tee.enclave.keys import EnclaveKeys
+from omron_tee.errors import ChannelError, ModelError, OmronTeeError
+from omron_tee.models import ModelRegistry, load_runtime
+from omron_tee.protocol import AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, Tensor
+
+log = logging.getLogger("omron_tee.miner")
+
+
+@dataclass(frozen=True)
+class DevFaults:
+    """Deliberate misbehaviour for the local network's demo miners (simulated enclave only)."""
+
+    delay_s: float = 0.0
+    wrong_output: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.delay_s > 0 or self.wrong_output
+
+
+class TrustedApp:
+    def __init__(self, backend: EnclaveBackend, registry: ModelRegistry, model_ids: list[str] | None = None, *, faults: DevFaults = DevFaults()) -> None:
+        self.backend = backend
+        self.registry = registry
+        ids = model_ids if model_ids else registry.ids()
+        self.specs = {m: registry.get(m) for m in ids}
+        self.runtimes = {m: load_runtime(spec) for m, spec in self.specs.items()}
+        self.faults = faults
+        self._keys: dict[KemSuite, EnclaveKeys] = {}
+        self._by_key_id: dict[bytes, EnclaveKeys] = {}
+        for kem in KemSuite:
+            self._keys_for(kem)
+
+    def _keys_for(self, kem: KemSuite) -> EnclaveKeys:
+        keys = self._keys.get(kem)
+        if keys is None:
+            keys = EnclaveKeys(kem)
+            self._keys[kem] = keys
+            self._by_key_id[key_id(keys.public.hpke_public)] = keys
+        return keys
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self.specs)
+
+    def attest(self, request: AttestRequest) -> AttestResponse:
+        keys = self._keys_for(KemSuite.parse(request.kem))
+        evidence = self.backend.attest(report_data_for(request.nonce, keys.public))
+        return AttestResponse(evidence=evidence, keys=keys.public, models=self.models)
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        keys = self._by_key_id.get(request.key_id)
+        if keys is None:
+            raise ChannelError("this enclave holds no such key (it restarted?): attest again", reason="unknown-key")
+        # From here on, failures are answered inside the sealed reply when we can, so
+        # that the operator cannot tell a spot check's error from a user's.
+        payload = InferencePayload.decode(keys.hpke.open(request.sealed, request_info(request.key_id)))
+        try:
+            reply_kem = KemSuite.parse(payload.reply_kem)
+            result = self._run(payload, keys)
+        except ChannelError:
+            raise
+        except OmronTeeError as e:
+            result = InferenceResult(output=None, receipt=None, error=f"{e.reason}: {e}")
+        if self.faults.delay_s:
+            await asyncio.sleep(self.faults.delay_s)
+        return InferResponse(sealed=seal(reply_kem, payload.reply_public, result.encode(), reply_info(payload.nonce)))
+
+    def _run(self, payload: InferencePayload, keys: EnclaveKeys) -> InferenceResult:
+        spec = self.specs.get(payload.model_id)
+        if spec is None:
+            raise ModelError(f"model {payload.model_id!r} is not served here (serving: {', '.join(self.specs)})")
+        output = self.runtimes[payload.model_id].run(payload.input.to_array())
+        if self.faults.wrong_output:
+            output = output + 0.5  # off by far more than any model's tolerance
+        out = Tensor.from_array(output)
+        # The receipt names the evidence the requester says it verified: any evidence
+        # binding this signing key is as good, since only this enclave holds it.
+        receipt = Receipt(
+            nonce=payload.nonce,
+            model_hash=spec.sha256,
+            input_hash=payload.input.digest(),
+            output_hash=out.digest(),
+            evidence_hash=payload.evidence_hash,
+            issued_at_ms=int(time.time() * 1000),
+        )
+        signed = Receipt(**{**receipt.__dict__, "signature": keys.sign(receipt.signed_bytes())})
+        return InferenceResult(output=out, receipt=signed)

@@ -1,0 +1,140 @@
+"""The validator's API for third parties: attest miners for a client, relay sealed requests.
+
+The client verifies the evidence itself and seals its input to the enclave,
+so this API only relays bytes it cannot read. Routes (btauth/1-signed for the
+validator's hotkey, rate-limited per client hotkey):
+
+``GET  /v1/models``  the models on offer, with their hashes (unsigned)
+``POST /v1/attest``  {model, nonce, kem, count} -> {candidates: [{hotkey, uid, attest}], failures}
+``POST /v1/infer``   {model, deadline_ms, attempts: [{hotkey, request}]} -> {hotkey, response, tried}
+
+A relayed request whose miner fails is retried with the next attempt (the
+client sealed one copy per candidate) while the deadline allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI
+
+from omron_tee.errors import MinerError, ProtocolError, RateLimited
+from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, InferResponse, _field, _nonce
+from omron_tee.validator.core import Validator
+from omron_tee.validator.scoring import Outcome
+from omron_tee.wire.auth import RequestVerifier
+from omron_tee.wire.server import json_response, signed_route
+
+log = logging.getLogger("omron_tee.validator.api")
+
+MAX_CANDIDATES = 8
+MAX_DEADLINE_MS = 60_000
+
+
+class RateLimiter:
+    """A token bucket per client hotkey."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens < 1.0:
+                raise RateLimited(f"too many requests from this hotkey: at most {self.rate:g}/s (burst {self.burst:g})")
+            self._buckets[key] = (tokens - 1.0, now)
+
+
+def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 20.0, burst: float = 40.0) -> FastAPI:
+    api = FastAPI(title="omron-tee validator API", docs_url=None, redoc_url=None, openapi_url=None)
+    limiter = RateLimiter(rate, burst)
+    prober = validator.prober
+
+    def candidates_for(count: int) -> list:
+        ranked = sorted(validator.miners(), key=lambda n: validator.scores.scores().get(n.hotkey, 0.0), reverse=True)
+        return ranked[:count]
+
+    async def attest(caller: str, body: Any) -> Any:
+        limiter.take(caller)
+        model = str(_field(body, "model", "attest request"))
+        prober.models.get(model)
+        nonce = _nonce(_field(body, "nonce", "attest request"), "attest request nonce")
+        kem = str(body.get("kem", prober.kem.value))
+        count = body.get("count", 3)
+        if not isinstance(count, int) or not 1 <= count <= MAX_CANDIDATES:
+            raise ProtocolError(f"count must be an integer from 1 to {MAX_CANDIDATES}")
+        targets = candidates_for(count)
+
+        async def one(n):
+            assert n.endpoint is not None
+            raw = await prober.client.post(n.endpoint.url, "/attest", AttestRequest(nonce, kem).to_json(), receiver=n.hotkey, timeout=prober.timeout)
+            AttestResponse.from_json(raw)  # shape check only: the client verifies it
+            return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw}
+
+        results = await asyncio.gather(*(one(n) for n in targets), return_exceptions=True)
+        candidates, failures = [], []
+        for n, r in zip(targets, results):
+            if isinstance(r, BaseException):
+                reason = getattr(r, "reason", "error")
+                failures.append({"hotkey": n.hotkey, "reason": reason})
+                validator.record(Outcome(n.hotkey, n.uid, False, reason, None, None, None, kind="relay"))
+            else:
+                candidates.append(r)
+        return {"candidates": candidates, "failures": failures}
+
+    async def infer(caller: str, body: Any) -> Any:
+        limiter.take(caller)
+        deadline_ms = body.get("deadline_ms", 10_000) if isinstance(body, dict) else 10_000
+        if not isinstance(deadline_ms, int) or not 1 <= deadline_ms <= MAX_DEADLINE_MS:
+            raise ProtocolError(f"deadline_ms must be an integer from 1 to {MAX_DEADLINE_MS}")
+        attempts = _field(body, "attempts", "infer request")
+        if not isinstance(attempts, list) or not 1 <= len(attempts) <= MAX_CANDIDATES:
+            raise ProtocolError(f"attempts must be a list of 1 to {MAX_CANDIDATES} sealed requests")
+        by_hotkey = {n.hotkey: n for n in validator.miners()}
+        deadline = time.monotonic() + deadline_ms / 1000
+        tried = []
+        for attempt in attempts:
+            hotkey = str(_field(attempt, "hotkey", "attempt"))
+            request = InferRequest.from_json(_field(attempt, "request", "attempt"))
+            neuron = by_hotkey.get(hotkey)
+            left = deadline - time.monotonic()
+            if left <= 0.05:
+                tried.append({"hotkey": hotkey, "reason": "deadline"})
+                break
+            if neuron is None or neuron.endpoint is None:
+                tried.append({"hotkey": hotkey, "reason": "not-serving"})
+                continue
+            t0 = time.perf_counter()
+            try:
+                raw = await prober.client.post(neuron.endpoint.url, "/infer", request.to_json(), receiver=hotkey, timeout=min(left, prober.timeout))
+                response = InferResponse.from_json(raw)
+            except (MinerError, ProtocolError) as e:
+                tried.append({"hotkey": hotkey, "reason": e.reason})
+                validator.record(Outcome(hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
+                log.info("relay to uid %d failed (%s); %s", neuron.uid, e.reason, "trying the next miner" if attempt is not attempts[-1] else "no miner left")
+                continue
+            validator.record(Outcome(hotkey, neuron.uid, True, "ok", time.perf_counter() - t0, None, None, kind="relay"))
+            tried.append({"hotkey": hotkey, "reason": "ok"})
+            return {"hotkey": hotkey, "response": response.to_json(), "tried": tried}
+        raise MinerError("no miner answered within the deadline: " + ", ".join(f"{t['hotkey'][:8]}…:{t['reason']}" for t in tried), reason="all-miners-failed")
+
+    api.add_api_route("/v1/attest", signed_route(verifier, attest, log), methods=["POST"])
+    api.add_api_route("/v1/infer", signed_route(verifier, infer, log), methods=["POST"])
+
+    @api.get("/v1/models")
+    async def models() -> Any:
+        return json_response({
+            "validator": verifier.self_hotkey,
+            "models": [{"id": s.model_id, "sha256": s.sha256.hex(), "input_shape": list(s.input_shape), "input_dtype": s.input_dtype} for s in prober.models.specs() if s.model_id in prober.model_ids],
+        })
+
+    return api
+

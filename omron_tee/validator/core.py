@@ -1,0 +1,129 @@
+"""The validator's state machine: pick miners, probe them, score, set weights.
+
+Networking-free apart from the ``Prober``'s client; the neuron and the
+local network both drive it. Every probe and every weight setting is
+reported to ``on_event`` so callers can show what happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import bittensor as bt
+
+from omron_tee.chain.base import Chain, Metagraph, Neuron
+from omron_tee.errors import ChainError, RateLimited
+from omron_tee.validator.forward import Prober, ProbeResult
+from omron_tee.validator.scoring import Outcome, ScoreBook
+from omron_tee.validator.weights import WeightVector, compute_weights
+
+log = logging.getLogger("omron_tee.validator")
+
+
+@dataclass(frozen=True)
+class ProbeEvent:
+    result: ProbeResult
+    old_score: float
+    new_score: float
+
+
+@dataclass(frozen=True)
+class WeightsEvent:
+    block: int
+    weights: WeightVector
+    error: str | None = None
+
+
+Event = ProbeEvent | WeightsEvent
+
+
+class Validator:
+    def __init__(
+        self,
+        *,
+        chain: Chain,
+        wallet: bt.Wallet,
+        prober: Prober,
+        scores: ScoreBook,
+        weights_interval: int = 100,
+        top_k: int = 16,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.chain = chain
+        self.wallet = wallet
+        self.hotkey = wallet.hotkey.ss58_address
+        self.prober = prober
+        self.scores = scores
+        self.weights_interval = weights_interval
+        self.top_k = top_k
+        self.on_event = on_event or (lambda e: None)
+        self.metagraph: Metagraph | None = None
+        self.last_weights_block: int | None = None
+        self.last_weights: dict[int, float] = {}
+        self._cursor = 0
+
+    def sync(self) -> Metagraph:
+        self.metagraph = self.chain.metagraph()
+        return self.metagraph
+
+    def miners(self) -> list[Neuron]:
+        mg = self.metagraph or self.sync()
+        # Permit holders are validators: they serve an API, not inference.
+        return [n for n in mg.neurons if n.endpoint is not None and n.hotkey != self.hotkey and not n.validator_permit]
+
+    def pick(self, n: int) -> list[Neuron]:
+        """``n`` miners, round-robin from a shuffled start, so every miner is probed equally often."""
+        miners = self.miners()
+        if not miners:
+            return []
+        if self._cursor == 0:
+            random.shuffle(miners)
+        picked = [miners[(self._cursor + i) % len(miners)] for i in range(n)]
+        self._cursor = (self._cursor + n) % len(miners)
+        return picked
+
+    def record(self, outcome: Outcome) -> tuple[float, float]:
+        return self.scores.update(outcome)
+
+    async def step(self, n: int) -> list[ProbeEvent]:
+        """Probe ``n`` miners concurrently and score them."""
+        targets = self.pick(n)
+        results = await asyncio.gather(*(self.prober.probe(m) for m in targets))
+        events = []
+        for r in results:
+            old, new = self.record(r.outcome)
+            ev = ProbeEvent(r, old, new)
+            events.append(ev)
+            self.on_event(ev)
+        self.scores.flush()
+        return events
+
+    def due_for_weights(self) -> bool:
+        block = self.chain.block()
+        return self.last_weights_block is None or block - self.last_weights_block >= self.weights_interval
+
+    def set_weights(self) -> WeightsEvent:
+        mg = self.sync()
+        uid_of = {n.hotkey: n.uid for n in mg.neurons}
+        scores = {uid_of[h]: s for h, s in self.scores.scores().items() if h in uid_of and h != self.hotkey}
+        weights = compute_weights(scores, top_k=self.top_k)
+        block = self.chain.block()
+        error = None
+        if not weights.uids:
+            error = "no miner has earned weight yet"
+        else:
+            try:
+                self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights))
+                self.last_weights_block = block
+                self.last_weights = weights.as_dict()
+            except RateLimited as e:
+                error = str(e)
+            except ChainError as e:
+                error = f"chain refused weights: {e}"
+        ev = WeightsEvent(block, weights, error)
+        self.on_event(ev)
+        return ev

@@ -1,0 +1,117 @@
+"""One benchmark exchange with one miner, apart from any loop or server.
+
+attest (fresh nonce) -> verify evidence against the policy -> seal a
+benchmark input to the attested key -> open the answer, check the receipt
+-> recompute the output locally and compare within the model's tolerance.
+The result is an ``Outcome`` for scoring; nothing here raises for a miner's
+fault, and nothing here logs an input or an output.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.verify.registry import VerifierRegistry
+from omron_tee.chain.base import Neuron
+from omron_tee.channel import KemSuite
+from omron_tee.errors import AttestationError, MinerError, OmronTeeError
+from omron_tee.exchange import AttestedSession, check_attestation, new_nonce, open_result, seal_request
+from omron_tee.models import ModelRegistry, load_runtime, outputs_match, sample_input
+from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse
+from omron_tee.validator.scoring import Outcome
+from omron_tee.wire.client import SignedClient
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    outcome: Outcome
+    model_id: str
+    message: str  # human-readable detail for the log (never the input or the output)
+    verdict_reasons: tuple[str, ...] = ()
+
+
+class Prober:
+    def __init__(
+        self,
+        client: SignedClient,
+        *,
+        policy: Policy,
+        verifiers: VerifierRegistry,
+        models: ModelRegistry,
+        model_ids: list[str] | None = None,
+        kem: KemSuite = KemSuite.X25519,
+        timeout: float = 5.0,
+        reuse_sessions: bool = False,
+        session_ttl: float = 60.0,
+        seed: int | None = None,
+    ) -> None:
+        self.client = client
+        self.policy = policy
+        self.verifiers = verifiers
+        self.models = models
+        self.model_ids = model_ids or [s.model_id for s in models.specs() if s.runtime == "onnx"]
+        self.reference = {m: load_runtime(models.get(m)) for m in self.model_ids}
+        self.kem = kem
+        self.timeout = timeout
+        self.reuse_sessions = reuse_sessions
+        self.session_ttl = session_ttl
+        self.rng = np.random.default_rng(seed)
+        self._sessions: dict[str, AttestedSession] = {}
+
+    def forget(self, hotkey: str) -> None:
+        self._sessions.pop(hotkey, None)
+
+    async def attest(self, neuron: Neuron, nonce: bytes) -> tuple[AttestResponse, float]:
+        assert neuron.endpoint is not None
+        t0 = time.perf_counter()
+        raw = await self.client.post(neuron.endpoint.url, "/attest", AttestRequest(nonce, self.kem.value).to_json(), receiver=neuron.hotkey, timeout=self.timeout)
+        return AttestResponse.from_json(raw), time.perf_counter() - t0
+
+    async def probe(self, neuron: Neuron, model_id: str | None = None) -> ProbeResult:
+        model_id = model_id or str(self.rng.choice(self.model_ids))
+        spec = self.models.get(model_id)
+        if neuron.endpoint is None:
+            return self._fail(neuron, model_id, "not-serving", "miner has no endpoint on chain", None)
+        attested: bool | None = None
+        rtt = 0.0
+        try:
+            session = self._sessions.get(neuron.hotkey) if self.reuse_sessions else None
+            if session is None or not session.fresh(time.time()):
+                nonce = new_nonce()
+                response, rtt = await self.attest(neuron, nonce)
+                try:
+                    session = check_attestation(response, nonce=nonce, policy=self.policy, registry=self.verifiers, ttl=self.session_ttl)
+                except AttestationError as e:
+                    self.forget(neuron.hotkey)
+                    return self._fail(neuron, model_id, e.reason, f"attestation rejected: {e}", False)
+                self._sessions[neuron.hotkey] = session
+                request_nonce = nonce
+            else:
+                request_nonce = new_nonce()
+            attested = True
+            x = sample_input(spec, self.rng)
+            request, pending = seal_request(session, model_id, x, nonce=request_nonce)
+            t0 = time.perf_counter()
+            raw = await self.client.post(neuron.endpoint.url, "/infer", request.to_json(), receiver=neuron.hotkey, timeout=self.timeout)
+            rtt += time.perf_counter() - t0
+            result = open_result(pending, InferResponse.from_json(raw), model_hash=spec.sha256)
+        except MinerError as e:
+            if e.reason == "unknown-key":
+                self.forget(neuron.hotkey)
+            return self._fail(neuron, model_id, e.reason, str(e), attested)
+        except OmronTeeError as e:
+            self.forget(neuron.hotkey)
+            return self._fail(neuron, model_id, e.reason, str(e), attested)
+        expected = self.reference[model_id].run(x)
+        if not outputs_match(spec, expected, result.output):
+            return self._fail(neuron, model_id, "wrong-output", "output differs from the validator's recomputation", True, correct=False)
+        outcome = Outcome(neuron.hotkey, neuron.uid, True, "ok", rtt, True, True)
+        return ProbeResult(outcome, model_id, f"verified and correct in {rtt * 1000:.1f} ms")
+
+    def _fail(self, neuron: Neuron, model_id: str, reason: str, message: str, attested: bool | None, *, correct: bool | None = None) -> ProbeResult:
+        outcome = Outcome(neuron.hotkey, neuron.uid, False, reason, None, attested, correct)
+        return ProbeResult(outcome, model_id, message)

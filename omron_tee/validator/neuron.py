@@ -1,0 +1,161 @@
+"""The validator neuron: flags, policy, the benchmark loop, weights, and the third-party API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import bittensor as bt
+import uvicorn
+
+from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy
+from omron_tee.attestation.verify.registry import VerifierRegistry
+from omron_tee.attestation.verify.simulated import SimulatedVerifier
+from omron_tee.chain import connect
+from omron_tee.chain.base import Chain, Endpoint
+from omron_tee.channel import KemSuite
+from omron_tee.config import DEFAULT_HOME, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.enclave.measurement import trusted_app_measurement
+from omron_tee.enclave.simulated import dev_public_key
+from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.models import ModelRegistry
+from omron_tee.validator.api import build_api
+from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
+from omron_tee.validator.forward import Prober
+from omron_tee.validator.scoring import ScoreBook
+from omron_tee.wire.auth import Admission, RequestVerifier, Signer
+from omron_tee.wire.client import SignedClient
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="validator.py",
+        description="omron-tee validator: attests miners' enclaves, sends them sealed benchmark inputs, "
+        "checks the answers, scores miners on correctness and speed, sets weights, and relays "
+        "third parties' end-to-end encrypted requests.",
+    )
+    add_standard_args(p)
+    v = p.add_argument_group("validator")
+    v.add_argument("--validator.policy", dest="policy", default=None,
+                   help="attestation policy file (TOML, see docs/POLICY.md); required off local networks. "
+                   "On the embedded chain the default accepts simulated enclaves of this release.")
+    v.add_argument("--validator.sample_size", dest="sample_size", type=int, default=8, help="miners probed per round (default: %(default)s)")
+    v.add_argument("--validator.interval", dest="interval", type=float, default=2.0, help="seconds between rounds (default: %(default)s)")
+    v.add_argument("--validator.weights_interval", dest="weights_interval", type=int, default=100, help="blocks between weight settings (default: %(default)s)")
+    v.add_argument("--validator.top_k", dest="top_k", type=int, default=16, help="only the top K miners get weight (default: %(default)s)")
+    v.add_argument("--validator.timeout", dest="timeout", type=float, default=5.0, help="seconds a miner has to answer (default: %(default)s)")
+    v.add_argument("--validator.reuse_sessions", dest="reuse_sessions", action="store_true",
+                   help="reuse a miner's attested session for --validator.session_ttl seconds instead of a fresh attestation per request")
+    v.add_argument("--validator.session_ttl", dest="session_ttl", type=float, default=60.0, help="(default: %(default)s)")
+    v.add_argument("--validator.kem", dest="kem", default=KemSuite.X25519.value, choices=[k.value for k in KemSuite], help="HPKE suite (default: %(default)s)")
+    v.add_argument("--validator.api_ip", dest="api_ip", default="127.0.0.1", help="third-party API address (default: %(default)s)")
+    v.add_argument("--validator.api_port", dest="api_port", type=int, default=8092, help="third-party API port; 0 turns the API off (default: %(default)s)")
+    v.add_argument("--neuron.data_dir", dest="data_dir", default=str(DEFAULT_HOME / "validator"), help="where scores persist (default: %(default)s)")
+    return p
+
+
+def local_dev_policy(chain_path: str | Path, models: ModelRegistry) -> Policy:
+    """The embedded chain's default: simulated enclaves of this release, signed by this network's dev key."""
+    measurement = trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])
+    return Policy(
+        simulated=SimulatedPolicy(
+            allow=True,
+            trusted_keys=frozenset([dev_public_key(dev_attestation_key_path(chain_path))]),
+            measurements=frozenset([measurement]),
+        )
+    )
+
+
+def build_verifiers(policy: Policy) -> VerifierRegistry:
+    """Every verifier this build has, trusting the policy's development keys for simulated evidence."""
+    try:
+        from omron_tee.attestation.defaults import default_registry
+    except ImportError:  # pragma: no cover - the real-TEE verifiers are part of the package
+        return VerifierRegistry([SimulatedVerifier(list(policy.simulated.trusted_keys))])
+    return default_registry(simulated_keys=list(policy.simulated.trusted_keys))
+
+
+def load_policy(args: argparse.Namespace, network: str, models: ModelRegistry) -> Policy:
+    if args.policy:
+        policy = Policy.load(args.policy)
+    elif is_local(network):
+        return local_dev_policy(args.chain_path, models)
+    else:
+        raise ConfigError(f"on '{network}' the validator needs --validator.policy FILE naming the trusted builds (see docs/POLICY.md)")
+    if policy.simulated.allow and not is_local(network):
+        raise ConfigError(f"policy {args.policy} accepts simulated enclaves, which is only allowed on a local network")
+    return policy
+
+
+def log_event(log: logging.Logger, ev: Event) -> None:
+    if isinstance(ev, ProbeEvent):
+        o = ev.result.outcome
+        level = logging.INFO if o.ok else logging.WARNING
+        log.log(level, "uid %-3d %-8s %-24s %s | score %.3f -> %.3f", o.uid, ev.result.model_id[:8], o.reason, ev.result.message, ev.old_score, ev.new_score)
+    elif isinstance(ev, WeightsEvent):
+        if ev.error:
+            log.warning("weights not set at block %d: %s", ev.block, ev.error)
+        else:
+            log.info("weights set at block %d: %s", ev.block, ", ".join(f"uid {u}: {w:.3f}" for u, w in ev.weights.as_dict().items()))
+
+
+async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
+    network = network_of(args)
+    wallet: bt.Wallet = load_wallet(args)
+    chain: Chain = connect(network, args.netuid, chain_path=args.chain_path)
+    hotkey = wallet.hotkey.ss58_address
+    if is_local(network):
+        chain.register(wallet)
+    neuron = chain.metagraph().by_hotkey(hotkey)
+    if neuron is None:
+        raise ConfigError(f"validator hotkey {hotkey} is not registered on netuid {args.netuid}")
+    if not neuron.validator_permit:
+        log.warning("hotkey %s holds no validator permit yet: miners will refuse its requests until it has enough stake", hotkey)
+    models = ModelRegistry.builtin()
+    policy = load_policy(args, network, models)
+    client = SignedClient(Signer(wallet), timeout=args.timeout)
+    prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, kem=KemSuite.parse(args.kem),
+                    timeout=args.timeout, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl)
+    scores = ScoreBook(Path(args.data_dir) / f"scores-{network}-{args.netuid}-{hotkey}.sqlite")
+    validator = Validator(chain=chain, wallet=wallet, prober=prober, scores=scores, weights_interval=args.weights_interval,
+                          top_k=args.top_k, on_event=lambda ev: log_event(log, ev))
+    log.info("validator uid %d hotkey %s on %s netuid %d; %d miners with scores restored", neuron.uid, hotkey, network, args.netuid, len(scores.records))
+    server_task = None
+    if args.api_port:
+        api = build_api(validator, RequestVerifier(hotkey, Admission.anyone()))
+        server = uvicorn.Server(uvicorn.Config(api, host=args.api_ip, port=args.api_port, log_level="warning", access_log=False))
+        server_task = asyncio.create_task(server.serve())
+        if is_local(network):
+            chain.serve(wallet, Endpoint(args.api_ip, args.api_port))
+        log.info("third-party API on http://%s:%d", args.api_ip, args.api_port)
+    try:
+        while True:
+            validator.sync()
+            if validator.miners():
+                await validator.step(args.sample_size)
+            else:
+                log.info("no miner serves yet; waiting")
+            if validator.due_for_weights():
+                validator.set_weights()
+            await asyncio.sleep(args.interval)
+    finally:
+        scores.close()
+        await client.aclose()
+        if server_task:
+            server_task.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log = setup_logging(args, "validator")
+    try:
+        asyncio.run(serve_forever(args, log))
+    except OmronTeeError as e:
+        print(f"validator: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,166 @@
+"""Miner scores, in the spirit of Omron: verified correct answers earn, failures decay.
+
+A verified, correct response moves a miner's score toward a target scaled by
+its response time relative to the other miners (the fastest median latency
+gets the full target, the slowest half of it). A failed attestation, a wrong
+output, a bad receipt, a timeout or an unreachable miner decays the score.
+
+Scores persist in SQLite (WAL) so a validator restart keeps them; updates are
+kept in memory and flushed after each round, so a crash loses at most one
+round.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ALPHA = 0.1  # how far one verified answer moves the score toward its target
+FAILURE_DECAY = 0.2  # fraction of the score a failure takes away
+RT_WEIGHT = 0.5  # share of the target that response time can take away
+LATENCY_WINDOW = 64
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one exchange with one miner, as scoring sees it."""
+
+    hotkey: str
+    uid: int
+    ok: bool
+    reason: str  # "ok" or a failure slug (e.g. "measurement-not-allowed", "wrong-output", "timeout")
+    latency_s: float | None
+    attestation_accepted: bool | None  # None: the exchange failed before a verdict
+    correct: bool | None  # None: not checked (relayed third-party traffic, or failed earlier)
+    kind: str = "benchmark"  # or "relay"
+
+
+@dataclass
+class MinerRecord:
+    hotkey: str
+    uid: int
+    score: float = 0.0
+    requests: int = 0
+    attestations_accepted: int = 0
+    attestations_rejected: int = 0
+    correct: int = 0
+    incorrect: int = 0
+    failures: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def median_latency(self) -> float | None:
+        return statistics.median(self.latencies) if self.latencies else None
+
+
+class ScoreBook:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS miners (hotkey TEXT PRIMARY KEY, uid INTEGER, score REAL, record TEXT, updated REAL)"
+        )
+        self._db.commit()
+        self._lock = threading.Lock()
+        self.records: dict[str, MinerRecord] = {}
+        self._dirty: set[str] = set()
+        for hotkey, uid, score, record in self._db.execute("SELECT hotkey, uid, score, record FROM miners"):
+            r = json.loads(record)
+            self.records[hotkey] = MinerRecord(
+                hotkey=hotkey,
+                uid=uid,
+                score=score,
+                requests=r["requests"],
+                attestations_accepted=r["attestations_accepted"],
+                attestations_rejected=r["attestations_rejected"],
+                correct=r["correct"],
+                incorrect=r["incorrect"],
+                failures=r["failures"],
+                reasons=r["reasons"],
+                latencies=deque(r["latencies"], maxlen=LATENCY_WINDOW),
+            )
+
+    def record(self, hotkey: str, uid: int) -> MinerRecord:
+        rec = self.records.get(hotkey)
+        if rec is None or rec.uid != uid:
+            # A new hotkey on this uid (or a new uid): it starts from zero.
+            rec = MinerRecord(hotkey=hotkey, uid=uid)
+            self.records[hotkey] = rec
+        return rec
+
+    def _latency_range(self) -> tuple[float, float] | None:
+        medians = [m for r in self.records.values() if r.score > 0 or r.latencies for m in [r.median_latency()] if m is not None]
+        if not medians:
+            return None
+        return min(medians), max(medians)
+
+    def update(self, outcome: Outcome) -> tuple[float, float]:
+        """Apply one outcome; returns (old score, new score)."""
+        with self._lock:
+            rec = self.record(outcome.hotkey, outcome.uid)
+            old = rec.score
+            rec.requests += 1
+            if outcome.attestation_accepted is True:
+                rec.attestations_accepted += 1
+            elif outcome.attestation_accepted is False:
+                rec.attestations_rejected += 1
+            if outcome.correct is True:
+                rec.correct += 1
+            elif outcome.correct is False:
+                rec.incorrect += 1
+            rec.reasons[outcome.reason] = rec.reasons.get(outcome.reason, 0) + 1
+            if outcome.ok:
+                if outcome.latency_s is not None:
+                    rec.latencies.append(outcome.latency_s)
+                if outcome.correct is not False and outcome.kind == "benchmark":
+                    rec.score = old + ALPHA * (self._target(rec) - old)
+            else:
+                rec.failures += 1
+                rec.score = old * (1.0 - FAILURE_DECAY)
+            self._dirty.add(outcome.hotkey)
+            return old, rec.score
+
+    def _target(self, rec: MinerRecord) -> float:
+        mine = rec.median_latency()
+        rng = self._latency_range()
+        if mine is None or rng is None or rng[1] - rng[0] <= 1e-9:
+            return 1.0
+        lo, hi = rng
+        return 1.0 - RT_WEIGHT * min(1.0, max(0.0, (mine - lo) / (hi - lo)))
+
+    def flush(self) -> None:
+        with self._lock:
+            rows = []
+            for hotkey in self._dirty:
+                r = self.records[hotkey]
+                blob = {
+                    "requests": r.requests,
+                    "attestations_accepted": r.attestations_accepted,
+                    "attestations_rejected": r.attestations_rejected,
+                    "correct": r.correct,
+                    "incorrect": r.incorrect,
+                    "failures": r.failures,
+                    "reasons": r.reasons,
+                    "latencies": list(r.latencies),
+                }
+                rows.append((hotkey, r.uid, r.score, json.dumps(blob), time.time()))
+            self._dirty.clear()
+        if rows:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO miners VALUES (?, ?, ?, ?, ?)", rows)
+
+    def scores(self) -> dict[str, float]:
+        return {h: r.score for h, r in self.records.items()}
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()

@@ -1,0 +1,79 @@
+"""btauth/1 request signing and verification (``bittensor.http_auth``), and who may call.
+
+bittensor's module does the cryptography, freshness and replay checks; this
+module adds what a subnet needs on top: a per-server nonce store, mapping
+its errors to our named reasons, and the admission rule (registered, with a
+validator permit, unless a local network relaxes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import bittensor as bt
+from bittensor import http_auth
+
+from omron_tee.errors import AuthError
+
+# Requests older than this are refused as stale (and replays within it are caught by the nonce store).
+MAX_REQUEST_AGE = 10.0
+
+_REASONS: dict[type, str] = {
+    http_auth.MalformedAuth: "malformed-auth",
+    http_auth.WrongReceiver: "wrong-receiver",
+    http_auth.StaleRequest: "stale-request",
+    http_auth.ReplayedRequest: "replayed-request",
+    http_auth.BadSignature: "bad-signature",
+}
+
+
+class Signer:
+    """Signs requests with a wallet's hotkey (resolved once: resolving per request costs 20x)."""
+
+    def __init__(self, wallet: bt.Wallet | object) -> None:
+        self._signer = bt.resolve_signer(wallet, role="hotkey")
+        self.hotkey: str = self._signer.ss58_address
+
+    def headers(self, method: str, path: str, body: bytes, receiver: str | None) -> dict[str, str]:
+        return http_auth.sign(self._signer, method=method, path=path, body=body, receiver_ss58=receiver)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Who may call a server: a function from hotkey to a refusal message (None = admitted)."""
+
+    check: Callable[[str], str | None]
+
+    @classmethod
+    def anyone(cls) -> "Admission":
+        return cls(lambda hotkey: None)
+
+
+class RequestVerifier:
+    """Verifies btauth/1 headers for one server hotkey, with its own replay store."""
+
+    def __init__(self, self_hotkey: str, admission: Admission, *, max_age: float = MAX_REQUEST_AGE) -> None:
+        self.self_hotkey = self_hotkey
+        self.admission = admission
+        self.max_age = max_age
+        self._nonces = http_auth.InMemoryNonceStore(retention=max_age + http_auth.DEFAULT_ALLOWED_SKEW + 5.0)
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str) -> str:
+        """The caller's hotkey, or ``AuthError`` with a named reason."""
+        try:
+            caller = http_auth.verify(
+                headers,
+                body,
+                method=method,
+                path=path,
+                self_hotkey_ss58=self.self_hotkey,
+                max_age=self.max_age,
+                nonce_store=self._nonces,
+            )
+        except http_auth.AuthError as e:
+            raise AuthError(str(e), reason=_REASONS.get(type(e), "unauthorized")) from None
+        refusal = self.admission.check(caller.hotkey_ss58)
+        if refusal is not None:
+            raise AuthError(refusal, reason="caller-not-permitted")
+        return caller.hotkey_ss58
