@@ -32,7 +32,7 @@ import uvicorn
 from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.client import PrivateInferenceClient, verify_receipt_file
-from omron_tee.config import create_wallet, dev_attestation_key_path
+from omron_tee.config import create_wallet
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.models import ModelRegistry, sample_input
 from omron_tee.validator.api import build_api
@@ -63,8 +63,8 @@ ROLES = [
 ]
 
 
-def role_for(i: int) -> MinerRole:
-    return ROLES[i] if i < len(ROLES) else MinerRole(f"honest-{i}", (), "correct and fast")
+def role_for(i: int, roles: list[MinerRole] = ROLES) -> MinerRole:
+    return roles[i] if i < len(roles) else MinerRole(f"honest-{i}", (), "correct and fast")
 
 
 def free_port() -> int:
@@ -95,8 +95,9 @@ class Console:
 
 
 class LocalNet:
-    def __init__(self, workdir: Path, n_miners: int, console: Console, *, block_time: float = 0.05) -> None:
+    def __init__(self, workdir: Path, n_miners: int, console: Console, *, block_time: float = 0.05, roles: list[MinerRole] = ROLES) -> None:
         self.dir = workdir
+        self.role_list = roles
         self.n = n_miners
         self.console = console
         self.block_time = block_time
@@ -120,7 +121,7 @@ class LocalNet:
             w = create_wallet(f"localnet-miner{i}", "default", self.wallet_path)
             uid = self.chain.register(w)
             self.miner_wallets.append(w)
-            self.roles[w.hotkey.ss58_address] = role_for(i)
+            self.roles[w.hotkey.ss58_address] = role_for(i, self.role_list)
             self.uids[w.hotkey.ss58_address] = uid
         self.console.step(f"registered validator (uid 0, {VALIDATOR_STAKE:.0f} TAO stake, permit) and {self.n} miners; keys in {self.wallet_path}")
 
@@ -131,7 +132,7 @@ class LocalNet:
         logs.mkdir(exist_ok=True)
         for i, w in enumerate(self.miner_wallets):
             port = free_port()
-            role = role_for(i)
+            role = role_for(i, self.role_list)
             cmd = [
                 sys.executable, "-m", "omron_tee.miner",
                 "--netuid", str(NETUID), "--subtensor.network", "embedded", "--chain.path", str(self.chain_path),

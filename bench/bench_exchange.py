@@ -1,0 +1,153 @@
+"""Cost of a verified private request, side by side with the raw model call, in one run.
+
+    .venv/bin/python bench/bench_exchange.py [--miners 16] [--seconds 8] [--rounds 300]
+
+Prints medians (interleaved rounds, so machine noise hits every variant alike):
+  1. raw onnxruntime call;
+  2. the exchange in process (no network): fresh attestation, and reused session;
+  3. the exchange over loopback HTTP to one miner process (btauth/1, FastAPI, httpx);
+and then the validator's verified requests per second against --miners local miner
+processes, with fresh attestations and with reused sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from omron_tee.config import create_wallet, dev_attestation_key_path
+from omron_tee.enclave.measurement import trusted_app_measurement
+from omron_tee.enclave.simulated import SimulatedBackend
+from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.localnet import LocalNet, Console
+from omron_tee.miner.trusted_app import TrustedApp
+from omron_tee.models import ModelRegistry, load_runtime, sample_input
+from omron_tee.protocol import AttestRequest
+from omron_tee.validator.forward import Prober
+from omron_tee.validator.neuron import build_verifiers, local_dev_policy
+from omron_tee.wire.auth import Signer
+from omron_tee.wire.client import SignedClient
+
+MODEL = "digits-mlp"
+
+
+def med_ms(xs: list[float]) -> float:
+    return statistics.median(xs) * 1000
+
+
+async def in_process(rounds: int, workdir: Path) -> dict[str, float]:
+    models = ModelRegistry.builtin()
+    spec = models.get(MODEL)
+    chain_path = workdir / "bench-chain.sqlite"
+    policy = local_dev_policy(chain_path, models)
+    verifiers = build_verifiers(policy)
+    measurement = trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])
+    app = TrustedApp(SimulatedBackend(dev_attestation_key_path(chain_path), measurement), models)
+    raw_model = load_runtime(spec)
+    rng = np.random.default_rng(0)
+    x = sample_input(spec, rng)
+    session = None
+    t_raw, t_fresh, t_reuse = [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        raw_model.run(x)
+        t_raw.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        nonce = new_nonce()
+        resp = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305"))
+        session = check_attestation(resp, nonce=nonce, policy=policy, registry=verifiers)
+        req, pending = seal_request(session, MODEL, x, nonce=nonce)
+        out = open_result(pending, await app.infer(req), model_hash=spec.sha256)
+        raw_model.run(x)  # the validator's own recomputation
+        t_fresh.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        req, pending = seal_request(session, MODEL, x)
+        out = open_result(pending, await app.infer(req), model_hash=spec.sha256)
+        raw_model.run(x)
+        t_reuse.append(time.perf_counter() - t0)
+    assert out.output.shape == tuple(spec.output_shape)
+    return {"raw": med_ms(t_raw), "fresh": med_ms(t_fresh), "reuse": med_ms(t_reuse)}
+
+
+async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, float]:
+    models = ModelRegistry.builtin()
+    policy = local_dev_policy(net.chain_path, models)
+    verifiers = build_verifiers(policy)
+    client = SignedClient(Signer(net.validator_wallet), max_concurrency=64, timeout=10.0)
+    fresh = Prober(client, policy=policy, verifiers=verifiers, models=models, model_ids=[MODEL], seed=1)
+    reuse = Prober(client, policy=policy, verifiers=verifiers, models=models, model_ids=[MODEL], seed=2, reuse_sessions=True)
+    miners = [n for n in net.chain.metagraph().neurons if n.endpoint is not None and not n.validator_permit]
+    first = miners[0]
+    t_fresh, t_reuse = [], []
+    for _ in range(rounds):
+        for prober, acc in ((fresh, t_fresh), (reuse, t_reuse)):
+            t0 = time.perf_counter()
+            r = await prober.probe(first)
+            acc.append(time.perf_counter() - t0)
+            if not r.outcome.ok:
+                raise SystemExit(f"benchmark request failed: {r.outcome.reason}: {r.message}")
+    result = {"http_fresh": med_ms(t_fresh), "http_reuse": med_ms(t_reuse)}
+
+    async def throughput(prober: Prober, concurrency: int) -> float:
+        done = 0
+        stop = time.perf_counter() + seconds
+
+        async def worker(i: int) -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                r = await prober.probe(miners[(i + done) % len(miners)])
+                if not r.outcome.ok:
+                    raise SystemExit(f"benchmark request failed: {r.outcome.reason}: {r.message}")
+                done += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return done / (time.perf_counter() - t0)
+
+    result["rps_fresh"] = await throughput(fresh, 2 * len(miners))
+    result["rps_reuse"] = await throughput(reuse, 2 * len(miners))
+    await client.aclose()
+    return result
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--miners", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        inproc = await in_process(args.rounds, work)
+        net = LocalNet(work / "net", args.miners, Console(quiet=True), roles=[])  # every bench miner is honest
+        try:
+            net.setup()
+            net.start_miners()
+            net.wait_for_miners(timeout=120)
+            http = await over_http(net, max(50, args.rounds // 3), args.seconds)
+        finally:
+            net.stop()
+    raw = inproc["raw"]
+    print()
+    print(f"model {MODEL}; medians over interleaved rounds; one run, this machine ({sys.platform}, 2 cores expected)")
+    print(f"  raw onnxruntime call                     {raw:8.3f} ms")
+    print(f"  in process, fresh attestation            {inproc['fresh']:8.3f} ms   overhead {inproc['fresh'] - raw:7.3f} ms  ({inproc['fresh'] / raw:6.1f}x raw)")
+    print(f"  in process, reused session               {inproc['reuse']:8.3f} ms   overhead {inproc['reuse'] - raw:7.3f} ms  ({inproc['reuse'] / raw:6.1f}x raw)")
+    print(f"  loopback HTTP, fresh attestation         {http['http_fresh']:8.3f} ms   overhead {http['http_fresh'] - raw:7.3f} ms")
+    print(f"  loopback HTTP, reused session            {http['http_reuse']:8.3f} ms   overhead {http['http_reuse'] - raw:7.3f} ms")
+    print(f"  validator vs {args.miners} miners, fresh attestation  {http['rps_fresh']:8.1f} verified requests/s")
+    print(f"  validator vs {args.miners} miners, reused sessions    {http['rps_reuse']:8.1f} verified requests/s")
+    print(f"  ratio reused/fresh throughput            {http['rps_reuse'] / http['rps_fresh']:8.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
