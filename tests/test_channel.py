@@ -1,0 +1,200 @@
+"""HPKE sealing (both suites), size-hiding padding, receipts and the report-data binding."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys, binding_matches, report_data_for
+from omron_tee.channel import (
+    HpkeKeyPair,
+    KemSuite,
+    Receipt,
+    bucket_size,
+    key_id,
+    pad,
+    reply_info,
+    request_info,
+    seal,
+    unpad,
+)
+from omron_tee.errors import ChannelError
+from omron_tee.exchange import AttestedSession, seal_request
+from omron_tee.models import sample_input
+
+SUITES = list(KemSuite)
+
+
+@pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
+def test_seal_open_roundtrip(kem: KemSuite) -> None:
+    kp = HpkeKeyPair.generate(kem)
+    if kem is KemSuite.MLKEM768_X25519:
+        assert len(kp.public_bytes) == 1184 + 32
+    else:
+        assert len(kp.public_bytes) == 32
+    msg = os.urandom(777)
+    info = request_info(key_id(kp.public_bytes))
+    sealed = seal(kem, kp.public_bytes, msg, info)
+    assert msg not in sealed
+    assert kp.open(sealed, info) == msg
+    # Sealing is randomised: the same plaintext twice gives different ciphertexts.
+    assert seal(kem, kp.public_bytes, msg, info) != sealed
+
+
+@pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
+def test_tampered_ciphertext_is_refused(kem: KemSuite) -> None:
+    kp = HpkeKeyPair.generate(kem)
+    info = b"ctx"
+    sealed = bytearray(seal(kem, kp.public_bytes, b"secret input", info))
+    for pos in (0, len(sealed) // 2, len(sealed) - 1):  # KEM encapsulation, body, tag
+        bad = bytearray(sealed)
+        bad[pos] ^= 0x01
+        with pytest.raises(ChannelError) as e:
+            kp.open(bytes(bad), info)
+        assert e.value.reason == "tampered-ciphertext"
+    with pytest.raises(ChannelError) as e:
+        kp.open(bytes(sealed[:-1]), info)
+    assert e.value.reason == "tampered-ciphertext"
+    with pytest.raises(ChannelError) as e:
+        kp.open(b"", info)
+    assert e.value.reason == "tampered-ciphertext"
+
+
+@pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
+def test_wrong_key_and_wrong_context_are_refused(kem: KemSuite) -> None:
+    kp, other = HpkeKeyPair.generate(kem), HpkeKeyPair.generate(kem)
+    sealed = seal(kem, kp.public_bytes, b"for kp only", reply_info(b"n" * 32))
+    with pytest.raises(ChannelError) as e:
+        other.open(sealed, reply_info(b"n" * 32))
+    assert e.value.reason == "tampered-ciphertext"
+    # Right key, but bound to another context (another request's nonce).
+    with pytest.raises(ChannelError) as e:
+        kp.open(sealed, reply_info(b"m" * 32))
+    assert e.value.reason == "tampered-ciphertext"
+
+
+def test_suites_do_not_mix() -> None:
+    x = HpkeKeyPair.generate(KemSuite.X25519)
+    with pytest.raises(ChannelError) as e:
+        seal(KemSuite.MLKEM768_X25519, x.public_bytes, b"m", b"i")
+    assert e.value.reason == "bad-key"
+    with pytest.raises(ChannelError) as e:
+        KemSuite.parse("rsa-oaep")
+    assert e.value.reason == "unsupported-suite"
+
+
+def test_padding_buckets() -> None:
+    assert bucket_size(0) == 1024
+    assert bucket_size(1020) == 1024
+    assert bucket_size(1021) == 2048
+    for n in (0, 1, 500, 1020, 1021, 5000):
+        p = pad(b"x" * n)
+        assert len(p) == bucket_size(n)
+        assert unpad(p) == b"x" * n
+    with pytest.raises(ChannelError) as e:
+        unpad(b"\xff\xff\xff\xff" + bytes(10))
+    assert e.value.reason == "malformed-message"
+
+
+@pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
+def test_ciphertext_length_depends_only_on_bucket(kem: KemSuite) -> None:
+    kp = HpkeKeyPair.generate(kem)
+    lengths = {len(seal(kem, kp.public_bytes, os.urandom(n), b"i")) for n in (1, 10, 300, 900, 1020)}
+    assert len(lengths) == 1
+    assert len(seal(kem, kp.public_bytes, os.urandom(1021), b"i")) > lengths.pop()
+
+
+def _session(kem: KemSuite) -> AttestedSession:
+    kp = HpkeKeyPair.generate(kem)
+    keys = EnclavePublicKeys(kem.value, kp.public_bytes, Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+    return AttestedSession(keys=keys, evidence_hash=os.urandom(32), verdict=None, attested_at=0.0, expires_at=1e12, attest_nonce=os.urandom(32))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
+def test_benchmark_and_third_party_requests_look_alike(kem: KemSuite, registry) -> None:
+    """A validator's spot check and a user's request of the same model have equal sizes."""
+    session = _session(kem)
+    rng = np.random.default_rng(1)
+    for spec in registry.specs():
+        bench = sample_input(spec, rng)
+        # A "user" input: same shape, very different values (large, negative, exact zeros).
+        user = (np.arange(np.prod(spec.input_shape), dtype=np.float32).reshape(spec.input_shape) * -1234.5678).astype(spec.input_dtype)
+        user.flat[::3] = 0
+        r1, _ = seal_request(session, spec.model_id, bench)
+        r2, _ = seal_request(session, spec.model_id, user)
+        assert len(r1.sealed) == len(r2.sealed), spec.model_id
+        assert r1.key_id == r2.key_id
+
+
+def _receipt(key: Ed25519PrivateKey) -> Receipt:
+    r = Receipt(os.urandom(32), os.urandom(32), os.urandom(32), os.urandom(32), os.urandom(32), 1_700_000_000_123)
+    return dataclasses.replace(r, signature=key.sign(r.signed_bytes()))
+
+
+def test_receipt_sign_verify_and_json_roundtrip() -> None:
+    key = Ed25519PrivateKey.generate()
+    r = _receipt(key)
+    r.verify(key.public_key().public_bytes_raw())
+    back = Receipt.from_json(r.to_json())
+    assert back == r
+    back.verify(key.public_key().public_bytes_raw())
+
+
+@pytest.mark.parametrize("field", ["nonce", "model_hash", "input_hash", "output_hash", "evidence_hash", "issued_at_ms", "signature"])
+def test_receipt_any_field_changed_is_bad(field: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    r = _receipt(key)
+    value = getattr(r, field)
+    if isinstance(value, int):
+        changed = value + 1
+    else:
+        changed = bytes([value[0] ^ 1]) + value[1:]
+    bad = dataclasses.replace(r, **{field: changed})
+    with pytest.raises(ChannelError) as e:
+        bad.verify(key.public_key().public_bytes_raw())
+    assert e.value.reason == "bad-receipt"
+
+
+def test_receipt_other_key_is_bad() -> None:
+    r = _receipt(Ed25519PrivateKey.generate())
+    with pytest.raises(ChannelError) as e:
+        r.verify(Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+    assert e.value.reason == "bad-receipt"
+    with pytest.raises(ChannelError) as e:
+        r.verify(b"short")
+    assert e.value.reason == "bad-receipt"
+
+
+def test_receipt_from_malformed_json() -> None:
+    r = _receipt(Ed25519PrivateKey.generate()).to_json()
+    for broken in ({**r, "nonce": "zz"}, {k: v for k, v in r.items() if k != "input_hash"}, {**r, "model_hash": "00"}, "not a dict"):
+        with pytest.raises(ChannelError) as e:
+            Receipt.from_json(broken)
+        assert e.value.reason == "malformed-message"
+
+
+def test_report_data_binds_nonce_and_keys() -> None:
+    nonce = os.urandom(NONCE_LEN)
+    keys = EnclavePublicKeys(KemSuite.X25519.value, os.urandom(32), os.urandom(32))
+    rd = report_data_for(nonce, keys)
+    assert len(rd) == 64
+    assert report_data_for(nonce, keys) == rd
+    assert binding_matches(rd, nonce, keys)
+    variants = [
+        (os.urandom(NONCE_LEN), keys),
+        (nonce, dataclasses.replace(keys, hpke_public=os.urandom(32))),
+        (nonce, dataclasses.replace(keys, signing_public=os.urandom(32))),
+        (nonce, dataclasses.replace(keys, kem=KemSuite.MLKEM768_X25519.value)),
+    ]
+    for n, k in variants:
+        assert report_data_for(n, k) != rd
+        assert not binding_matches(rd, n, k)
+    # Length-prefixing: moving bytes between the two keys changes the binding.
+    shifted = EnclavePublicKeys(keys.kem, keys.hpke_public + keys.signing_public[:1], keys.signing_public[1:])
+    assert report_data_for(nonce, shifted) != rd
+    with pytest.raises(ValueError):
+        report_data_for(b"short", keys)
