@@ -8,14 +8,19 @@ plus ``--chain.path`` for the embedded development chain.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import bittensor as bt
 
 from omron_tee.errors import ConfigError
+
+T = TypeVar("T")
 
 DEFAULT_HOME = Path(os.environ.get("OMRON_TEE_HOME", Path.home() / ".omron-tee"))
 EMBEDDED = "embedded"
@@ -59,6 +64,15 @@ def setup_logging(args: argparse.Namespace, name: str) -> logging.Logger:
     for noisy in ("httpx", "httpcore", "uvicorn.access", "websockets", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return logging.getLogger(f"omron_tee.{name}")
+
+
+def run_async(main: "Coroutine[Any, Any, T]") -> T:
+    """Run ``main`` on uvloop where it is installed (about 20 % less per-request overhead), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def load_wallet(args: argparse.Namespace) -> bt.Wallet:

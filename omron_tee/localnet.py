@@ -32,7 +32,7 @@ import uvicorn
 from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.client import PrivateInferenceClient, verify_receipt_file
-from omron_tee.config import create_wallet
+from omron_tee.config import create_wallet, run_async
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.models import ModelRegistry, sample_input
 from omron_tee.validator.api import build_api
@@ -361,7 +361,7 @@ def add_parser(sub: Any) -> None:
 def cmd_localnet(args: Any) -> int:
     if args.miners < 1 or args.requests < 1:
         raise ConfigError("--miners and --requests must be at least 1")
-    summary = asyncio.run(run_localnet(args))
+    summary = run_async(run_localnet(args))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
         print(f"summary written to {args.json}")

@@ -17,7 +17,7 @@ from omron_tee.attestation.verify.simulated import SimulatedVerifier
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.channel import KemSuite
-from omron_tee.config import DEFAULT_HOME, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.config import DEFAULT_HOME, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = setup_logging(args, "validator")
     try:
-        asyncio.run(serve_forever(args, log))
+        run_async(serve_forever(args, log))
     except OmronTeeError as e:
         print(f"validator: error: {e}", file=sys.stderr)
         return 2
