@@ -1,0 +1,224 @@
+"""The requester's side of the exchange (omron_tee.exchange) against an in-process trusted app."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import numpy as np
+import pytest
+
+from omron_tee.channel import KemSuite
+from omron_tee.errors import ChannelError
+from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.miner.trusted_app import DevFaults, TrustedApp
+from omron_tee.models import outputs_match, sample_input
+from omron_tee.protocol import AttestRequest, AttestResponse, InferencePayload, InferRequest, InferResponse, Tensor
+
+
+def attested(sim, app, kem=KemSuite.X25519):
+    nonce = new_nonce()
+    resp = AttestResponse.from_json(app.attest(AttestRequest(nonce, kem.value)).to_json())
+    return check_attestation(resp, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+
+
+def roundtrip(app, request: InferRequest) -> InferResponse:
+    """Send through the JSON wire encoding both ways, as the HTTP layer does."""
+    req = InferRequest.from_json(request.to_json())
+    return InferResponse.from_json(asyncio.run(app.infer(req)).to_json())
+
+
+@pytest.mark.parametrize("kem", list(KemSuite), ids=lambda k: k.name)
+def test_happy_path_every_model(sim, registry, kem) -> None:
+    app = sim.app()
+    session = attested(sim, app, kem)
+    rng = np.random.default_rng(0)
+    for spec in registry.specs():
+        x = sample_input(spec, rng)
+        request, pending = seal_request(session, spec.model_id, x)
+        result = open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+        expected = registry.runtime(spec.model_id).run(x)
+        assert result.output.shape == expected.shape
+        np.testing.assert_allclose(result.output, expected, rtol=1e-6, atol=1e-6)
+        r = result.receipt
+        r.verify(session.keys.signing_public)
+        assert r.nonce == pending.nonce
+        assert r.model_hash == spec.sha256
+        assert r.input_hash == Tensor.from_array(x).digest()
+        assert r.output_hash == Tensor.from_array(result.output).digest()
+        assert r.evidence_hash == session.evidence_hash
+        # The input never travels in the clear.
+        assert x.tobytes() not in request.sealed
+
+
+def test_reused_session_many_requests(sim, registry) -> None:
+    app = sim.app()
+    session = attested(sim, app)
+    spec = registry.get("digits-mlp")
+    rng = np.random.default_rng(1)
+    nonces = set()
+    for _ in range(5):
+        x = sample_input(spec, rng)
+        request, pending = seal_request(session, spec.model_id, x)
+        res = open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+        nonces.add(res.receipt.nonce)
+        assert outputs_match(spec, registry.runtime(spec.model_id).run(x), res.output)
+    assert len(nonces) == 5
+
+
+def test_wrong_output_is_detected(sim, registry) -> None:
+    """A miner returning wrong outputs signs a valid receipt, but recomputation catches it."""
+    honest, wrong = sim.app(), sim.app(faults=DevFaults(wrong_output=True))
+    rng = np.random.default_rng(2)
+    for spec in registry.specs():
+        x = sample_input(spec, rng)
+        expected = registry.runtime(spec.model_id).run(x)
+        for app, should_match in ((honest, True), (wrong, False)):
+            session = attested(sim, app)
+            request, pending = seal_request(session, spec.model_id, x)
+            res = open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+            assert outputs_match(spec, expected, res.output) is should_match, spec.model_id
+
+
+class LyingApp(TrustedApp):
+    """An enclave (or a man in the middle with its key) whose receipt misstates one field."""
+
+    field = "input_hash"
+
+    def _run(self, payload, keys):
+        result = super()._run(payload, keys)
+        r = result.receipt
+        bad = dataclasses.replace(r, **{self.field: bytes(32)}, signature=b"")
+        bad = dataclasses.replace(bad, signature=keys.sign(bad.signed_bytes()))
+        return dataclasses.replace(result, receipt=bad)
+
+
+@pytest.mark.parametrize("field,word", [("input_hash", "input hash"), ("nonce", "nonce"), ("model_hash", "model hash"), ("evidence_hash", "evidence hash"), ("output_hash", "output hash")])
+def test_receipt_mismatch_is_bad_receipt(sim, registry, field, word) -> None:
+    app = LyingApp(sim.backend(), registry)
+    app.field = field
+    session = attested(sim, app)
+    spec = registry.get("diabetes-mlp")
+    request, pending = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(3)))
+    with pytest.raises(ChannelError) as e:
+        open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+    assert e.value.reason == "bad-receipt"
+    assert word in str(e.value)
+
+
+def test_receipt_signed_by_another_key_is_bad(sim, registry, monkeypatch) -> None:
+    app = sim.app()
+    session = attested(sim, app)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    other = Ed25519PrivateKey.generate()
+    for keys in app._keys.values():
+        monkeypatch.setattr(keys, "sign", other.sign)
+    spec = registry.get("digits-mlp")
+    request, pending = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(4)))
+    with pytest.raises(ChannelError) as e:
+        open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+    assert e.value.reason == "bad-receipt"
+
+
+def test_wrong_model_hash_expected_is_bad_receipt(sim, registry) -> None:
+    app = sim.app()
+    session = attested(sim, app)
+    spec = registry.get("digits-mlp")
+    request, pending = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(5)))
+    with pytest.raises(ChannelError) as e:
+        open_result(pending, roundtrip(app, request), model_hash=registry.get("diabetes-mlp").sha256)
+    assert e.value.reason == "bad-receipt"
+
+
+def test_enclave_restart_unknown_key(sim, registry) -> None:
+    app = sim.app()
+    session = attested(sim, app)
+    restarted = sim.app()
+    spec = registry.get("digits-mlp")
+    request, _ = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(6)))
+    with pytest.raises(ChannelError) as e:
+        asyncio.run(restarted.infer(request))
+    assert e.value.reason == "unknown-key"
+    # Attesting again gives a session that works.
+    s2 = attested(sim, restarted)
+    request, pending = seal_request(s2, spec.model_id, sample_input(spec, np.random.default_rng(6)))
+    open_result(pending, roundtrip(restarted, request), model_hash=spec.sha256)
+
+
+def test_tampered_request_is_refused_by_enclave(sim, registry) -> None:
+    app = sim.app()
+    session = attested(sim, app)
+    spec = registry.get("digits-mlp")
+    request, _ = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(7)))
+    sealed = bytearray(request.sealed)
+    sealed[len(sealed) // 2] ^= 0x40
+    with pytest.raises(ChannelError) as e:
+        asyncio.run(app.infer(InferRequest(request.key_id, bytes(sealed))))
+    assert e.value.reason == "tampered-ciphertext"
+
+
+def test_tampered_or_misdirected_response(sim, registry) -> None:
+    app = sim.app()
+    session = attested(sim, app)
+    spec = registry.get("digits-mlp")
+    rng = np.random.default_rng(8)
+    req_a, pend_a = seal_request(session, spec.model_id, sample_input(spec, rng))
+    req_b, pend_b = seal_request(session, spec.model_id, sample_input(spec, rng))
+    resp_a = roundtrip(app, req_a)
+    # The answer to another request (sealed to another reply key) does not open.
+    with pytest.raises(ChannelError) as e:
+        open_result(pend_b, resp_a, model_hash=spec.sha256)
+    assert e.value.reason == "tampered-ciphertext"
+    bad = bytearray(resp_a.sealed)
+    bad[-5] ^= 1
+    with pytest.raises(ChannelError) as e:
+        open_result(pend_a, InferResponse(bytes(bad)), model_hash=spec.sha256)
+    assert e.value.reason == "tampered-ciphertext"
+    open_result(pend_a, resp_a, model_hash=spec.sha256)  # the untouched one opens
+
+
+def test_model_not_served_is_refused_inside_the_seal(sim, registry) -> None:
+    app = sim.app(model_ids=["digits-mlp"])
+    session = attested(sim, app)
+    served = registry.get("digits-mlp")
+    missing = registry.get("diabetes-mlp")
+    rng = np.random.default_rng(9)
+    request, pending = seal_request(session, missing.model_id, sample_input(missing, rng))
+    refused = roundtrip(app, request)
+    with pytest.raises(ChannelError) as e:
+        open_result(pending, refused, model_hash=missing.sha256)
+    assert e.value.reason == "enclave-refused"
+    assert "not served" in str(e.value)
+    # The operator sees a refusal the same size as an answer: it cannot tell which was which.
+    ok_req, _ = seal_request(session, served.model_id, sample_input(served, rng))
+    assert len(roundtrip(app, ok_req).sealed) == len(refused.sealed)
+
+
+def test_bad_input_shape_is_refused_inside_the_seal(sim, registry) -> None:
+    app = sim.app()
+    session = attested(sim, app)
+    spec = registry.get("digits-mlp")
+    request, pending = seal_request(session, spec.model_id, np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(ChannelError) as e:
+        open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+    assert e.value.reason == "enclave-refused"
+
+
+def test_garbage_sealed_to_enclave_key(sim) -> None:
+    """Valid HPKE to the enclave key, but the plaintext is not a payload: a clear refusal, not a crash."""
+    from omron_tee.channel import request_info, seal
+    from omron_tee.errors import ProtocolError
+
+    app = sim.app()
+    session = attested(sim, app)
+    sealed = seal(session.kem, session.keys.hpke_public, b"{not json", request_info(session.key_id))
+    with pytest.raises(ProtocolError):
+        asyncio.run(app.infer(InferRequest(session.key_id, sealed)))
+
+
+def test_payload_encoding_roundtrip() -> None:
+    x = Tensor.from_array(np.arange(6, dtype=np.float32).reshape(2, 3))
+    p = InferencePayload(new_nonce(), "m", x, KemSuite.X25519.value, b"k" * 32, b"e" * 32)
+    assert InferencePayload.decode(p.encode()) == p
+    assert np.array_equal(x.to_array(), np.arange(6, dtype=np.float32).reshape(2, 3))

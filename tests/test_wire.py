@@ -1,0 +1,253 @@
+"""The miner's HTTP surface: btauth/1 admission, replay/receiver/freshness/signature refusals,
+JSON error bodies; and the signed httpx client against a real uvicorn on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import uvicorn
+from bittensor import http_auth
+
+from omron_tee.chain.embedded import EmbeddedChain
+from omron_tee.channel import KemSuite
+from omron_tee.errors import MinerError
+from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.miner.server import build_app, validator_admission
+from omron_tee.miner.trusted_app import DevFaults
+from omron_tee.models import sample_input
+from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse, b64, dumps
+from omron_tee.wire.auth import Admission, RequestVerifier, Signer
+from omron_tee.wire.client import SignedClient
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's notice about its httpx-based test client
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture
+def net(tmp_path, make_wallet, sim):
+    """An embedded chain with a permitted validator, a stake-less registered hotkey, an outsider, and a miner app."""
+    chain = EmbeddedChain(1, path=tmp_path / "chain.sqlite", block_time=0.05)
+    miner = make_wallet("miner")
+    validator = make_wallet("validator")
+    plain = make_wallet("plain")
+    outsider = make_wallet("outsider")
+    chain.register(miner)
+    chain.register(validator, stake=1000.0)
+    chain.register(plain)
+    mg = chain.metagraph()
+    assert mg.by_hotkey(validator.hotkey.ss58_address).validator_permit
+    assert not mg.by_hotkey(plain.hotkey.ss58_address).validator_permit
+    app = sim.app()
+    verifier = RequestVerifier(miner.hotkey.ss58_address, validator_admission(chain))
+    client = TestClient(build_app(app, verifier), raise_server_exceptions=False)
+    ns = type("Net", (), dict(chain=chain, miner=miner, validator=validator, plain=plain, outsider=outsider, app=app, client=client, sim=sim))
+    yield ns
+    client.close()
+    chain.close()
+
+
+def _attest_body(nonce: bytes | None = None) -> bytes:
+    return dumps(AttestRequest(nonce or new_nonce(), KemSuite.X25519.value).to_json())
+
+
+def _post(net, path: str, body: bytes, headers: dict[str, str]):
+    return net.client.post(path, content=body, headers={**headers, "Content-Type": "application/json"})
+
+
+def _signed(wallet, body: bytes, receiver: str | None, path: str = "/attest", **kw) -> dict[str, str]:
+    return http_auth.sign(wallet, method="POST", path=path, body=body, receiver_ss58=receiver, **kw)
+
+
+def _refused(resp, status: int, reason: str) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    assert "Traceback" not in resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"reason", "message"}
+    assert err["reason"] == reason, err
+    assert err["message"]
+    return err
+
+
+def test_permitted_validator_gets_verifiable_evidence(net) -> None:
+    nonce = new_nonce()
+    body = _attest_body(nonce)
+    resp = _post(net, "/attest", body, _signed(net.validator, body, net.miner.hotkey.ss58_address))
+    assert resp.status_code == 200, resp.text
+    session = check_attestation(AttestResponse.from_json(resp.json()), nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
+    assert session.verdict.accepted
+
+
+def test_unregistered_caller_is_refused(net) -> None:
+    body = _attest_body()
+    err = _refused(_post(net, "/attest", body, _signed(net.outsider, body, net.miner.hotkey.ss58_address)), 403, "caller-not-permitted")
+    assert "not registered" in err["message"]
+
+
+def test_registered_without_permit_is_refused(net) -> None:
+    body = _attest_body()
+    err = _refused(_post(net, "/attest", body, _signed(net.plain, body, net.miner.hotkey.ss58_address)), 403, "caller-not-permitted")
+    assert "permit" in err["message"]
+    # Once it has stake (and so a permit), the same hotkey is admitted.
+    net.chain.add_stake(net.plain, 10.0)
+    time.sleep(1.05)  # admission re-reads the metagraph for an unknown caller after 1 s
+    body = _attest_body()
+    assert _post(net, "/attest", body, _signed(net.plain, body, net.miner.hotkey.ss58_address)).status_code == 200
+
+
+def test_replayed_request_is_refused(net) -> None:
+    body = _attest_body()
+    headers = _signed(net.validator, body, net.miner.hotkey.ss58_address)
+    assert _post(net, "/attest", body, headers).status_code == 200
+    _refused(_post(net, "/attest", body, headers), 401, "replayed-request")
+
+
+def test_wrong_or_missing_receiver(net) -> None:
+    body = _attest_body()
+    _refused(_post(net, "/attest", body, _signed(net.validator, body, net.plain.hotkey.ss58_address)), 401, "wrong-receiver")
+    _refused(_post(net, "/attest", body, _signed(net.validator, body, None)), 401, "wrong-receiver")
+
+
+def test_stale_and_future_requests(net) -> None:
+    body = _attest_body()
+    old = time.time_ns() - 60 * 10**9
+    _refused(_post(net, "/attest", body, _signed(net.validator, body, net.miner.hotkey.ss58_address, nonce_ns=old)), 401, "stale-request")
+    future = time.time_ns() + 3600 * 10**9
+    _refused(_post(net, "/attest", body, _signed(net.validator, body, net.miner.hotkey.ss58_address, nonce_ns=future)), 401, "stale-request")
+
+
+def test_bad_signature(net) -> None:
+    body = _attest_body()
+    headers = _signed(net.validator, body, net.miner.hotkey.ss58_address)
+    # The body changed after signing.
+    _refused(_post(net, "/attest", _attest_body(), headers), 401, "bad-signature")
+    # Signed for another path.
+    headers = _signed(net.validator, body, net.miner.hotkey.ss58_address, path="/infer")
+    _refused(_post(net, "/attest", body, headers), 401, "bad-signature")
+    # A signature by another hotkey claiming to be the validator.
+    headers = _signed(net.outsider, body, net.miner.hotkey.ss58_address)
+    headers[http_auth.HEADER_HOTKEY] = net.validator.hotkey.ss58_address
+    _refused(_post(net, "/attest", body, headers), 401, "bad-signature")
+
+
+def test_malformed_or_missing_auth(net) -> None:
+    body = _attest_body()
+    _refused(_post(net, "/attest", body, {}), 401, "malformed-auth")
+    headers = _signed(net.validator, body, net.miner.hotkey.ss58_address)
+    headers[http_auth.HEADER_SIGNATURE] = "0xnothex"
+    _refused(_post(net, "/attest", body, headers), 401, "malformed-auth")
+
+
+def test_bad_bodies_get_json_errors(net) -> None:
+    rcv = net.miner.hotkey.ss58_address
+    for body, reason in (
+        (b"{not json", "malformed-message"),
+        (dumps({"nonce": b64(b"short"), "kem": KemSuite.X25519.value}), "malformed-message"),
+        (dumps({"nonce": b64(new_nonce()), "kem": "rsa"}), "unsupported-suite"),
+    ):
+        _refused(_post(net, "/attest", body, _signed(net.validator, body, rcv)), 400, reason)
+    body = dumps({"key_id": b64(b"\x00" * 16), "sealed": b64(b"junk")})
+    _refused(_post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer")), 400, "unknown-key")
+
+
+def test_sealed_request_over_http(net, registry) -> None:
+    rcv = net.miner.hotkey.ss58_address
+    nonce = new_nonce()
+    body = _attest_body(nonce)
+    session = check_attestation(AttestResponse.from_json(_post(net, "/attest", body, _signed(net.validator, body, rcv)).json()),
+                                nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
+    spec = registry.get("breast-cancer-mlp")
+    x = sample_input(spec, np.random.default_rng(0))
+    request, pending = seal_request(session, spec.model_id, x)
+    body = dumps(request.to_json())
+    resp = _post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer"))
+    assert resp.status_code == 200
+    out = open_result(pending, InferResponse.from_json(resp.json()), model_hash=spec.sha256)
+    np.testing.assert_allclose(out.output, registry.runtime(spec.model_id).run(x), rtol=1e-6)
+    # A tampered sealed request is a named refusal, not a crash.
+    req = request.to_json()
+    sealed = bytearray(request.sealed)
+    sealed[40] ^= 1
+    req["sealed"] = b64(bytes(sealed))
+    body = dumps(req)
+    _refused(_post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer")), 400, "tampered-ciphertext")
+
+
+def test_health_is_public(net) -> None:
+    r = net.client.get("/health")
+    assert r.status_code == 200
+    assert r.json()["hotkey"] == net.miner.hotkey.ss58_address
+    assert r.json()["tee_type"] == "simulated"
+
+
+# --- the signed client against a real server ------------------------------------------------
+
+
+class _Server:
+    def __init__(self, app, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+def test_signed_client_against_uvicorn(sim, make_wallet, free_port) -> None:
+    miner, caller = make_wallet("m"), make_wallet("c")
+    slow = sim.app(faults=DevFaults(delay_s=1.0))
+    fast = sim.app()
+    only_caller = Admission(lambda hk: None if hk == caller.hotkey.ss58_address else "caller is not registered on this subnet")
+
+    async def go(fast_url: str, slow_url: str, dead_url: str) -> None:
+        client = SignedClient(Signer(caller), timeout=5.0)
+        stranger = SignedClient(Signer(make_wallet("s")), timeout=5.0)
+        try:
+            nonce = new_nonce()
+            raw = await client.post(fast_url, "/attest", AttestRequest(nonce, KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
+            check_attestation(AttestResponse.from_json(raw), nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+            # Keep-alive: a second signed request on the same client works (fresh nonce each time).
+            await client.post(fast_url, "/attest", AttestRequest(new_nonce(), KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
+            with pytest.raises(MinerError) as e:
+                await stranger.post(fast_url, "/attest", AttestRequest(new_nonce(), KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
+            assert e.value.reason == "caller-not-permitted"
+            with pytest.raises(MinerError) as e:
+                await client.post(fast_url, "/attest", AttestRequest(new_nonce(), KemSuite.X25519.value).to_json(), receiver=caller.hotkey.ss58_address)
+            assert e.value.reason == "wrong-receiver"
+            with pytest.raises(MinerError) as e:
+                await client.post(dead_url, "/attest", AttestRequest(new_nonce(), KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
+            assert e.value.reason == "unreachable"
+            # Slow: the attestation is quick, the inference is not.
+            nonce = new_nonce()
+            raw = await client.post(slow_url, "/attest", AttestRequest(nonce, KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
+            session = check_attestation(AttestResponse.from_json(raw), nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+            spec = sim.registry.get("digits-mlp")
+            request, _ = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(0)))
+            t0 = time.monotonic()
+            with pytest.raises(MinerError) as e:
+                await client.post(slow_url, "/infer", request.to_json(), receiver=miner.hotkey.ss58_address, timeout=0.3)
+            assert e.value.reason == "timeout"
+            assert time.monotonic() - t0 < 0.9
+        finally:
+            await client.aclose()
+            await stranger.aclose()
+
+    fast_port, slow_port, dead_port = free_port(), free_port(), free_port()
+    with _Server(build_app(fast, RequestVerifier(miner.hotkey.ss58_address, only_caller)), fast_port) as f, \
+         _Server(build_app(slow, RequestVerifier(miner.hotkey.ss58_address, only_caller)), slow_port) as s:
+        asyncio.run(go(f.url, s.url, f"http://127.0.0.1:{dead_port}"))
