@@ -1,0 +1,248 @@
+"""Verify Intel SGX and TDX quotes with dcap-qvl.
+
+``dcap_qvl.verify(quote, collateral, now)`` checks the quote signature with
+the attestation key, the QE report signature with the PCK certificate, the
+QE report's binding of the attestation key, the PCK chain to Intel's SGX Root
+CA (built into dcap-qvl) with both CRLs, the signed TCB info and QE identity
+and their validity windows, and derives the TCB status and advisory IDs. We
+add what it leaves to us: parsing with our abi (so the claims come from the
+same bytes that were verified), choosing the collateral for the quote's
+FMSPC and PCK CA from the store, and mapping its error messages (it raises
+``ValueError`` with text only) to typed errors with stable reasons.
+
+Measurements, ISV SVN minimums, the debug bit and report data are judged by
+the policy (validate layer), not here.
+
+The trust root is Intel's, and only Intel's: ``DcapVerifier`` has no
+parameter for another. Tests that need quotes signed under a made-up PKI use
+``omron_tee.attestation.testing.dcap.verifier_with_test_root``, which refuses
+to run outside a test session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from typing import Any, Callable
+
+import dcap_qvl
+from cryptography import x509
+
+from omron_tee.attestation.abi import dcap_common, sgx, tdx
+from omron_tee.attestation.collateral.intel import pck_ca_of
+from omron_tee.attestation.collateral.store import CollateralStore
+from omron_tee.attestation.evidence import Claims, Evidence, TeeType
+from omron_tee.errors import AttestationError, CollateralError, ParseError, VerificationError
+
+QvlVerify = Callable[[bytes, Any, int], Any]
+INTEL_ROOT = "Intel SGX Root CA"
+
+
+def map_dcap_error(message: str) -> AttestationError:
+    """A typed error for one of dcap-qvl's ``ValueError`` messages (unknown ones fail closed)."""
+    detail = message.removeprefix("Verification failed: ").strip()
+    d = detail.lower()
+
+    def coll(reason: str, what: str) -> CollateralError:
+        return CollateralError(f"Intel collateral {what}: {detail}", reason=reason)
+
+    def ver(reason: str, what: str) -> VerificationError:
+        return VerificationError(f"Intel DCAP quote {what}: {detail}", reason=reason)
+
+    if "crlexpired" in d or "crl expired" in d or "revocation list expired" in d:
+        return coll("collateral-expired", "has expired (a CRL is past its nextUpdate)")
+    if "tcbinfo expired" in d or "qe identity expired" in d or "collateral expired" in d:
+        return coll("collateral-expired", "has expired (TCB info or QE identity is past its nextUpdate)")
+    if "issue date is in the future" in d or "crlnotvalidyet" in d:
+        return coll("collateral-not-yet-valid", "is not valid yet at the verification time")
+    if "tcb info" in d or "tcbinfo" in d or "qe identity" in d or "qeidentity" in d or "quote_collateral" in d:
+        return coll("collateral-invalid", "does not verify")
+    if "fmspc mismatch" in d or "non-sgx tcb info" in d or "non-tdx tcb info" in d:
+        return coll("collateral-mismatch", "is for another platform")
+    if "revoked" in d:
+        return ver("revoked", "certificate is revoked")
+    if "certexpired" in d or "certificate expired" in d:
+        return ver("certificate-expired", "certificate has expired")
+    if "certnotvalidyet" in d:
+        return ver("certificate-not-yet-valid", "certificate is not valid yet")
+    if "unknownissuer" in d or "certificate chain" in d or "root ca" in d or "badsignature" in d and "cert" in d:
+        return ver("untrusted-chain", "PCK chain does not lead to Intel's root")
+    if "signature" in d or "hash mismatch" in d:
+        return ver("bad-signature", "signature does not verify")
+    if "qe " in d or "qe_" in d:
+        return ver("qe-identity-mismatch", "quoting enclave does not match Intel's QE identity")
+    if "unsupported" in d or "parse" in d or "decode" in d:
+        return ver("evidence-malformed", "is malformed")
+    return ver("evidence-unverified", "did not verify")
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class DcapVerifier:
+    """Verifies one DCAP TEE type (``SgxVerifier`` or ``TdxVerifier``)."""
+
+    tee_type: TeeType
+    _tee: str
+
+    def __init__(self, store: CollateralStore) -> None:
+        self.store = store
+        self._qvl_verify: QvlVerify = dcap_qvl.verify
+        self._trust_root = INTEL_ROOT
+        self._pck_memo: dict[bytes, tuple[str, str]] = {}
+        self._memo_lock = threading.Lock()
+
+    # --- parsing (no cryptography) --------------------------------------
+
+    def parse(self, quote: bytes) -> Any:
+        raise NotImplementedError
+
+    def _pck_identity(self, pem: bytes | None) -> tuple[str, str]:
+        """(FMSPC, PCK CA) of the quote's PCK leaf; memoised by chain hash (one PCK per platform)."""
+        if pem is None:
+            raise VerificationError(
+                "quote carries no PCK certificate chain (certification data type 5); only such quotes can be verified offline",
+                reason="unsupported-quote",
+            )
+        key = hashlib.sha256(pem).digest()
+        hit = self._pck_memo.get(key)
+        if hit is not None:
+            return hit
+        try:
+            ext = dcap_qvl.parse_pck_extension_from_pem(pem)
+            leaf = x509.load_pem_x509_certificate(pem)
+        except ValueError as e:
+            raise VerificationError(f"PCK certificate in the quote cannot be read: {e}", reason="bad-certificate") from None
+        cns = leaf.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        ca = pck_ca_of(str(cns[0].value)) if cns else None
+        if ca is None:
+            raise VerificationError("PCK certificate is not issued by an Intel PCK Processor or Platform CA", reason="untrusted-chain")
+        ident = (bytes(ext.fmspc).hex().upper(), ca)
+        with self._memo_lock:
+            if len(self._pck_memo) > 4096:
+                self._pck_memo.clear()
+            self._pck_memo[key] = ident
+        return ident
+
+    def describe(self, evidence: Evidence) -> Claims:
+        """The quote's claims without any verification (for display when verification fails)."""
+        quote = self.parse(evidence.quote)
+        return self._claims(quote, tcb_status="Unverified", advisory_ids=(), extra={"verified": False})
+
+    # --- verification ----------------------------------------------------
+
+    def verify(self, evidence: Evidence, *, now: float) -> Claims:
+        if evidence.tee_type is not self.tee_type:
+            raise VerificationError(f"{evidence.tee_type.value} evidence given to the {self.tee_type.value} verifier", reason="unsupported-tee")
+        quote = self.parse(evidence.quote)
+        fmspc, ca = self._pck_identity(quote.pck_chain_pem)
+        coll = self.store.intel(self._tee, fmspc, ca, now=now)
+        try:
+            report = self._qvl_verify(evidence.quote, coll.qvl, int(now))
+        except ValueError as e:
+            raise map_dcap_error(str(e)) from None
+        extra = {
+            "fmspc": fmspc,
+            "pck_ca": ca,
+            "trust_root": self._trust_root,
+            "collateral_expires": _iso(coll.expires_at),
+            "tcb_evaluation_data_number": coll.tcb_evaluation_data_number,
+            "verified": True,
+        }
+        return self._claims(quote, tcb_status=str(report.status), advisory_ids=tuple(report.advisory_ids), extra=extra)
+
+    def _claims(self, quote: Any, *, tcb_status: str, advisory_ids: tuple[str, ...], extra: dict[str, Any]) -> Claims:
+        raise NotImplementedError
+
+
+class SgxVerifier(DcapVerifier):
+    tee_type = TeeType.SGX
+    _tee = "sgx"
+
+    def parse(self, quote: bytes) -> sgx.SgxQuote:
+        return sgx.parse(quote)
+
+    def _claims(self, quote: sgx.SgxQuote, *, tcb_status: str, advisory_ids: tuple[str, ...], extra: dict[str, Any]) -> Claims:
+        r = quote.report
+        details = {
+            "quote_version": quote.header.version,
+            "mr_enclave": r.mr_enclave.hex(),
+            "mr_signer": r.mr_signer.hex(),
+            "isv_prod_id": r.isv_prod_id,
+            "isv_svn": r.isv_svn,
+            "attributes": r.attributes.hex(),
+            "misc_select": r.misc_select,
+            "cpu_svn": r.cpu_svn.hex(),
+            "config_id": r.config_id.hex(),
+            "config_svn": r.config_svn,
+            "isv_ext_prod_id": r.isv_ext_prod_id.hex(),
+            "isv_family_id": r.isv_family_id.hex(),
+            "qe_svn": quote.header.qe_svn,
+            "pce_svn": quote.header.pce_svn,
+            **extra,
+        }
+        return Claims(
+            tee_type=TeeType.SGX,
+            measurement=r.mr_enclave,
+            report_data=r.report_data,
+            debug=r.debug,
+            tcb_status=tcb_status,
+            advisory_ids=advisory_ids,
+            details=details,
+        )
+
+
+class TdxVerifier(DcapVerifier):
+    tee_type = TeeType.TDX
+    _tee = "tdx"
+
+    def parse(self, quote: bytes) -> tdx.TdxQuote:
+        return tdx.parse(quote)
+
+    def _claims(self, quote: tdx.TdxQuote, *, tcb_status: str, advisory_ids: tuple[str, ...], extra: dict[str, Any]) -> Claims:
+        r = quote.report
+        details: dict[str, Any] = {
+            "quote_version": quote.header.version,
+            "mr_td": r.mr_td.hex(),
+            "rtmr0": r.rtmrs[0].hex(),
+            "rtmr1": r.rtmrs[1].hex(),
+            "rtmr2": r.rtmrs[2].hex(),
+            "rtmr3": r.rtmrs[3].hex(),
+            "mr_seam": r.mr_seam.hex(),
+            "mr_signer_seam": r.mr_signer_seam.hex(),
+            "seam_attributes": r.seam_attributes.hex(),
+            "td_attributes": r.td_attributes.hex(),
+            "xfam": r.xfam.hex(),
+            "mr_config_id": r.mr_config_id.hex(),
+            "mr_owner": r.mr_owner.hex(),
+            "mr_owner_config": r.mr_owner_config.hex(),
+            "tee_tcb_svn": r.tee_tcb_svn.hex(),
+            "sept_ve_disable": r.sept_ve_disable,
+            "qe_svn": quote.header.qe_svn,
+            "pce_svn": quote.header.pce_svn,
+        }
+        if r.tee_tcb_svn2 is not None:
+            details["tee_tcb_svn2"] = r.tee_tcb_svn2.hex()
+            details["mr_servicetd"] = (r.mr_servicetd or b"").hex()
+        details.update(extra)
+        return Claims(
+            tee_type=TeeType.TDX,
+            measurement=r.mr_td,
+            report_data=r.report_data,
+            debug=r.debug,
+            tcb_status=tcb_status,
+            advisory_ids=advisory_ids,
+            details=details,
+        )
+
+
+def detect(quote: bytes) -> TeeType:
+    """SGX or TDX from a DCAP quote's header (ParseError if it is neither)."""
+    version, tee = dcap_common.peek_version_and_tee(quote)
+    if tee == dcap_common.TEE_TYPE_TDX:
+        return TeeType.TDX
+    if tee == dcap_common.TEE_TYPE_SGX:
+        return TeeType.SGX
+    raise ParseError("DCAP quote", "header.tee_type", f"0x{tee:08x} is neither SGX nor TDX (version {version})")
