@@ -1,0 +1,7 @@
+"""The chain layer: one :class:`Chain` interface, an embedded development chain
+and the real subtensor. Start with :func:`connect`; see docs/CHAIN.md."""
+
+from omron_tee.chain.base import Chain, Emissions, Endpoint, Metagraph, Neuron
+from omron_tee.chain.factory import NETWORK_CHOICES, connect
+
+__all__ = ["Chain", "Emissions", "Endpoint", "Metagraph", "Neuron", "NETWORK_CHOICES", "connect"]
