@@ -104,7 +104,9 @@ class Validator:
 
     def due_for_weights(self) -> bool:
         block = self.chain.block()
-        return self.last_weights_block is None or block - self.last_weights_block >= self.weights_interval
+        if self.last_weights_block is not None and block - self.last_weights_block < self.weights_interval:
+            return False
+        return self.chain.blocks_until_weights_allowed(self.hotkey) == 0
 
     def set_weights(self) -> WeightsEvent:
         mg = self.sync()

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--validator.kem", dest="kem", default=KemSuite.X25519.value, choices=[k.value for k in KemSuite], help="HPKE suite (default: %(default)s)")
     v.add_argument("--validator.api_ip", dest="api_ip", default="127.0.0.1", help="third-party API address (default: %(default)s)")
     v.add_argument("--validator.api_port", dest="api_port", type=int, default=8092, help="third-party API port; 0 turns the API off (default: %(default)s)")
+    v.add_argument("--chain.dev_stake", dest="dev_stake", type=float, default=1000.0,
+                   help="embedded chain only: stake (TAO) this validator gives itself from the development faucet when it has none, so it holds a permit (default: %(default)s)")
     v.add_argument("--neuron.data_dir", dest="data_dir", default=str(DEFAULT_HOME / "validator"), help="where scores persist (default: %(default)s)")
     return p
 
@@ -109,6 +111,10 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     hotkey = wallet.hotkey.ss58_address
     if is_local(network):
         chain.register(wallet)
+        mine = chain.metagraph().by_hotkey(hotkey)
+        if mine is not None and mine.stake <= 0 and args.dev_stake > 0:
+            chain.add_stake(wallet, args.dev_stake)  # type: ignore[attr-defined]  # embedded chain's dev faucet
+            log.info("embedded chain: staked %.0f TAO from the development faucet so this validator holds a permit", args.dev_stake)
     neuron = chain.metagraph().by_hotkey(hotkey)
     if neuron is None:
         raise ConfigError(f"validator hotkey {hotkey} is not registered on netuid {args.netuid}")
@@ -133,9 +139,12 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
         log.info("third-party API on http://%s:%d", args.api_ip, args.api_port)
     try:
         while True:
-            validator.sync()
-            if validator.miners():
-                await validator.step(args.sample_size)
+            mg = validator.sync()
+            me = mg.by_hotkey(hotkey)
+            if me is None or not me.validator_permit:
+                log.warning("this hotkey holds no validator permit: miners would refuse it, so no probing this round")
+            elif validator.miners():
+                await validator.step(min(args.sample_size, len(validator.miners())))
             else:
                 log.info("no miner serves yet; waiting")
             if validator.due_for_weights():
