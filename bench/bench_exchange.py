@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omron_tee.config import create_wallet, dev_attestation_key_path, run_async
+from omron_tee.config import dev_attestation_key_path, run_async
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request

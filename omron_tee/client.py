@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from omron_tee.attestation.evidence import Evidence
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel import KemSuite, Receipt
-from omron_tee.errors import AttestationError, MinerError, ModelError, OmronTeeError, ProtocolError
+from omron_tee.errors import AttestationError, MinerError, OmronTeeError, ProtocolError
 from omron_tee.exchange import AttestedSession, check_attestation, new_nonce, open_result, seal_request
 from omron_tee.protocol import AttestResponse, InferResponse, Tensor, b64, keys_from_json, keys_to_json
 from omron_tee.wire.auth import Signer
@@ -201,4 +200,4 @@ def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistr
     return ReceiptCheck(not reasons, tuple(reasons), model_id, hotkey, issued)
 
 
-__all__ = ["PrivateInferenceClient", "PrivateResult", "Rejection", "ReceiptCheck", "verify_receipt_file", "ModelError", "time"]
+__all__ = ["PrivateInferenceClient", "PrivateResult", "Rejection", "ReceiptCheck", "verify_receipt_file"]
