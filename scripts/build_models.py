@@ -66,6 +66,8 @@ class Recipe:
     output_name: str
     atol: float
     rtol: float
+    # "tee", "zk" or both; zk only for models small enough to prove quickly (see docs/ZK.md).
+    proof_systems: tuple[str, ...] = ("tee",)
 
 
 def _breast_cancer() -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +97,7 @@ RECIPES = [
         output_name="progression",
         atol=1e-3,
         rtol=1e-4,
+        proof_systems=("tee", "zk"),  # the smallest shipped model: its EZKL circuit proves in about a second
     ),
     Recipe(
         model_id="breast-cancer-mlp",
@@ -249,7 +252,7 @@ def build(r: Recipe, out_dir: Path) -> dict:
         "input": {"name": "input", "shape": [1, W0.shape[0]], "dtype": "float32"},
         "output": {"name": r.output_name, "shape": [1, W1.shape[1]]},
         "tolerance": {"atol": r.atol, "rtol": r.rtol},
-        "proof_systems": ["tee"],
+        "proof_systems": list(r.proof_systems),
         "metrics": metrics | {"test_samples": len(yte), "train_samples": len(ytr)},
         "samples": {"file": samples_file, "sha256": hashlib.sha256(samples_bytes).hexdigest()},
     }

@@ -1,0 +1,85 @@
+"""Proving one inference: witness (private input) -> proof (public output).
+
+Runs inside the trusted app, so the input never leaves the enclave in the
+clear: it goes to ezkl as a string, and the witness (which contains it)
+lives only in a private memory-backed file for the few milliseconds proving
+takes. Neither is ever logged; ezkl's error messages can quote the witness,
+so they are not passed on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from omron_tee.zk.circuits import Circuit, call, ezkl_module, input_json
+from omron_tee.zk.errors import ZK_PROVE_FAILED, ZkError
+
+# ezkl logs through Python logging; keep its chatter (which could describe a witness) out of INFO logs.
+if logging.getLogger("ezkl").level == logging.NOTSET:
+    logging.getLogger("ezkl").setLevel(logging.WARNING)
+
+# Only these fields of ezkl's proof file are needed to verify; the rest repeats them.
+PROOF_FIELDS = ("protocol", "instances", "proof", "split", "version")
+
+
+def _private_dir() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+@dataclass(frozen=True)
+class ZkProof:
+    proof: bytes  # canonical JSON of ezkl's proof (public: instances are the outputs)
+    output: np.ndarray  # the dequantised public output
+    prove_s: float
+
+
+def compact_proof(raw: bytes) -> bytes:
+    doc = json.loads(raw)
+    return json.dumps({k: doc[k] for k in PROOF_FIELDS if k in doc}, separators=(",", ":"), sort_keys=True).encode()
+
+
+class ZkProver:
+    """Proves inferences of one circuit. One proof at a time: proving uses every core."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, circuit: Circuit) -> None:
+        for p in (circuit.compiled_path, circuit.pk_path, circuit.srs.path):
+            if not p.is_file():
+                raise ZkError(f"zk artifact {p} is missing: build the circuit of {circuit.model_id!r} first", reason="zk-not-built")
+        self.circuit = circuit
+        self.ezkl = ezkl_module()
+
+    def prove(self, x: np.ndarray) -> ZkProof:
+        c = self.circuit
+        t0 = time.perf_counter()
+        fd_w, witness = tempfile.mkstemp(prefix="omron-zk-", suffix=".w", dir=_private_dir())
+        fd_p, proof_path = tempfile.mkstemp(prefix="omron-zk-", suffix=".p", dir=_private_dir())
+        os.close(fd_w)
+        os.close(fd_p)
+        try:
+            with self._lock:
+                try:
+                    w = call(self.ezkl.gen_witness, input_json(x), str(c.compiled_path), witness)
+                    call(self.ezkl.prove, witness, str(c.compiled_path), str(c.pk_path), proof_path, srs_path=str(c.srs.path))
+                except Exception as e:  # the message may quote the witness: name only the kind
+                    raise ZkError(f"zk proving failed for {c.model_id!r} ({type(e).__name__})", reason=ZK_PROVE_FAILED) from None
+            raw = Path(proof_path).read_bytes()
+        finally:
+            for p in (witness, proof_path):
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+        output = c.dequantise([f for out in w["outputs"] for f in out])
+        return ZkProof(proof=compact_proof(raw), output=output, prove_s=time.perf_counter() - t0)
