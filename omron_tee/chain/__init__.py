@@ -4,4 +4,12 @@ and the real subtensor. Start with :func:`connect`; see docs/CHAIN.md."""
 from omron_tee.chain.base import Chain, Emissions, Endpoint, Metagraph, Neuron
 from omron_tee.chain.factory import NETWORK_CHOICES, connect
 
-__all__ = ["Chain", "Emissions", "Endpoint", "Metagraph", "Neuron", "NETWORK_CHOICES", "connect"]
+__all__ = [
+    "NETWORK_CHOICES",
+    "Chain",
+    "Emissions",
+    "Endpoint",
+    "Metagraph",
+    "Neuron",
+    "connect",
+]

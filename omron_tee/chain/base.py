@@ -12,9 +12,10 @@ from __future__ import annotations
 import abc
 import ipaddress
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from omron_tee.errors import ConfigError
 
@@ -51,8 +52,14 @@ class Endpoint:
                 f"endpoint ip {self.ip} is a bind-all address peers cannot dial: "
                 "serve the address peers should connect to (e.g. 127.0.0.1 or the host's IP)"
             )
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ConfigError(f"endpoint port {self.port!r} is not a TCP port (1-65535)")
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not 1 <= self.port <= 65535
+        ):
+            raise ConfigError(
+                f"endpoint port {self.port!r} is not a TCP port (1-65535)"
+            )
         if self.protocol not in PROTOCOLS:
             raise ConfigError(
                 f"endpoint protocol {self.protocol!r} is not supported: use one of {', '.join(PROTOCOLS)}"
@@ -100,9 +107,15 @@ class Metagraph:
     _by_hotkey: Mapping[str, Neuron] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "neurons", tuple(sorted(self.neurons, key=lambda n: n.uid)))
-        object.__setattr__(self, "_by_uid", MappingProxyType({n.uid: n for n in self.neurons}))
-        object.__setattr__(self, "_by_hotkey", MappingProxyType({n.hotkey: n for n in self.neurons}))
+        object.__setattr__(
+            self, "neurons", tuple(sorted(self.neurons, key=lambda n: n.uid))
+        )
+        object.__setattr__(
+            self, "_by_uid", MappingProxyType({n.uid: n for n in self.neurons})
+        )
+        object.__setattr__(
+            self, "_by_hotkey", MappingProxyType({n.hotkey: n for n in self.neurons})
+        )
 
     def by_hotkey(self, hotkey: str) -> Neuron | None:
         return self._by_hotkey.get(hotkey)
@@ -181,15 +194,17 @@ class Chain(abc.ABC):
         """Every neuron on the subnet at the current block."""
 
     @abc.abstractmethod
-    def register(self, wallet: "bt.Wallet") -> int:
+    def register(self, wallet: bt.Wallet) -> int:
         """Register the wallet's hotkey on the subnet (a no-op if it already is); return its uid."""
 
     @abc.abstractmethod
-    def serve(self, wallet: "bt.Wallet", endpoint: Endpoint) -> None:
+    def serve(self, wallet: bt.Wallet, endpoint: Endpoint) -> None:
         """Publish where the wallet's hotkey can be reached."""
 
     @abc.abstractmethod
-    def set_weights(self, wallet: "bt.Wallet", uids: list[int], weights: list[float]) -> None:
+    def set_weights(
+        self, wallet: bt.Wallet, uids: list[int], weights: list[float]
+    ) -> None:
         """Set the wallet hotkey's weights; raises RateLimited when it is too soon."""
 
     @abc.abstractmethod
@@ -208,14 +223,14 @@ class Chain(abc.ABC):
     def close(self) -> None:
         """Release connections; the object is unusable afterwards."""
 
-    def __enter__(self) -> "Chain":
+    def __enter__(self) -> Chain:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
 
-def hotkey_address(wallet: "bt.Wallet") -> str:
+def hotkey_address(wallet: bt.Wallet) -> str:
     """The ss58 address of a wallet's hotkey, or a ConfigError saying which file is missing."""
     try:
         return wallet.hotkey.ss58_address
@@ -230,7 +245,7 @@ def hotkey_address(wallet: "bt.Wallet") -> str:
         ) from None
 
 
-def coldkey_address(wallet: "bt.Wallet") -> str:
+def coldkey_address(wallet: bt.Wallet) -> str:
     """The ss58 address of a wallet's coldkey, read from its public file (no password needed)."""
     try:
         return wallet.coldkeypub.ss58_address
@@ -240,7 +255,9 @@ def coldkey_address(wallet: "bt.Wallet") -> str:
             "create it with `btcli wallet new-coldkey` or check --wallet.path"
         ) from None
     except Exception as error:
-        raise ConfigError(f"wallet {wallet.name!r} coldkeypub cannot be loaded: {error}") from None
+        raise ConfigError(
+            f"wallet {wallet.name!r} coldkeypub cannot be loaded: {error}"
+        ) from None
 
 
 def check_netuid(netuid: object) -> int:
@@ -250,12 +267,12 @@ def check_netuid(netuid: object) -> int:
 
 
 __all__ = [
+    "SUBTENSOR_NETWORKS",
     "Chain",
     "Emissions",
     "Endpoint",
     "Metagraph",
     "Neuron",
-    "SUBTENSOR_NETWORKS",
     "check_netuid",
     "coldkey_address",
     "hotkey_address",

@@ -44,11 +44,12 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from omron_tee.chain.base import (
     Chain,
@@ -84,16 +85,34 @@ class EmbeddedParams:
     emission_per_block: float = 1.0  # TAO
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.block_time, (int, float)) and math.isfinite(self.block_time) and self.block_time > 0):
-            raise ConfigError(f"block_time {self.block_time!r} must be a positive number of seconds")
+        if not (
+            isinstance(self.block_time, (int, float))
+            and math.isfinite(self.block_time)
+            and self.block_time > 0
+        ):
+            raise ConfigError(
+                f"block_time {self.block_time!r} must be a positive number of seconds"
+            )
         for name in ("tempo", "max_validators", "max_uids"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} {value!r} must be a positive integer")
-        if isinstance(self.weights_rate_limit, bool) or not isinstance(self.weights_rate_limit, int) or self.weights_rate_limit < 0:
-            raise ConfigError(f"weights_rate_limit {self.weights_rate_limit!r} must be an integer >= 0")
-        if not (isinstance(self.emission_per_block, (int, float)) and math.isfinite(self.emission_per_block) and self.emission_per_block >= 0):
-            raise ConfigError(f"emission_per_block {self.emission_per_block!r} must be a number >= 0")
+        if (
+            isinstance(self.weights_rate_limit, bool)
+            or not isinstance(self.weights_rate_limit, int)
+            or self.weights_rate_limit < 0
+        ):
+            raise ConfigError(
+                f"weights_rate_limit {self.weights_rate_limit!r} must be an integer >= 0"
+            )
+        if not (
+            isinstance(self.emission_per_block, (int, float))
+            and math.isfinite(self.emission_per_block)
+            and self.emission_per_block >= 0
+        ):
+            raise ConfigError(
+                f"emission_per_block {self.emission_per_block!r} must be a number >= 0"
+            )
 
 
 PARAM_NAMES = tuple(f.name for f in fields(EmbeddedParams))
@@ -171,12 +190,17 @@ class _Payout:
 
 
 def _permits(stakes: dict[int, int], max_validators: int) -> set[int]:
-    ranked = sorted((uid for uid, s in stakes.items() if s > 0), key=lambda uid: (-stakes[uid], uid))
+    ranked = sorted(
+        (uid for uid, s in stakes.items() if s > 0), key=lambda uid: (-stakes[uid], uid)
+    )
     return set(ranked[:max_validators])
 
 
 def _epoch_payout(
-    stakes: dict[int, int], weights: dict[int, dict[int, float]], max_validators: int, emission: int
+    stakes: dict[int, int],
+    weights: dict[int, dict[int, float]],
+    max_validators: int,
+    emission: int,
 ) -> _Payout:
     """Split one epoch's ``emission`` rao (the simplified Yuma in the module docstring)."""
     permitted = _permits(stakes, max_validators)
@@ -232,7 +256,9 @@ class EmbeddedChain(Chain):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.netuid = check_netuid(netuid)
-        self.path = Path(os.path.expanduser(str(path) if path is not None else DEFAULT_PATH))
+        self.path = Path(
+            os.path.expanduser(str(path) if path is not None else DEFAULT_PATH)
+        )
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
@@ -244,14 +270,21 @@ class EmbeddedChain(Chain):
             "max_uids": max_uids,
             "emission_per_block": emission_per_block,
         }
-        defaults = EmbeddedParams(**{k: v for k, v in requested.items() if v is not None})
+        defaults = EmbeddedParams(
+            **{k: v for k, v in requested.items() if v is not None}
+        )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
         except (OSError, sqlite3.Error) as error:
-            raise ConfigError(f"cannot open embedded chain file {self.path}: {error}") from None
+            raise ConfigError(
+                f"cannot open embedded chain file {self.path}: {error}"
+            ) from None
         try:
             self._open_retrying(defaults)
         except sqlite3.DatabaseError as error:
@@ -295,7 +328,9 @@ class EmbeddedChain(Chain):
                 return
             except (sqlite3.OperationalError, _Busy) as error:
                 cause = error.__cause__ if isinstance(error, _Busy) else error
-                if not isinstance(cause, sqlite3.OperationalError) or not _is_busy(cause):
+                if not isinstance(cause, sqlite3.OperationalError) or not _is_busy(
+                    cause
+                ):
                     raise
                 if time.monotonic() >= deadline:
                     raise cause from None
@@ -308,19 +343,25 @@ class EmbeddedChain(Chain):
         # needs a brief exclusive lock, which the busy timeout waits out.
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            log.warning("embedded chain %s: journal mode is %s, not WAL", self.path, mode)
+            log.warning(
+                "embedded chain %s: journal mode is %s, not WAL", self.path, mode
+            )
         db.execute("PRAGMA synchronous = NORMAL")
         with self._write() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            row = db.execute("SELECT schema_version, genesis, block_time FROM chain WHERE id = 1").fetchone()
+            row = db.execute(
+                "SELECT schema_version, genesis, block_time FROM chain WHERE id = 1"
+            ).fetchone()
             if row is None:
                 db.execute(
                     "INSERT INTO chain (id, schema_version, genesis, block_time) VALUES (1, ?, ?, ?)",
                     (SCHEMA_VERSION, float(self._clock()), float(defaults.block_time)),
                 )
-                row = db.execute("SELECT schema_version, genesis, block_time FROM chain WHERE id = 1").fetchone()
+                row = db.execute(
+                    "SELECT schema_version, genesis, block_time FROM chain WHERE id = 1"
+                ).fetchone()
             if row[0] != SCHEMA_VERSION:
                 raise ConfigError(
                     f"embedded chain {self.path} has schema version {row[0]}, this code "
@@ -420,27 +461,38 @@ class EmbeddedChain(Chain):
     def _block_now(self) -> int:
         # Unix times near 1.7e9 carry ~2e-7s of float error; 10us of slack keeps an
         # exact block boundary (genesis + 0.3s at 0.1s blocks) from flooring one short.
-        return max(0, math.floor((self._clock() - self._genesis + 1e-5) / self._block_time))
+        return max(
+            0, math.floor((self._clock() - self._genesis + 1e-5) / self._block_time)
+        )
 
     def _epochs_due(self, block: int) -> int:
         return max(0, (block - self._created_block) // self.params.tempo)
 
     def _settle(self, db: sqlite3.Connection, block: int) -> None:
         """Pay every epoch that ended by ``block`` and is not yet paid (inside a write txn)."""
-        (done,) = db.execute("SELECT epochs_done FROM subnets WHERE netuid = ?", (self.netuid,)).fetchone()
+        (done,) = db.execute(
+            "SELECT epochs_done FROM subnets WHERE netuid = ?", (self.netuid,)
+        ).fetchone()
         due = self._epochs_due(block)
         if due <= done:
             return
         count = due - done
         stakes = {
             uid: stake
-            for uid, stake in db.execute("SELECT uid, stake_rao FROM neurons WHERE netuid = ?", (self.netuid,))
+            for uid, stake in db.execute(
+                "SELECT uid, stake_rao FROM neurons WHERE netuid = ?", (self.netuid,)
+            )
         }
         weights: dict[int, dict[int, float]] = {}
-        for uid, dest, weight in db.execute("SELECT uid, dest, weight FROM weights WHERE netuid = ?", (self.netuid,)):
+        for uid, dest, weight in db.execute(
+            "SELECT uid, dest, weight FROM weights WHERE netuid = ?", (self.netuid,)
+        ):
             weights.setdefault(uid, {})[dest] = weight
         payout = _epoch_payout(
-            stakes, weights, self.params.max_validators, self._emission_per_block_rao * self.params.tempo
+            stakes,
+            weights,
+            self.params.max_validators,
+            self._emission_per_block_rao * self.params.tempo,
         )
         # Nothing changed between the missed epochs (any write settles first),
         # so each paid the same: pay ``count`` times in one step.
@@ -448,7 +500,13 @@ class EmbeddedChain(Chain):
             "UPDATE neurons SET incentive = ?, dividends = ?, emission_rao = emission_rao + ? "
             "WHERE netuid = ? AND uid = ?",
             [
-                (payout.incentive.get(uid, 0.0), payout.dividends.get(uid, 0.0), payout.paid.get(uid, 0) * count, self.netuid, uid)
+                (
+                    payout.incentive.get(uid, 0.0),
+                    payout.dividends.get(uid, 0.0),
+                    payout.paid.get(uid, 0) * count,
+                    self.netuid,
+                    uid,
+                )
                 for uid in stakes
             ],
         )
@@ -462,7 +520,9 @@ class EmbeddedChain(Chain):
         with self._lock:
             block = self._block_now()
             with self._read() as db:
-                (done,) = db.execute("SELECT epochs_done FROM subnets WHERE netuid = ?", (self.netuid,)).fetchone()
+                (done,) = db.execute(
+                    "SELECT epochs_done FROM subnets WHERE netuid = ?", (self.netuid,)
+                ).fetchone()
             if self._epochs_due(block) > done:
                 with self._write() as db:
                     self._settle(db, block)
@@ -499,7 +559,9 @@ class EmbeddedChain(Chain):
                 "protocol, incentive, dividends, emission_rao FROM neurons WHERE netuid = ? ORDER BY uid",
                 (self.netuid,),
             ).fetchall()
-        permitted = _permits({row[0]: row[3] for row in rows}, self.params.max_validators)
+        permitted = _permits(
+            {row[0]: row[3] for row in rows}, self.params.max_validators
+        )
         neurons = tuple(
             Neuron(
                 uid=uid,
@@ -511,14 +573,28 @@ class EmbeddedChain(Chain):
                 incentive=incentive,
                 dividends=dividends,
                 emission=_to_tao(emission),
-                last_update=weights_set_at if weights_set_at is not None else registered_at,
+                last_update=weights_set_at
+                if weights_set_at is not None
+                else registered_at,
             )
-            for (uid, hotkey, coldkey, stake, registered_at, weights_set_at, ip, port, protocol,
-                 incentive, dividends, emission) in rows
+            for (
+                uid,
+                hotkey,
+                coldkey,
+                stake,
+                registered_at,
+                weights_set_at,
+                ip,
+                port,
+                protocol,
+                incentive,
+                dividends,
+                emission,
+            ) in rows
         )
         return Metagraph(netuid=self.netuid, block=block, neurons=neurons)
 
-    def register(self, wallet: "bt.Wallet", *, stake: float = 0.0) -> int:
+    def register(self, wallet: bt.Wallet, *, stake: float = 0.0) -> int:
         """Give the wallet's hotkey a uid (idempotent). ``stake`` (TAO, dev faucet)
         is credited only when the hotkey is newly registered; use add_stake for more."""
         hotkey, coldkey = hotkey_address(wallet), coldkey_address(wallet)
@@ -534,7 +610,9 @@ class EmbeddedChain(Chain):
                         f"under coldkey {row[1]}, not {coldkey}: use that wallet's coldkey or a new hotkey"
                     )
                 return int(row[0])
-            (count,) = db.execute("SELECT COUNT(*) FROM neurons WHERE netuid = ?", (self.netuid,)).fetchone()
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM neurons WHERE netuid = ?", (self.netuid,)
+            ).fetchone()
             if count >= self.params.max_uids:
                 raise ChainError(
                     f"embedded netuid {self.netuid} is full ({self.params.max_uids} uids) and the "
@@ -545,10 +623,15 @@ class EmbeddedChain(Chain):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (self.netuid, count, hotkey, coldkey, stake_rao, block),
             )
-            log.info("embedded chain: registered %s as uid %d on netuid %d", hotkey, count, self.netuid)
+            log.info(
+                "embedded chain: registered %s as uid %d on netuid %d",
+                hotkey,
+                count,
+                self.netuid,
+            )
             return int(count)
 
-    def add_stake(self, wallet: "bt.Wallet", amount: float) -> float:
+    def add_stake(self, wallet: bt.Wallet, amount: float) -> float:
         """Dev faucet: add ``amount`` TAO of stake to the wallet's (registered) hotkey; returns the new stake."""
         hotkey = hotkey_address(wallet)
         amount_rao = self._amount_rao(amount, "amount", allow_zero=False)
@@ -561,7 +644,7 @@ class EmbeddedChain(Chain):
             )
             return _to_tao(row[2] + amount_rao)
 
-    def serve(self, wallet: "bt.Wallet", endpoint: Endpoint) -> None:
+    def serve(self, wallet: bt.Wallet, endpoint: Endpoint) -> None:
         hotkey = hotkey_address(wallet)
         with self._write() as db:
             self._settle(db, self._block_now())
@@ -571,14 +654,24 @@ class EmbeddedChain(Chain):
                 (endpoint.ip, endpoint.port, endpoint.protocol, self.netuid, row[0]),
             )
 
-    def set_weights(self, wallet: "bt.Wallet", uids: list[int], weights: list[float]) -> None:
+    def set_weights(
+        self, wallet: bt.Wallet, uids: list[int], weights: list[float]
+    ) -> None:
         hotkey = hotkey_address(wallet)
         normalised = self._normalise(uids, weights)
         with self._write() as db:
             block = self._block_now()
             self._settle(db, block)
-            uid, _coldkey, _stake, weights_set_at = self._require_uid(db, hotkey, "set weights")
-            stakes = {u: s for u, s in db.execute("SELECT uid, stake_rao FROM neurons WHERE netuid = ?", (self.netuid,))}
+            uid, _coldkey, _stake, weights_set_at = self._require_uid(
+                db, hotkey, "set weights"
+            )
+            stakes = {
+                u: s
+                for u, s in db.execute(
+                    "SELECT uid, stake_rao FROM neurons WHERE netuid = ?",
+                    (self.netuid,),
+                )
+            }
             if uid not in _permits(stakes, self.params.max_validators):
                 raise ChainError(
                     f"hotkey {hotkey} (uid {uid}) has no validator permit on embedded netuid "
@@ -593,13 +686,20 @@ class EmbeddedChain(Chain):
                     f"weights name uids {unknown} that are not registered on embedded netuid "
                     f"{self.netuid} (uids 0..{len(stakes) - 1} exist): read the metagraph again"
                 )
-            db.execute("DELETE FROM weights WHERE netuid = ? AND uid = ?", (self.netuid, uid))
+            db.execute(
+                "DELETE FROM weights WHERE netuid = ? AND uid = ?", (self.netuid, uid)
+            )
             db.executemany(
                 "INSERT INTO weights (netuid, uid, dest, weight) VALUES (?, ?, ?, ?)",
-                [(self.netuid, uid, dest, w) for dest, w in normalised.items() if w > 0],
+                [
+                    (self.netuid, uid, dest, w)
+                    for dest, w in normalised.items()
+                    if w > 0
+                ],
             )
             db.execute(
-                "UPDATE neurons SET weights_set_at = ? WHERE netuid = ? AND uid = ?", (block, self.netuid, uid)
+                "UPDATE neurons SET weights_set_at = ? WHERE netuid = ? AND uid = ?",
+                (block, self.netuid, uid),
             )
 
     def weights_rate_limit(self) -> int:
@@ -614,10 +714,12 @@ class EmbeddedChain(Chain):
         block = self._settled_block()
         with self._read() as db:
             rows = db.execute(
-                "SELECT hotkey, emission_rao FROM neurons WHERE netuid = ?", (self.netuid,)
+                "SELECT hotkey, emission_rao FROM neurons WHERE netuid = ?",
+                (self.netuid,),
             ).fetchall()
             done, undistributed = db.execute(
-                "SELECT epochs_done, undistributed_rao FROM subnets WHERE netuid = ?", (self.netuid,)
+                "SELECT epochs_done, undistributed_rao FROM subnets WHERE netuid = ?",
+                (self.netuid,),
             ).fetchone()
         return Emissions(
             netuid=self.netuid,
@@ -641,7 +743,9 @@ class EmbeddedChain(Chain):
             return 0
         return max(0, self.params.weights_rate_limit - (block - weights_set_at))
 
-    def _check_rate_limit(self, hotkey: str, uid: int, weights_set_at: int | None, block: int) -> None:
+    def _check_rate_limit(
+        self, hotkey: str, uid: int, weights_set_at: int | None, block: int
+    ) -> None:
         left = self._blocks_left(weights_set_at, block)
         if left:
             raise RateLimited(
@@ -652,10 +756,16 @@ class EmbeddedChain(Chain):
 
     @staticmethod
     def _amount_rao(amount: float, name: str, *, allow_zero: bool) -> int:
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, (int, float))
+            or not math.isfinite(amount)
+        ):
             raise ConfigError(f"{name} {amount!r} is not a number of TAO")
         if amount < 0 or (amount == 0 and not allow_zero):
-            raise ConfigError(f"{name} {amount!r} must be {'>= 0' if allow_zero else '> 0'} TAO")
+            raise ConfigError(
+                f"{name} {amount!r} must be {'>= 0' if allow_zero else '> 0'} TAO"
+            )
         return _to_rao(float(amount))
 
     @staticmethod
@@ -663,17 +773,32 @@ class EmbeddedChain(Chain):
         # numpy scalars are welcome (validators often score with numpy), bools are not.
         clean_uids: list[int] = []
         for uid in uids:
-            if isinstance(uid, bool) or not isinstance(uid, numbers.Integral) or operator.index(uid) < 0:
-                raise ChainError(f"weights refused: uid {uid!r} is not a non-negative integer")
+            if (
+                isinstance(uid, bool)
+                or not isinstance(uid, numbers.Integral)
+                or operator.index(uid) < 0
+            ):
+                raise ChainError(
+                    f"weights refused: uid {uid!r} is not a non-negative integer"
+                )
             clean_uids.append(operator.index(uid))
         clean: list[float] = []
         for w in weights:
-            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
-                raise ChainError(f"weights refused: weight {w!r} is not a finite number >= 0")
+            if (
+                isinstance(w, bool)
+                or not isinstance(w, numbers.Real)
+                or not math.isfinite(w)
+                or w < 0
+            ):
+                raise ChainError(
+                    f"weights refused: weight {w!r} is not a finite number >= 0"
+                )
             clean.append(float(w))
         uids, weights = clean_uids, clean
         if len(uids) != len(weights):
-            raise ChainError(f"weights refused: {len(uids)} uids but {len(weights)} weights")
+            raise ChainError(
+                f"weights refused: {len(uids)} uids but {len(weights)} weights"
+            )
         if not uids:
             raise ChainError("weights refused: no uids given")
         if len(set(uids)) != len(uids):

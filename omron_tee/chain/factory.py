@@ -27,19 +27,26 @@ def connect(
     max_validators, max_uids, emission_per_block). ``local``, ``test``,
     ``finney`` or a ws:// / wss:// URL reach a subtensor node, failing with a
     ChainError within ``timeout`` seconds when it cannot be reached;
-    ``chain_path`` is ignored there.
+    ``chain_path`` is ignored there. On the embedded chain ``timeout`` bounds
+    the wait for another process's lock on the file.
     """
     check_netuid(netuid)
     if not isinstance(network, str):
-        raise ConfigError(f"network {network!r} is not a string: use one of {', '.join(NETWORK_CHOICES)}")
+        raise ConfigError(
+            f"network {network!r} is not a string: use one of {', '.join(NETWORK_CHOICES)}"
+        )
     if network == EMBEDDED:
         from omron_tee.chain.embedded import PARAM_NAMES, EmbeddedChain
 
-        unknown = sorted(set(embedded_opts) - set(PARAM_NAMES) - {"busy_timeout", "clock"})
+        unknown = sorted(
+            set(embedded_opts) - set(PARAM_NAMES) - {"busy_timeout", "clock"}
+        )
         if unknown:
             raise ConfigError(
                 f"unknown embedded chain option(s) {', '.join(unknown)}: use {', '.join(PARAM_NAMES)}"
             )
+        # ``timeout`` bounds the wait for another process's lock on the file.
+        embedded_opts.setdefault("busy_timeout", timeout)
         return EmbeddedChain(netuid, path=chain_path, **embedded_opts)
     if network in SUBTENSOR_NETWORKS or network.startswith(("ws://", "wss://")):
         given = sorted(k for k, v in embedded_opts.items() if v is not None)
@@ -51,4 +58,6 @@ def connect(
         from omron_tee.chain.subtensor import SubtensorChain
 
         return SubtensorChain(network, netuid, timeout=timeout)
-    raise ConfigError(f"unknown network {network!r}: use one of {', '.join(NETWORK_CHOICES)}")
+    raise ConfigError(
+        f"unknown network {network!r}: use one of {', '.join(NETWORK_CHOICES)}"
+    )

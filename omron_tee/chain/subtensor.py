@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import bittensor as bt
@@ -57,11 +58,27 @@ def resolve_network(network: str) -> tuple[str, str]:
 def _unreachable_reason(error: BaseException) -> str:
     text = str(error)
     lowered = text.lower()
-    if "connect call failed" in lowered or "refused" in lowered or "errno 111" in lowered:
+    if (
+        "connect call failed" in lowered
+        or "refused" in lowered
+        or "errno 111" in lowered
+    ):
         return "connection refused"
-    if any(s in lowered for s in ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo")):
+    if any(
+        s in lowered
+        for s in (
+            "name or service not known",
+            "nodename nor servname",
+            "name resolution",
+            "getaddrinfo",
+        )
+    ):
         return "host name not resolved"
-    if isinstance(error, TimeoutError) or "timed out" in lowered or "no response" in lowered:
+    if (
+        isinstance(error, TimeoutError)
+        or "timed out" in lowered
+        or "no response" in lowered
+    ):
         return "timed out"
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -74,7 +91,9 @@ def _parse_axon(axon: str | None) -> Endpoint | None:
     try:
         return Endpoint(host.strip("[]"), int(port))
     except (ValueError, OmronTeeError):
-        return None  # a neuron advertising a non-dialable address is simply not reachable
+        return (
+            None  # a neuron advertising a non-dialable address is simply not reachable
+        )
 
 
 def _same_axon(current: Any, endpoint: Endpoint) -> bool:
@@ -111,7 +130,9 @@ class SubtensorChain(Chain):
         self.netuid = check_netuid(netuid)
         self.network, self.endpoint = resolve_network(network)
         if timeout <= 0 or write_timeout <= 0:
-            raise ConfigError(f"timeouts must be > 0 seconds (got {timeout}, {write_timeout})")
+            raise ConfigError(
+                f"timeouts must be > 0 seconds (got {timeout}, {write_timeout})"
+            )
         self.timeout = float(timeout)
         self.write_timeout = float(write_timeout)
         self._block_time: float | None = None
@@ -125,7 +146,9 @@ class SubtensorChain(Chain):
 
     # Calls with a deadline and error mapping -----------------------------------
 
-    def _call(self, what: str, fn: Callable[[], T], timeout: float, *, write: bool = False) -> T:
+    def _call(
+        self, what: str, fn: Callable[[], T], timeout: float, *, write: bool = False
+    ) -> T:
         if self._closed:
             raise ChainError(f"subtensor connection to {self.endpoint} is closed")
         future: Future[T] = Future()
@@ -141,9 +164,13 @@ class SubtensorChain(Chain):
         try:
             return future.result(timeout)
         except TimeoutError as error:
-            if future.done():  # fn itself raised a TimeoutError (an OSError): map it below
+            if (
+                future.done()
+            ):  # fn itself raised a TimeoutError (an OSError): map it below
                 raise self._map(what, error) from error
-            fate = " (it may still land: check the chain before retrying)" if write else ""
+            fate = (
+                " (it may still land: check the chain before retrying)" if write else ""
+            )
             raise ChainError(
                 f"subtensor at {self.endpoint} did not answer '{what}' within {timeout:g}s{fate}: "
                 f"{self._hint()}"
@@ -160,12 +187,18 @@ class SubtensorChain(Chain):
     def _hint(self) -> str:
         host = urlsplit(self.endpoint).hostname or ""
         try:
-            local = self.network == "local" or host == "localhost" or ipaddress.ip_address(host).is_loopback
+            local = (
+                self.network == "local"
+                or host == "localhost"
+                or ipaddress.ip_address(host).is_loopback
+            )
         except ValueError:
             local = False
         if local:
             return "start a local subtensor or use --subtensor.network embedded"
-        return "check the endpoint and your network, or use --subtensor.network embedded"
+        return (
+            "check the endpoint and your network, or use --subtensor.network embedded"
+        )
 
     def _map(self, what: str, error: BaseException) -> OmronTeeError:
         if isinstance(error, (bt.RpcConnectionError, OSError)):
@@ -177,10 +210,17 @@ class SubtensorChain(Chain):
             detail = error.message.strip().rstrip(".")
             if error.name and error.name not in detail:
                 detail = f"{error.name}: {detail}"
+            # bittensor's remediation says what to do, except for unclassified errors.
+            if error.code is not bt.ErrorCode.UNKNOWN:
+                detail = f"{detail}; {error.remediation}"
             if error.code is bt.ErrorCode.RATE_LIMITED:
-                return RateLimited(f"{what} refused by subtensor: {detail}; {error.remediation}")
-            reason = "no-validator-permit" if error.name == "NeuronNoValidatorPermit" else "chain"
-            return ChainError(f"{what} refused by subtensor: {detail}; {error.remediation}", reason=reason)
+                return RateLimited(f"{what} refused by subtensor: {detail}")
+            reason = (
+                "no-validator-permit"
+                if error.name == "NeuronNoValidatorPermit"
+                else "chain"
+            )
+            return ChainError(f"{what} refused by subtensor: {detail}", reason=reason)
         return ChainError(f"{what} failed on subtensor {self.endpoint}: {error}")
 
     # Chain interface -------------------------------------------------------------
@@ -190,12 +230,15 @@ class SubtensorChain(Chain):
 
     def block_time(self) -> float:
         if self._block_time is None:  # a property of the chain, read once
-            self._block_time = float(self._read("read the block time", self._sub.block_time))
+            self._block_time = float(
+                self._read("read the block time", self._sub.block_time)
+            )
         return self._block_time
 
     def metagraph(self) -> Metagraph:
         graph = self._read(
-            "read the metagraph", lambda: self._sub.subnets.metagraph(self.netuid, commitments=False)
+            "read the metagraph",
+            lambda: self._sub.subnets.metagraph(self.netuid, commitments=False),
         )
         if graph is None:
             raise ChainError(
@@ -219,10 +262,12 @@ class SubtensorChain(Chain):
         return Metagraph(netuid=self.netuid, block=int(graph.block), neurons=neurons)
 
     def _uid(self, hotkey: str) -> int | None:
-        uid = self._read("look up the uid", lambda: self._sub.neurons.uid(hotkey, self.netuid))
+        uid = self._read(
+            "look up the uid", lambda: self._sub.neurons.uid(hotkey, self.netuid)
+        )
         return None if uid is None else int(uid)
 
-    def register(self, wallet: "bt.Wallet") -> int:
+    def register(self, wallet: bt.Wallet) -> int:
         """Burned registration (pays the subnet's registration cost from the coldkey); idempotent."""
         hotkey = hotkey_address(wallet)
         uid = self._uid(hotkey)
@@ -247,7 +292,7 @@ class SubtensorChain(Chain):
             )
         return uid
 
-    def serve(self, wallet: "bt.Wallet", endpoint: Endpoint) -> None:
+    def serve(self, wallet: bt.Wallet, endpoint: Endpoint) -> None:
         if endpoint.protocol != "http":
             raise ConfigError(
                 f"cannot serve {endpoint.url} on subtensor: the axon record has no scheme and "
@@ -256,17 +301,27 @@ class SubtensorChain(Chain):
         hotkey = hotkey_address(wallet)
         current = self._read(
             "read the served axon",
-            lambda: self._sub.query(bt.storage.SubtensorModule.Axons, [self.netuid, hotkey]),
+            lambda: self._sub.query(
+                bt.storage.SubtensorModule.Axons, [self.netuid, hotkey]
+            ),
         )
         # Re-serving the same address would only spend the serving rate limit.
         if _same_axon(current, endpoint):
             return
         intent = bt.ServeAxon(
-            netuid=self.netuid, ip=endpoint.ip, port=endpoint.port, protocol=AXON_PROTOCOL_TAG
+            netuid=self.netuid,
+            ip=endpoint.ip,
+            port=endpoint.port,
+            protocol=AXON_PROTOCOL_TAG,
         )
-        self._write("serve the axon", lambda: self._sub.execute(intent, wallet).raise_for_failure())
+        self._write(
+            "serve the axon",
+            lambda: self._sub.execute(intent, wallet).raise_for_failure(),
+        )
 
-    def set_weights(self, wallet: "bt.Wallet", uids: list[int], weights: list[float]) -> None:
+    def set_weights(
+        self, wallet: bt.Wallet, uids: list[int], weights: list[float]
+    ) -> None:
         uids = [int(u) for u in uids]
         weights = [float(w) for w in weights]
 

@@ -17,7 +17,13 @@ from omron_tee.chain import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.errors import RateLimited
 
-PARAMS = dict(block_time=0.01, tempo=3, weights_rate_limit=0, max_validators=8, emission_per_block=0.5)
+PARAMS = dict(
+    block_time=0.01,
+    tempo=3,
+    weights_rate_limit=0,
+    max_validators=8,
+    emission_per_block=0.5,
+)
 
 
 def main() -> None:

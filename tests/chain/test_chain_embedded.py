@@ -53,13 +53,17 @@ def test_register_gives_uids_in_order_and_is_idempotent(open_chain, make_wallet)
     assert graph.by_uid(7) is None and graph.by_hotkey("5Fnobody") is None
 
 
-def test_register_refuses_a_hotkey_already_owned_by_another_coldkey(open_chain, make_wallet, tmp_path):
+def test_register_refuses_a_hotkey_already_owned_by_another_coldkey(
+    open_chain, make_wallet, tmp_path
+):
     chain = open_chain()
     owner, other = make_wallet("owner"), make_wallet("other")
     chain.register(owner)
     # Put owner's hotkey file into the other wallet: same hotkey, different coldkey.
     wallets = tmp_path / "wallets"
-    (wallets / "other" / "hotkeys" / "default").write_bytes((wallets / "owner" / "hotkeys" / "default").read_bytes())
+    (wallets / "other" / "hotkeys" / "default").write_bytes(
+        (wallets / "owner" / "hotkeys" / "default").read_bytes()
+    )
     thief = type(other)(name="other", hotkey="default", path=str(wallets))
     with pytest.raises(ChainError, match="already registered .* under coldkey"):
         chain.register(thief)
@@ -95,7 +99,12 @@ def test_permits_go_to_the_top_stakes_only(open_chain, make_wallet):
     chain.register(big, stake=10)
     chain.register(mid, stake=5)
     chain.register(zero)
-    assert [n.validator_permit for n in chain.metagraph().neurons] == [False, True, True, False]
+    assert [n.validator_permit for n in chain.metagraph().neurons] == [
+        False,
+        True,
+        True,
+        False,
+    ]
     chain.add_stake(small, 20)  # overtakes everyone; mid drops out
     graph = chain.metagraph()
     assert [n.uid for n in graph.validators] == [0, 1]
@@ -163,7 +172,10 @@ def test_weights_rate_limit_is_enforced_per_hotkey(open_chain, make_wallet, cloc
     chain.set_weights(v1, [2], [1.0])
     advance_blocks(clock, chain, 2)
     assert chain.blocks_until_weights_allowed(hotkey) == 3
-    with pytest.raises(RateLimited, match=r"2 blocks ago; the rate limit is 5 blocks: wait 3 more block") as limited:
+    with pytest.raises(
+        RateLimited,
+        match=r"2 blocks ago; the rate limit is 5 blocks: wait 3 more block",
+    ) as limited:
         chain.set_weights(v1, [2], [1.0])
     assert limited.value.reason == "rate-limited"
     chain.set_weights(v2, [2], [1.0])  # another hotkey is not limited by v1's set
@@ -216,7 +228,9 @@ def rao(tao: float) -> int:
     return round(tao * RAO_PER_TAO)
 
 
-def test_emission_split_follows_stake_weighted_incentive(open_chain, make_wallet, clock):
+def test_emission_split_follows_stake_weighted_incentive(
+    open_chain, make_wallet, clock
+):
     chain = open_chain(tempo=10, emission_per_block=1.0, weights_rate_limit=0)
     a, b = make_wallet("a"), make_wallet("b")
     m1, m2, m3 = make_wallet("m1"), make_wallet("m2"), make_wallet("m3")
@@ -242,9 +256,13 @@ def test_emission_split_follows_stake_weighted_incentive(open_chain, make_wallet
     assert graph.by_uid(0).dividends == pytest.approx(0.75)
     assert emissions.of(a.hotkey.ss58_address) == pytest.approx(7.5)
     assert emissions.of(b.hotkey.ss58_address) == pytest.approx(2.5)
-    assert [n.emission for n in graph.neurons] == [emissions.of(h) for h in graph.hotkeys]
+    assert [n.emission for n in graph.neurons] == [
+        emissions.of(h) for h in graph.hotkeys
+    ]
     # Exact accounting in rao: paid + undistributed == epochs * tempo * emission.
-    paid = sum(rao(v) for v in emissions.by_hotkey.values()) + rao(emissions.undistributed)
+    paid = sum(rao(v) for v in emissions.by_hotkey.values()) + rao(
+        emissions.undistributed
+    )
     assert paid == 2 * 10 * RAO_PER_TAO
 
 
@@ -258,7 +276,9 @@ def test_epoch_with_no_weights_is_undistributed(open_chain, make_wallet, clock):
     assert emissions.undistributed == pytest.approx(10.0)
 
 
-def test_weights_of_a_validator_that_lost_its_permit_stop_counting(open_chain, make_wallet, clock):
+def test_weights_of_a_validator_that_lost_its_permit_stop_counting(
+    open_chain, make_wallet, clock
+):
     chain = open_chain(tempo=5, max_validators=1, weights_rate_limit=0)
     old, new = make_wallet("old"), make_wallet("new")
     m1, m2 = make_wallet("m1"), make_wallet("m2")
@@ -268,23 +288,33 @@ def test_weights_of_a_validator_that_lost_its_permit_stop_counting(open_chain, m
     chain.register(m2)
     chain.set_weights(old, [2], [1.0])
     advance_blocks(clock, chain, 5)
-    chain.add_stake(new, 100)  # new takes the only permit; old's weights no longer count
+    chain.add_stake(
+        new, 100
+    )  # new takes the only permit; old's weights no longer count
     chain.set_weights(new, [3], [1.0])
     advance_blocks(clock, chain, 5)
     graph = chain.metagraph()
     assert graph.by_uid(2).incentive == 0.0 and graph.by_uid(3).incentive == 1.0
     emissions = chain.emissions()
-    assert emissions.of(m1.hotkey.ss58_address) == pytest.approx(2.5)  # first epoch only
-    assert emissions.of(m2.hotkey.ss58_address) == pytest.approx(2.5)  # second epoch only
+    assert emissions.of(m1.hotkey.ss58_address) == pytest.approx(
+        2.5
+    )  # first epoch only
+    assert emissions.of(m2.hotkey.ss58_address) == pytest.approx(
+        2.5
+    )  # second epoch only
     assert emissions.of(new.hotkey.ss58_address) == pytest.approx(2.5)
 
 
-def test_missed_epochs_pay_the_same_as_epochs_settled_one_by_one(tmp_path, make_wallet, clock):
+def test_missed_epochs_pay_the_same_as_epochs_settled_one_by_one(
+    tmp_path, make_wallet, clock
+):
     wallets = [make_wallet(n) for n in ("v1", "v2", "m1", "m2")]
 
     def run(path: Path, settle_every_epoch: bool) -> dict[str, float]:
         start = clock.now
-        chain = EmbeddedChain(1, path=path, clock=clock, tempo=7, emission_per_block=0.3)
+        chain = EmbeddedChain(
+            1, path=path, clock=clock, tempo=7, emission_per_block=0.3
+        )
         chain.register(wallets[0], stake=3)
         chain.register(wallets[1], stake=4)
         chain.register(wallets[2])
@@ -343,7 +373,11 @@ def test_conflicting_parameters_are_refused(open_chain):
 
 @pytest.mark.parametrize(
     ("params", "match"),
-    [({"block_time": 0}, "block_time"), ({"tempo": 0}, "tempo"), ({"weights_rate_limit": -1}, "weights_rate_limit")],
+    [
+        ({"block_time": 0}, "block_time"),
+        ({"tempo": 0}, "tempo"),
+        ({"weights_rate_limit": -1}, "weights_rate_limit"),
+    ],
 )
 def test_invalid_parameters_are_config_errors(open_chain, params, match):
     with pytest.raises(ConfigError, match=match):
@@ -425,7 +459,9 @@ def test_two_processes_share_one_file_without_double_counting(tmp_path, make_wal
         done, undistributed, tempo, per_block = db.execute(
             "SELECT epochs_done, undistributed_rao, tempo, emission_per_block_rao FROM subnets WHERE netuid = 1"
         ).fetchone()
-        (paid,) = db.execute("SELECT SUM(emission_rao) FROM neurons WHERE netuid = 1").fetchone()
+        (paid,) = db.execute(
+            "SELECT SUM(emission_rao) FROM neurons WHERE netuid = 1"
+        ).fetchone()
     assert done > 10
     assert paid > 0
     assert paid + undistributed == done * tempo * per_block
