@@ -1,0 +1,336 @@
+"""Third parties through the validator's API: verified private results, client-side policy,
+fail-over within the deadline, rate limits, saved receipts checked by the CLI, and no private
+data in any log."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from bittensor import http_auth
+
+from omron_tee.client import PrivateInferenceClient, verify_receipt_file
+from omron_tee.errors import AttestationError, MinerError, OmronTeeError
+from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.localnet import policy_toml
+from omron_tee.models import ModelRegistry
+from omron_tee.protocol import AttestResponse, InferResponse, b64, dumps
+from omron_tee.validator.api import build_api
+from omron_tee.validator.neuron import build_verifiers
+from omron_tee.wire.auth import Admission, RequestVerifier, Signer
+from omron_tee.wire.client import SignedClient
+
+MODELS = ModelRegistry.builtin()
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    """An in-process validator with its third-party API served by uvicorn in the running loop."""
+
+    def __init__(self, net, scores_path: Path, **api_kw) -> None:
+        self.net = net
+        self.v = net.validator(scores_path)
+        self.v.sync()
+        self.api = build_api(self.v, RequestVerifier(self.v.hotkey, Admission.anyone()), **api_kw)
+        self.port = _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.policy = self.v.prober.policy
+        self.verifiers = self.v.prober.verifiers
+
+    async def __aenter__(self) -> "Api":
+        self.server = uvicorn.Server(uvicorn.Config(self.api, host="127.0.0.1", port=self.port, log_level="warning", access_log=False))
+        self.task = asyncio.create_task(self.server.serve())
+        t0 = time.monotonic()
+        while not self.server.started:
+            assert time.monotonic() - t0 < 10
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.should_exit = True
+        await self.task
+        await self.v.prober.client.aclose()
+        self.v.scores.close()
+
+    def client(self, **kw) -> PrivateInferenceClient:
+        kw.setdefault("policy", self.policy)
+        kw.setdefault("verifiers", self.verifiers)
+        return PrivateInferenceClient(self.url, self.v.hotkey, self.net.client_wallet, **kw)
+
+
+def _secret_input(spec) -> np.ndarray:
+    """A recognisable private input: digits of pi and e, nothing a benchmark would send."""
+    n = int(np.prod(spec.input_shape))
+    return np.linspace(-3.1415926, 2.7182818, n, dtype=np.float32).reshape(spec.input_shape)
+
+
+def _fingerprints(a: np.ndarray) -> list[str]:
+    raw = np.ascontiguousarray(a).tobytes()
+    return [
+        base64.b64encode(raw).decode()[:40],
+        base64.b64encode(raw[1:]).decode()[4:40],
+        base64.b64encode(raw[2:]).decode()[4:40],
+        raw.hex()[:40],
+        repr(a)[:60],
+        np.array2string(a.reshape(-1)[:4]),
+        repr(float(a.reshape(-1)[0])),
+    ]
+
+
+def test_private_inference_through_the_validator(net, tmp_path, caplog, capfd) -> None:
+    caplog.set_level(logging.DEBUG)
+    spec = MODELS.get("digits-mlp")
+    x = _secret_input(spec)
+
+    async def go():
+        async with Api(net, tmp_path / "scores.sqlite") as api:
+            c = api.client()
+            try:
+                # Fresh scores rank miners by uid: slow, honest, wrong, unapproved.
+                r = await c.infer(spec.model_id, x, model_hash=spec.sha256, candidates=4, deadline_s=8.0)
+            finally:
+                await c.aclose()
+            return r, {h: dict(rec.reasons) for h, rec in api.v.scores.records.items()}, api
+
+    t0 = time.monotonic()
+    r, relay_reasons, api = asyncio.run(go())
+    elapsed = time.monotonic() - t0
+    m = net.miners
+    # Verified, and the output is what the model gives.
+    np.testing.assert_allclose(r.output, MODELS.runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
+    assert r.miner_hotkey == m["honest"].hotkey
+    r.receipt.verify(r.keys.signing_public)
+    assert r.receipt.evidence_hash == r.evidence.digest()
+    # The client itself refused the unapproved build's evidence.
+    assert [(j.hotkey, j.reason) for j in r.rejected] == [(m["unapproved"].hotkey, "measurement-not-allowed")]
+    # The slow miner was tried first and timed out; the relay moved on within the deadline.
+    assert relay_reasons[m["slow"].hotkey] == {"timeout": 1}
+    assert relay_reasons[m["honest"].hotkey] == {"ok": 1}
+    assert m["wrong"].hotkey not in relay_reasons  # never needed
+    assert elapsed < 8.0
+    # The saved receipt checks offline.
+    path = tmp_path / "receipt.json"
+    r.save(path)
+    check = verify_receipt_file(json.loads(path.read_text()), policy=api.policy, verifiers=api.verifiers, model_hash=spec.sha256)
+    assert check.ok, check.reasons
+    # No private input or output in any log: miners' files, this process's logs and output.
+    out, err = capfd.readouterr()
+    logs = {"miners": net.miner_logs(), "caplog": caplog.text, "stdout": out, "stderr": err}
+    assert "relay to uid" in caplog.text  # the validator did log the fail-over...
+    for name, text in logs.items():
+        for fp in _fingerprints(x) + _fingerprints(r.output):
+            assert fp not in text, f"private data ({fp!r}) in {name}"
+
+
+def test_client_policy_refuses_every_candidate(net, tmp_path) -> None:
+    """A client whose own policy trusts no build refuses them all, whatever the validator offers."""
+    spec = MODELS.get("diabetes-mlp")
+
+    async def go():
+        async with Api(net, tmp_path / "scores.sqlite") as api:
+            strict = api.policy.__class__(simulated=api.policy.simulated.__class__(allow=True, trusted_keys=api.policy.simulated.trusted_keys, measurements=frozenset()))
+            c = api.client(policy=strict)
+            try:
+                with pytest.raises(AttestationError) as e:
+                    await c.infer(spec.model_id, np.zeros(spec.input_shape, np.float32), model_hash=spec.sha256, candidates=3)
+            finally:
+                await c.aclose()
+            return e.value
+
+    e = asyncio.run(go())
+    assert e.reason == "no-attested-miner"
+    assert "measurement-not-allowed" in str(e)
+
+
+def test_relay_fails_over_and_says_what_it_tried(net, tmp_path) -> None:
+    spec = MODELS.get("breast-cancer-mlp")
+    m = net.miners
+
+    async def go():
+        async with Api(net, tmp_path / "scores.sqlite") as api:
+            http = SignedClient(Signer(net.client_wallet), timeout=10)
+            try:
+                nonce = new_nonce()
+                raw = await http.post(api.url, "/v1/attest", {"model": spec.model_id, "nonce": b64(nonce), "count": 8}, receiver=api.v.hotkey)
+                cands = {c["hotkey"]: AttestResponse.from_json(c["attest"]) for c in raw["candidates"]}
+                failures = {f["hotkey"]: f["reason"] for f in raw["failures"]}
+                sessions = {h: check_attestation(cands[h], nonce=nonce, policy=api.policy, registry=api.verifiers) for h in (m["slow"].hotkey, m["honest"].hotkey)}
+                x = _secret_input(spec)
+                reqs = {h: seal_request(s, spec.model_id, x) for h, s in sessions.items()}
+                attempts = [
+                    {"hotkey": m["slow"].hotkey, "request": reqs[m["slow"].hotkey][0].to_json()},
+                    {"hotkey": m["down"].hotkey, "request": reqs[m["honest"].hotkey][0].to_json()},
+                    {"hotkey": "5NotAMiner", "request": reqs[m["honest"].hotkey][0].to_json()},
+                    {"hotkey": m["honest"].hotkey, "request": reqs[m["honest"].hotkey][0].to_json()},
+                ]
+                reply = await http.post(api.url, "/v1/infer", {"model": spec.model_id, "deadline_ms": 8000, "attempts": attempts}, receiver=api.v.hotkey)
+                result = open_result(reqs[reply["hotkey"]][1], InferResponse.from_json(reply["response"]), model_hash=spec.sha256)
+                # A deadline too short for the only (slow) miner: a named failure, not a hang.
+                t0 = time.monotonic()
+                with pytest.raises(MinerError) as e:
+                    await http.post(api.url, "/v1/infer", {"model": spec.model_id, "deadline_ms": 400, "attempts": attempts[:1]}, receiver=api.v.hotkey)
+                short = time.monotonic() - t0
+            finally:
+                await http.aclose()
+            return failures, reply, result, x, e.value, short
+
+    failures, reply, result, x, err, short = asyncio.run(go())
+    assert failures.get(m["down"].hotkey) == "unreachable"
+    assert reply["hotkey"] == m["honest"].hotkey
+    assert reply["tried"] == [
+        {"hotkey": m["slow"].hotkey, "reason": "timeout"},
+        {"hotkey": m["down"].hotkey, "reason": "unreachable"},
+        {"hotkey": "5NotAMiner", "reason": "not-serving"},
+        {"hotkey": m["honest"].hotkey, "reason": "ok"},
+    ]
+    np.testing.assert_allclose(result.output, MODELS.runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
+    assert err.reason == "all-miners-failed"
+    assert short < 2.0
+
+
+def test_api_rate_limit_and_auth(net, tmp_path, make_wallet) -> None:
+    spec = MODELS.get("digits-mlp")
+
+    async def go():
+        async with Api(net, tmp_path / "scores.sqlite", rate=0.01, burst=2) as api:
+            def signed(wallet, body, receiver):
+                h = http_auth.sign(wallet, method="POST", path="/v1/attest", body=body, receiver_ss58=receiver)
+                return {**h, "Content-Type": "application/json"}
+
+            out = []
+            async with httpx.AsyncClient(trust_env=False, timeout=10) as h:
+                for _ in range(3):
+                    body = dumps({"model": spec.model_id, "nonce": b64(new_nonce()), "count": 1})
+                    out.append(await h.post(api.url + "/v1/attest", content=body, headers=signed(net.client_wallet, body, api.v.hotkey)))
+                # Another client has its own bucket.
+                body = dumps({"model": spec.model_id, "nonce": b64(new_nonce()), "count": 1})
+                out.append(await h.post(api.url + "/v1/attest", content=body, headers=signed(make_wallet("other-client"), body, api.v.hotkey)))
+                # Unsigned, and signed for another receiver.
+                out.append(await h.post(api.url + "/v1/attest", content=body, headers={"Content-Type": "application/json"}))
+                out.append(await h.post(api.url + "/v1/attest", content=body, headers=signed(net.client_wallet, body, net.miners["honest"].hotkey)))
+                # An unknown model and a bad count are named refusals.
+                for payload in ({"model": "gpt-9", "nonce": b64(new_nonce())}, {"model": spec.model_id, "nonce": b64(new_nonce()), "count": 99}):
+                    body = dumps(payload)
+                    out.append(await h.post(api.url + "/v1/attest", content=body, headers=signed(make_wallet("third"), body, api.v.hotkey)))
+                models = await h.get(api.url + "/v1/models")
+            return out, models
+
+    out, models = asyncio.run(go())
+    assert [r.status_code for r in out[:4]] == [200, 200, 429, 200]
+    for r, status, reason in ((out[2], 429, "rate-limited"), (out[4], 401, "malformed-auth"), (out[5], 401, "wrong-receiver"), (out[7], 400, "malformed-message")):
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["reason"] == reason
+        assert "Traceback" not in r.text
+    assert out[6].status_code in (400, 404, 422) and "error" in out[6].json()
+    ids = {m["id"]: m["sha256"] for m in models.json()["models"]}
+    assert ids == {s.model_id: s.sha256.hex() for s in MODELS.specs()}
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "omron_tee.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_saved_receipt_verified_by_cli(net, tmp_path) -> None:
+    spec = MODELS.get("digits-mlp")
+    x = _secret_input(spec)
+
+    async def go():
+        async with Api(net, tmp_path / "scores.sqlite") as api:
+            c = api.client()
+            try:
+                return await c.infer(spec.model_id, x, model_hash=spec.sha256, candidates=2), api.policy
+            finally:
+                await c.aclose()
+
+    r, policy = asyncio.run(go())
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(policy_toml(policy))
+    other_policy = tmp_path / "other.toml"
+    other_policy.write_text(policy_toml(policy).replace(policy.simulated.measurements.__iter__().__next__().hex(), "00" * 48))
+    good = tmp_path / "receipt.json"
+    r.save(good)
+    no_output = tmp_path / "receipt-no-output.json"
+    r.save(no_output, include_output=False)
+    assert "output" not in json.loads(no_output.read_text())
+    data = json.loads(good.read_text())
+
+    def variant(name, mutate):
+        d = json.loads(json.dumps(data))
+        mutate(d)
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps(d))
+        return p
+
+    def flip_b64(s: str) -> str:
+        raw = bytearray(base64.b64decode(s))
+        raw[0] ^= 1
+        return base64.b64encode(bytes(raw)).decode()
+
+    tampered = {
+        "output": variant("t-output", lambda d: d["output"].update(data=flip_b64(d["output"]["data"]))),
+        "signature": variant("t-sig", lambda d: d["receipt"].update(signature=("00" if d["receipt"]["signature"][:2] != "00" else "11") + d["receipt"]["signature"][2:])),
+        "input_hash": variant("t-input", lambda d: d["receipt"].update(input_hash="ab" * 32)),
+        "evidence": variant("t-evidence", lambda d: d["evidence"].update(quote=flip_b64(d["evidence"]["quote"]))),
+        "keys": variant("t-keys", lambda d: d["keys"].update(signing_public=b64(b"\x01" * 32))),
+    }
+    # Every variant through the library function the CLI calls...
+    def check(path, pol=policy, model_hash=None):
+        return verify_receipt_file(json.loads(Path(path).read_text()), policy=pol, verifiers=build_verifiers(pol), model_hash=model_hash)
+
+    assert check(good).ok and check(no_output, model_hash=spec.sha256).ok
+    assert not check(good, model_hash=b"\0" * 32).ok
+    from omron_tee.attestation.validate.policy import Policy
+
+    assert not check(good, pol=Policy.load(other_policy)).ok
+    for k, p in tampered.items():
+        c = check(p)
+        assert not c.ok and c.reasons, k
+    # ...and the CLI itself, as a user runs it (a few processes: each one imports the stack).
+    procs = {
+        "good": _cli("receipt", "verify", str(good), "--policy", str(policy_file)),
+        "tampered": _cli("receipt", "verify", str(tampered["output"]), "--policy", str(policy_file), "--json"),
+        "not_json": _cli("receipt", "verify", str(policy_file), "--policy", str(policy_file)),
+    }
+    res = {k: (p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for k, p in procs.items()}
+    for k, (rc, out, err) in res.items():
+        assert "Traceback" not in out + err, (k, err)
+    assert res["good"][0] == 0 and "VALID" in res["good"][1], res["good"]
+    assert res["tampered"][0] == 1, res["tampered"]
+    assert json.loads(res["tampered"][1])["valid"] is False
+    rc, out, err = res["not_json"]
+    assert rc == 2, res["not_json"]
+    assert len(err.strip().splitlines()) == 1 and "error" in err
+
+
+def test_validator_down_is_a_named_error(net, tmp_path) -> None:
+    """A client whose validator is gone gets a named error quickly."""
+    spec = MODELS.get("digits-mlp")
+
+    async def go():
+        c = PrivateInferenceClient(f"http://127.0.0.1:{_port()}", net.validator_wallet.hotkey.ss58_address, net.client_wallet,
+                                   policy=net.policy(), verifiers=build_verifiers(net.policy()), timeout=2.0)
+        try:
+            with pytest.raises(OmronTeeError) as e:
+                await c.infer(spec.model_id, np.zeros(spec.input_shape, np.float32), model_hash=spec.sha256)
+        finally:
+            await c.aclose()
+        return e.value
+
+    assert asyncio.run(go()).reason == "unreachable"
