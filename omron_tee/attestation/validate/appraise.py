@@ -1,12 +1,48 @@
-"""Appraisal: verify layer, then policy, then the exchange's report-data binding."""
+"""Appraisal: verify layer, then policy, then the exchange's report-data binding.
+
+CPU TEEs (SGX, TDX, SEV-SNP, simulated) carry the 64-byte binding of
+``binding.report_data_for(nonce, keys)`` in their report data. An NVIDIA GPU
+signs only a 32-byte SPDM nonce, so a GPU attached to CPU evidence binds the
+same exchange through that: its nonce must be ``gpu_nonce_for(report_data)``
+= SHA-256 of the CPU binding. The enclave computes the binding, asks the GPU
+for measurements with that nonce, and attaches the GPU's evidence; the GPU
+thereby vouches for being attested in the same exchange, and the CPU
+evidence for the keys. GPU evidence alone binds no keys and is refused.
+"""
 
 from __future__ import annotations
 
-from omron_tee.attestation.binding import EnclavePublicKeys, binding_matches
-from omron_tee.attestation.evidence import Evidence, Verdict
+import hashlib
+import hmac
+
+from omron_tee.attestation.binding import EnclavePublicKeys, report_data_for
+from omron_tee.attestation.evidence import Claims, Evidence, TeeType, Verdict
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.errors import AttestationError
+
+GPU_NONCE_LEN = 32
+
+
+def gpu_nonce_for(report_data: bytes) -> bytes:
+    """The SPDM nonce an attached GPU must sign: SHA-256 of the CPU evidence's 64-byte report data."""
+    return hashlib.sha256(report_data).digest()
+
+
+def binding_reasons(claims: Claims, expected: bytes) -> list[tuple[str, str]]:
+    """Reasons ``claims`` (and what is attached to it) do not bind ``expected`` report data."""
+    reasons: list[tuple[str, str]] = []
+    if claims.tee_type is TeeType.NVIDIA:
+        reasons.append(("report-data-mismatch", "GPU evidence alone cannot bind the exchange's keys; attach it to CPU TEE evidence"))
+    elif not hmac.compare_digest(claims.report_data, expected):
+        reasons.append(("report-data-mismatch", "report data does not bind this exchange's nonce and keys (replayed or forged evidence)"))
+    for sub in claims.attached:
+        if sub.tee_type is TeeType.NVIDIA:
+            if not hmac.compare_digest(sub.report_data, gpu_nonce_for(expected)):
+                reasons.append(("report-data-mismatch", "attached nvidia evidence was not requested with this exchange's GPU nonce"))
+        elif not hmac.compare_digest(sub.report_data, expected):
+            reasons.append(("report-data-mismatch", f"attached {sub.tee_type.value} evidence does not bind this exchange"))
+    return reasons
 
 
 def appraise(
@@ -24,11 +60,7 @@ def appraise(
     except AttestationError as e:
         return Verdict(accepted=False, claims=None, reasons=(str(e),), reason_codes=(e.reason,))
     reasons = policy.check(claims, now=now)
-    if not binding_matches(claims.report_data, nonce, keys):
-        reasons.append(("report-data-mismatch", "report data does not bind this exchange's nonce and keys (replayed or forged evidence)"))
-    for sub in claims.attached:
-        if not binding_matches(sub.report_data, nonce, keys):
-            reasons.append(("report-data-mismatch", f"attached {sub.tee_type.value} evidence does not bind this exchange"))
+    reasons.extend(binding_reasons(claims, report_data_for(nonce, keys)))
     return Verdict(
         accepted=not reasons,
         claims=claims,

@@ -1,0 +1,245 @@
+"""Verify NVIDIA Hopper GPU evidence (SPDM GET_MEASUREMENTS) with ``cryptography``.
+
+Checks:
+
+1. the report parses (abi.nvidia): request with a 32-byte nonce, response
+   with measurement blocks, opaque data and a 96-byte signature;
+2. the device certificate chain (leaf first, as the driver returns it):
+   each certificate issued by the next, all valid at the verification time,
+   ending at the NVIDIA Device Identity CA built into ``verify.roots`` (the
+   chain's own copy of the root must equal it byte for byte);
+3. the leaf's TCG DICE FWID extension equals the FWID in the signed opaque
+   data (as NVIDIA's verifier does for Hopper);
+4. the ECDSA P-384 SHA-384 signature, r || s big-endian, over
+   request || response-without-signature, with the leaf's key;
+5. revocation, when the collateral store has OCSP responses for the
+   intermediate certificates (the chain minus leaf and root, as NVIDIA
+   checks): each response's signature (by the issuer or a responder it
+   delegated to), its CertID, its time window, and the status. A revoked or
+   unknown certificate fails verification; a missing or stale response is
+   reported in the claims (``details.ocsp``) for the policy to refuse.
+
+Not done here, and why: comparing the measurements with NVIDIA's RIMs needs
+the RIM files (signed SWID tags, fetched from NVIDIA's RIM service) and an
+XML-DSig verifier that omron-tee does not depend on; operators pin golden
+measurements in the policy instead (``[nvidia]`` section), see docs/ATTESTATION.md.
+
+The claims' ``report_data`` is the verifier's 32-byte SPDM nonce (from the
+signed request); ``measurement`` is SHA-384 over the measurement blocks in
+index order (each ``index || value type || u16 length || value``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from omron_tee.attestation.abi import nvidia as abi
+from omron_tee.attestation.collateral.nvidia import driver_rim_id, issuer_key_hash, vbios_rim_id
+from omron_tee.attestation.collateral.store import CollateralStore
+from omron_tee.attestation.evidence import Claims, Evidence, TeeType
+from omron_tee.attestation.verify import roots
+from omron_tee.attestation.verify.certs import check_validity, load_certificates, name_of, verify_issued_by
+from omron_tee.errors import VerificationError
+
+OID_TCG_DICE_FWID = x509.ObjectIdentifier("2.23.133.5.4.1")
+TCB_STATUS = "NotRated"
+OCSP_CLOCK_SKEW = 300.0
+
+
+def measurement_digest(report: abi.NvidiaReport) -> bytes:
+    h = hashlib.sha384()
+    for b in sorted(report.response.blocks, key=lambda b: b.index):
+        h.update(bytes([b.index, b.value_type]) + len(b.value).to_bytes(2, "little") + b.value)
+    return h.digest()
+
+
+def _verify_with(key: Any, signature: bytes, data: bytes, algorithm: hashes.HashAlgorithm | None) -> bool:
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(algorithm or hashes.SHA384()))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), algorithm or hashes.SHA256())
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+class NvidiaVerifier:
+    tee_type = TeeType.NVIDIA
+
+    def __init__(self, store: CollateralStore | None = None) -> None:
+        self.store = store
+        self._root = x509.load_pem_x509_certificate(roots.NVIDIA_DEVICE_ROOT_PEM.encode())
+        self._chain_ok: dict[bytes, bool] = {}
+        self._lock = threading.Lock()
+
+    # --- chain -----------------------------------------------------------
+
+    def _chain(self, blob: bytes) -> list[x509.Certificate]:
+        if not blob:
+            raise VerificationError("NVIDIA evidence carries no device certificate chain", reason="bad-certificate-chain")
+        certs = load_certificates(blob, "NVIDIA device certificate chain")
+        root_der = self._root.public_bytes(Encoding.DER)
+        if certs[-1].public_bytes(Encoding.DER) != root_der:
+            if certs[-1].issuer == self._root.subject and certs[-1].subject != self._root.subject:
+                certs.append(self._root)
+            else:
+                raise VerificationError(
+                    f"NVIDIA device chain ends at '{name_of(certs[-1])}', not at the NVIDIA Device Identity CA this verifier trusts",
+                    reason="untrusted-chain",
+                )
+        if len(certs) < 3 or len(certs) > 8:
+            raise VerificationError(f"NVIDIA device chain has {len(certs)} certificates", reason="bad-certificate-chain")
+        return certs
+
+    def _check_chain(self, certs: list[x509.Certificate], now: float) -> None:
+        key = hashlib.sha256(b"".join(c.public_bytes(Encoding.DER) for c in certs)).digest()
+        if not self._chain_ok.get(key):
+            for child, parent in zip(certs, certs[1:]):
+                verify_issued_by(child, parent, "NVIDIA device chain")
+            verify_issued_by(certs[-1], certs[-1], "NVIDIA device chain")
+            with self._lock:
+                if len(self._chain_ok) > 1024:
+                    self._chain_ok.clear()
+                self._chain_ok[key] = True
+        for c in certs:
+            check_validity(c, now, "NVIDIA device chain")
+
+    @staticmethod
+    def _check_fwid(report: abi.NvidiaReport, leaf: x509.Certificate) -> None:
+        fwid = report.fwid
+        if not fwid:
+            return
+        try:
+            ext = leaf.extensions.get_extension_for_oid(OID_TCG_DICE_FWID).value
+        except x509.ExtensionNotFound:
+            raise VerificationError("the report carries an FWID but the device certificate has none", reason="fwid-mismatch") from None
+        raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
+        # Hopper: the FWID is the last 48 bytes of the DICE TcbInfo extension (as in NVIDIA's verifier).
+        if raw[-len(fwid):] != fwid:
+            raise VerificationError("the FWID in the report differs from the device certificate's", reason="fwid-mismatch")
+
+    @staticmethod
+    def _check_signature(report: abi.NvidiaReport, leaf: x509.Certificate) -> None:
+        key = leaf.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+            raise VerificationError("the device certificate's key is not ECDSA P-384", reason="bad-certificate")
+        sig = report.response.signature
+        der = encode_dss_signature(int.from_bytes(sig[:48], "big"), int.from_bytes(sig[48:], "big"))
+        try:
+            key.verify(der, report.signed_bytes, ec.ECDSA(hashes.SHA384()))
+        except InvalidSignature:
+            raise VerificationError("the SPDM measurement signature does not verify with the device key", reason="bad-signature") from None
+
+    # --- revocation ------------------------------------------------------
+
+    def _ocsp_status(self, certs: list[x509.Certificate], now: float) -> tuple[str, str]:
+        """("good"|"missing"|"expired"|"not-configured", detail); raises for revoked/unknown/forged."""
+        if self.store is None:
+            return "not-configured", "no collateral store"
+        missing, stale = [], []
+        for cert, issuer in zip(certs[1:-1], certs[2:]):
+            entry = self.store.ocsp(cert, issuer, now=now)
+            if entry is None:
+                missing.append(name_of(cert))
+                continue
+            resp = entry.response
+            self._check_ocsp_response(resp, cert, issuer)
+            if resp.certificate_status == ocsp.OCSPCertStatus.REVOKED:
+                why = resp.revocation_reason.name if resp.revocation_reason else "unspecified"
+                raise VerificationError(f"'{name_of(cert)}' is revoked (OCSP, reason {why})", reason="revoked")
+            if resp.certificate_status != ocsp.OCSPCertStatus.GOOD:
+                raise VerificationError(f"OCSP status of '{name_of(cert)}' is UNKNOWN", reason="revoked")
+            if resp.this_update_utc.timestamp() > now + OCSP_CLOCK_SKEW or entry.expires_at < now:
+                stale.append(name_of(cert))
+        if missing:
+            return "missing", "no OCSP response for " + ", ".join(missing)
+        if stale:
+            return "expired", "OCSP response outside its validity window for " + ", ".join(stale)
+        return "good", f"{len(certs) - 2} certificates good"
+
+    @staticmethod
+    def _check_ocsp_response(resp: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+        if resp.serial_number != cert.serial_number or resp.issuer_key_hash != issuer_key_hash(cert, issuer, resp.hash_algorithm):
+            raise VerificationError(f"OCSP response is not about '{name_of(cert)}'", reason="bad-ocsp")
+        signer = issuer
+        for responder in resp.certificates:
+            if responder.public_bytes(Encoding.DER) == issuer.public_bytes(Encoding.DER):
+                break
+            verify_issued_by(responder, issuer, "OCSP responder")
+            try:
+                eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            except x509.ExtensionNotFound:
+                eku = []
+            if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+                raise VerificationError(f"OCSP responder '{name_of(responder)}' is not authorised for OCSP signing", reason="bad-ocsp")
+            signer = responder
+            break
+        if not _verify_with(signer.public_key(), resp.signature, resp.tbs_response_bytes, resp.signature_hash_algorithm):
+            raise VerificationError(f"OCSP response for '{name_of(cert)}' is not signed by '{name_of(signer)}'", reason="bad-ocsp")
+
+    # --- verification ----------------------------------------------------
+
+    def verify(self, evidence: Evidence, *, now: float) -> Claims:
+        if evidence.tee_type is not TeeType.NVIDIA:
+            raise VerificationError(f"{evidence.tee_type.value} evidence given to the NVIDIA verifier", reason="unsupported-tee")
+        report = abi.parse(evidence.quote)
+        certs = self._chain(evidence.certificates)
+        self._check_chain(certs, now)
+        leaf = certs[0]
+        self._check_fwid(report, leaf)
+        self._check_signature(report, leaf)
+        status, detail = self._ocsp_status(certs, now)
+        extra = {
+            "trust_root": name_of(certs[-1]),
+            "device": name_of(leaf),
+            "ocsp": status,
+            "ocsp_detail": detail,
+            "rim": "not-compared",
+            "verified": True,
+        }
+        return self._claims(report, TCB_STATUS, extra)
+
+    def describe(self, evidence: Evidence) -> Claims:
+        return self._claims(abi.parse(evidence.quote), "Unverified", {"verified": False})
+
+    @staticmethod
+    def _claims(report: abi.NvidiaReport, tcb_status: str, extra: dict[str, Any]) -> Claims:
+        project, sku, chip_sku = report.opaque_text("project"), report.opaque_text("project_sku"), report.opaque_text("chip_sku")
+        details: dict[str, Any] = {
+            "spdm_version": f"{report.request.spdm_version >> 4}.{report.request.spdm_version & 0xF}",
+            "driver_version": report.driver_version,
+            "vbios_version": report.vbios_version,
+            "project": project,
+            "project_sku": sku,
+            "chip_sku": chip_sku,
+            "fwid": report.fwid.hex() if report.fwid else None,
+            "responder_nonce": report.response.nonce.hex(),
+            "measurements": {str(i): v.hex() for i, v in sorted(report.measurements().items())},
+        }
+        if report.driver_version:
+            details["driver_rim_id"] = driver_rim_id(report.driver_version)
+        if project and sku and chip_sku and report.vbios_version:
+            details["vbios_rim_id"] = vbios_rim_id(project, sku, chip_sku, report.vbios_version)
+        details.update(extra)
+        return Claims(
+            tee_type=TeeType.NVIDIA,
+            measurement=measurement_digest(report),
+            report_data=report.nonce,
+            debug=False,
+            tcb_status=tcb_status,
+            details=details,
+        )
