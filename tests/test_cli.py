@@ -1,0 +1,154 @@
+"""The command lines a user types: help works, mistakes are one clear line and exit 2, never a
+traceback, and an unreachable subtensor is an error within seconds, not a hang.
+
+Every command runs as its own process, all started at once (each one imports the stack)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from omron_tee.config import create_wallet
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def _omron_tee() -> list[str]:
+    script = Path(PY).parent / "omron-tee"
+    return [str(script)] if script.exists() else [PY, "-m", "omron_tee.cli"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    wallets = d / "wallets"
+    create_wallet("w", "default", wallets)
+    chain = ["--chain.path", str(d / "chain.sqlite")]
+    have = ["--wallet.name", "w", "--wallet.path", str(wallets)]
+    missing = ["--wallet.name", "nobody", "--wallet.path", str(wallets)]
+    commands = {
+        "help": [*_omron_tee(), "--help"],
+        "localnet_help": [*_omron_tee(), "localnet", "--help"],
+        "miner_help": [PY, "neurons/miner.py", "--help"],
+        "validator_help": [PY, "neurons/validator.py", "--help"],
+        "bad_flag": [*_omron_tee(), "localnet", "--no-such-flag"],
+        "miner_bad_flag": [PY, "neurons/miner.py", "--no-such-flag"],
+        "bad_value": [*_omron_tee(), "localnet", "--miners", "0"],
+        "miner_no_wallet": [PY, "neurons/miner.py", "--subtensor.network", "embedded", *chain, *missing],
+        "validator_no_wallet": [PY, "neurons/validator.py", "--subtensor.network", "embedded", *chain, *missing, "--neuron.data_dir", str(d / "v")],
+        "miner_local": [PY, "neurons/miner.py", "--netuid", "1", "--subtensor.network", "local", *have],
+        "validator_local": [PY, "neurons/validator.py", "--netuid", "1", "--subtensor.network", "local", *have, "--neuron.data_dir", str(d / "v")],
+        "miner_endpoint_down": [PY, "neurons/miner.py", "--subtensor.chain_endpoint", "ws://127.0.0.1:9", "--enclave", "simulated", *have],
+        "wallet_create": [*_omron_tee(), "wallet", "create", "--wallet.name", "fresh", "--wallet.path", str(wallets)],
+    }
+    procs = {}
+    t0 = time.monotonic()
+    for name, cmd in commands.items():
+        procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    out = {}
+    for name, p in procs.items():
+        try:
+            stdout, stderr = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+            out[name] = (None, stdout, stderr, time.monotonic() - t0)
+            continue
+        out[name] = (p.returncode, stdout, stderr, time.monotonic() - t0)
+    out["_wallets"] = wallets
+    return out
+
+
+@pytest.mark.parametrize("name,words", [
+    ("help", ["localnet", "wallet", "receipt"]),
+    ("localnet_help", ["--miners", "--requests", "--json"]),
+    ("miner_help", ["--netuid", "--subtensor.network", "--wallet.name", "--wallet.hotkey", "--axon.port", "--enclave"]),
+    ("validator_help", ["--netuid", "--subtensor.network", "--wallet.name", "--validator.policy", "--neuron.data_dir"]),
+])
+def test_help(runs, name, words) -> None:
+    rc, out, err, _ = runs[name]
+    assert rc == 0, err
+    assert "Traceback" not in out + err
+    for w in words:
+        assert w in out, (name, w)
+
+
+@pytest.mark.parametrize("name", ["bad_flag", "miner_bad_flag", "bad_value"])
+def test_bad_flags_exit_2(runs, name) -> None:
+    rc, out, err, _ = runs[name]
+    assert rc == 2, (name, out, err)
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].count("error:") == 1
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+
+@pytest.mark.parametrize("name", ["miner_no_wallet", "validator_no_wallet"])
+def test_missing_wallet_is_one_line(runs, name) -> None:
+    rc, out, err, _ = runs[name]
+    assert rc == 2, (name, out, err)
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error:" in lines[0] and "nobody" in lines[0] and "omron-tee wallet create" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["miner_local", "validator_local"])
+def test_unreachable_subtensor_is_a_clear_error_not_a_hang(runs, name) -> None:
+    rc, out, err, took = runs[name]
+    assert rc == 2, (name, out, err)
+    assert took < 20
+    assert "Traceback" not in out + err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    assert errors[0] == err.strip().splitlines()[-1]
+    assert "9944" in errors[0] or "subtensor" in errors[0]
+
+
+def test_unreachable_chain_endpoint(runs) -> None:
+    rc, out, err, took = runs["miner_endpoint_down"]
+    assert rc == 2, (out, err)
+    assert "Traceback" not in out + err
+    assert took < 20
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+
+
+def test_simulated_enclave_and_policy_refused_off_local_networks(tmp_path, registry) -> None:
+    from omron_tee.errors import ConfigError
+    from omron_tee.miner.neuron import build_parser as miner_parser
+    from omron_tee.miner.neuron import make_backend
+    from omron_tee.validator.neuron import build_parser as validator_parser
+    from omron_tee.validator.neuron import load_policy
+
+    for network in ("finney", "test", "local"):
+        args = miner_parser().parse_args(["--enclave", "simulated", "--chain.path", str(tmp_path / "c.sqlite")])
+        with pytest.raises(ConfigError, match="local"):
+            make_backend(args, network, registry, registry.ids())
+        args = miner_parser().parse_args(["--enclave", "auto", "--dev.wrong_output", "--chain.path", str(tmp_path / "c.sqlite")])
+        with pytest.raises(ConfigError):
+            make_backend(args, network, registry, registry.ids())
+        # A validator off the embedded chain needs a policy file, and one that refuses simulated evidence.
+        args = validator_parser().parse_args(["--chain.path", str(tmp_path / "c.sqlite")])
+        with pytest.raises(ConfigError, match="policy"):
+            load_policy(args, network, registry)
+        lax = tmp_path / "lax.toml"
+        lax.write_text("[simulated]\nallow = true\n")
+        args = validator_parser().parse_args(["--validator.policy", str(lax)])
+        with pytest.raises(ConfigError, match="simulated"):
+            load_policy(args, network, registry)
+    # On the embedded chain the default policy accepts this release's simulated enclaves.
+    args = validator_parser().parse_args(["--chain.path", str(tmp_path / "c.sqlite")])
+    policy = load_policy(args, "embedded", registry)
+    assert policy.simulated.allow and len(policy.simulated.measurements) == 1
+
+
+def test_wallet_create(runs) -> None:
+    rc, out, err, _ = runs["wallet_create"]
+    assert rc == 0, err
+    hotkey = runs["_wallets"] / "fresh" / "hotkeys" / "default"
+    assert hotkey.exists()
+    assert "hotkey" in out and "5" in out
