@@ -126,34 +126,30 @@ class ReferenceValues:
         return render_policy_toml(self)
 
 
-# Policy keys per TEE type: the measurement lists each [section] allow-lists.
-_TOML_LISTS: dict[TeeType, dict[str, str]] = {
-    TeeType.SIMULATED: {"measurement": "measurements"},
-    TeeType.SGX: {"mrenclave": "mrenclaves"},
-    TeeType.TDX: {"mrtd": "mrtds"},
-    TeeType.SEV_SNP: {"measurement": "measurements"},
-}
-
-
 def render_policy_toml(ref: ReferenceValues) -> str:
-    section = ref.tee_type.value
-    lines = [f"[{section}]"]
-    if ref.tee_type is TeeType.SIMULATED:
-        lines.append("allow = true  # local networks only")
-    for key, policy_key in _TOML_LISTS.get(ref.tee_type, {}).items():
-        if key in ref.values:
-            lines.append(f'{policy_key} = ["{ref.values[key]}"]')
-    if ref.tee_type is TeeType.SGX and "mrsigner" in ref.values:
-        lines.append("# or trust the signer instead of one build:")
-        lines.append(f'# mrsigner = "{ref.values["mrsigner"]}"')
-        lines.append(f"# isvprodid = {ref.values.get('isv_prod_id', 0)}")
-        lines.append(f"# min_isvsvn = {ref.values.get('isv_svn', 0)}")
-    if ref.tee_type is TeeType.TDX:
-        for i in range(4):
-            if f"rtmr{i}" in ref.values:
-                lines.append(f'rtmr{i} = ["{ref.values[f"rtmr{i}"]}"]')
+    """The policy-file section that allow-lists these values (keys as omron_tee.attestation.validate.policy reads them)."""
+    v = ref.values
+    lines: list[str] = []
     if ref.debug:
-        lines.insert(1, "# WARNING: this build is a DEBUG enclave; production policies refuse it")
+        lines.append("# WARNING: this build is a DEBUG enclave; production policies refuse it")
+    if ref.tee_type is TeeType.SIMULATED:
+        lines += ["[simulated]", "allow = true  # local networks only; trusted_keys = the network's development key", f'measurements = ["{v["measurement"]}"]']
+    elif ref.tee_type is TeeType.SGX:
+        lines += ["[sgx]", f'mrenclave = ["{v["mrenclave"]}"]']
+        if "mrsigner" in v:
+            lines += [
+                "# or accept every build this key signs for this product from this ISVSVN on:",
+                "# [[sgx.signer]]",
+                f'# mrsigner = "{v["mrsigner"]}"',
+                f"# isv_prod_id = {v.get('isv_prod_id', 0)}",
+                f"# min_isv_svn = {v.get('isv_svn', 0)}",
+            ]
+    elif ref.tee_type is TeeType.TDX:
+        lines += ["[[tdx.measurement]]", f'mrtd = "{v["mrtd"]}"']
+        lines += [f'rtmr{i} = "{v[f"rtmr{i}"]}"' for i in range(3) if f"rtmr{i}" in v]
+        lines.append("# rtmr3 is extended by the running OS; pin it only if your image fixes it")
+    elif ref.tee_type is TeeType.SEV_SNP:
+        lines += ["[sev-snp]", f'measurements = ["{v["measurement"]}"]']
     return "\n".join(lines) + "\n"
 
 

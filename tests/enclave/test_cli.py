@@ -41,7 +41,7 @@ def test_measure_sgx_sig(tmp_path, signing_key, capsys):
     out = capsys.readouterr().out
     assert f"mrenclave: {MRENCLAVE.hex()}" in out
     snippet = out.split("# for the validator's policy file:\n", 1)[1]
-    assert tomllib.loads(snippet)["sgx"]["mrenclaves"] == [MRENCLAVE.hex()]
+    assert tomllib.loads(snippet)["sgx"]["mrenclave"] == [MRENCLAVE.hex()]
 
 
 def test_measure_sign_output_json(tmp_path, capsys):
@@ -50,7 +50,7 @@ def test_measure_sign_output_json(tmp_path, capsys):
     assert run(["enclave", "measure", "--sign-output", str(log), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["tee_type"] == "sgx" and data["values"]["mrenclave"] == MRENCLAVE.hex()
-    assert tomllib.loads(data["policy_toml"])["sgx"]["mrenclaves"] == [MRENCLAVE.hex()]
+    assert tomllib.loads(data["policy_toml"])["sgx"]["mrenclave"] == [MRENCLAVE.hex()]
 
 
 def test_measure_infers_the_type_of_a_quote(vectors, capsys):

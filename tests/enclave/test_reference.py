@@ -7,7 +7,6 @@ import importlib.util
 import struct
 import subprocess
 import sys
-import tomllib
 import uuid
 
 import pytest
@@ -119,16 +118,25 @@ def test_reference_values_from_the_real_quotes_and_report(vectors):
         ref.tdx_reference_from_quote(vectors.sgx_quote)
 
 
-def test_policy_snippets_are_toml(vectors, signing_key):
-    for values in (
-        ref.sgx_reference_from_sigstruct(make_sigstruct(signing_key)),
-        ref.tdx_reference_from_quote(vectors.tdx_quote),
-        ref.snp_reference_from_report(vectors.snp_report),
-        ref.simulated_reference([("m", bytes(32))]),
-    ):
-        parsed = tomllib.loads(values.to_toml())
-        section = parsed[values.tee_type.value]
-        assert any(values.values.get(k) in v for k, v in (("mrenclave", section.get("mrenclaves", [])), ("mrtd", section.get("mrtds", [])), ("measurement", section.get("measurements", []))))
+def test_policy_snippets_load_into_the_validators_policy(vectors, signing_key):
+    from omron_tee.attestation.validate.policy import Policy
+
+    sgx = ref.sgx_reference_from_sigstruct(make_sigstruct(signing_key))
+    assert Policy.from_toml(sgx.to_toml()).sgx.mrenclaves == {MRENCLAVE}
+    signer_toml = "\n".join(line.removeprefix("# ") if line.startswith(("# [[", "# mrsigner", "# isv_", "# min_")) else line for line in sgx.to_toml().splitlines())
+    signer = Policy.from_toml(signer_toml).sgx.signers[0]
+    assert (signer.mrsigner.hex(), signer.isv_prod_id, signer.min_isv_svn) == (sgx.values["mrsigner"], 7, 3)
+
+    tdx = ref.tdx_reference_from_quote(vectors.tdx_quote)
+    (m,) = Policy.from_toml(tdx.to_toml()).tdx.measurements
+    assert m.mrtd == vectors.tdx_mrtd and m.rtmrs[3] is None and m.rtmrs[0].hex() == tdx.values["rtmr0"]
+
+    snp = ref.snp_reference_from_report(vectors.snp_report)
+    assert Policy.from_toml(snp.to_toml()).sev_snp.measurements == {vectors.snp_measurement}
+
+    sim = ref.simulated_reference([("m", bytes(32))])
+    policy = Policy.from_toml(sim.to_toml())
+    assert policy.simulated.allow and policy.simulated.measurements == {bytes.fromhex(sim.values["measurement"])}
 
 
 def test_simulated_reference_is_what_the_miner_reports(registry):
