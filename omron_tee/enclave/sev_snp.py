@@ -8,6 +8,13 @@ as ``auxblob`` in the GHCB certificate-table format (SEV-ES GHCB
 specification 2.03, section 4.1.8.1): entries of (GUID, offset, length)
 ending with an all-zero entry, offsets counted from the table's start.
 
+The evidence carries those certificates as PEM (VCEK or VLEK first, then
+ASK, ARK), not as the raw table: a PEM chain is unambiguous, while the
+table's GUID byte order is a known trap (AMD's tools and go-sev-guest write
+RFC 4122 order; a mixed-endian reader misses every entry). The DER bytes are
+wrapped, not re-encoded: AMD's VCEKs have serial number 0, which newer
+``cryptography`` releases will refuse to parse.
+
 The legacy ``/dev/sev-guest`` ioctls (SNP_GET_REPORT / SNP_GET_EXT_REPORT)
 reach the same firmware call; configfs-tsm is the kernel's supported
 interface for it since 6.7, so that is the one used here.
@@ -15,6 +22,7 @@ interface for it since 6.7, so that is the one used here.
 
 from __future__ import annotations
 
+import base64
 import logging
 import struct
 import uuid
@@ -140,6 +148,27 @@ def build_cert_table(entries: list[tuple[uuid.UUID, bytes]]) -> bytes:
     return bytes(table + data)
 
 
+_PEM_ORDER = ("vcek", "vlek", "ask", "ark")
+
+
+def der_to_pem(der: bytes) -> bytes:
+    """PEM armour around DER bytes, without parsing them."""
+    b64 = base64.b64encode(der).decode("ascii")
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    return ("-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n").encode("ascii")
+
+
+def cert_table_to_pem(entries: list[CertEntry]) -> bytes:
+    """The table's signing chain as PEM, leaf (VCEK or VLEK) first; other entries (CRLs, unknown GUIDs) are left out."""
+    by_name: dict[str, bytes] = {}
+    for e in entries:
+        if e.name in _PEM_ORDER and e.name not in by_name:
+            if not e.data.startswith(b"\x30"):
+                raise EnclaveError(f"SNP certificate table entry {e.name} is not DER (does not start with a SEQUENCE)", reason="enclave-bad-output")
+            by_name[e.name] = e.data
+    return b"".join(der_to_pem(by_name[n]) for n in _PEM_ORDER if n in by_name)
+
+
 class SevSnpBackend(EnclaveBackend):
     """Reports for this SNP guest through configfs-tsm (``sev_guest`` provider).
 
@@ -172,15 +201,15 @@ class SevSnpBackend(EnclaveBackend):
         summary = summarize_snp_report(result.outblob)
         if summary.report_data != report_data:
             log.warning("the SNP report's report data differs from the one requested: the platform returned another request's report")
-        certificates = result.auxblob
-        if certificates:
+        certificates = b""
+        if result.auxblob:
             try:
-                names = [e.name for e in parse_cert_table(certificates)]
-                log.debug("SNP certificates from the host: %s", ", ".join(names) or "none")
+                entries = parse_cert_table(result.auxblob)
+                certificates = cert_table_to_pem(entries)
+                log.debug("SNP certificates from the host: %s", ", ".join(e.name for e in entries) or "none")
             except EnclaveError as e:
                 # A validator can still fetch the VCEK from AMD's KDS by chip id and TCB.
                 log.warning("dropping the host's SNP certificate table: %s", e)
-                certificates = b""
         return Evidence(tee_type=TeeType.SEV_SNP, quote=result.outblob, certificates=certificates)
 
     def measurement(self) -> bytes:

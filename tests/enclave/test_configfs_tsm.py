@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import logging
 import os
+import uuid
+import warnings
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from enclave_fakes import FakeTsmKernel
 from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.enclave.configfs_tsm import ConfigfsTsm
 from omron_tee.enclave.host import HostPaths
-from omron_tee.enclave.sev_snp import SevSnpBackend, parse_cert_table, summarize_snp_report
+from omron_tee.enclave.sev_snp import CERT_GUIDS, SevSnpBackend, build_cert_table, parse_cert_table, summarize_snp_report
 from omron_tee.enclave.tdx import MEASUREMENT_PROBE, TdxBackend, summarize_td_quote
 from omron_tee.errors import EnclaveError
 
@@ -65,11 +70,16 @@ def test_summary_of_the_real_tdx_quote(vectors):
     assert (s.version, s.mrtd, s.report_data, s.debug) == (4, vectors.tdx_mrtd, vectors.tdx_report_data, False)
 
 
-def test_snp_report_and_host_certificates_pass_through(snp_kernel, vectors):
+def test_snp_report_and_host_certificates_as_a_pem_chain(snp_kernel, vectors):
     ev = snp(snp_kernel).attest(RD)
     assert ev.tee_type is TeeType.SEV_SNP and ev.quote == vectors.snp_report
-    table = {e.name: e.data for e in parse_cert_table(ev.certificates)}
-    assert table == {"vcek": vectors.vcek_der, "ask": vectors.ask_der, "ark": vectors.ark_der}
+    # The host's table, re-armoured as PEM leaf first: the same DER bytes, byte for byte.
+    pems = [p for p in ev.certificates.split(b"-----END CERTIFICATE-----\n") if p]
+    ders = [base64.b64decode(p.split(b"-----BEGIN CERTIFICATE-----\n")[1]) for p in pems]
+    assert ders == [vectors.vcek_der, vectors.ask_der, vectors.ark_der]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # AMD's VCEK has serial 0, which cryptography warns about
+        assert [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(ev.certificates)] == ders
     # Floor 0: no privlevel write, the kernel's default VMPL 0 applies.
     assert snp_kernel.requests == [(RD, 0)]
     assert "write privlevel" not in snp_kernel.log and snp_kernel.entries == {}
@@ -312,3 +322,35 @@ def test_detect_snp_flag_without_device(tmp_path):
     (tmp_path / "proc/cpuinfo").write_text("flags\t: fpu sev sev_es sev_snp\n")
     a = SevSnpBackend.detect(paths=HostPaths.under(tmp_path))
     assert not a.usable and "modprobe sev-guest" in a.detail and "SNP host" in a.detail
+
+
+# --- the GHCB certificate table ------------------------------------------------------
+
+
+def test_cert_table_guids_are_in_amds_byte_order(vectors):
+    table = vectors.snp_cert_table()
+    # AMD's sev-guest tools (uuid_parse) and go-sev-guest write RFC 4122 order: the string's bytes.
+    assert table[:16] == bytes.fromhex("63da758de6644564adc5f4b93be8accd")
+    assert [e.name for e in parse_cert_table(table)] == ["vcek", "ask", "ark"]
+
+
+def test_cert_table_in_mixed_endian_order_is_still_read(vectors):
+    vcek = next(g for g, n in CERT_GUIDS.items() if n == "vcek")
+    table = bytearray(build_cert_table([(vcek, vectors.vcek_der)]))
+    table[:16] = vcek.bytes_le
+    (entry,) = parse_cert_table(bytes(table))
+    assert entry.name == "vcek" and entry.data == vectors.vcek_der
+
+
+@pytest.mark.parametrize(
+    "table,msg",
+    [
+        (b"", "no terminating"),
+        (bytes(16) + (100).to_bytes(4, "little") + (10).to_bytes(4, "little"), "outside"),
+        (uuid.uuid4().bytes + (24).to_bytes(4, "little") + (4).to_bytes(4, "little") + b"\x30\x02\x01\x00", "no terminating"),
+        (uuid.uuid4().bytes + (48).to_bytes(4, "little") + (99).to_bytes(4, "little") + bytes(24), "outside"),
+    ],
+)
+def test_malformed_cert_tables(table, msg):
+    with pytest.raises(EnclaveError, match=msg):
+        parse_cert_table(table)
