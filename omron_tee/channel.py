@@ -97,7 +97,13 @@ class HpkeKeyPair:
 
 def seal(kem: KemSuite, recipient_public: bytes, plaintext: bytes, info: bytes) -> bytes:
     """HPKE-seal ``plaintext`` (padded to its bucket) to ``recipient_public``."""
-    return kem.suite.encrypt(pad(plaintext), _public_key(kem, recipient_public), info=info)
+    padded = pad(plaintext)
+    key = _public_key(kem, recipient_public)
+    try:
+        return kem.suite.encrypt(padded, key, info=info)
+    except ValueError:
+        # A well-formed but unusable key (e.g. a low-order X25519 point): the peer's fault, not ours.
+        raise ChannelError(f"cannot seal to this {kem.value} public key", reason="bad-key") from None
 
 
 def bucket_size(n: int) -> int:

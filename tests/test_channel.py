@@ -87,6 +87,20 @@ def test_suites_do_not_mix() -> None:
     assert e.value.reason == "unsupported-suite"
 
 
+@pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
+def test_unusable_public_key_is_a_channel_error(kem: KemSuite) -> None:
+    """A well-formed but low-order X25519 point: a named refusal, not a stray ValueError."""
+    n = 32 if kem is KemSuite.X25519 else 1184 + 32
+    good = HpkeKeyPair.generate(kem).public_bytes
+    zero = good[: n - 32] + bytes(32)
+    with pytest.raises(ChannelError) as e:
+        seal(kem, zero, b"m", b"i")
+    assert e.value.reason == "bad-key"
+    with pytest.raises(ChannelError) as e:
+        seal(kem, good[:-1], b"m", b"i")
+    assert e.value.reason == "bad-key"
+
+
 def test_padding_buckets() -> None:
     assert bucket_size(0) == 1024
     assert bucket_size(1020) == 1024

@@ -179,6 +179,48 @@ def test_sealed_request_over_http(net, registry) -> None:
     _refused(_post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer")), 400, "tampered-ciphertext")
 
 
+def test_bad_reply_key_is_a_named_refusal(net, registry) -> None:
+    """A requester whose reply key is unusable gets a JSON refusal, and the miner keeps serving."""
+    from omron_tee.channel import request_info, seal
+    from omron_tee.protocol import InferencePayload, InferRequest, Tensor
+
+    rcv = net.miner.hotkey.ss58_address
+    nonce = new_nonce()
+    body = _attest_body(nonce)
+    session = check_attestation(AttestResponse.from_json(_post(net, "/attest", body, _signed(net.validator, body, rcv)).json()),
+                                nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
+    spec = registry.get("digits-mlp")
+    payload = InferencePayload(new_nonce(), spec.model_id, Tensor.from_array(sample_input(spec, np.random.default_rng(0))),
+                               KemSuite.X25519.value, bytes(32), session.evidence_hash)
+    req = InferRequest(session.key_id, seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id)))
+    body = dumps(req.to_json())
+    _refused(_post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer")), 400, "bad-key")
+    assert net.client.get("/health").status_code == 200
+
+
+def test_unexpected_errors_are_json_too(sim, make_wallet) -> None:
+    """A bug in a handler still answers the documented JSON error body, without its message."""
+    import logging
+
+    from fastapi import FastAPI
+
+    from omron_tee.wire.server import signed_route
+
+    me, caller = make_wallet("server"), make_wallet("caller")
+
+    async def broken(hotkey, body):
+        raise RuntimeError("secret 1234.5678 in a message")
+
+    app = FastAPI()
+    app.add_api_route("/x", signed_route(RequestVerifier(me.hotkey.ss58_address, Admission.anyone()), broken, logging.getLogger("t")), methods=["POST"])
+    with TestClient(app, raise_server_exceptions=False) as c:
+        body = b"{}"
+        r = c.post("/x", content=body, headers=http_auth.sign(caller, method="POST", path="/x", body=body, receiver_ss58=me.hotkey.ss58_address))
+    assert r.status_code == 500
+    assert r.json()["error"]["reason"] == "internal-error"
+    assert "1234.5678" not in r.text and "Traceback" not in r.text
+
+
 def test_health_is_public(net) -> None:
     r = net.client.get("/health")
     assert r.status_code == 200

@@ -8,6 +8,10 @@ validator's hotkey, rate-limited per client hotkey):
 ``POST /v1/attest``  {model, nonce, kem, count} -> {candidates: [{hotkey, uid, attest}], failures}
 ``POST /v1/infer``   {model, deadline_ms, attempts: [{hotkey, request}]} -> {hotkey, response, tried}
 
+LLM routes (``/v1/llm/attest``, ``/v1/llm/infer_stream``, the OpenAI-compatible
+``/v1/completions``) come from ``validator/llm_api.py``; see docs/LLM.md for
+which of them lets the validator read the prompt.
+
 A relayed request whose miner fails is retried with the next attempt (the
 client sealed one copy per candidate) while the deadline allows.
 """
@@ -22,9 +26,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from omron_tee.channel import KemSuite
 from omron_tee.errors import MinerError, ProtocolError, RateLimited
 from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, InferResponse, _field, _nonce
 from omron_tee.validator.core import Validator
+from omron_tee.validator.llm_api import add_llm_api, openai_models
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.server import json_response, signed_route
@@ -32,6 +38,8 @@ from omron_tee.wire.server import json_response, signed_route
 log = logging.getLogger("omron_tee.validator.api")
 
 MAX_CANDIDATES = 8
+# Refusals a miner answers when the *request* was bad (sealed wrongly, to an unknown key, ...).
+REQUEST_FAULTS = frozenset({"tampered-ciphertext", "malformed-message", "bad-key", "unknown-key", "unsupported-suite", "too-large"})
 MAX_DEADLINE_MS = 60_000
 
 
@@ -67,7 +75,7 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
         model = str(_field(body, "model", "attest request"))
         prober.models.get(model)
         nonce = _nonce(_field(body, "nonce", "attest request"), "attest request nonce")
-        kem = str(body.get("kem", prober.kem.value))
+        kem = KemSuite.parse(str(body.get("kem", prober.kem.value))).value  # refuse a bad suite here, not at every miner
         count = body.get("count", 3)
         if not isinstance(count, int) or not 1 <= count <= MAX_CANDIDATES:
             raise ProtocolError(f"count must be an integer from 1 to {MAX_CANDIDATES}")
@@ -85,7 +93,8 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
             if isinstance(r, BaseException):
                 reason = getattr(r, "reason", "error")
                 failures.append({"hotkey": n.hotkey, "reason": reason})
-                validator.record(Outcome(n.hotkey, n.uid, False, reason, None, None, None, kind="relay"))
+                if reason not in REQUEST_FAULTS:
+                    validator.record(Outcome(n.hotkey, n.uid, False, reason, None, None, None, kind="relay"))
             else:
                 candidates.append(r)
         return {"candidates": candidates, "failures": failures}
@@ -118,7 +127,10 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
                 response = InferResponse.from_json(raw)
             except (MinerError, ProtocolError) as e:
                 tried.append({"hotkey": hotkey, "reason": e.reason})
-                validator.record(Outcome(hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
+                # A miner refusing the client's own malformed request is not the miner's fault:
+                # scoring it would let any client decay an honest miner's score at will.
+                if not (isinstance(e, MinerError) and e.reason in REQUEST_FAULTS):
+                    validator.record(Outcome(hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
                 log.info("relay to uid %d failed (%s); %s", neuron.uid, e.reason, "trying the next miner" if attempt is not attempts[-1] else "no miner left")
                 continue
             validator.record(Outcome(hotkey, neuron.uid, True, "ok", time.perf_counter() - t0, None, None, kind="relay"))
@@ -128,12 +140,14 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
 
     api.add_api_route("/v1/attest", signed_route(verifier, attest, log), methods=["POST"])
     api.add_api_route("/v1/infer", signed_route(verifier, infer, log), methods=["POST"])
+    add_llm_api(api, validator, verifier, limiter)  # LLM: private streamed relay, and OpenAI-compatible /v1/completions (docs/LLM.md)
 
     @api.get("/v1/models")
     async def models() -> Any:
         return json_response({
             "validator": verifier.self_hotkey,
             "models": [{"id": s.model_id, "sha256": s.sha256.hex(), "input_shape": list(s.input_shape), "input_dtype": s.input_dtype} for s in prober.models.specs() if s.model_id in prober.model_ids],
+            **openai_models(validator),  # the OpenAI shape ("object": "list", "data") and the LLMs on offer
         })
 
     return api

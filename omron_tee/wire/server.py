@@ -62,5 +62,8 @@ def signed_route(verifier: RequestVerifier, handler: Handler, log: logging.Logge
         except OmronTeeError as e:
             log.info("refused %s %s: %s (%s)", request.method, request.url.path, e.reason, e)
             return error_response(e)
+        except Exception as e:  # a bug of ours: still a JSON error, and no message that might carry data
+            log.error("internal error on %s %s: %s", request.method, request.url.path, type(e).__name__)
+            return error_response(OmronTeeError(f"internal error ({type(e).__name__})", reason="internal-error"))
 
     return route

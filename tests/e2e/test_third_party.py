@@ -334,3 +334,37 @@ def test_validator_down_is_a_named_error(net, tmp_path) -> None:
         return e.value
 
     assert asyncio.run(go()).reason == "unreachable"
+
+
+def test_a_clients_bad_requests_do_not_cost_miners_score(net, tmp_path) -> None:
+    """Refusals caused by the client's own request (bad suite, garbage sealed bytes, unknown key)
+    are relayed back to it, and are not held against the miner."""
+    spec = MODELS.get("digits-mlp")
+    honest = net.miners["honest"].hotkey
+
+    async def go():
+        async with Api(net, tmp_path / "scores.sqlite") as api:
+            http = SignedClient(Signer(net.client_wallet), timeout=10)
+            try:
+                with pytest.raises(MinerError) as bad_kem:
+                    await http.post(api.url, "/v1/attest", {"model": spec.model_id, "nonce": b64(new_nonce()), "kem": "rsa-2048", "count": 4}, receiver=api.v.hotkey)
+                nonce = new_nonce()
+                raw = await http.post(api.url, "/v1/attest", {"model": spec.model_id, "nonce": b64(nonce), "count": 2}, receiver=api.v.hotkey)
+                att = next(AttestResponse.from_json(c["attest"]) for c in raw["candidates"] if c["hotkey"] == honest)
+                session = check_attestation(att, nonce=nonce, policy=api.policy, registry=api.verifiers)
+                garbage = {"key_id": b64(session.key_id), "sealed": b64(b"\x00" * 1100)}
+                unknown = {"key_id": b64(b"\x01" * 16), "sealed": b64(b"\x00" * 1100)}
+                tried = []
+                for req in (garbage, unknown):
+                    with pytest.raises(MinerError) as e:
+                        await http.post(api.url, "/v1/infer", {"model": spec.model_id, "attempts": [{"hotkey": honest, "request": req}]}, receiver=api.v.hotkey)
+                    tried.append(e.value)
+            finally:
+                await http.aclose()
+            return bad_kem.value, tried, dict(api.v.scores.records[honest].reasons) if honest in api.v.scores.records else {}, api.v.scores.records.get(honest)
+
+    bad_kem, tried, reasons, rec = asyncio.run(go())
+    assert bad_kem.reason == "unsupported-suite"
+    assert [t.reason for t in tried] == ["all-miners-failed", "all-miners-failed"]
+    assert "tampered-ciphertext" in str(tried[0]) and "unknown-key" in str(tried[1])
+    assert rec is None or rec.failures == 0, reasons
