@@ -2,7 +2,8 @@
 
 Routes (all POST bodies JSON, signed with btauth/1 for this miner's hotkey):
 ``/attest`` (AttestRequest -> AttestResponse), ``/infer`` (InferRequest ->
-InferResponse); ``GET /health`` is unsigned and says only what is public.
+InferResponse), ``/infer_stream`` (a sealed LLM prompt -> sealed chunks,
+see ``miner/llm_routes.py``); ``GET /health`` is unsigned and says only what is public.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from omron_tee.chain.base import Chain
+from omron_tee.miner.llm_routes import add_llm_routes
 from omron_tee.miner.trusted_app import TrustedApp
 from omron_tee.protocol import AttestRequest, InferRequest
 from omron_tee.wire.auth import Admission, RequestVerifier
@@ -61,6 +63,7 @@ def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> FastAPI:
 
     api.add_api_route("/attest", signed_route(verifier, attest, log), methods=["POST"])
     api.add_api_route("/infer", signed_route(verifier, infer, log), methods=["POST"])
+    add_llm_routes(api, app_core, verifier)  # POST /infer_stream: private LLM completions, streamed sealed (docs/LLM.md)
 
     @api.get("/health")
     async def health() -> Any:

@@ -255,12 +255,12 @@ def test_spec_is_frozen_and_hashable() -> None:
 
 def test_unknown_runtime_is_a_clear_error() -> None:
     spec = ModelRegistry.builtin().get("digits-mlp")
-    llm = ModelSpec(**{**spec.__dict__, "runtime": "llm"})
-    with pytest.raises(ModelError, match="needs runtime 'llm', which this build does not have; available runtimes: onnx") as e:
-        load_runtime(llm)
+    other = ModelSpec(**{**spec.__dict__, "runtime": "tflite"})
+    with pytest.raises(ModelError, match="needs runtime 'tflite', which this build does not have; available runtimes: .*onnx") as e:
+        load_runtime(other)
     assert e.value.reason == "unknown-runtime"
-    with pytest.raises(ModelError, match="has runtime 'llm', not 'onnx'"):
-        OnnxModel(llm)
+    with pytest.raises(ModelError, match="has runtime 'tflite', not 'onnx'"):
+        OnnxModel(other)
 
 
 def test_runtimes_plug_in_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,7 +274,7 @@ def test_runtimes_plug_in_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
             return x
 
     runtime_mod.register_runtime("echo", Echo)
-    assert runtimes() == ["echo", "onnx"]
+    assert {"echo", "onnx"} <= set(runtimes())  # plus "llm" once omron_tee.llm is imported
     spec = ModelSpec(**{**ModelRegistry.builtin().get("digits-mlp").__dict__, "runtime": "echo"})
     assert isinstance(load_runtime(spec), Echo)
     with pytest.raises(ModelError, match="runtime 'echo' is already registered"):

@@ -1,0 +1,131 @@
+"""The trusted app's LLM service: open a sealed prompt, generate, stream sealed chunks, sign the receipt.
+
+It runs beside (and shares the keys, models and faults of) the miner's
+``TrustedApp``: the prompt is opened with the same attested HPKE key, and the
+receipt is signed with the same attested signing key. Nothing here logs a
+prompt or a completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from omron_tee.channel import KemSuite, Receipt, request_info, seal
+from omron_tee.errors import ChannelError, ModelError, OmronTeeError
+from omron_tee.llm.model import RUNTIME
+from omron_tee.llm.stream import KEY_LEN, ChunkSealer, CompletionPayload, frame, output_hash, prompt_hash, stream_info
+from omron_tee.protocol import InferRequest, b64, dumps
+
+# The dev fault "wrong output" (simulated enclaves only) changes the completion from this token on.
+WRONG_OUTPUT_FROM = 2
+
+
+@dataclass(frozen=True)
+class OpenedRequest:
+    payload: CompletionPayload
+    keys: Any  # the EnclaveKeys the request was sealed to
+    reply_kem: KemSuite
+
+
+class LlmService:
+    def __init__(self, app: Any) -> None:
+        self.app = app  # the miner's TrustedApp: keys (by key id), specs, runtimes, dev faults
+
+    def llm_models(self) -> list[str]:
+        return [m for m, s in self.app.specs.items() if s.runtime == RUNTIME]
+
+    def open(self, request: InferRequest) -> OpenedRequest:
+        """Open a sealed completion request; errors before the stream starts (``ChannelError``)."""
+        keys = self.app._by_key_id.get(request.key_id)
+        if keys is None:
+            raise ChannelError("this enclave holds no such key (it restarted?): attest again", reason="unknown-key")
+        payload = CompletionPayload.decode(keys.hpke.open(request.sealed, request_info(request.key_id)))
+        return OpenedRequest(payload, keys, KemSuite.parse(payload.reply_kem))
+
+    async def frames(self, opened: OpenedRequest) -> AsyncIterator[bytes]:
+        """The sealed stream: header, then one chunk per token, then the final chunk with the receipt."""
+        p = opened.payload
+        key = os.urandom(KEY_LEN)
+        header = dumps({"key": b64(key), "model": p.model_id})
+        yield frame(seal(opened.reply_kem, p.reply_public, header, stream_info(p.nonce)))
+        sealer = ChunkSealer(key, p.nonce)
+        faults = getattr(self.app, "faults", None)
+        if faults is not None and faults.delay_s:
+            await asyncio.sleep(faults.delay_s)
+        tokens: list[int] = []
+        pieces: list[bytes] = []
+        error: str | None = None
+        finish = "length"
+        n_prompt = 0
+        try:
+            spec = self.app.specs.get(p.model_id)
+            if spec is None or spec.runtime != RUNTIME:
+                raise ModelError(f"model {p.model_id!r} is not an LLM served here (serving: {', '.join(self.llm_models()) or 'none'})", reason="unknown-model")
+            runtime = self.app.runtimes[p.model_id]
+            n_prompt = len(runtime.check_request(p.prompt, p.max_tokens))
+            wrong = bool(faults is not None and faults.wrong_output)
+            async for tok, piece in _in_thread(runtime, p.prompt, p.max_tokens):
+                if wrong and len(tokens) >= WRONG_OUTPUT_FROM:
+                    tok = (tok + 1) % runtime.n_vocab
+                    piece = runtime.piece(tok)
+                tokens.append(tok)
+                pieces.append(piece)
+                yield sealer.seal({"t": [tok], "b": b64(piece)})
+            if len(tokens) < p.max_tokens:
+                finish = "stop"
+        except OmronTeeError as e:
+            error = f"{e.reason}: {e}"
+        except Exception as e:  # a runtime failure must still end the stream properly
+            error = f"runtime-error: {type(e).__name__}"
+        text = b"".join(pieces)
+        receipt = Receipt(
+            nonce=p.nonce,
+            model_hash=self.app.specs[p.model_id].sha256 if p.model_id in self.app.specs else bytes(32),
+            input_hash=prompt_hash(p.model_id, p.prompt, p.max_tokens),
+            output_hash=output_hash(tokens, text),
+            evidence_hash=p.evidence_hash,
+            issued_at_ms=int(time.time() * 1000),
+        )
+        signed = Receipt(**{**receipt.__dict__, "signature": opened.keys.sign(receipt.signed_bytes())})
+        final: dict[str, Any] = {"t": [], "b": "", "n_tokens": len(tokens), "n_prompt": n_prompt, "finish": finish}
+        if error is not None:
+            final["error"] = error
+        else:
+            final["receipt"] = signed.to_json()
+        yield sealer.seal(final, final=True)
+
+
+async def _in_thread(runtime: Any, prompt: str, max_tokens: int) -> AsyncIterator[tuple[int, bytes]]:
+    """Run the blocking generator in a thread, handing tokens to the event loop as they come."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in runtime.stream(prompt, max_tokens, stop):
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except BaseException as e:  # handed to the consumer
+            loop.call_soon_threadsafe(queue.put_nowait, e)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, done)
+
+    thread = threading.Thread(target=work, name="llm-generate", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the requester went away: stop generating

@@ -1,0 +1,90 @@
+"""Signed, streamed HTTP for the LLM path: POST a btauth/1-signed JSON body, read the answer as it comes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+from omron_tee.errors import ChannelError, MinerError
+from omron_tee.llm.requester import Completion, PendingCompletion, StreamReader, TokenChunk
+from omron_tee.protocol import dumps
+from omron_tee.wire.auth import Signer
+
+
+def new_http(timeout: float = 30.0, max_connections: int = 64) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        trust_env=False,
+    )
+
+
+async def open_stream(http: httpx.AsyncClient, signer: Signer, base_url: str, path: str, payload: Any, *, receiver: str | None,
+                      timeout: float | None = None) -> httpx.Response:
+    """Send the signed request; the response (status 200, body not read yet) or ``MinerError`` with the peer's reason."""
+    body = dumps(payload)
+    headers = signer.headers("POST", path, body, receiver)
+    headers["Content-Type"] = "application/json"
+    kwargs: dict[str, Any] = {}
+    if timeout is not None:
+        kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 3.0))
+    req = http.build_request("POST", base_url + path, content=body, headers=headers, **kwargs)
+    try:
+        resp = await http.send(req, stream=True)
+    except httpx.TimeoutException:
+        raise MinerError(f"no answer from {base_url} within the timeout", reason="timeout") from None
+    except httpx.TransportError as e:
+        raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason="unreachable") from None
+    if resp.status_code != 200:
+        try:
+            await resp.aread()
+            err = resp.json()["error"]
+            reason, message = str(err["reason"]), str(err["message"])
+        except (ValueError, KeyError, TypeError, httpx.HTTPError):
+            reason, message = "http-error", f"HTTP {resp.status_code}"
+        finally:
+            await resp.aclose()
+        raise MinerError(f"{base_url}{path} refused: {message}", reason=reason)
+    return resp
+
+
+async def raw_bytes(resp: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive; transport failures become ``MinerError``."""
+    try:
+        async for data in resp.aiter_raw():
+            yield data
+    except httpx.TimeoutException:
+        raise MinerError("the stream stalled past the timeout", reason="timeout") from None
+    except httpx.TransportError as e:
+        raise MinerError(f"the stream broke: {type(e).__name__}", reason="stream-truncated") from None
+    finally:
+        await resp.aclose()
+
+
+async def read_completion(resp: httpx.Response, pending: PendingCompletion, *, model_hash: bytes, started: float | None = None,
+                          on_chunk: Callable[[TokenChunk], Any] | None = None) -> Completion:
+    """Open and check a sealed completion stream to the end."""
+    reader = StreamReader(pending, model_hash=model_hash, started=started if started is not None else time.perf_counter())
+    async for data in raw_bytes(resp):
+        for chunk in reader.feed(data):
+            if on_chunk is not None:
+                r = on_chunk(chunk)
+                if hasattr(r, "__await__"):
+                    await r
+    return reader.close()
+
+
+async def iter_completion(resp: httpx.Response, pending: PendingCompletion, *, model_hash: bytes,
+                          started: float | None = None) -> AsyncIterator[TokenChunk | Completion]:
+    """Verified chunks as they arrive, then the checked ``Completion`` last."""
+    reader = StreamReader(pending, model_hash=model_hash, started=started if started is not None else time.perf_counter())
+    async for data in raw_bytes(resp):
+        for chunk in reader.feed(data):
+            yield chunk
+    yield reader.close()
+
+
+__all__ = ["ChannelError", "new_http", "open_stream", "raw_bytes", "read_completion", "iter_completion"]

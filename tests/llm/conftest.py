@@ -1,0 +1,24 @@
+"""Fixtures for the LLM tests (skipped where llama-cpp-python is not installed)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from llmnet import MODEL  # noqa: E402
+
+from omron_tee.llm.model import LlamaRuntime, load_llm, with_llm  # noqa: E402
+from omron_tee.models import ModelRegistry  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def llm_registry() -> ModelRegistry:
+    reg = ModelRegistry.builtin()
+    with_llm(reg)
+    return reg
+
+
+@pytest.fixture(scope="session")
+def llm_runtime(llm_registry: ModelRegistry) -> LlamaRuntime:
+    return load_llm(llm_registry.get(MODEL))
