@@ -197,4 +197,6 @@ class Receipt:
         for name in ("nonce", "model_hash", "input_hash", "output_hash", "evidence_hash"):
             if len(getattr(r, name)) != 32:
                 raise ChannelError(f"receipt.{name} must be 32 bytes", reason="malformed-message")
+        if not 0 <= r.issued_at_ms < 1 << 64:
+            raise ChannelError("receipt.issued_at_ms is out of range", reason="malformed-message")
         return r

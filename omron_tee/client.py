@@ -23,7 +23,7 @@ from typing import Any
 import bittensor as bt
 import numpy as np
 
-from omron_tee.attestation.binding import EnclavePublicKeys
+from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
 from omron_tee.attestation.evidence import Evidence
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
@@ -178,6 +178,8 @@ def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistr
         evidence = Evidence.from_json(data["evidence"])
         keys = keys_from_json(data["keys"])
         nonce = bytes.fromhex(str(data["attest_nonce"]))
+        if len(nonce) != NONCE_LEN:
+            raise ProtocolError(f"attest_nonce must be {NONCE_LEN} bytes")
         model_id = str(data["model_id"])
         hotkey = str(data.get("miner_hotkey", ""))
         output = Tensor.from_json(data["output"]) if data.get("output") is not None else None

@@ -1,0 +1,204 @@
+"""Hostile bytes from peers never crash a validator, a client or the receipt checker.
+
+Each genuine message is mutated field by field (wrong types, huge or negative
+numbers, bad hex/base64, missing keys) and fed to the code that parses it:
+the result must be a named refusal, never an unexpected exception."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from omron_tee.chain.base import Endpoint, Neuron
+from omron_tee.client import PrivateResult, verify_receipt_file
+from omron_tee.errors import MinerError
+from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.models import sample_input
+from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest
+from omron_tee.validator.forward import Prober
+
+WEIRD: list[Any] = [None, 0, -1, 2**70, 1.5, "", "zz", "AAAA", [], {}, True, "00" * 32, [1, 2]]
+
+
+def mutations(doc: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """(path, mutated copy) for every leaf and subtree replaced by each weird value, and every key removed."""
+    if isinstance(doc, dict):
+        items = list(doc.items())
+    elif isinstance(doc, list):
+        items = list(enumerate(doc))
+    else:
+        items = []
+    for k, v in items:
+        for w in WEIRD:
+            m = copy.deepcopy(_root[0])
+            _set(m, path + (k,), w)
+            yield path + (k, repr(w)), m
+        if isinstance(doc, dict):
+            m = copy.deepcopy(_root[0])
+            _del(m, path + (k,))
+            yield path + (k, "deleted"), m
+        yield from mutations(v, path + (k,))
+
+
+_root: list[Any] = [None]
+
+
+def _walk(doc, path):
+    for k in path[:-1]:
+        doc = doc[k]
+    return doc
+
+
+def _set(doc, path, value):
+    _walk(doc, path)[path[-1]] = value
+
+
+def _del(doc, path):
+    del _walk(doc, path)[path[-1]]
+
+
+def all_mutations(doc: Any) -> list[tuple[tuple, Any]]:
+    _root[0] = doc
+    return list(mutations(doc))
+
+
+def _genuine(sim, registry):
+    app = sim.app()
+    nonce = new_nonce()
+    attest = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305"))
+    session = check_attestation(attest, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+    spec = registry.get("digits-mlp")
+    x = sample_input(spec, np.random.default_rng(0))
+    request, pending = seal_request(session, spec.model_id, x)
+    response = asyncio.run(app.infer(request))
+    return app, attest, nonce, spec, pending, response
+
+
+def test_receipt_file_checker_never_crashes(sim, registry) -> None:
+    app, attest, nonce, spec, pending, response = _genuine(sim, registry)
+    result = open_result(pending, response, model_hash=spec.sha256)
+    doc = PrivateResult(spec.model_id, result.output, result.receipt, "5Miner", attest.evidence, attest.keys, nonce).to_json()
+    assert verify_receipt_file(json.loads(json.dumps(doc)), policy=sim.policy, verifiers=sim.verifiers).ok
+    harmless = {"miner_hotkey", "model_id"}
+    n = 0
+    for path, m in all_mutations(doc):
+        check = verify_receipt_file(m, policy=sim.policy, verifiers=sim.verifiers)
+        n += 1
+        if path[0] not in harmless and path not in {("omron_tee_receipt", "True"), ("output", "deleted"), ("output", "None")}:
+            assert not check.ok, path
+            assert check.reasons
+    assert n > 300
+
+
+class FakeTransport:
+    """Stands in for the validator's SignedClient: answers from a real trusted app, then lets a test corrupt the reply."""
+
+    def __init__(self, app, corrupt_attest=None, corrupt_infer=None) -> None:
+        self.app = app
+        self.corrupt_attest = corrupt_attest
+        self.corrupt_infer = corrupt_infer
+
+    async def post(self, base_url, path, payload, *, receiver, timeout=None):
+        if path == "/attest":
+            out = self.app.attest(AttestRequest.from_json(payload)).to_json()
+            return self.corrupt_attest(out) if self.corrupt_attest else out
+        try:
+            out = (await self.app.infer(InferRequest.from_json(payload))).to_json()
+        except Exception as e:  # what the HTTP layer would turn into a refusal
+            raise MinerError(str(e), reason=getattr(e, "reason", "error")) from None
+        return self.corrupt_infer(out) if self.corrupt_infer else out
+
+
+def _neuron() -> Neuron:
+    return Neuron(1, "5Miner", "5Cold", 0.0, False, Endpoint("127.0.0.1", 9), 0.0, 0.0, 0.0, 0)
+
+
+def _prober(sim, transport) -> Prober:
+    return Prober(transport, policy=sim.policy, verifiers=sim.verifiers, models=sim.registry, model_ids=["digits-mlp"], seed=0)  # type: ignore[arg-type]
+
+
+def test_prober_survives_hostile_attest_replies(sim, registry) -> None:
+    app = sim.app()
+    sample = app.attest(AttestRequest(new_nonce(), "x25519-hkdf-sha256-chacha20poly1305")).to_json()
+    muts = all_mutations(sample)
+    assert len(muts) > 50
+
+    async def go():
+        out = []
+        for path, m in muts:
+            def corrupt(genuine, path=path, m=m):
+                # Apply the same mutation to this request's genuine reply.
+                g = copy.deepcopy(genuine)
+                try:
+                    val = _walk(m, path[:-1])[path[-2]] if path[-1] != "deleted" else None
+                except (KeyError, IndexError, TypeError):
+                    return m
+                if path[-1] == "deleted":
+                    _del(g, path[:-1])
+                else:
+                    _set(g, path[:-1], val)
+                return g
+            p = _prober(sim, FakeTransport(app, corrupt_attest=corrupt))
+            out.append((path, await p.probe(_neuron())))
+        return out
+
+    results = asyncio.run(go())
+    for path, r in results:
+        if path[0] not in ("evidence", "keys"):
+            continue  # what a miner advertises beside them (models, ...) is informational
+        assert not r.outcome.ok, path
+        assert r.outcome.reason not in ("ok", "error"), (path, r.outcome.reason)
+
+
+def test_prober_survives_hostile_infer_replies(sim, registry) -> None:
+    app = sim.app()
+    replies = [None, [], {}, {"sealed": None}, {"sealed": 5}, {"sealed": "%%%"}, {"sealed": ""}, {"sealed": "AAAA"}, {"v": 1}, "sealed", 2**70]
+
+    async def go():
+        out = []
+        for bad in replies:
+            p = _prober(sim, FakeTransport(app, corrupt_infer=lambda genuine, bad=bad: bad))
+            out.append((bad, await p.probe(_neuron())))
+        return out
+
+    for bad, r in asyncio.run(go()):
+        assert not r.outcome.ok, bad
+        assert r.outcome.attestation_accepted is True
+        assert r.outcome.reason in ("malformed-message", "tampered-ciphertext"), (bad, r.outcome.reason)
+
+
+@pytest.mark.parametrize("issued", [-1, 2**64, 2**70])
+def test_receipt_with_out_of_range_time_is_malformed(issued) -> None:
+    from omron_tee.channel import Receipt
+    from omron_tee.errors import ChannelError
+
+    doc = {k: "00" * 32 for k in ("nonce", "model_hash", "input_hash", "output_hash", "evidence_hash")}
+    with pytest.raises(ChannelError) as e:
+        Receipt.from_json({**doc, "signature": "00" * 64, "issued_at_ms": issued})
+    assert e.value.reason == "malformed-message"
+
+
+def test_prober_survives_a_receipt_it_cannot_even_encode(sim, registry) -> None:
+    """An enclave build that answers a receipt with an impossible timestamp: a named failure."""
+    import dataclasses
+
+    from omron_tee.miner.trusted_app import TrustedApp
+
+    class Broken(TrustedApp):
+        def _run(self, payload, keys):
+            result = super()._run(payload, keys)
+            return dataclasses.replace(result, receipt=dataclasses.replace(result.receipt, issued_at_ms=2**70))
+
+    app = Broken(sim.backend(), registry)
+
+    async def go():
+        return await _prober(sim, FakeTransport(app)).probe(_neuron())
+
+    r = asyncio.run(go())
+    assert not r.outcome.ok
+    assert r.outcome.reason == "malformed-result"
