@@ -1,0 +1,104 @@
+"""The validator's OpenAI-compatible /v1/completions and /v1/models, with a plain httpx client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+
+from omron_tee.miner.trusted_app import DevFaults
+from omron_tee.protocol import dumps
+from omron_tee.wire.auth import Signer
+
+from llmnet import MODEL, llm_net
+
+PROMPT = "The largest planet in the solar system is"
+N = 8
+
+
+def signed(wallet, receiver: str, path: str, payload) -> tuple[bytes, dict[str, str]]:
+    body = dumps(payload)
+    headers = Signer(wallet).headers("POST", path, body, receiver)
+    headers["Content-Type"] = "application/json"
+    return body, headers
+
+
+def parse_sse(lines: list[str]) -> list:
+    events = []
+    for line in lines:
+        if line.startswith("data: "):
+            data = line[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def test_openai_completions_stream_and_plain(tmp_path, llm_registry, llm_runtime, monkeypatch) -> None:
+    monkeypatch.setenv("OMRON_TEE_API_KEYS", "sk-test-1,sk-test-2")
+    _, expected = llm_runtime.complete(PROMPT, N)
+
+    async def go():
+        async with llm_net(tmp_path, llm_registry, {"honest": DevFaults()}) as net:
+            out = {}
+            async with httpx.AsyncClient(base_url=net.api_url, timeout=30, trust_env=False) as h:
+                out["models"] = (await h.get("/v1/models")).json()
+                # streamed, authenticated with btauth/1
+                body, headers = signed(net.client_wallet, net.validator.hotkey, "/v1/completions",
+                                       {"model": MODEL, "prompt": PROMPT, "max_tokens": N, "stream": True})
+                async with h.stream("POST", "/v1/completions", content=body, headers=headers) as r:
+                    out["stream_status"] = r.status_code
+                    out["stream_type"] = r.headers["content-type"]
+                    out["events"] = parse_sse([line async for line in r.aiter_lines()])
+                # not streamed, authenticated with an API key
+                r = await h.post("/v1/completions", json={"model": MODEL, "prompt": [PROMPT], "max_tokens": N},
+                                 headers={"Authorization": "Bearer sk-test-2"})
+                out["plain"] = (r.status_code, r.json())
+                # refusals
+                out["no_auth"] = (await h.post("/v1/completions", json={"model": MODEL, "prompt": PROMPT})).status_code
+                out["bad_key"] = (await h.post("/v1/completions", json={"model": MODEL, "prompt": PROMPT},
+                                               headers={"Authorization": "Bearer nope"})).status_code
+                r = await h.post("/v1/completions", json={"model": MODEL, "prompt": PROMPT, "temperature": 0.8},
+                                 headers={"Authorization": "Bearer sk-test-1"})
+                out["sampling"] = (r.status_code, r.json())
+                r = await h.post("/v1/completions", json={"model": "nope", "prompt": PROMPT}, headers={"Authorization": "Bearer sk-test-1"})
+                out["unknown_model"] = (r.status_code, r.json())
+            return net, out
+
+    net, out = asyncio.run(go())
+    models = out["models"]
+    assert models["object"] == "list" and MODEL in [m["id"] for m in models["data"]]
+    assert "digits-mlp" in [m["id"] for m in models["models"]]  # the existing shape is kept
+    assert out["stream_status"] == 200 and out["stream_type"].startswith("text/event-stream")
+    events = out["events"]
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(e["object"] == "text_completion" and e["model"] == MODEL for e in chunks)
+    assert len(chunks) >= 2 and all(e["choices"][0]["finish_reason"] is None for e in chunks[:-1])
+    text = "".join(e["choices"][0]["text"] for e in chunks)
+    assert text == expected.decode()
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] in ("length", "stop")
+    assert last["usage"]["completion_tokens"] == N and last["usage"]["prompt_tokens"] > 0
+    assert last["omron_tee"]["miner_hotkey"] == net.miners["honest"].hotkey
+    assert len(bytes.fromhex(last["omron_tee"]["receipt"]["output_hash"])) == 32
+    status, plain = out["plain"]
+    assert status == 200 and plain["choices"][0]["text"] == expected.decode() and plain["usage"]["completion_tokens"] == N
+    assert out["no_auth"] == 401 and out["bad_key"] == 401
+    assert out["sampling"][0] == 400 and out["sampling"][1]["error"]["type"] == "unsupported"
+    assert out["unknown_model"][0] == 422 and out["unknown_model"][1]["error"]["type"] == "unknown-model"
+
+
+def test_openai_completion_is_rate_limited(tmp_path, llm_registry, llm_runtime, monkeypatch) -> None:
+    monkeypatch.setenv("OMRON_TEE_API_KEYS", "sk-rl")
+
+    async def go():
+        async with llm_net(tmp_path, llm_registry, {"honest": DevFaults()}) as net:
+            codes = []
+            async with httpx.AsyncClient(base_url=net.api_url, timeout=30, trust_env=False) as h:
+                for _ in range(45):  # the API's burst is 40; bad requests still count
+                    r = await h.post("/v1/completions", json={"model": MODEL, "prompt": ""}, headers={"Authorization": "Bearer sk-rl"})
+                    codes.append(r.status_code)
+            return codes
+
+    codes = asyncio.run(go())
+    assert 429 in codes and codes[0] == 400
