@@ -88,10 +88,16 @@ class PendingRequest:
     model_id: str
     input_hash: bytes
     reply_key: HpkeKeyPair
+    proof_system: str = "tee"
 
 
-def seal_request(session: AttestedSession, model_id: str, x: np.ndarray, *, nonce: bytes | None = None) -> tuple[InferRequest, PendingRequest]:
-    """Seal ``x`` for ``model_id`` to the session's enclave key, with a fresh reply key."""
+def seal_request(
+    session: AttestedSession, model_id: str, x: np.ndarray, *, nonce: bytes | None = None, proof_system: str = "tee"
+) -> tuple[InferRequest, PendingRequest]:
+    """Seal ``x`` for ``model_id`` to the session's enclave key, with a fresh reply key.
+
+    ``proof_system="zk"`` asks the enclave to also prove the inference; the
+    caller checks the proof (``omron_tee.zk.verifier``) on the opened result."""
     tensor = Tensor.from_array(x)
     nonce = new_nonce() if nonce is None else nonce
     reply_key = HpkeKeyPair.generate(session.kem)
@@ -102,9 +108,10 @@ def seal_request(session: AttestedSession, model_id: str, x: np.ndarray, *, nonc
         reply_kem=session.kem.value,
         reply_public=reply_key.public_bytes,
         evidence_hash=session.evidence_hash,
+        proof_system=proof_system,
     )
     sealed = seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id))
-    pending = PendingRequest(session=session, nonce=nonce, model_id=model_id, input_hash=tensor.digest(), reply_key=reply_key)
+    pending = PendingRequest(session=session, nonce=nonce, model_id=model_id, input_hash=tensor.digest(), reply_key=reply_key, proof_system=proof_system)
     return InferRequest(key_id=session.key_id, sealed=sealed), pending
 
 
@@ -112,6 +119,8 @@ def seal_request(session: AttestedSession, model_id: str, x: np.ndarray, *, nonc
 class VerifiedResult:
     output: np.ndarray
     receipt: Receipt
+    proof: bytes | None = None  # zk requests: the proof, still to be verified by the caller
+    prove_ms: float | None = None
 
 
 def open_result(pending: PendingRequest, response: InferResponse, *, model_hash: bytes) -> VerifiedResult:
@@ -140,4 +149,4 @@ def open_result(pending: PendingRequest, response: InferResponse, *, model_hash:
     ]
     if mismatches:
         raise ChannelError(f"receipt does not match the request: {', '.join(mismatches)}", reason="bad-receipt")
-    return VerifiedResult(output=result.output.to_array(), receipt=receipt)
+    return VerifiedResult(output=result.output.to_array(), receipt=receipt, proof=result.proof, prove_ms=result.prove_ms)

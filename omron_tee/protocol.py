@@ -18,7 +18,7 @@ import base64
 import hashlib
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,9 @@ from omron_tee.errors import ProtocolError
 PROTOCOL_VERSION = 1
 MAX_TENSOR_BYTES = 4 * 1024 * 1024
 _DTYPES = {"float32", "float64", "int64", "int32", "uint8"}
+# How a result is proven: "tee" (attested enclave and signed receipt) or "zk" (also an EZKL proof).
+PROOF_SYSTEMS = ("tee", "zk")
+MAX_PROOF_BYTES = 1024 * 1024
 
 
 def b64(data: bytes) -> str:
@@ -150,19 +153,31 @@ class AttestResponse:
     evidence: Evidence
     keys: EnclavePublicKeys
     models: tuple[str, ...] = ()
+    # Per model, the proof systems this miner offers; a model missing here offers "tee" only.
+    proof_systems: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def offers(self, model_id: str, proof_system: str) -> bool:
+        return proof_system in self.proof_systems.get(model_id, ("tee",) if model_id in self.models else ())
 
     def to_json(self) -> dict[str, Any]:
-        return {"evidence": self.evidence.to_json(), "keys": keys_to_json(self.keys), "models": list(self.models)}
+        out = {"evidence": self.evidence.to_json(), "keys": keys_to_json(self.keys), "models": list(self.models)}
+        if self.proof_systems:
+            out["proof_systems"] = {m: list(p) for m, p in self.proof_systems.items()}
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> "AttestResponse":
         models = data.get("models", []) if isinstance(data, dict) else []
         if not isinstance(models, list):
             raise ProtocolError("attest response models must be a list")
+        offered = data.get("proof_systems", {}) if isinstance(data, dict) else {}
+        if not isinstance(offered, dict) or not all(isinstance(p, list) for p in offered.values()):
+            raise ProtocolError("attest response proof_systems must map model ids to lists")
         return cls(
             evidence=Evidence.from_json(_field(data, "evidence", "attest response")),
             keys=keys_from_json(_field(data, "keys", "attest response")),
             models=tuple(str(m) for m in models),
+            proof_systems={str(m): tuple(str(x) for x in p if x in PROOF_SYSTEMS) for m, p in offered.items()},
         )
 
 
@@ -207,6 +222,7 @@ class InferencePayload:
     reply_kem: str
     reply_public: bytes
     evidence_hash: bytes
+    proof_system: str = "tee"  # "zk": also prove the inference (private input, public output)
 
     def encode(self) -> bytes:
         return dumps({
@@ -216,11 +232,15 @@ class InferencePayload:
             "reply_kem": self.reply_kem,
             "reply_public": b64(self.reply_public),
             "evidence_hash": b64(self.evidence_hash),
+            "proof_system": self.proof_system,
         })
 
     @classmethod
     def decode(cls, raw: bytes) -> "InferencePayload":
         d = loads(raw, "sealed request")
+        proof_system = d.get("proof_system", "tee") if isinstance(d, dict) else "tee"
+        if proof_system not in PROOF_SYSTEMS:
+            raise ProtocolError(f"sealed request names proof system {str(proof_system)[:16]!r}; known: {', '.join(PROOF_SYSTEMS)}")
         return cls(
             nonce=_nonce(_field(d, "nonce", "sealed request"), "sealed request nonce"),
             model_id=str(_field(d, "model", "sealed request")),
@@ -228,6 +248,7 @@ class InferencePayload:
             reply_kem=str(_field(d, "reply_kem", "sealed request")),
             reply_public=unb64(_field(d, "reply_public", "sealed request"), "sealed request reply key"),
             evidence_hash=unb64(_field(d, "evidence_hash", "sealed request"), "sealed request evidence hash"),
+            proof_system=proof_system,
         )
 
 
@@ -238,13 +259,19 @@ class InferenceResult:
     output: Tensor | None
     receipt: Receipt | None
     error: str | None = None
+    proof: bytes | None = None  # zk requests: the EZKL proof (public instances are the outputs)
+    prove_ms: float | None = None  # how long proving took inside the enclave
 
     def encode(self) -> bytes:
-        return dumps({
+        out = {
             "output": self.output.to_json() if self.output else None,
             "receipt": self.receipt.to_json() if self.receipt else None,
             "error": self.error,
-        })
+        }
+        if self.proof is not None:
+            out["proof"] = b64(self.proof)
+            out["prove_ms"] = self.prove_ms
+        return dumps(out)
 
     @classmethod
     def decode(cls, raw: bytes) -> "InferenceResult":
@@ -254,8 +281,15 @@ class InferenceResult:
         out = d.get("output")
         rec = d.get("receipt")
         err = d.get("error")
+        proof = d.get("proof")
+        proof_bytes = unb64(proof, "sealed result proof") if proof is not None else None
+        if proof_bytes is not None and len(proof_bytes) > MAX_PROOF_BYTES:
+            raise ProtocolError(f"proof exceeds {MAX_PROOF_BYTES} bytes")
+        prove_ms = d.get("prove_ms")
         return cls(
             output=Tensor.from_json(out) if out is not None else None,
             receipt=Receipt.from_json(rec) if rec is not None else None,
             error=str(err) if err is not None else None,
+            proof=proof_bytes,
+            prove_ms=float(prove_ms) if isinstance(prove_ms, (int, float)) and not isinstance(prove_ms, bool) else None,
         )

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from omron_tee.attestation.binding import report_data_for
 from omron_tee.channel import KemSuite, Receipt, key_id, reply_info, request_info, seal
@@ -33,20 +35,32 @@ class DevFaults:
 
     delay_s: float = 0.0
     wrong_output: bool = False
+    bad_proof: bool = False  # zk: corrupt the proof's bytes
+    mismatched_proof: bool = False  # zk: prove another input than the one answered
 
     @property
     def any(self) -> bool:
-        return self.delay_s > 0 or self.wrong_output
+        return self.delay_s > 0 or self.wrong_output or self.bad_proof or self.mismatched_proof
 
 
 class TrustedApp:
-    def __init__(self, backend: EnclaveBackend, registry: ModelRegistry, model_ids: list[str] | None = None, *, faults: DevFaults = DevFaults()) -> None:
+    def __init__(
+        self,
+        backend: EnclaveBackend,
+        registry: ModelRegistry,
+        model_ids: list[str] | None = None,
+        *,
+        faults: DevFaults = DevFaults(),
+        provers: Mapping[str, Any] | None = None,
+    ) -> None:
         self.backend = backend
         self.registry = registry
         ids = model_ids if model_ids else registry.ids()
         self.specs = {m: registry.get(m) for m in ids}
         self.runtimes = {m: load_runtime(spec) for m, spec in self.specs.items()}
         self.faults = faults
+        # zk provers (omron_tee.zk.prover.ZkProver) of the served models that declare zk.
+        self.provers = {m: p for m, p in (provers or {}).items() if m in self.specs and "zk" in self.specs[m].proof_systems}
         self._keys: dict[KemSuite, EnclaveKeys] = {}
         self._by_key_id: dict[bytes, EnclaveKeys] = {}
         for kem in KemSuite:
@@ -64,10 +78,14 @@ class TrustedApp:
     def models(self) -> tuple[str, ...]:
         return tuple(self.specs)
 
+    @property
+    def proof_systems(self) -> dict[str, tuple[str, ...]]:
+        return {m: ("tee", "zk") if m in self.provers else ("tee",) for m in self.specs}
+
     def attest(self, request: AttestRequest) -> AttestResponse:
         keys = self._keys_for(KemSuite.parse(request.kem))
         evidence = self.backend.attest(report_data_for(request.nonce, keys.public))
-        return AttestResponse(evidence=evidence, keys=keys.public, models=self.models)
+        return AttestResponse(evidence=evidence, keys=keys.public, models=self.models, proof_systems=self.proof_systems)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         keys = self._by_key_id.get(request.key_id)
@@ -78,7 +96,11 @@ class TrustedApp:
         payload = InferencePayload.decode(keys.hpke.open(request.sealed, request_info(request.key_id)))
         try:
             reply_kem = KemSuite.parse(payload.reply_kem)
-            result = self._run(payload, keys)
+            if payload.proof_system == "zk":
+                # Proving takes about a second of every core: keep the server answering meanwhile.
+                result = await asyncio.to_thread(self._run, payload, keys)
+            else:
+                result = self._run(payload, keys)
         except ChannelError:
             raise
         except OmronTeeError as e:
@@ -91,7 +113,11 @@ class TrustedApp:
         spec = self.specs.get(payload.model_id)
         if spec is None:
             raise ModelError(f"model {payload.model_id!r} is not served here (serving: {', '.join(self.specs)})")
-        output = self.runtimes[payload.model_id].run(payload.input.to_array())
+        x = payload.input.to_array()
+        output = self.runtimes[payload.model_id].run(x)
+        proof = prove_ms = None
+        if payload.proof_system == "zk":
+            proof, prove_ms = self._prove(payload.model_id, x)
         if self.faults.wrong_output:
             output = output + 0.5  # off by far more than any model's tolerance
         out = Tensor.from_array(output)
@@ -106,4 +132,19 @@ class TrustedApp:
             issued_at_ms=int(time.time() * 1000),
         )
         signed = Receipt(**{**receipt.__dict__, "signature": keys.sign(receipt.signed_bytes())})
-        return InferenceResult(output=out, receipt=signed)
+        return InferenceResult(output=out, receipt=signed, proof=proof, prove_ms=prove_ms)
+
+    def _prove(self, model_id: str, x: Any) -> tuple[bytes, float]:
+        """A zk proof of this inference: the input stays private in it, the output is public."""
+        prover = self.provers.get(model_id)
+        if prover is None:
+            raise ModelError(f"model {model_id!r} is not proven with zk here", reason="zk-unsupported")
+        if self.faults.mismatched_proof:
+            x = x * 0.5  # a valid proof, but of another inference
+        zp = prover.prove(x)
+        proof = zp.proof
+        if self.faults.bad_proof:
+            from omron_tee.zk.prover import tamper_proof
+
+            proof = tamper_proof(proof)
+        return proof, zp.prove_s * 1000.0

@@ -3,6 +3,10 @@
 attest (fresh nonce) -> verify evidence against the policy -> seal a
 benchmark input to the attested key -> open the answer, check the receipt
 -> recompute the output locally and compare within the model's tolerance.
+A zk probe (``proof_system="zk"``) also asks the enclave for an EZKL proof
+and verifies it before the recomputation: a proof that does not verify is
+``zk-proof-invalid``, one whose public outputs are not the claimed output is
+``zk-output-mismatch``.
 The result is an ``Outcome`` for scoring; nothing here raises for a miner's
 fault, and nothing here logs an input or an output.
 """
@@ -10,7 +14,9 @@ fault, and nothing here logs an input or an output.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +54,8 @@ class Prober:
         reuse_sessions: bool = False,
         session_ttl: float = 60.0,
         seed: int | None = None,
+        zk_verifiers: Mapping[str, Any] | None = None,
+        zk_timeout: float = 60.0,
     ) -> None:
         self.client = client
         self.policy = policy
@@ -61,6 +69,10 @@ class Prober:
         self.session_ttl = session_ttl
         self.rng = np.random.default_rng(seed)
         self._sessions: dict[str, AttestedSession] = {}
+        # model id -> omron_tee.zk.verifier.ZkVerifier (built from our own circuit and SRS)
+        self.zk_verifiers = dict(zk_verifiers or {})
+        self.zk_timeout = max(timeout, zk_timeout)
+        self._offers: dict[str, AttestResponse] = {}  # what each miner last advertised
 
     def forget(self, hotkey: str) -> None:
         self._sessions.pop(hotkey, None)
@@ -71,8 +83,11 @@ class Prober:
         raw = await self.client.post(neuron.endpoint.url, "/attest", AttestRequest(nonce, self.kem.value).to_json(), receiver=neuron.hotkey, timeout=self.timeout)
         return AttestResponse.from_json(raw), time.perf_counter() - t0
 
-    async def probe(self, neuron: Neuron, model_id: str | None = None) -> ProbeResult:
-        model_id = model_id or str(self.rng.choice(self.model_ids))
+    async def probe(self, neuron: Neuron, model_id: str | None = None, proof_system: str = "tee") -> ProbeResult:
+        zk = proof_system == "zk"
+        if zk and not self.zk_verifiers:
+            raise ValueError("a zk probe needs zk verifiers (omron_tee.zk.verifier.ZkVerifier per model)")
+        model_id = model_id or str(self.rng.choice(sorted(self.zk_verifiers) if zk else self.model_ids))
         spec = self.models.get(model_id)
         if neuron.endpoint is None:
             return self._fail(neuron, model_id, "not-serving", "miner has no endpoint on chain", None)
@@ -89,29 +104,47 @@ class Prober:
                     self.forget(neuron.hotkey)
                     return self._fail(neuron, model_id, e.reason, f"attestation rejected: {e}", False)
                 self._sessions[neuron.hotkey] = session
+                self._offers[neuron.hotkey] = response
                 request_nonce = nonce
             else:
                 request_nonce = new_nonce()
             attested = True
+            offer = self._offers.get(neuron.hotkey)
+            if zk and (offer is None or not offer.offers(model_id, "zk")):
+                return self._fail(neuron, model_id, "zk-unsupported", f"miner does not offer zk proofs of {model_id}", True, proof_system=proof_system)
             x = sample_input(spec, self.rng)
-            request, pending = seal_request(session, model_id, x, nonce=request_nonce)
+            request, pending = seal_request(session, model_id, x, nonce=request_nonce, proof_system=proof_system)
             t0 = time.perf_counter()
-            raw = await self.client.post(neuron.endpoint.url, "/infer", request.to_json(), receiver=neuron.hotkey, timeout=self.timeout)
+            timeout = self.zk_timeout if zk else self.timeout
+            raw = await self.client.post(neuron.endpoint.url, "/infer", request.to_json(), receiver=neuron.hotkey, timeout=timeout)
             rtt += time.perf_counter() - t0
             result = open_result(pending, InferResponse.from_json(raw), model_hash=spec.sha256)
         except MinerError as e:
             if e.reason == "unknown-key":
                 self.forget(neuron.hotkey)
-            return self._fail(neuron, model_id, e.reason, str(e), attested)
+            return self._fail(neuron, model_id, e.reason, str(e), attested, proof_system=proof_system)
         except OmronTeeError as e:
             self.forget(neuron.hotkey)
-            return self._fail(neuron, model_id, e.reason, str(e), attested)
+            return self._fail(neuron, model_id, e.reason, str(e), attested, proof_system=proof_system)
+        prove_s = result.prove_ms / 1000.0 if result.prove_ms is not None else None
+        if zk:
+            verifier = self.zk_verifiers.get(model_id)
+            try:
+                if verifier is None:
+                    raise OmronTeeError(f"no zk verifier for {model_id}", reason="zk-unsupported")
+                verifier.verify(result.proof, result.output)
+            except OmronTeeError as e:
+                correct = False if e.reason == "zk-output-mismatch" else None
+                return self._fail(neuron, model_id, e.reason, str(e), True, correct=correct, proof_system=proof_system)
         expected = self.reference[model_id].run(x)
         if not outputs_match(spec, expected, result.output):
-            return self._fail(neuron, model_id, "wrong-output", "output differs from the validator's recomputation", True, correct=False)
-        outcome = Outcome(neuron.hotkey, neuron.uid, True, "ok", rtt, True, True)
-        return ProbeResult(outcome, model_id, f"verified and correct in {rtt * 1000:.1f} ms")
+            return self._fail(neuron, model_id, "wrong-output", "output differs from the validator's recomputation", True, correct=False, proof_system=proof_system)
+        outcome = Outcome(neuron.hotkey, neuron.uid, True, "ok", rtt, True, True, proof_system=proof_system, prove_s=prove_s)
+        what = f"proof verified, correct in {rtt * 1000:.1f} ms (proving {prove_s * 1000:.0f} ms)" if zk and prove_s is not None else f"verified and correct in {rtt * 1000:.1f} ms"
+        return ProbeResult(outcome, model_id, what)
 
-    def _fail(self, neuron: Neuron, model_id: str, reason: str, message: str, attested: bool | None, *, correct: bool | None = None) -> ProbeResult:
-        outcome = Outcome(neuron.hotkey, neuron.uid, False, reason, None, attested, correct)
+    def _fail(
+        self, neuron: Neuron, model_id: str, reason: str, message: str, attested: bool | None, *, correct: bool | None = None, proof_system: str = "tee"
+    ) -> ProbeResult:
+        outcome = Outcome(neuron.hotkey, neuron.uid, False, reason, None, attested, correct, proof_system=proof_system)
         return ProbeResult(outcome, model_id, message)

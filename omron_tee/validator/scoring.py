@@ -4,6 +4,9 @@ A verified, correct response moves a miner's score toward a target scaled by
 its response time relative to the other miners (the fastest median latency
 gets the full target, the slowest half of it). A failed attestation, a wrong
 output, a bad receipt, a timeout or an unreachable miner decays the score.
+zk answers (proven with EZKL) are timed the same way, but against the other
+miners' zk times (proving takes seconds, not milliseconds); a proof that does
+not verify or does not prove the claimed output decays the score.
 
 Scores persist in SQLite (WAL) so a validator restart keeps them; updates are
 kept in memory and flushed after each round, so a crash loses at most one
@@ -39,6 +42,8 @@ class Outcome:
     attestation_accepted: bool | None  # None: the exchange failed before a verdict
     correct: bool | None  # None: not checked (relayed third-party traffic, or failed earlier)
     kind: str = "benchmark"  # or "relay"
+    proof_system: str = "tee"  # "zk": latency_s includes proving, and is compared with zk latencies
+    prove_s: float | None = None  # zk: proving time the enclave reported
 
 
 @dataclass
@@ -54,9 +59,16 @@ class MinerRecord:
     failures: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    zk_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
     def median_latency(self) -> float | None:
         return statistics.median(self.latencies) if self.latencies else None
+
+    def median_zk_latency(self) -> float | None:
+        return statistics.median(self.zk_latencies) if self.zk_latencies else None
+
+    def pool(self, proof_system: str) -> deque[float]:
+        return self.zk_latencies if proof_system == "zk" else self.latencies
 
 
 class ScoreBook:
@@ -87,6 +99,7 @@ class ScoreBook:
                 failures=r["failures"],
                 reasons=r["reasons"],
                 latencies=deque(r["latencies"], maxlen=LATENCY_WINDOW),
+                zk_latencies=deque(r.get("zk_latencies", []), maxlen=LATENCY_WINDOW),
             )
 
     def record(self, hotkey: str, uid: int) -> MinerRecord:
@@ -97,8 +110,9 @@ class ScoreBook:
             self.records[hotkey] = rec
         return rec
 
-    def _latency_range(self) -> tuple[float, float] | None:
-        medians = [m for r in self.records.values() if r.score > 0 or r.latencies for m in [r.median_latency()] if m is not None]
+    def _latency_range(self, proof_system: str = "tee") -> tuple[float, float] | None:
+        pools = [r.pool(proof_system) for r in self.records.values()]
+        medians = [statistics.median(p) for p in pools if p]
         if not medians:
             return None
         return min(medians), max(medians)
@@ -120,18 +134,19 @@ class ScoreBook:
             rec.reasons[outcome.reason] = rec.reasons.get(outcome.reason, 0) + 1
             if outcome.ok:
                 if outcome.latency_s is not None:
-                    rec.latencies.append(outcome.latency_s)
+                    rec.pool(outcome.proof_system).append(outcome.latency_s)
                 if outcome.correct is not False and outcome.kind == "benchmark":
-                    rec.score = old + ALPHA * (self._target(rec) - old)
+                    rec.score = old + ALPHA * (self._target(rec, outcome.proof_system) - old)
             else:
                 rec.failures += 1
                 rec.score = old * (1.0 - FAILURE_DECAY)
             self._dirty.add(outcome.hotkey)
             return old, rec.score
 
-    def _target(self, rec: MinerRecord) -> float:
-        mine = rec.median_latency()
-        rng = self._latency_range()
+    def _target(self, rec: MinerRecord, proof_system: str = "tee") -> float:
+        pool = rec.pool(proof_system)
+        mine = statistics.median(pool) if pool else None
+        rng = self._latency_range(proof_system)
         if mine is None or rng is None or rng[1] - rng[0] <= 1e-9:
             return 1.0
         lo, hi = rng
@@ -151,6 +166,7 @@ class ScoreBook:
                     "failures": r.failures,
                     "reasons": r.reasons,
                     "latencies": list(r.latencies),
+                    "zk_latencies": list(r.zk_latencies),
                 }
                 rows.append((hotkey, r.uid, r.score, json.dumps(blob), time.time()))
             self._dirty.clear()

@@ -10,6 +10,15 @@ path, or, on the embedded development network only, one generated locally
 (which can forge proofs, and says so loudly).
 """
 
+import logging
+import os
+
 from omron_tee.zk.errors import ZkError
+
+# ezkl logs through Python logging, and its errors quote witness values (derived from the
+# private input). Silence it before its first call (its bridge caches levels); every ezkl
+# failure reaches us as an exception anyway. OMRON_TEE_EZKL_LOG=1 turns it back on to debug.
+if not os.environ.get("OMRON_TEE_EZKL_LOG"):
+    logging.getLogger("ezkl").setLevel(logging.CRITICAL)
 
 __all__ = ["ZkError"]

@@ -10,7 +10,6 @@ so they are not passed on.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import threading
@@ -22,10 +21,6 @@ import numpy as np
 
 from omron_tee.zk.circuits import Circuit, call, ezkl_module, input_json
 from omron_tee.zk.errors import ZK_PROVE_FAILED, ZkError
-
-# ezkl logs through Python logging; keep its chatter (which could describe a witness) out of INFO logs.
-if logging.getLogger("ezkl").level == logging.NOTSET:
-    logging.getLogger("ezkl").setLevel(logging.WARNING)
 
 # Only these fields of ezkl's proof file are needed to verify; the rest repeats them.
 PROOF_FIELDS = ("protocol", "instances", "proof", "split", "version")
@@ -83,3 +78,12 @@ class ZkProver:
                     pass
         output = c.dequantise([f for out in w["outputs"] for f in out])
         return ZkProof(proof=compact_proof(raw), output=output, prove_s=time.perf_counter() - t0)
+
+
+def tamper_proof(proof: bytes) -> bytes:
+    """The proof with bytes of its body flipped (still well-formed JSON): for tests and demo faults."""
+    doc = json.loads(proof)
+    body = doc["proof"]
+    for i in range(32, 64):  # the first commitment: no longer a valid curve point, or a different one
+        body[i] ^= 0x5A
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()

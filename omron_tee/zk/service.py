@@ -1,0 +1,69 @@
+"""Loading the provers a miner serves and the verifiers a validator checks with.
+
+Both come from the circuit cache (``omron-tee circuits build``), for every
+model that declares the zk proof system. ``build=True`` builds what is
+missing (a few seconds per small model); otherwise a model whose circuit is
+not built is simply served or probed with the TEE proof system only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omron_tee.config import is_local
+from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.models import ModelRegistry
+from omron_tee.zk.circuits import Circuit, build_circuit
+
+log = logging.getLogger("omron_tee.zk")
+
+
+def zk_model_ids(registry: ModelRegistry, model_ids: list[str] | None = None) -> list[str]:
+    ids = model_ids if model_ids else registry.ids()
+    return [m for m in ids if "zk" in registry.get(m).proof_systems and registry.get(m).runtime == "onnx"]
+
+
+def load_circuits(
+    registry: ModelRegistry,
+    model_ids: list[str] | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    srs_path: str | Path | None = None,
+    network: str = "embedded",
+    build: bool = False,
+    proving_key: bool = True,
+) -> dict[str, Circuit]:
+    """Circuits of the zk models among ``model_ids``: a ceremony SRS if given, else the development SRS (embedded only)."""
+    out: dict[str, Circuit] = {}
+    ids = zk_model_ids(registry, model_ids)
+    if ids and srs_path is None and not is_local(network):
+        log.info("zk proofs off: no ceremony SRS configured (--zk.srs PATH) for %s", ", ".join(ids))
+        return out
+    for m in ids:
+        try:
+            out[m] = build_circuit(
+                registry.get(m),
+                cache_dir=cache_dir,
+                srs_path=srs_path,
+                dev_network=None if srs_path else network,
+                build=build,
+                proving_key=proving_key,
+            )
+        except ConfigError:
+            raise
+        except OmronTeeError as e:
+            log.info("model %s: zk proofs off (%s: %s)", m, e.reason, e)
+    return out
+
+
+def load_provers(registry: ModelRegistry, model_ids: list[str] | None = None, **kw) -> dict:
+    from omron_tee.zk.prover import ZkProver
+
+    return {m: ZkProver(c) for m, c in load_circuits(registry, model_ids, **kw).items()}
+
+
+def load_verifiers(registry: ModelRegistry, model_ids: list[str] | None = None, **kw) -> dict:
+    from omron_tee.zk.verifier import ZkVerifier
+
+    return {m: ZkVerifier(c) for m, c in load_circuits(registry, model_ids, proving_key=False, **kw).items()}
