@@ -1,0 +1,135 @@
+"""The miner neuron: flags, chain registration, enclave, and the HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from omron_tee.chain import connect
+from omron_tee.chain.base import Chain, Endpoint
+from omron_tee.config import add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.enclave.base import EnclaveBackend
+from omron_tee.enclave.measurement import trusted_app_measurement
+from omron_tee.enclave.simulated import SimulatedBackend
+from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.miner.server import build_app, validator_admission
+from omron_tee.miner.trusted_app import DevFaults, TrustedApp
+from omron_tee.models import ModelRegistry
+from omron_tee.wire.auth import Admission, RequestVerifier
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="miner.py",
+        description="omron-tee miner: serves private, attested inference from a TEE enclave. "
+        "Validators send a nonce, the enclave answers with evidence binding its keys, and inputs "
+        "arrive sealed (HPKE) to those keys: the operator never sees them.",
+    )
+    add_standard_args(p)
+    a = p.add_argument_group("axon")
+    a.add_argument("--axon.ip", dest="axon_ip", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    a.add_argument("--axon.port", dest="axon_port", type=int, default=8091, help="port to listen on (default: %(default)s)")
+    a.add_argument("--axon.external_ip", dest="axon_external_ip", default=None,
+                   help="address to announce on chain (default: --axon.ip; it is never looked up on the internet)")
+    m = p.add_argument_group("miner")
+    m.add_argument("--enclave", default="auto", choices=["auto", "sgx", "tdx", "sev-snp", "nvidia", "simulated"],
+                   help="TEE backend; 'auto' picks the hardware present, and falls back to 'simulated' only on a local network")
+    m.add_argument("--models", default="", help="comma-separated model ids to serve (default: every shipped model)")
+    m.add_argument("--miner.allow_any_caller", dest="allow_any_caller", action="store_true",
+                   help="accept requests from any hotkey, not only permitted validators (local networks only)")
+    z = p.add_argument_group("zk proofs (EZKL; for models that declare the zk proof system)")
+    z.add_argument("--zk.circuits", dest="zk_circuits", default=None,
+                   help="circuit cache built by `omron-tee circuits build` (default: $OMRON_TEE_CIRCUITS or ~/.omron-tee/circuits)")
+    z.add_argument("--zk.srs", dest="zk_srs", default=None,
+                   help="ceremony SRS file; without it, zk proofs are served only on the embedded network (development SRS)")
+    z.add_argument("--zk.off", dest="zk_off", action="store_true", help="serve the TEE proof system only")
+    d = p.add_argument_group("development faults (simulated enclave on a local network only)")
+    d.add_argument("--dev.delay", dest="dev_delay", type=float, default=0.0, help="add this many seconds to every inference")
+    d.add_argument("--dev.wrong_output", dest="dev_wrong_output", action="store_true", help="return wrong outputs")
+    d.add_argument("--dev.measurement_variant", dest="dev_variant", default="", help="report the measurement of an unapproved build")
+    d.add_argument("--dev.bad_proof", dest="dev_bad_proof", action="store_true", help="return zk proofs that do not verify")
+    return p
+
+
+def make_backend(args: argparse.Namespace, network: str, registry: ModelRegistry, model_ids: list[str]) -> EnclaveBackend:
+    local = is_local(network)
+    kind = args.enclave
+    if kind == "auto" and local:
+        kind = _auto_kind(network)
+    if kind == "simulated":
+        if not local:
+            raise ConfigError(f"the simulated enclave is for local development only; on '{network}' validators refuse it. Use real TEE hardware (--enclave auto).")
+        models = [(m, registry.get(m).sha256) for m in model_ids]
+        measurement = trusted_app_measurement(models, variant=args.dev_variant.encode())
+        return SimulatedBackend(dev_attestation_key_path(args.chain_path), measurement)
+    if args.dev_variant or args.dev_delay or args.dev_wrong_output or getattr(args, "dev_bad_proof", False):
+        raise ConfigError("--dev.* faults exist only for the simulated enclave on a local network")
+    from omron_tee.enclave.select import select_backend  # real hardware backends
+
+    return select_backend(kind, network=network)
+
+
+def _auto_kind(network: str) -> str:
+    try:
+        from omron_tee.enclave.select import detect_all
+    except ImportError:
+        return "simulated"
+    usable = [a.tee_type.value for a in detect_all() if a.usable and a.tee_type.value != "simulated"]
+    return usable[0] if usable else "simulated"
+
+
+def run(args: argparse.Namespace) -> None:
+    log = setup_logging(args, "miner")
+    network = network_of(args)
+    wallet = load_wallet(args)
+    chain: Chain = connect(network, args.netuid, chain_path=args.chain_path)
+    hotkey = wallet.hotkey.ss58_address
+    registry = ModelRegistry.builtin()
+    model_ids = [m for m in args.models.split(",") if m] or registry.ids()
+    backend = make_backend(args, network, registry, model_ids)
+    faults = DevFaults(delay_s=args.dev_delay, wrong_output=args.dev_wrong_output, bad_proof=args.dev_bad_proof)
+    provers = {}
+    if not args.zk_off:
+        from omron_tee.zk.service import load_provers, zk_model_ids
+
+        if zk_model_ids(registry, model_ids):
+            provers = load_provers(registry, model_ids, cache_dir=args.zk_circuits, srs_path=args.zk_srs, network=network)
+    app_core = TrustedApp(backend, registry, model_ids, faults=faults, provers=provers)
+
+    if is_local(network):
+        uid = chain.register(wallet)
+    else:
+        neuron = chain.metagraph().by_hotkey(hotkey)
+        if neuron is None:
+            raise ConfigError(f"hotkey {hotkey} is not registered on netuid {args.netuid}: register it with btcli first")
+        uid = neuron.uid
+    if args.allow_any_caller and not is_local(network):
+        raise ConfigError("--miner.allow_any_caller is only allowed on a local network")
+    admission = Admission.anyone() if args.allow_any_caller else validator_admission(chain)
+    verifier = RequestVerifier(hotkey, admission)
+    announce = args.axon_external_ip or args.axon_ip
+    chain.serve(wallet, Endpoint(announce, args.axon_port))
+    m = backend.measurement()
+    log.info(
+        "miner uid %d hotkey %s serving %s on %s:%d with a %s enclave (measurement %s)",
+        uid, hotkey, ",".join(model_ids), args.axon_ip, args.axon_port, backend.tee_type.value, m.hex()[:16] + "…" if m else "unknown",
+    )
+    if provers:
+        log.info("zk proofs (EZKL, private input, public output) for %s", ",".join(provers))
+    if faults.any or args.dev_variant:
+        log.warning("development faults on: delay=%.3fs wrong_output=%s bad_proof=%s variant=%r", faults.delay_s, faults.wrong_output, faults.bad_proof, args.dev_variant)
+    uvicorn.run(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port, log_level="warning", access_log=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except OmronTeeError as e:
+        print(f"miner: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
