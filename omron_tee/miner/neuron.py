@@ -14,6 +14,7 @@ from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.llm.neuron import add_miner_args as add_llm_args, serve_llm
 from omron_tee.miner.server import build_app, validator_admission
 from omron_tee.miner.trusted_app import DevFaults, TrustedApp
 from omron_tee.models import ModelRegistry
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--zk.srs", dest="zk_srs", default=None,
                    help="ceremony SRS file; without it, zk proofs are served only on the embedded network (development SRS)")
     z.add_argument("--zk.off", dest="zk_off", action="store_true", help="serve the TEE proof system only")
+    add_llm_args(p)
     d = p.add_argument_group("development faults (simulated enclave on a local network only)")
     d.add_argument("--dev.delay", dest="dev_delay", type=float, default=0.0, help="add this many seconds to every inference")
     d.add_argument("--dev.wrong_output", dest="dev_wrong_output", action="store_true", help="return wrong outputs")
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
     hotkey = wallet.hotkey.ss58_address
     registry = ModelRegistry.builtin()
     model_ids = [m for m in args.models.split(",") if m] or registry.ids()
+    model_ids = serve_llm(args, registry, model_ids)  # --llm / --llm.gguf: LLMs pinned by hash (docs/LLM.md)
     backend = make_backend(args, network, registry, model_ids)
     faults = DevFaults(delay_s=args.dev_delay, wrong_output=args.dev_wrong_output, bad_proof=args.dev_bad_proof)
     provers = {}
