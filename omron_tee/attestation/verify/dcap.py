@@ -41,7 +41,7 @@ INTEL_ROOT = "Intel SGX Root CA"
 
 def map_dcap_error(message: str) -> AttestationError:
     """A typed error for one of dcap-qvl's ``ValueError`` messages (unknown ones fail closed)."""
-    detail = message.removeprefix("Verification failed: ").strip()
+    detail = " ".join(message.removeprefix("Verification failed: ").split())
     d = detail.lower()
 
     def coll(reason: str, what: str) -> CollateralError:
@@ -50,6 +50,9 @@ def map_dcap_error(message: str) -> AttestationError:
     def ver(reason: str, what: str) -> VerificationError:
         return VerificationError(f"Intel DCAP quote {what}: {detail}", reason=reason)
 
+    if "debug mode" in d:
+        # dcap-qvl (0.7) refuses debug SGX enclaves and debug TDs itself, whatever our policy says.
+        return ver("debug-enclave", "comes from a debug enclave (dcap-qvl refuses debug SGX enclaves and TDs)")
     if "crlexpired" in d or "crl expired" in d or "revocation list expired" in d:
         return coll("collateral-expired", "has expired (a CRL is past its nextUpdate)")
     if "tcbinfo expired" in d or "qe identity expired" in d or "collateral expired" in d:
@@ -60,6 +63,8 @@ def map_dcap_error(message: str) -> AttestationError:
         return coll("collateral-invalid", "does not verify")
     if "fmspc mismatch" in d or "non-sgx tcb info" in d or "non-tdx tcb info" in d:
         return coll("collateral-mismatch", "is for another platform")
+    if "tcb status" in d and "revoked" in d:
+        return ver("tcb-revoked", "platform TCB level is revoked by Intel")
     if "revoked" in d:
         return ver("revoked", "certificate is revoked")
     if "certexpired" in d or "certificate expired" in d:

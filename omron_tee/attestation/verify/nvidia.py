@@ -98,7 +98,8 @@ class NvidiaVerifier:
                 certs.append(self._root)
             else:
                 raise VerificationError(
-                    f"NVIDIA device chain ends at '{name_of(certs[-1])}', not at the NVIDIA Device Identity CA this verifier trusts",
+                    f"NVIDIA device chain ends at '{name_of(certs[-1])}', which is not the NVIDIA Device Identity CA "
+                    "this verifier trusts (different certificate or key)",
                     reason="untrusted-chain",
                 )
         if len(certs) < 3 or len(certs) > 8:
@@ -179,7 +180,10 @@ class NvidiaVerifier:
         for responder in resp.certificates:
             if responder.public_bytes(Encoding.DER) == issuer.public_bytes(Encoding.DER):
                 break
-            verify_issued_by(responder, issuer, "OCSP responder")
+            try:
+                verify_issued_by(responder, issuer, "OCSP responder")
+            except VerificationError as e:
+                raise VerificationError(str(e), reason="bad-ocsp") from None
             try:
                 eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
             except x509.ExtensionNotFound:

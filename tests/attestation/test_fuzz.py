@@ -1,0 +1,120 @@
+"""Property-based fuzz of every parser: no input raises anything but ParseError.
+
+Two generators per parser: arbitrary bytes (headers, lengths), and mutations
+of the real evidence (byte changes, truncation, insertion), which reach the
+deeper structures. Verifiers are fuzzed the same way: anything but an
+AttestationError escaping them is a bug.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from omron_tee.attestation.abi import nvidia as nv_abi, sgx, simulated, snp as snp_abi, tdx
+from omron_tee.attestation.evidence import Evidence, TeeType
+from omron_tee.attestation.testing import vectors
+from omron_tee.attestation.verify.nvidia import NvidiaVerifier
+from omron_tee.attestation.verify.snp import SnpVerifier, evidence_certificates
+from omron_tee.errors import AttestationError, ParseError
+
+pytestmark = pytest.mark.vectors
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+PARSERS = {
+    "sgx": sgx.parse,
+    "tdx": tdx.parse,
+    "sev-snp": snp_abi.parse,
+    "nvidia": nv_abi.parse,
+    "snp-cert-table": snp_abi.parse_cert_table,
+    "simulated": simulated.parse,
+}
+
+
+def _seed(name: str) -> bytes:
+    if name == "sgx":
+        return vectors.SGX_QUOTE.read_bytes()
+    if name == "tdx":
+        return vectors.TDX_QUOTE.read_bytes()
+    if name == "sev-snp":
+        return vectors.SNP_REPORT.read_bytes()
+    if name == "nvidia":
+        return vectors.nvidia_report_bytes()
+    if name == "snp-cert-table":
+        return snp_abi.build_cert_table({"vcek": vectors.SNP_VCEK.read_bytes(), "ask": b"\x30\x03abc"})
+    return simulated.encode_body(flags=0, issued_at_ms=1, measurement=bytes(48), report_data=bytes(64), key_id=bytes(32)) + bytes(64)
+
+
+@st.composite
+def mutated(draw, seed: bytes) -> bytes:
+    data = bytearray(seed)
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["set", "truncate", "insert", "delete"]))
+        if not data:
+            break
+        i = draw(st.integers(0, len(data) - 1))
+        if op == "set":
+            data[i] = draw(st.integers(0, 255))
+        elif op == "truncate":
+            del data[i:]
+        elif op == "insert":
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del data[i : i + draw(st.integers(1, 8))]
+    return bytes(data)
+
+
+def _only_parse_errors(parse, data: bytes) -> None:
+    try:
+        parse(data)
+    except ParseError:
+        pass
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+@FUZZ
+@given(data=st.binary(max_size=2048))
+def test_random_bytes(name, data):
+    _only_parse_errors(PARSERS[name], data)
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+@FUZZ
+@given(data=st.data())
+def test_mutated_real_evidence(name, data):
+    _only_parse_errors(PARSERS[name], data.draw(mutated(_seed(name))))
+
+
+@FUZZ
+@given(text=st.text(max_size=200) | st.binary(max_size=200))
+def test_hex_report_text(text):
+    _only_parse_errors(nv_abi.decode_report_text, text)
+
+
+@pytest.mark.parametrize("bad", [None, "text", 5, ["x"]])
+def test_non_bytes_input(bad):
+    for name, parse in PARSERS.items():
+        if name == "simulated":
+            continue  # the simulated parser takes bytes from its own backend only
+        with pytest.raises(ParseError) as e:
+            parse(bad)
+        assert e.value.field == "input"
+
+
+@FUZZ
+@given(data=st.data())
+def test_verifiers_raise_only_attestation_errors(data):
+    now = time.time()
+    report = data.draw(mutated(vectors.SNP_REPORT.read_bytes()))
+    certs = data.draw(st.sampled_from([vectors.SNP_VCEK.read_bytes(), b"", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"]))
+    for verify in (
+        lambda: SnpVerifier().verify(Evidence(TeeType.SEV_SNP, report, certs), now=now),
+        lambda: NvidiaVerifier().verify(Evidence(TeeType.NVIDIA, data.draw(mutated(vectors.nvidia_report_bytes())), vectors.NVIDIA_CHAIN.read_bytes()), now=now),
+        lambda: evidence_certificates(data.draw(st.binary(max_size=300))),
+    ):
+        try:
+            verify()
+        except AttestationError:
+            pass
