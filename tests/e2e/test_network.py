@@ -204,15 +204,22 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
     wallet = create_wallet("validator2", "default", net.wallet_path)
     net.chain.register(wallet, stake=500.0)
     data_dir = tmp_path / "vdata"
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        api_port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "omron_tee.validator", *net.chain_args(), *net.wallet_args("validator2"),
            "--validator.api_port", "0", "--validator.interval", "0.2", "--validator.timeout", str(net.probe_timeout),
            "--neuron.data_dir", str(data_dir)]
+    # The restarted process also serves its third-party API.
+    cmd2 = [*cmd[: cmd.index("--validator.api_port") + 1], str(api_port), *cmd[cmd.index("--validator.api_port") + 2 :]]
     honest = net.miners["honest"].hotkey
     logs = [tmp_path / "v1.log", tmp_path / "v2.log"]
 
     def start(i):
         with open(logs[i], "wb") as out:
-            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen([cmd, cmd2][i], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def scores_file():
         files = list(data_dir.glob("scores-*.sqlite"))
@@ -244,6 +251,30 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
         wait_for(lambda: json.loads(_scores(scores_file())[honest][1])["requests"] > saved_requests, 30, p)
         now = _scores(scores_file())
         assert now[honest][0] >= saved[honest][0] * 0.8
+        # A third party through the restarted validator's own API gets a verified answer.
+        import httpx
+        import numpy as np
+
+        from omron_tee.client import PrivateInferenceClient
+        from omron_tee.models import ModelRegistry, sample_input
+        from omron_tee.validator.neuron import build_verifiers
+
+        url = f"http://127.0.0.1:{api_port}"
+
+        def api_up():
+            try:
+                return httpx.get(url + "/v1/models", timeout=0.5, trust_env=False).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(api_up, 20, p)
+        spec = ModelRegistry.builtin().get("diabetes-mlp")
+        x = sample_input(spec, np.random.default_rng(11))
+        policy = net.policy()
+        client = PrivateInferenceClient(url, wallet.hotkey.ss58_address, net.client_wallet, policy=policy, verifiers=build_verifiers(policy))
+        result = client.infer_sync(spec.model_id, x, model_hash=spec.sha256, candidates=1)
+        assert result.miner_hotkey == honest  # the best-scored miner, as restored
+        np.testing.assert_allclose(result.output, ModelRegistry.builtin().runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
