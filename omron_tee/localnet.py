@@ -34,6 +34,7 @@ from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.client import PrivateInferenceClient, verify_receipt_file
 from omron_tee.config import create_wallet, run_async
 from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.llm.demo import add_localnet_args as add_llm_args, run_llm_demo
 from omron_tee.models import ModelRegistry, sample_input
 from omron_tee.validator.api import build_api
 from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
@@ -236,10 +237,12 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
         await asyncio.sleep(net.block_time * max(1, net.chain.blocks_until_weights_allowed(validator.hotkey)))
 
     third_party = await _third_party_demo(net, validator, models, policy, verifiers, console)
+    llm = await run_llm_demo(net, validator, models, console, port_of=free_port) if getattr(args, "llm", False) else None  # docs/LLM.md
 
     console.step("waiting one epoch for emissions")
     await asyncio.sleep(net.block_time * (net.chain.params.tempo + 2))
     summary = build_summary(net, validator, scores, time.monotonic() - t_start, third_party)
+    summary.update({"llm": llm} if llm is not None else {})
     print_summary(summary, console)
     scores.close()
     await client.aclose()
@@ -355,6 +358,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--parallel", type=int, default=2, help="requests per miner per round (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="seed for the benchmark inputs")
     p.add_argument("--quiet", action="store_true", help="do not print one line per request")
+    add_llm_args(p)
     p.set_defaults(handler=cmd_localnet)
 
 

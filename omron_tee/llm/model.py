@@ -16,6 +16,7 @@ hash. Nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import threading
@@ -193,6 +194,7 @@ class LlamaRuntime:
         except ImportError:
             raise ModelError("the LLM runtime needs llama-cpp-python (see docs/LLM.md for the install)", reason="unknown-runtime") from None
         self.n_threads = n_threads or default_threads()
+        _quiet_llama_logs()
         # use_mmap=False: the checked file is read into memory once, so it cannot change under a running model.
         try:
             self._llm = self._load(Llama, path)
@@ -217,6 +219,12 @@ class LlamaRuntime:
             logits_all=False,
             verbose=False,
         )
+
+    def close(self) -> None:
+        with self._lock:
+            llm, self._llm = self._llm, None
+            if llm is not None:
+                llm.close()
 
     def tokenize(self, prompt: str) -> list[int]:
         return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=PINNED.add_bos, special=False))
@@ -283,6 +291,33 @@ class LlamaRuntime:
 
 _LOADED: dict[tuple[bytes, str], LlamaRuntime] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Free the models before the interpreter tears down the modules llama.cpp's destructor needs.
+    for rt in list(_LOADED.values()):
+        rt.close()
+    _LOADED.clear()
+
+
+_QUIET: list[Any] = []
+
+
+def _quiet_llama_logs() -> None:
+    """Send llama.cpp's own log lines nowhere (they would go to stderr, even with verbose=False)."""
+    if _QUIET:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def _drop(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        return None
+
+    _QUIET.append(_drop)  # keep the callback alive
+    llama_cpp.llama_log_set(_drop, ctypes.c_void_p(0))
 
 
 def load_llm(spec: ModelSpec) -> LlamaRuntime:

