@@ -105,6 +105,7 @@ class LocalNet:
         self.procs: list[subprocess.Popen] = []
         self.roles: dict[str, MinerRole] = {}
         self.uids: dict[str, int] = {}
+        self.zk_circuits: Path | None = None  # circuit cache the miners prove from (None: TEE only)
 
     def setup(self) -> None:
         if self.dir.exists():
@@ -139,6 +140,7 @@ class LocalNet:
                 "--netuid", str(NETUID), "--subtensor.network", "embedded", "--chain.path", str(self.chain_path),
                 "--wallet.name", f"localnet-miner{i}", "--wallet.hotkey", "default", "--wallet.path", str(self.wallet_path),
                 "--axon.port", str(port), "--enclave", "simulated", *role.flags,
+                *(("--zk.circuits", str(self.zk_circuits)) if self.zk_circuits else ("--zk.off",)),
             ]
             out = open(logs / f"miner{i}.log", "wb")
             self.procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
@@ -182,6 +184,8 @@ async def run_localnet(args: Any) -> dict[str, Any]:
     net = LocalNet(Path(args.dir).expanduser(), args.miners, console)
     try:
         net.setup()
+        if getattr(args, "zk_requests", 0) > 0:
+            net.zk_circuits = _prepare_zk(console)
         net.start_miners()
         net.wait_for_miners()
         return await _drive(net, args, console, t_start)
@@ -196,7 +200,12 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
     (net.dir / "policy.toml").write_text(policy_toml(policy))
     signer = Signer(net.validator_wallet)
     client = SignedClient(signer, max_concurrency=64, timeout=5.0)
-    prober = Prober(client, policy=policy, verifiers=verifiers, models=models, timeout=5.0, seed=args.seed)
+    zk_verifiers = {}
+    if net.zk_circuits is not None:
+        from omron_tee.zk.service import load_verifiers
+
+        zk_verifiers = load_verifiers(models, cache_dir=net.zk_circuits, network="embedded")
+    prober = Prober(client, policy=policy, verifiers=verifiers, models=models, timeout=5.0, seed=args.seed, zk_verifiers=zk_verifiers)
     scores = ScoreBook(net.dir / "validator-scores.sqlite")
     done = {"n": 0}
 
@@ -229,6 +238,7 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
         rounds += 1
         if rounds % 10 == 0 and validator.due_for_weights():
             validator.set_weights()
+    zk = await _zk_round(net, validator, getattr(args, "zk_requests", 0), console) if zk_verifiers else None
     console.step("final weights")
     while True:
         ev = validator.set_weights()
@@ -241,12 +251,70 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
 
     console.step("waiting one epoch for emissions")
     await asyncio.sleep(net.block_time * (net.chain.params.tempo + 2))
-    summary = build_summary(net, validator, scores, time.monotonic() - t_start, third_party)
+    summary = build_summary(net, validator, scores, time.monotonic() - t_start, third_party, zk=zk)
     summary.update({"llm": llm} if llm is not None else {})
     print_summary(summary, console)
     scores.close()
     await client.aclose()
     return summary
+
+
+def _prepare_zk(console: Console) -> Path | None:
+    """Build (once; then from the cache) the circuits of the zk models, with the development SRS."""
+    try:
+        from omron_tee.zk.circuits import DEV_SRS_WARNING, default_cache_dir, ezkl_module
+        from omron_tee.zk.service import load_circuits, zk_model_ids
+
+        ezkl_module()
+    except OmronTeeError as e:
+        console.say(f"  zk proofs off: {e}")
+        return None
+    models = ModelRegistry.builtin()
+    ids = zk_model_ids(models)
+    if not ids:
+        return None
+    cache = default_cache_dir()
+    t0 = time.monotonic()
+    circuits = load_circuits(models, cache_dir=cache, network="embedded", build=True)
+    console.step(f"zk circuits of {', '.join(circuits) or 'no model'} ready in {time.monotonic() - t0:.1f}s (EZKL, cached by model sha256 in {cache})")
+    console.say(f"  !! {DEV_SRS_WARNING}")
+    return cache if circuits else None
+
+
+async def _zk_round(net: LocalNet, validator: Validator, n: int, console: Console) -> dict[str, Any] | None:
+    """``n`` zk probes, round-robin over the miners: proven in the enclave, verified and recomputed by the validator."""
+    prober = validator.prober
+    if n <= 0 or not prober.zk_verifiers:
+        return None
+    model_id = sorted(prober.zk_verifiers)[0]
+    console.step(f"zk: {n} requests for {model_id}, proven with EZKL inside each enclave (private input, public output); "
+                 "the validator verifies the proof, its outputs against the claimed ones, and recomputes")
+    done, results = 0, []
+    while done < n:
+        targets = validator.pick(min(n - done, len(validator.miners())))
+        if not targets:
+            break
+        for r in await asyncio.gather(*(prober.probe(m, model_id, proof_system="zk") for m in targets)):
+            done += 1
+            old, new = validator.record(r.outcome)
+            results.append(r.outcome)
+            o = r.outcome
+            role = net.roles.get(o.hotkey)
+            console.event(f"[zk {done:>2}/{n}] uid {o.uid} {role.name if role else '?':<10} {model_id:<16} {o.reason:<24} {r.message[:70]:<70} score {old:.3f} -> {new:.3f}", o.ok)
+        validator.scores.flush()
+    ok = [o for o in results if o.ok]
+    refused: dict[str, int] = {}
+    for o in results:
+        if not o.ok:
+            refused[o.reason] = refused.get(o.reason, 0) + 1
+    return {
+        "model": model_id,
+        "requests": len(results),
+        "verified": len(ok),
+        "refused": refused,
+        "median_latency_ms": round(statistics.median(o.latency_s for o in ok) * 1000, 1) if ok else None,
+        "median_prove_ms": round(statistics.median(o.prove_s for o in ok if o.prove_s) * 1000, 1) if any(o.prove_s for o in ok) else None,
+    }
 
 
 async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRegistry, policy: Any, verifiers: Any, console: Console) -> dict[str, Any]:
@@ -292,7 +360,7 @@ def policy_toml(policy: Any) -> str:
     )
 
 
-def build_summary(net: LocalNet, validator: Validator, scores: ScoreBook, elapsed: float, third_party: dict[str, Any]) -> dict[str, Any]:
+def build_summary(net: LocalNet, validator: Validator, scores: ScoreBook, elapsed: float, third_party: dict[str, Any], *, zk: dict[str, Any] | None = None) -> dict[str, Any]:
     mg = net.chain.metagraph()
     weights = validator.last_weights or {}
     miners = []
@@ -323,7 +391,14 @@ def build_summary(net: LocalNet, validator: Validator, scores: ScoreBook, elapse
     totals = {k: sum(m[k] for m in miners) for k in ("requests", "attestations_accepted", "attestations_rejected", "correct", "incorrect", "failures")}
     lat = [m["median_latency_ms"] for m in miners if m["median_latency_ms"] is not None]
     totals["median_latency_ms"] = round(statistics.median(lat), 3) if lat else None
-    return {"network": "embedded", "netuid": NETUID, "block": mg.block, "elapsed_s": round(elapsed, 2), "miners": miners, "totals": totals, "third_party": third_party}
+    summary = {"network": "embedded", "netuid": NETUID, "block": mg.block, "elapsed_s": round(elapsed, 2), "miners": miners, "totals": totals, "third_party": third_party}
+    if zk is not None:
+        summary["zk"] = zk
+        for m in miners:
+            rec = scores.records.get(m["hotkey"])
+            zmed = rec.median_zk_latency() if rec else None
+            m["zk_median_latency_ms"] = round(zmed * 1000, 1) if zmed is not None else None
+    return summary
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -342,6 +417,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.say(f"  who earns: {len(earners)} of {len(summary['miners'])} miners; most: uid {best['uid']} ({best['role']}) with {best['emission_tao']:.4f} TAO")
     else:
         console.say("  who earns: nobody yet (no epoch has closed since weights were set)")
+    zk = summary.get("zk")
+    if zk:
+        refused = ", ".join(f"{k} {v}" for k, v in zk["refused"].items()) or "none"
+        med = f"median {zk['median_latency_ms']:.0f} ms per verified request (proving {zk['median_prove_ms']:.0f} ms)" if zk["median_latency_ms"] is not None else "none verified"
+        console.say(f"  zk ({zk['model']}): {zk['verified']}/{zk['requests']} proofs verified, {med}; refused: {refused}")
 
 
 def add_parser(sub: Any) -> None:
@@ -358,6 +438,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--parallel", type=int, default=2, help="requests per miner per round (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="seed for the benchmark inputs")
     p.add_argument("--quiet", action="store_true", help="do not print one line per request")
+    p.add_argument("--zk-requests", dest="zk_requests", type=int, default=4,
+                   help="requests proven with EZKL (zk) beside the TEE ones, for the models that declare zk; 0: none (default: %(default)s)")
     add_llm_args(p)
     p.set_defaults(handler=cmd_localnet)
 

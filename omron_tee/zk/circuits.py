@@ -163,12 +163,17 @@ def ceremony_srs(path: str | Path) -> Srs:
     return Srs(p.resolve(), _sha256_file(p), dev=False)
 
 
+_warned: set[Path] = set()
+
+
 def dev_srs(logrows: int, *, cache_dir: Path, network: str, create: bool = True) -> Srs:
     """A locally generated SRS for the embedded network only; it can forge proofs."""
     if not is_local(network):
         raise ConfigError(f"a generated SRS can forge proofs and is refused on '{network}'; pass a ceremony SRS file with --srs PATH")
     path = cache_dir / "dev-srs" / f"k{logrows}.srs"
-    log.warning(DEV_SRS_WARNING)
+    if path not in _warned:  # loudly, once per process and file
+        _warned.add(path)
+        log.warning(DEV_SRS_WARNING)
     with _locked(cache_dir / "dev-srs" / ".lock"):
         if not path.is_file():
             if not create:
