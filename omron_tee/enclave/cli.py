@@ -4,6 +4,9 @@ detect   what this machine offers for each TEE type and, when a backend is
          not usable, why (exit 0 when some hardware TEE is usable, else 1).
 measure  the reference values a validator puts in its policy for this release
          of the trusted app, with a TOML snippet ready for the policy file.
+gramine-miner
+         the miner's entry point inside a Gramine SGX enclave (the manifest's fixed
+         command line); its options come from $OMRON_TEE_MINER_ARGS, checked.
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ def register(subparsers: Any) -> None:
     m.add_argument("--json", action="store_true", help="print one JSON object")
     m.add_argument("--root", default="/", help=argparse.SUPPRESS)
     m.set_defaults(handler=measure_cmd)
+
+    g = es.add_parser("gramine-miner", help="run the miner inside a Gramine SGX enclave (the manifest's entry point)",
+                      description="The entry point gramine/omron-tee-miner.manifest.template fixes. The miner's flags come from "
+                      "the OMRON_TEE_MINER_ARGS environment variable (shell-quoted), are checked with the miner's own parser, "
+                      "and --enclave is forced to sgx. See gramine/README.md.")
+    g.set_defaults(handler=gramine_miner_cmd)
 
 
 def _fail(e: OmronTeeError) -> int:
@@ -205,3 +214,17 @@ def measure_cmd(args: argparse.Namespace) -> int:
     print("\n# for the validator's policy file:")
     print(values.to_toml(), end="")
     return 0
+
+
+def gramine_miner_cmd(args: argparse.Namespace) -> int:
+    import os
+
+    from omron_tee.enclave.gramine_launch import ENV, LaunchError, miner_argv
+    from omron_tee.miner import neuron
+
+    try:
+        argv = miner_argv(os.environ.get(ENV, ""), neuron.build_parser())
+    except LaunchError as e:
+        print(f"omron-tee enclave gramine-miner: {e}", file=sys.stderr)
+        return 2
+    return neuron.main(argv)

@@ -1,7 +1,7 @@
-"""The miner's entry point inside a Gramine SGX enclave (the manifest's fixed ``loader.argv``).
+"""The miner's options inside a Gramine SGX enclave, and the checks they pass.
 
 The interpreter's command line is fixed in the manifest (``python3 -I -B -m
-omron_tee.enclave.gramine_launch``) because anything the host could put
+omron_tee.cli enclave gramine-miner``) because anything the host could put
 there (``-c CODE``, another module) would run arbitrary code under this
 enclave's MRENCLAVE. The operator chooses the miner's options through one
 environment variable, ``OMRON_TEE_MINER_ARGS`` (shell-quoted), the only one
@@ -14,9 +14,7 @@ for another backend is refused, not ignored); the wallet is read from the
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import sys
 
 ENV = "OMRON_TEE_MINER_ARGS"
 WALLETS = "/wallets"
@@ -26,15 +24,12 @@ class LaunchError(Exception):
     pass
 
 
-def miner_argv(raw: str) -> list[str]:
-    """The miner's argv for the options in ``raw``; LaunchError when they are not acceptable here."""
-    from omron_tee.miner.neuron import build_parser
-
+def miner_argv(raw: str, parser: argparse.ArgumentParser) -> list[str]:
+    """The miner's argv for the options in ``raw`` (checked with the miner's ``parser``)."""
     try:
         args = shlex.split(raw)
     except ValueError as e:
         raise LaunchError(f"{ENV} is not valid shell quoting: {e}") from None
-    parser = build_parser()
     parser.exit_on_error = False
     try:
         ns, unknown = parser.parse_known_args(args)
@@ -44,24 +39,9 @@ def miner_argv(raw: str) -> list[str]:
         raise LaunchError(f"{ENV}: the miner's flag parser refused these options (see above)") from None
     if unknown:
         raise LaunchError(f"{ENV}: unknown option(s) {' '.join(unknown)}")
-    if ns.enclave not in ("auto", "sgx"):
+    if getattr(ns, "enclave", "auto") not in ("auto", "sgx"):
         raise LaunchError(f"{ENV}: --enclave {ns.enclave} inside an SGX enclave; the enclave attests with sgx only")
     out = list(args)
     if not any(a == "--wallet.path" or a.startswith("--wallet.path=") for a in args):
         out += ["--wallet.path", WALLETS]
     return out + ["--enclave", "sgx"]  # argparse keeps the last value: sgx, whatever came before
-
-
-def main() -> int:
-    try:
-        argv = miner_argv(os.environ.get(ENV, ""))
-    except LaunchError as e:
-        print(f"omron-tee enclave launcher: {e}", file=sys.stderr)
-        return 2
-    from omron_tee.miner.neuron import main as miner_main
-
-    return miner_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -53,7 +53,7 @@ def test_renders_to_a_manifest_with_dcap_attestation():
 def test_the_host_cannot_choose_the_code():
     m = render()
     # A fixed interpreter command line: no host argv, no host environment beyond the miner options.
-    assert m["loader"]["argv"] == ["python3", "-I", "-B", "-m", "omron_tee.enclave.gramine_launch"]
+    assert m["loader"]["argv"] == ["python3", "-I", "-B", "-m", "omron_tee.cli", "enclave", "gramine-miner"]
     assert "insecure__use_cmdline_argv" not in m["loader"] and "insecure__use_host_env" not in m["loader"]
     passthrough = [k for k, v in m["loader"]["env"].items() if isinstance(v, dict)]
     assert passthrough == ["OMRON_TEE_MINER_ARGS"]
