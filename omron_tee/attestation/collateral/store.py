@@ -226,6 +226,8 @@ class CollateralStore:
                 fresh = self.intel_client.fetch(tee, fmspc.upper(), ca)
                 self.add_intel(fresh)
                 if fresh.key == key:
+                    if not fresh.expired(now):
+                        self._fetched(f"intel/{key}")
                     return fresh
             except CollateralError as e:
                 log.warning("Intel collateral refresh for %s failed: %s", key, e)
@@ -239,6 +241,11 @@ class CollateralStore:
             f"(collateral present: {have}); give --collateral FILE, DIR or URL, or import a bundle",
             reason="collateral-missing",
         )
+
+    def _fetched(self, key: str) -> None:
+        """A fetch brought fresh collateral: the next expiry may fetch again at once."""
+        with self._lock:
+            self._attempts.pop(key, None)
 
     def _may_fetch(self, key: str) -> bool:
         t = time.monotonic()
@@ -334,6 +341,8 @@ class CollateralStore:
                 new = self.amd_client.fetch_crl(product, signer)
                 self.add_amd_crl(new)
                 crl = new
+                if new.next_update_utc is None or new.next_update_utc.timestamp() >= now:
+                    self._fetched(f"amd/crl-{product}-{signer}")
             except CollateralError as e:
                 log.warning("AMD CRL fetch for %s failed: %s", product, e)
         return crl
@@ -363,6 +372,8 @@ class CollateralStore:
                     new = self.nvidia_client.fetch_ocsp(cert, issuer)
                     self.add_ocsp(new)
                     found = new
+                    if new.expires_at >= now:
+                        self._fetched(f"nvidia/ocsp/{serial:x}")
                 except CollateralError as e:
                     log.warning("OCSP fetch failed: %s", e)
         return found

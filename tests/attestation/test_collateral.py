@@ -1,0 +1,238 @@
+"""The collateral store: persistence, expiry, fetching once (from local fake servers), bundles."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp
+
+from omron_tee.attestation.collateral import bundle
+from omron_tee.attestation.collateral.amd import AmdKdsClient
+from omron_tee.attestation.collateral.intel import IntelCollateral, IntelPcsClient
+from omron_tee.attestation.collateral.nvidia import NvidiaCollateralClient
+from omron_tee.attestation.collateral.store import CollateralStore, valid_relpath
+from omron_tee.attestation.evidence import Evidence, TeeType
+from omron_tee.attestation.testing import vectors
+from omron_tee.attestation.testing.dcap import DcapTestPki, verifier_with_test_root
+from omron_tee.attestation.testing.nvidia import NvidiaTestPki
+from omron_tee.attestation.testing.snp import SnpTestPki
+from omron_tee.attestation.verify.dcap import SgxVerifier
+from omron_tee.errors import CollateralError
+
+pytestmark = pytest.mark.vectors
+NOW = 1_790_000_000.0
+
+Route = Callable[[str, dict, bytes], tuple[int, dict, bytes]]
+
+
+@contextmanager
+def fake_server(route: Route) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server on 127.0.0.1 answering with ``route(path, query, body)``; yields (url, request log)."""
+    log: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, body: bytes) -> None:
+            u = urllib.parse.urlsplit(self.path)
+            log.append(u.path)
+            status, headers, payload = route(u.path, dict(urllib.parse.parse_qsl(u.query)), body)
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(b"")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", log
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def pcs_route(coll: IntelCollateral) -> Route:
+    q = coll.qvl
+
+    def route(path: str, query: dict, body: bytes):
+        if path.endswith("/certification/v4/tcb"):
+            assert query["fmspc"] == coll.fmspc
+            doc = '{"tcbInfo":' + q.tcb_info + ',"signature":"' + q.tcb_info_signature.hex() + '"}'
+            return 200, {"TCB-Info-Issuer-Chain": urllib.parse.quote(q.tcb_info_issuer_chain)}, doc.encode()
+        if path.endswith("/certification/v4/qe/identity"):
+            doc = '{"enclaveIdentity":' + q.qe_identity + ',"signature":"' + q.qe_identity_signature.hex() + '"}'
+            return 200, {"SGX-Enclave-Identity-Issuer-Chain": urllib.parse.quote(q.qe_identity_issuer_chain)}, doc.encode()
+        if path.endswith("/pckcrl"):
+            assert query["ca"] == coll.ca
+            return 200, {"SGX-PCK-CRL-Issuer-Chain": urllib.parse.quote(q.pck_crl_issuer_chain)}, q.pck_crl
+        if path.endswith("/rootcacrl"):
+            return 200, {}, q.root_ca_crl.hex().encode()  # a PCCS answers in hex
+        return 404, {}, b""
+
+    return route
+
+
+def test_intel_fetched_once_then_cached_and_persisted(tmp_path):
+    pki = DcapTestPki("sgx", NOW)
+    coll = pki.collateral()
+    ev = Evidence(TeeType.SGX, pki.sgx_quote())
+    with fake_server(pcs_route(coll)) as (url, log):
+        store = CollateralStore(tmp_path, intel_client=IntelPcsClient(url))
+        v = verifier_with_test_root(pki, store)
+        v.verify(ev, now=NOW)
+        assert len(log) == 4
+        for _ in range(5):
+            v.verify(ev, now=NOW)
+        assert len(log) == 4  # no fetch per request
+    assert (tmp_path / f"intel/{coll.key}.json").is_file()
+    offline = CollateralStore(tmp_path)  # a restart, without network
+    assert verifier_with_test_root(pki, offline).verify(ev, now=NOW).tcb_status == "ConfigurationAndSWHardeningNeeded"
+
+
+def test_intel_refetch_on_expiry_is_rate_limited(tmp_path):
+    pki = DcapTestPki("sgx", NOW)
+    coll = pki.collateral(next_update=NOW + 3600)
+    ev = Evidence(TeeType.SGX, pki.sgx_quote())
+    with fake_server(pcs_route(coll)) as (url, log):
+        store = CollateralStore(tmp_path, intel_client=IntelPcsClient(url), refetch_interval=300)
+        v = verifier_with_test_root(pki, store)
+        v.verify(ev, now=NOW)
+        assert len(log) == 4
+        later = NOW + 7200  # past nextUpdate: one refetch (still the same, expired, collateral)
+        with pytest.raises(CollateralError) as e:
+            v.verify(ev, now=later)
+        assert e.value.reason == "collateral-expired"
+        assert len(log) == 8
+        with pytest.raises(CollateralError):
+            v.verify(ev, now=later)
+        assert len(log) == 8  # not again within refetch_interval
+
+
+def test_intel_fetch_failure_is_a_collateral_error():
+    pki = DcapTestPki("sgx", NOW)
+    with fake_server(lambda p, q, b: (503, {}, b"")) as (url, log):
+        store = CollateralStore(intel_client=IntelPcsClient(url))
+        with pytest.raises(CollateralError) as e:
+            verifier_with_test_root(pki, store).verify(Evidence(TeeType.SGX, pki.sgx_quote()), now=NOW)
+    assert e.value.reason == "collateral-unavailable" and "503" in str(e.value)
+    store = CollateralStore(intel_client=IntelPcsClient("http://127.0.0.1:9", timeout=2))
+    with pytest.raises(CollateralError) as e:
+        SgxVerifier(store).verify(vectors.sgx_evidence(), now=vectors.SGX_NOW)
+    assert "cannot reach" in str(e.value)
+
+
+def test_amd_kds_fetch_of_vcek_and_crl(tmp_path):
+    pki = SnpTestPki(NOW)
+
+    def route(path: str, query: dict, body: bytes):
+        if path == f"/vcek/v1/Milan/{pki.chip_id.hex()}":
+            assert query == {"blSPL": "2", "teeSPL": "0", "snpSPL": "5", "ucodeSPL": "68"}
+            return 200, {}, pki.vcek.public_bytes(serialization.Encoding.DER)
+        if path == "/vcek/v1/Milan/crl":
+            return 200, {}, pki.crl().public_bytes(serialization.Encoding.DER)
+        if path == "/vcek/v1/Milan/cert_chain":
+            return 200, {}, pki.chain_pem()
+        return 404, {}, b""
+
+    with fake_server(route) as (url, log):
+        store = CollateralStore(tmp_path, amd_client=AmdKdsClient(url))
+        v = pki.verifier(store)
+        ev = pki.evidence(version=3, certificates=b"")  # CPUID says Milan; no VCEK handed out
+        claims = v.verify(ev, now=NOW)
+        assert claims.details["crl_checked"] is True
+        v.verify(ev, now=NOW)
+        assert sorted(log) == sorted([f"/vcek/v1/Milan/{pki.chip_id.hex()}", "/vcek/v1/Milan/crl"])
+    assert any(p.name.endswith(".der") for p in (tmp_path / "amd" / "vcek").iterdir())
+
+
+def test_nvidia_ocsp_fetch():
+    pki = NvidiaTestPki(NOW)
+    by_serial = {c.serial_number: i for i, c in enumerate(pki.leaf_first)}
+
+    def route(path: str, query: dict, body: bytes):
+        req = ocsp.load_der_ocsp_request(body)
+        return 200, {"Content-Type": "application/ocsp-response"}, pki.ocsp_der(by_serial[req.serial_number])
+
+    with fake_server(route) as (url, log):
+        store = CollateralStore(nvidia_client=NvidiaCollateralClient(ocsp_url=url + "/"))
+        v = pki.verifier(store)
+        assert v.verify(pki.evidence(), now=NOW).details["ocsp"] == "good"
+        assert len(log) == 3
+        v.verify(pki.evidence(), now=NOW)
+        assert len(log) == 3
+
+
+def test_bundle_round_trip_and_refusals(tmp_path):
+    src = CollateralStore(tmp_path / "a")
+    src.load_path(vectors.SGX_COLLATERAL, persist=True)
+    src.load_path(vectors.SNP_DIR, persist=True)
+    data = bundle.export(src, now=NOW)
+    doc = json.loads(data)
+    assert doc["format"] == bundle.FORMAT and len(doc["entries"]) == 3
+
+    dst = CollateralStore(tmp_path / "b")
+    report = dst.import_bundle(bundle.parse(data))
+    assert len(report.imported) == 3 and not report.rejected
+    again = CollateralStore(tmp_path / "b")
+    assert SgxVerifier(again).verify(vectors.sgx_evidence(), now=vectors.SGX_NOW).tcb_status == "ConfigurationAndSWHardeningNeeded"
+
+    evil = json.loads(data)
+    evil["entries"][0]["path"] = "../../etc/passwd"
+    rep = CollateralStore(tmp_path / "c").import_bundle(bundle.parse(json.dumps(evil).encode()))
+    assert rep.rejected and not (tmp_path / "etc").exists()
+    mislabelled = json.loads(data)
+    intel = next(e for e in mislabelled["entries"] if e["path"].startswith("intel/"))
+    intel["path"] = "intel/tdx-B0C06F000000-platform.json"
+    rep = CollateralStore(tmp_path / "d").import_bundle(bundle.parse(json.dumps(mislabelled).encode()))
+    # The content says which platform it is for; it is filed under its own key, not the bundle's label.
+    assert rep.imported and all(not p.startswith("intel/tdx") for p in rep.imported)
+    corrupt = json.loads(data)
+    corrupt["entries"][0]["sha256"] = "00" * 32
+    with pytest.raises(CollateralError):
+        bundle.parse(json.dumps(corrupt).encode())
+    with pytest.raises(CollateralError):
+        bundle.parse(b"[1, 2]")
+
+
+def test_bundle_keeps_newer_intel_collateral(tmp_path):
+    pki = DcapTestPki("sgx", NOW)
+    newer, older = pki.collateral(next_update=NOW + 60 * 86400), pki.collateral(next_update=NOW + 10 * 86400)
+    store = CollateralStore(tmp_path)
+    store.add_intel(newer)
+    src = CollateralStore()
+    src.add_intel(older, persist=False)
+    rep = store.import_bundle(bundle.parse(bundle.export(src)))
+    assert rep.skipped and not rep.imported
+    assert CollateralStore(tmp_path).intel("sgx", older.fmspc, older.ca, now=NOW).expires_at == newer.expires_at
+
+
+def test_store_layout_and_loose_files(tmp_path):
+    assert valid_relpath("intel/sgx-00A067110000-processor.json")
+    for bad in ("intel/../x.json", "/etc/passwd", "amd/vcek/zz.der", "nvidia/rim/a b.swidtag"):
+        assert not valid_relpath(bad)
+    store = CollateralStore()
+    with pytest.raises(CollateralError) as e:
+        store.add_loose(b"\x00\x01junk", name="junk.bin")
+    assert e.value.reason == "collateral-unknown"
+    # A directory with unrelated files loads the collateral and skips the rest.
+    assert store.load_path(vectors.NVIDIA_DIR) == []
+    with pytest.raises(CollateralError):
+        IntelCollateral.from_json("{}")
