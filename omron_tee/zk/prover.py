@@ -35,7 +35,8 @@ def _private_dir() -> str | None:
 class ZkProof:
     proof: bytes  # canonical JSON of ezkl's proof (public: instances are the outputs)
     output: np.ndarray  # the dequantised public output
-    prove_s: float
+    prove_s: float  # witness + proof
+    witness_s: float = 0.0
 
 
 def compact_proof(raw: bytes) -> bytes:
@@ -66,6 +67,7 @@ class ZkProver:
             with self._lock:
                 try:
                     w = call(self.ezkl.gen_witness, input_json(x), str(c.compiled_path), witness)
+                    t_w = time.perf_counter() - t0
                     call(self.ezkl.prove, witness, str(c.compiled_path), str(c.pk_path), proof_path, srs_path=str(c.srs.path))
                 except Exception as e:  # the message may quote the witness: name only the kind
                     raise ZkError(f"zk proving failed for {c.model_id!r} ({type(e).__name__})", reason=ZK_PROVE_FAILED) from None
@@ -77,7 +79,7 @@ class ZkProver:
                 except OSError:
                     pass
         output = c.dequantise([f for out in w["outputs"] for f in out])
-        return ZkProof(proof=compact_proof(raw), output=output, prove_s=time.perf_counter() - t0)
+        return ZkProof(proof=compact_proof(raw), output=output, prove_s=time.perf_counter() - t0, witness_s=t_w)
 
 
 def tamper_proof(proof: bytes) -> bytes:
