@@ -28,7 +28,7 @@ class HostPaths:
     root: Path = Path("/")
 
     @classmethod
-    def under(cls, root: str | Path) -> "HostPaths":
+    def under(cls, root: str | Path) -> HostPaths:
         return cls(Path(root))
 
     def _p(self, rel: str) -> Path:

@@ -25,9 +25,10 @@ import dataclasses
 import hashlib
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.enclave.base import Availability, EnclaveBackend
@@ -89,6 +90,13 @@ def _nvml_error_text(nvml: Any, e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
+def _nvml_errors(nvml: Any) -> tuple[type[BaseException], ...]:
+    """What a call into NVML raises: the binding's NVMLError (all its codes), or a ctypes/OS failure."""
+    err = getattr(nvml, "NVMLError", None)
+    base: tuple[type[BaseException], ...] = (err,) if isinstance(err, type) else ()
+    return (*base, OSError, AttributeError, TypeError, ValueError)
+
+
 @dataclass(frozen=True)
 class GpuStatus:
     """What NVML says about confidential computing on this machine."""
@@ -119,9 +127,10 @@ class NvmlEvidenceSource:
             nvml = self._module()
         except EnclaveError as e:
             return GpuStatus(False, str(e))
+        errors = _nvml_errors(nvml)
         try:
             nvml.nvmlInit()
-        except Exception as e:  # NVMLError and friends: the binding raises its own classes
+        except errors as e:
             return GpuStatus(False, f"NVML cannot start: {_nvml_error_text(nvml, e)}")
         try:
             count = int(nvml.nvmlDeviceGetCount())
@@ -129,7 +138,7 @@ class NvmlEvidenceSource:
                 return GpuStatus(False, "the NVIDIA driver is loaded but sees no GPU")
             try:
                 state = nvml.nvmlSystemGetConfComputeState()
-            except Exception as e:
+            except errors as e:
                 return GpuStatus(False, f"{count} GPU(s), but confidential computing state is unavailable: {_nvml_error_text(nvml, e)}", count)
             if not state.ccFeature:
                 return GpuStatus(
@@ -143,7 +152,7 @@ class NvmlEvidenceSource:
             if self._ppcie(nvml):
                 return GpuStatus(False, f"{count} GPU(s) in protected-PCIe (multi-GPU) mode: that mode needs NVSwitch attestation too, not supported yet", count)
             return GpuStatus(True, f"{count} GPU(s) in confidential computing mode ({mode}{dev})", count)
-        except Exception as e:
+        except errors as e:
             return GpuStatus(False, f"NVML query failed: {_nvml_error_text(nvml, e)}")
         finally:
             self._shutdown(nvml)
@@ -161,23 +170,24 @@ class NvmlEvidenceSource:
             if getter(ctypes.byref(settings)) != 0:
                 return False
             return getattr(settings, "multiGpuMode", 0) == 1
-        except Exception:
+        except _nvml_errors(nvml):  # older drivers lack the call: then not in that mode
             return False
 
     @staticmethod
     def _shutdown(nvml: Any) -> None:
         try:
             nvml.nvmlShutdown()
-        except Exception:
-            pass
+        except _nvml_errors(nvml) as e:
+            log.debug("nvmlShutdown: %s", e)
 
     def collect(self, nonce: bytes) -> list[GpuEvidence]:
         if len(nonce) != GPU_NONCE_LEN:
             raise EnclaveError(f"GPU nonce must be {GPU_NONCE_LEN} bytes, got {len(nonce)}")
         nvml = self._module()
+        errors = _nvml_errors(nvml)
         try:
             nvml.nvmlInit()
-        except Exception as e:
+        except errors as e:
             raise EnclaveError(f"NVML cannot start: {_nvml_error_text(nvml, e)}", reason="enclave-unavailable") from None
         try:
             state = nvml.nvmlSystemGetConfComputeState()
@@ -197,9 +207,7 @@ class NvmlEvidenceSource:
                 chain = bytes(cert.attestationCertChain[: cert.attestationCertChainSize])
                 out.append(GpuEvidence(index=i, report=report, cert_chain=chain))
             return out
-        except EnclaveError:
-            raise
-        except Exception as e:
+        except errors as e:
             raise EnclaveError(f"collecting GPU evidence failed: {_nvml_error_text(nvml, e)}", reason="enclave-io") from None
         finally:
             self._shutdown(nvml)

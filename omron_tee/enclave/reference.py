@@ -212,8 +212,10 @@ def tdx_reference_from_quote(quote: bytes) -> ReferenceValues:
         values,
         notes=[
             "read from a quote of the reference image, not verified",
-            "MRTD measures the TD firmware (TDVF/OVMF); RTMR0 its configuration, RTMR1 the kernel, RTMR2 the kernel "
-            "command line and initrd, RTMR3 is free for the OS: allow-list MRTD and the RTMRs your image fixes",
+            (
+                "MRTD measures the TD firmware (TDVF/OVMF); RTMR0 its configuration, RTMR1 the kernel, RTMR2 the kernel "
+                "command line and initrd, RTMR3 is free for the OS: allow-list MRTD and the RTMRs your image fixes"
+            ),
         ],
         debug=s.debug,
     )

@@ -11,7 +11,7 @@ it may, with a warning, when the caller supplies the simulated backend.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from omron_tee.attestation.evidence import TeeType
 from omron_tee.enclave.base import Availability, EnclaveBackend

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-
 from enclave_fakes import FakeGpuSource, FakeGramine, FakeTsmKernel, vectors_dir
+
 from omron_tee.enclave.sev_snp import CERT_GUIDS, build_cert_table
 
 GUID = {name: guid for guid, name in CERT_GUIDS.items()}
@@ -51,6 +51,14 @@ class Vectors:
 @pytest.fixture(scope="session")
 def vectors() -> Vectors:
     return Vectors(vectors_dir())
+
+
+@pytest.fixture(scope="session")
+def signing_key():
+    """An SGX signing key: RSA-3072 with exponent 3, as gramine-sgx-gen-private-key makes."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=3, key_size=3072)
 
 
 @pytest.fixture

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from omron_tee.enclave.host import HostPaths
 
@@ -332,6 +332,7 @@ class FakeNvml:
     NVML_ERROR_LIBRARY_NOT_FOUND = 12
     NVML_ERROR_FUNCTION_NOT_FOUND = 13
     NVML_CC_SYSTEM_ENVIRONMENT_PROD = 2
+    NVMLError = FakeNvmlError
 
     def __init__(self, *, report: bytes, cert_chain: bytes, gpus: int = 1, cc: bool = True, init_error: int | None = None,
                  cc_error: int | None = None, devtools: bool = False) -> None:

@@ -7,9 +7,9 @@ import json
 import tomllib
 
 import pytest
+from enclave_sigstruct import MRENCLAVE, SIGN_OUTPUT, make_sigstruct
 
 from omron_tee.enclave import cli
-from test_reference import MRENCLAVE, SIGN_OUTPUT, make_sigstruct, signing_key  # noqa: F401 (fixture)
 
 
 def run(argv: list[str]) -> int:

@@ -13,8 +13,8 @@ import warnings
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-
 from enclave_fakes import FakeTsmKernel
+
 from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.enclave.configfs_tsm import ConfigfsTsm
 from omron_tee.enclave.host import HostPaths

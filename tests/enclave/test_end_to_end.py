@@ -21,17 +21,17 @@ verify_defaults = pytest.importorskip(
 pytest.importorskip("omron_tee.attestation.verify.snp", reason="the SEV-SNP verifier (issue 3) is not in this tree")
 pytest.importorskip("omron_tee.attestation.verify.nvidia", reason="the NVIDIA verifier (issue 3) is not in this tree")
 
-from omron_tee.attestation.binding import report_data_for  # noqa: E402
-from omron_tee.attestation.collateral.store import CollateralStore  # noqa: E402
-from omron_tee.attestation.validate.appraise import appraise, gpu_nonce_for  # noqa: E402
-from omron_tee.attestation.validate.policy import Policy  # noqa: E402
-from omron_tee.enclave.host import HostPaths  # noqa: E402
-from omron_tee.enclave.nvidia_gpu import CompositeBackend, NvidiaGpus, gpu_nonce  # noqa: E402
-from omron_tee.enclave.select import select_backend  # noqa: E402
-from omron_tee.enclave.sev_snp import SevSnpBackend  # noqa: E402
-from omron_tee.enclave.sgx_gramine import GramineSgxBackend  # noqa: E402
-from omron_tee.enclave.simulated import SimulatedBackend, dev_public_key  # noqa: E402
-from omron_tee.enclave.tdx import TdxBackend  # noqa: E402
+from omron_tee.attestation.binding import report_data_for
+from omron_tee.attestation.collateral.store import CollateralStore
+from omron_tee.attestation.validate.appraise import appraise, gpu_nonce_for
+from omron_tee.attestation.validate.policy import Policy
+from omron_tee.enclave.host import HostPaths
+from omron_tee.enclave.nvidia_gpu import CompositeBackend, NvidiaGpus, gpu_nonce
+from omron_tee.enclave.select import select_backend
+from omron_tee.enclave.sev_snp import SevSnpBackend
+from omron_tee.enclave.sgx_gramine import GramineSgxBackend
+from omron_tee.enclave.simulated import SimulatedBackend, dev_public_key
+from omron_tee.enclave.tdx import TdxBackend
 
 SGX_NOW = 1750330631  # the day the SGX vector's collateral was valid (testvectors README)
 TDX_NOW = 1750329207
@@ -68,9 +68,9 @@ def store(vectors) -> CollateralStore:
 
 def exchange(backend, *, policy: str, store: CollateralStore, now: float, simulated_keys=()):
     """What a validator does with a miner: fresh nonce, the trusted app's evidence, appraisal."""
+    from omron_tee.channel import KemSuite
     from omron_tee.miner.trusted_app import TrustedApp  # the miner's enclave side, as the neuron runs it
     from omron_tee.models import ModelRegistry
-    from omron_tee.channel import KemSuite
     from omron_tee.protocol import AttestRequest
 
     registry_models = ModelRegistry.builtin()

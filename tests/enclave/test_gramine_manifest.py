@@ -36,10 +36,10 @@ def render(**overrides: str) -> dict:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.globals["gramine"] = {"runtimedir": _Runtimedir(), "libos": pathlib.Path("/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so")}
     env.globals["python"] = {"get_sys_path": lambda interpreter: [_P(p) for p in SYS_PATH]}
-    variables = dict(
-        venv=VENV, arch_libdir="/lib/x86_64-linux-gnu", log_level="error", enclave_size="8G", max_threads="64",
-        debug="false", isvprodid="1", isvsvn="1", ca_bundle=f"{VENV}/lib/python3.11/site-packages/certifi/cacert.pem",
-    )
+    variables = {
+        "venv": VENV, "arch_libdir": "/lib/x86_64-linux-gnu", "log_level": "error", "enclave_size": "8G", "max_threads": "64",
+        "debug": "false", "isvprodid": "1", "isvsvn": "1", "ca_bundle": f"{VENV}/lib/python3.11/site-packages/certifi/cacert.pem",
+    }
     variables.update(overrides)
     return tomllib.loads(env.from_string(TEMPLATE.read_text()).render(**variables))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from enclave_fakes import FakeGpuSource, FakeNvml
+
 from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.enclave.host import HostPaths
 from omron_tee.enclave.nvidia_gpu import (

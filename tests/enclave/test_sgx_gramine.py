@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from enclave_fakes import FakeGramine
+
 from omron_tee.attestation.evidence import TeeType
 from omron_tee.enclave.host import HostPaths
 from omron_tee.enclave.sgx_gramine import GramineSgxBackend, summarize_sgx_quote
