@@ -153,3 +153,10 @@ def test_detect_sgx_cpu_without_device(tmp_path):
 def test_detect_nothing(tmp_path):
     a = GramineSgxBackend.detect(paths=HostPaths.under(tmp_path))
     assert not a.usable and "not inside Gramine" in a.detail
+
+
+def test_missing_quote_file_says_the_manifest_lacks_dcap(gramine):
+    (gramine.dir / "quote").unlink()
+    with pytest.raises(EnclaveError, match='sgx.remote_attestation = "dcap"') as e:
+        backend(gramine).attest(RD)
+    assert e.value.reason == "enclave-unavailable"
