@@ -85,6 +85,7 @@ class Net:
     def chain_args(self) -> list[str]:
         return ["--netuid", str(NETUID), "--subtensor.network", "embedded", "--chain.path", str(self.chain_path)]
 
+    policy_file: Path | None = None  # the network's policy as a file, for validator processes
     probe_timeout: float = PROBE_TIMEOUT
     slow_delay: float = SLOW_DELAY
     crash_delay: float = CRASH_DELAY
@@ -167,6 +168,11 @@ def net(tmp_path_factory) -> Net:
         # The simulated measurement covers the package's sources: recompute it now (the
         # miners just did), in case the code changed since this process first hashed it.
         code_digest.cache_clear()
+        code_digest()  # now, not lazily later: the miners measured the code as it is now
+        n.policy_file = d / "policy.toml"
+        from omron_tee.localnet import policy_toml
+
+        n.policy_file.write_text(policy_toml(n.policy()))
         yield n
     finally:
         for m in n.miners.values():

@@ -211,7 +211,7 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
         api_port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "omron_tee.validator", *net.chain_args(), *net.wallet_args("validator2"),
            "--validator.api_port", "0", "--validator.interval", "0.2", "--validator.timeout", str(net.probe_timeout),
-           "--neuron.data_dir", str(data_dir)]
+           "--neuron.data_dir", str(data_dir), "--validator.policy", str(net.policy_file)]
     # The restarted process also serves its third-party API.
     cmd2 = [*cmd[: cmd.index("--validator.api_port") + 1], str(api_port), *cmd[cmd.index("--validator.api_port") + 2 :]]
     honest = net.miners["honest"].hotkey
@@ -279,6 +279,9 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(timeout=5)
-    for log in logs:
-        text = log.read_text()
-        assert "Traceback" not in text, text[-3000:]
+    text = "".join(log.read_text() for log in logs)
+    assert "Traceback" not in text, text[-3000:]
+    # Every fault is named in the validator's log, per miner uid.
+    for role, reason in (("honest", "ok"), ("wrong", "wrong-output"), ("unapproved", "measurement-not-allowed"),
+                         ("slow", "timeout"), ("down", "unreachable")):
+        assert re.search(rf"uid {net.miners[role].uid}\s+\S+\s+{re.escape(reason)}\s", text), (role, reason, text[-3000:])
