@@ -22,6 +22,7 @@ from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.models import ModelRegistry
+from omron_tee.validator import llm_neuron
 from omron_tee.validator.api import build_api
 from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
 from omron_tee.validator.forward import Prober
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--chain.dev_stake", dest="dev_stake", type=float, default=1000.0,
                    help="embedded chain only: stake (TAO) this validator gives itself from the development faucet when it has none, so it holds a permit (default: %(default)s)")
     v.add_argument("--neuron.data_dir", dest="data_dir", default=str(DEFAULT_HOME / "validator"), help="where scores persist (default: %(default)s)")
+    llm_neuron.add_validator_args(p)
     return p
 
 
@@ -122,12 +124,14 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
         log.warning("hotkey %s holds no validator permit yet: miners will refuse its requests until it has enough stake", hotkey)
     models = ModelRegistry.builtin()
     policy = load_policy(args, network, models)
+    policy = llm_neuron.setup(args, models, policy, local=is_local(network))  # LLMs on offer and scored (docs/LLM.md)
     client = SignedClient(Signer(wallet), timeout=args.timeout)
     prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, kem=KemSuite.parse(args.kem),
                     timeout=args.timeout, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl)
     scores = ScoreBook(Path(args.data_dir) / f"scores-{network}-{args.netuid}-{hotkey}.sqlite")
     validator = Validator(chain=chain, wallet=wallet, prober=prober, scores=scores, weights_interval=args.weights_interval,
                           top_k=args.top_k, on_event=lambda ev: log_event(log, ev))
+    llm_rounds = llm_neuron.LlmRounds(validator, every=args.llm_every, max_tokens=args.llm_tokens)
     log.info("validator uid %d hotkey %s on %s netuid %d; %d miners with scores restored", neuron.uid, hotkey, network, args.netuid, len(scores.records))
     server_task = None
     if args.api_port:
@@ -145,6 +149,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
                 log.warning("this hotkey holds no validator permit: miners would refuse it, so no probing this round")
             elif validator.miners():
                 await validator.step(min(args.sample_size, len(validator.miners())))
+                await llm_rounds.maybe_step(args.sample_size)
             else:
                 log.info("no miner serves yet; waiting")
             if validator.due_for_weights():
