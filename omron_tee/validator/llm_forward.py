@@ -161,9 +161,11 @@ class LlmProber:
             session = await self.state.session(neuron, mid)
         except ModelError:
             return None
-        except AttestationError as e:
-            return _fail(neuron, mid, e.reason, f"attestation rejected: {e}", False)
         except OmronTeeError as e:
+            if mid not in self.state.served.get(neuron.hotkey, ()):
+                return None  # not known to serve the model: its other failures are the tensor probes' to score
+            if isinstance(e, AttestationError):
+                return _fail(neuron, mid, e.reason, f"attestation rejected: {e}", False)
             return _fail(neuron, mid, e.reason, str(e), None)
         try:
             c = await self.state.complete(neuron, session, mid, prompt, self.max_tokens)

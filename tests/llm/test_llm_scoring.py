@@ -77,14 +77,21 @@ def test_miner_without_the_llm_is_skipped_not_scored(tmp_path, llm_registry, llm
     assert asyncio.run(go()) is None
 
 
-def test_unreachable_llm_miner_is_a_failure(tmp_path, llm_registry, llm_runtime) -> None:
+def test_unreachable_llm_miner_is_a_failure_unknown_one_is_skipped(tmp_path, llm_registry, llm_runtime) -> None:
     async def go():
         async with llm_net(tmp_path, llm_registry, {"honest": DevFaults()}, api=False) as net:
             prober = LlmProber(net.validator, reference=llm_runtime, max_tokens=4)
+            neuron = net.validator.miners()[0]
+            first = await prober.probe(neuron)  # now known to serve the LLM
             server, task = net._servers[0]
             server.should_exit = True
             await task
-            return await prober.probe(net.validator.miners()[0])
+            down = await prober.probe(neuron)
+            other = LlmProber(type(net.validator)(chain=net.chain, wallet=net.validator.wallet, prober=net.validator.prober,
+                                                  scores=net.validator.scores), reference=llm_runtime, max_tokens=4)
+            return first, down, await other.probe(neuron)
 
-    r = asyncio.run(go())
-    assert r is not None and not r.outcome.ok and r.outcome.reason == "unreachable"
+    first, down, unknown = asyncio.run(go())
+    assert first.outcome.ok
+    assert down is not None and not down.outcome.ok and down.outcome.reason == "unreachable"
+    assert unknown is None  # never seen serving the LLM: its failures are for the tensor probes to score
