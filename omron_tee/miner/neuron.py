@@ -10,7 +10,9 @@ import uvicorn
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.config import add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.attestation.evidence import TeeType
 from omron_tee.enclave.base import EnclaveBackend
+from omron_tee.enclave.select import select_backend
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.errors import ConfigError, OmronTeeError
@@ -55,31 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_backend(args: argparse.Namespace, network: str, registry: ModelRegistry, model_ids: list[str]) -> EnclaveBackend:
+def make_backend(args: argparse.Namespace, network: str, registry: ModelRegistry) -> EnclaveBackend:
+    """The enclave backend for ``--enclave`` (see omron_tee.enclave.select for the rules)."""
     local = is_local(network)
-    kind = args.enclave
-    if kind == "auto" and local:
-        kind = _auto_kind(network)
-    if kind == "simulated":
-        if not local:
-            raise ConfigError(f"the simulated enclave is for local development only; on '{network}' validators refuse it. Use real TEE hardware (--enclave auto).")
-        models = [(m, registry.get(m).sha256) for m in model_ids]
+    faults = bool(args.dev_variant or args.dev_delay or args.dev_wrong_output)
+    if faults and not local:
+        raise ConfigError("--dev.* faults exist only for the simulated enclave on a local network")
+
+    def simulated() -> EnclaveBackend:
+        # The measurement covers the code and every model the image ships, whichever subset is served.
+        models = [(s.model_id, s.sha256) for s in registry.specs()]
         measurement = trusted_app_measurement(models, variant=args.dev_variant.encode())
         return SimulatedBackend(dev_attestation_key_path(args.chain_path), measurement)
-    if args.dev_variant or args.dev_delay or args.dev_wrong_output or getattr(args, "dev_bad_proof", False):
-        raise ConfigError("--dev.* faults exist only for the simulated enclave on a local network")
-    from omron_tee.enclave.select import select_backend  # real hardware backends
 
-    return select_backend(kind, network=network)
-
-
-def _auto_kind(network: str) -> str:
-    try:
-        from omron_tee.enclave.select import detect_all
-    except ImportError:
-        return "simulated"
-    usable = [a.tee_type.value for a in detect_all() if a.usable and a.tee_type.value != "simulated"]
-    return usable[0] if usable else "simulated"
+    backend = select_backend(args.enclave, network=network, simulated=simulated if local else None)
+    if faults and backend.tee_type is not TeeType.SIMULATED:
+        raise ConfigError("--dev.* faults exist only for the simulated enclave")
+    return backend
 
 
 def run(args: argparse.Namespace) -> None:
@@ -91,7 +85,7 @@ def run(args: argparse.Namespace) -> None:
     registry = ModelRegistry.builtin()
     model_ids = [m for m in args.models.split(",") if m] or registry.ids()
     model_ids = serve_llm(args, registry, model_ids)  # --llm / --llm.gguf: LLMs pinned by hash (docs/LLM.md)
-    backend = make_backend(args, network, registry, model_ids)
+    backend = make_backend(args, network, registry)
     faults = DevFaults(delay_s=args.dev_delay, wrong_output=args.dev_wrong_output, bad_proof=args.dev_bad_proof)
     provers = {}
     if not args.zk_off:
