@@ -106,6 +106,9 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
     # This release's LLM-serving build joins the policy's allow-list (validator and client alike).
     policy = with_measurement(validator.prober.policy, measurement)
     validator.prober.policy = policy
+    from omron_tee.localnet import policy_toml
+
+    (net.dir / "policy.toml").write_text(policy_toml(policy))  # so `omron-tee receipt verify` accepts the LLM receipt too
     validator.sync()
     neuron = next(n for n in validator.miners() if n.hotkey == hotkey)
 
