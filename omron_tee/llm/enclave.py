@@ -70,13 +70,17 @@ class LlmService:
             runtime = self.app.runtimes[p.model_id]
             n_prompt = len(runtime.check_request(p.prompt, p.max_tokens))
             wrong = bool(faults is not None and faults.wrong_output)
-            async for tok, piece in _in_thread(runtime, p.prompt, p.max_tokens):
-                if wrong and len(tokens) >= WRONG_OUTPUT_FROM:
-                    tok = (tok + 1) % runtime.n_vocab
-                    piece = runtime.piece(tok)
-                tokens.append(tok)
-                pieces.append(piece)
-                yield sealer.seal({"t": [tok], "b": b64(piece)})
+            gen = _in_thread(runtime, p.prompt, p.max_tokens)
+            try:
+                async for tok, piece in gen:
+                    if wrong and len(tokens) >= WRONG_OUTPUT_FROM:
+                        tok = (tok + 1) % runtime.n_vocab
+                        piece = runtime.piece(tok)
+                    tokens.append(tok)
+                    pieces.append(piece)
+                    yield sealer.seal({"t": [tok], "b": b64(piece)})
+            finally:
+                await gen.aclose()  # the requester went away (or we are done): stop generating now
             if len(tokens) < p.max_tokens:
                 finish = "stop"
         except OmronTeeError as e:

@@ -264,7 +264,8 @@ async def _start_completion(state: Any, validator: Any, model: str, prompt: str,
             continue
         except OmronTeeError as e:
             reasons.append(f"uid {neuron.uid}: {e.reason}")
-            validator.record(Outcome(neuron.hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
+            if model in state.served.get(neuron.hotkey, ()):  # only a known LLM miner is scored on an LLM request
+                validator.record(Outcome(neuron.hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
     raise MinerError("no attested miner serving this model answered" + (f" ({'; '.join(reasons)})" if reasons else ""), reason="all-miners-failed")
 
 

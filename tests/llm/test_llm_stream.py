@@ -221,3 +221,20 @@ def test_frame_reader_limits_and_payload_roundtrip() -> None:
     assert FrameReader().feed(frame(b"ab") + frame(b"") + frame(b"c")[:3]) == [b"ab", b""]
     p = CompletionPayload(os.urandom(32), MODEL, "héllo", 5, KemSuite.X25519.value, b"k" * 32, b"e" * 32)
     assert CompletionPayload.decode(p.encode()) == p
+
+
+def test_requester_gone_stops_generation(env, llm_runtime) -> None:
+    app = env[0]
+    request, _ = seal_completion(session(env), MODEL, PROMPT, 200)
+    svc = LlmService(app)
+
+    async def go():
+        gen = svc.frames(svc.open(request))
+        got = [await gen.__anext__() for _ in range(3)]  # header and two chunks, then the client hangs up
+        await gen.aclose()
+        return got
+
+    assert len(asyncio.run(go())) == 3
+    acquired = llm_runtime._lock.acquire(timeout=5)  # the generating thread stopped and let go of the model
+    assert acquired
+    llm_runtime._lock.release()
