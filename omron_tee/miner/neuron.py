@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="circuit cache built by `omron-tee circuits build` (default: $OMRON_TEE_CIRCUITS or ~/.omron-tee/circuits)")
     z.add_argument("--zk.srs", dest="zk_srs", default=None,
                    help="ceremony SRS file; without it, zk proofs are served only on the embedded network (development SRS)")
+    z.add_argument("--zk.input_visibility", dest="zk_input_visibility", default="private", choices=["private", "hashed", "public"],
+                   help="the input in zk proofs; validators must use circuits of the same visibility (default: %(default)s)")
     z.add_argument("--zk.off", dest="zk_off", action="store_true", help="serve the TEE proof system only")
     add_llm_args(p)
     d = p.add_argument_group("development faults (simulated enclave on a local network only)")
@@ -92,7 +94,8 @@ def run(args: argparse.Namespace) -> None:
         from omron_tee.zk.service import load_provers, zk_model_ids
 
         if zk_model_ids(registry, model_ids):
-            provers = load_provers(registry, model_ids, cache_dir=args.zk_circuits, srs_path=args.zk_srs, network=network)
+            provers = load_provers(registry, model_ids, cache_dir=args.zk_circuits, srs_path=args.zk_srs, network=network,
+                                   input_visibility=args.zk_input_visibility)
     app_core = TrustedApp(backend, registry, model_ids, faults=faults, provers=provers)
 
     if is_local(network):

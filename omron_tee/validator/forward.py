@@ -132,7 +132,7 @@ class Prober:
             try:
                 if verifier is None:
                     raise OmronTeeError(f"no zk verifier for {model_id}", reason="zk-unsupported")
-                verifier.verify(result.proof, result.output)
+                verifier.verify(result.proof, result.output, input=x)
             except OmronTeeError as e:
                 correct = False if e.reason == "zk-output-mismatch" else None
                 return self._fail(neuron, model_id, e.reason, str(e), True, correct=correct, proof_system=proof_system)

@@ -7,6 +7,7 @@ Layout of the cache (default ``~/.omron-tee/circuits``, or ``$OMRON_TEE_CIRCUITS
     <cache>/<model sha256>/model.compiled    the compiled circuit
     <cache>/<model sha256>/circuit.json      what we measured and decided (scales, tolerance, versions)
     <cache>/<model sha256>/keys/<srs sha256[:16]>/vk.key, pk.key
+    <cache>/<model sha256>.input-hashed/...  the same for a circuit with another input visibility
     <cache>/dev-srs/k<logrows>.srs           development SRS (embedded network only)
 
 Settings and the compiled circuit do not depend on the SRS; the keys do, so
@@ -56,7 +57,9 @@ CALIBRATION_ROWS = 32
 TOLERANCE_MARGIN = 4.0
 # ...and at least this many quanta of the output scale.
 MIN_TOLERANCE_QUANTA = 16
-VISIBILITIES = ("private", "public")
+# How the input appears in a proof: "private" (not at all: the default), "hashed" (its Poseidon
+# hash is public, so a requester who knows the input can check the proof is about it), "public".
+VISIBILITIES = ("private", "hashed", "public")
 
 DEV_SRS_WARNING = (
     "DEVELOPMENT SRS: generated on this machine with ezkl.gen_srs. Whoever generated it knows its "
@@ -235,6 +238,16 @@ class Circuit:
         values = [float(call(ezkl.felt_to_float, str(f), self.output_scale)) for f in felts]
         return np.asarray(values, dtype=np.float64).reshape(self.output_shape)
 
+    def input_instances(self, x: np.ndarray) -> list[str]:
+        """The public instances a proof of input ``x`` carries before its outputs (none when private)."""
+        if self.input_visibility == "private":
+            return []
+        ezkl = ezkl_module()
+        felts = [str(call(ezkl.float_to_felt, float(v), self.input_scale)) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
+        if self.input_visibility == "public":
+            return felts
+        return [str(h) for h in call(ezkl.poseidon_hash, felts)]
+
     def within_tolerance(self, proven: np.ndarray, claimed: np.ndarray) -> bool:
         claimed = np.asarray(claimed, dtype=np.float64)
         if claimed.shape != proven.shape or not np.isfinite(claimed).all():
@@ -403,7 +416,7 @@ def build_circuit(
         raise ConfigError(f"input visibility must be one of {', '.join(VISIBILITIES)}")
     ezkl = ezkl_module()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    d = cache / spec.sha256_hex
+    d = cache / (spec.sha256_hex if input_visibility == "private" else f"{spec.sha256_hex}.input-{input_visibility}")
     d.mkdir(parents=True, exist_ok=True)
     with _locked(d / ".lock"):
         meta = _read_meta(d)

@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
     g.add_argument("--dev-srs", action="store_true", help="generate a development SRS (embedded network only; it CAN FORGE PROOFS)")
     b.add_argument("--network", default="embedded", help="network the circuit is for; --dev-srs is refused unless it is 'embedded' (default: %(default)s)")
     b.add_argument("--cache", default=None, help="cache folder (default: $OMRON_TEE_CIRCUITS or ~/.omron-tee/circuits)")
-    b.add_argument("--input-visibility", default="private", choices=["private", "public"], help="visibility of the model input in the proof (default: %(default)s)")
+    b.add_argument("--input-visibility", default="private", choices=["private", "hashed", "public"],
+                   help="the model input in the proof: private (default), hashed (its Poseidon hash is public), public")
     b.add_argument("--max-logrows", type=int, default=None, help="try to fit the circuit in 2^N rows first (default: 12)")
     b.add_argument("--json", action="store_true", help="print the circuit's description as JSON")
     b.set_defaults(handler=_build)

@@ -33,6 +33,7 @@ def load_circuits(
     network: str = "embedded",
     build: bool = False,
     proving_key: bool = True,
+    input_visibility: str = "private",
 ) -> dict[str, Circuit]:
     """Circuits of the zk models among ``model_ids``: a ceremony SRS if given, else the development SRS (embedded only)."""
     out: dict[str, Circuit] = {}
@@ -49,6 +50,7 @@ def load_circuits(
                 dev_network=None if srs_path else network,
                 build=build,
                 proving_key=proving_key,
+                input_visibility=input_visibility,
             )
         except ConfigError:
             raise

@@ -4,7 +4,9 @@ The verifier uses its own circuit (built from the pinned model and the SRS
 it trusts), never keys sent by the prover. It checks, in order:
 
 1. the proof verifies against our verifying key (else ``zk-proof-invalid``);
-2. its public outputs, dequantised with the circuit's output scale, equal the
+2. for a circuit whose input is hashed or public, that the proof is about the
+   requester's input (else ``zk-input-mismatch``);
+3. its public outputs, dequantised with the circuit's output scale, equal the
    claimed output within the circuit's tolerance (else ``zk-output-mismatch``).
 
 The proof's own "pretty" fields are ignored: only its instances are verified.
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from omron_tee.zk.circuits import Circuit, call, ezkl_module
-from omron_tee.zk.errors import ZK_OUTPUT_MISMATCH, ZK_PROOF_INVALID, ZkError, ZkRefused
+from omron_tee.zk.errors import ZK_INPUT_MISMATCH, ZK_OUTPUT_MISMATCH, ZK_PROOF_INVALID, ZkError, ZkRefused
 
 MAX_PROOF_BYTES = 1 << 20
 
@@ -44,8 +46,11 @@ class ZkVerifier:
         self.circuit = circuit
         self.ezkl = ezkl_module()
 
-    def verify(self, proof: bytes | None, claimed: np.ndarray) -> ZkVerdict:
-        """The proven output if ``proof`` verifies and proves ``claimed``; else ``ZkRefused`` naming why."""
+    def verify(self, proof: bytes | None, claimed: np.ndarray, *, input: np.ndarray | None = None) -> ZkVerdict:
+        """The proven output if ``proof`` verifies and proves ``claimed``; else ``ZkRefused`` naming why.
+
+        ``input``: the requester's input; checked against the proof when the
+        circuit makes it (or its hash) public."""
         t0 = time.perf_counter()
         c = self.circuit
         if not proof:
@@ -54,8 +59,11 @@ class ZkVerifier:
             raise ZkRefused(f"zk proof of {len(proof)} bytes exceeds {MAX_PROOF_BYTES}", reason=ZK_PROOF_INVALID)
         try:
             doc = json.loads(proof)
-            instances = doc["instances"]
-            felts = [str(f) for f in instances[-1]]  # outputs are the last public instance
+            flat = [str(f) for inst in doc["instances"] for f in inst]
+            n_out = int(np.prod(c.output_shape))
+            if len(flat) < n_out:
+                raise ValueError
+            prefix, felts = flat[:-n_out], flat[-n_out:]  # outputs are the last public instances
         except (ValueError, KeyError, TypeError, IndexError):
             raise ZkRefused("zk proof is malformed", reason=ZK_PROOF_INVALID) from None
         fd, path = tempfile.mkstemp(prefix="omron-zk-", suffix=".proof")
@@ -75,6 +83,13 @@ class ZkVerifier:
             proven = c.dequantise(felts)
         except (ZkError, ValueError, RuntimeError):
             raise ZkRefused("zk proof's public outputs do not fit the circuit", reason=ZK_PROOF_INVALID) from None
+        if input is not None and c.input_visibility != "private":
+            try:
+                want = c.input_instances(input)
+            except Exception:  # an input the circuit cannot represent is not the one proven
+                want = None
+            if prefix != want:
+                raise ZkRefused("zk proof is not about the requester's input", reason=ZK_INPUT_MISMATCH)
         if not c.within_tolerance(proven, claimed):
             raise ZkRefused(
                 f"zk proof's public output differs from the claimed output by more than {c.atol:.4g}",

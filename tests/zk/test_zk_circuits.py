@@ -117,3 +117,22 @@ def test_proving_errors_do_not_quote_the_input(prover, spec, caplog, capfd) -> N
     # ezkl's own message names the out-of-range integer (derived from the private input): it goes nowhere.
     for text in (str(e.value), caplog.text, out, err):
         assert "decomposition" not in text and "too large" not in text
+
+
+def test_hashed_input_binds_the_proof_to_the_input(spec, zk_cache) -> None:
+    """With the input's Poseidon hash public, a proof about another input is refused by name."""
+    from omron_tee.zk.prover import ZkProver
+    from omron_tee.zk.verifier import ZkVerifier
+
+    c = build_circuit(spec, cache_dir=zk_cache, dev_network="embedded", input_visibility="hashed")
+    assert c.dir.name == f"{spec.sha256_hex}.input-hashed" and c.input_visibility == "hashed"
+    rng = np.random.default_rng(11)
+    x, other = sample_input(spec, rng), sample_input(spec, rng)
+    p = ZkProver(c).prove(x)
+    v = ZkVerifier(c)
+    claimed = ModelRegistry.builtin().runtime(ZK_MODEL).run(x)
+    assert len(json.loads(p.proof)["instances"][0]) == 1 + 1  # the input's hash, then the output
+    v.verify(p.proof, claimed, input=x)
+    with pytest.raises(ZkRefused) as e:
+        v.verify(p.proof, claimed, input=other)
+    assert e.value.reason == "zk-input-mismatch"
