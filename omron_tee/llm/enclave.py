@@ -112,14 +112,22 @@ async def _in_thread(runtime: Any, prompt: str, max_tokens: int) -> AsyncIterato
     stop = threading.Event()
     done = object()
 
+    def post(item: object) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone: nobody is listening
+            stop.set()
+
     def work() -> None:
         try:
             for item in runtime.stream(prompt, max_tokens, stop):
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                post(item)
+                if stop.is_set():
+                    break
         except BaseException as e:  # handed to the consumer
-            loop.call_soon_threadsafe(queue.put_nowait, e)
+            post(e)
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, done)
+            post(done)
 
     thread = threading.Thread(target=work, name="llm-generate", daemon=True)
     thread.start()
@@ -132,4 +140,6 @@ async def _in_thread(runtime: Any, prompt: str, max_tokens: int) -> AsyncIterato
                 raise item
             yield item
     finally:
-        stop.set()  # the requester went away: stop generating
+        stop.set()  # the requester went away (or the stream ended): stop generating
+        if thread.is_alive():
+            await asyncio.to_thread(thread.join, 10.0)  # at most one token's time: the model is free again after this
