@@ -118,3 +118,50 @@ def test_verifiers_raise_only_attestation_errors(data):
             verify()
         except AttestationError:
             pass
+
+
+@pytest.mark.parametrize("name", ["sgx", "tdx"])
+@FUZZ
+@given(data=st.data())
+def test_fast_and_field_by_field_paths_agree(name, data):
+    """The one-unpack fast path for DCAP signature data accepts exactly what the named-field parser accepts."""
+    from omron_tee.attestation.abi import dcap_common as dc
+
+    quote = data.draw(mutated(_seed(name)))
+    parse = PARSERS[name]
+
+    def outcome():
+        try:
+            return parse(quote)
+        except ParseError:
+            return "ParseError"
+
+    fast = outcome()
+    real = dc._fast_signature_data
+    try:
+        dc._fast_signature_data = lambda *a: (_ for _ in ()).throw(dc._Unusual())
+        slow = outcome()
+    finally:
+        dc._fast_signature_data = real
+    assert fast == slow
+
+
+@FUZZ
+@given(data=st.data())
+def test_snp_fast_and_field_by_field_paths_agree(data):
+    quote = data.draw(mutated(_seed("sev-snp")) | st.binary(min_size=snp_abi.REPORT_LEN, max_size=snp_abi.REPORT_LEN))
+
+    def outcome():
+        try:
+            return snp_abi.parse(quote)
+        except ParseError:
+            return "ParseError"
+
+    fast = outcome()
+    real = snp_abi._fast
+    try:
+        snp_abi._fast = lambda d: (_ for _ in ()).throw(snp_abi._Unusual())
+        slow = outcome()
+    finally:
+        snp_abi._fast = real
+    assert fast == slow

@@ -24,6 +24,7 @@ parses only: no signature or certificate is checked here (see verify.dcap).
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 
 from omron_tee.attestation.abi.binary import Reader
@@ -137,7 +138,18 @@ class SignatureData:
         return self.qe.certification_data.pck_chain_pem
 
 
+_HEADER = struct.Struct("<HHIHH16s20s")
+_REPORT = struct.Struct("<16sI12s16s16s32s32s32s32s64sHHH42s16s64s")
+assert _HEADER.size == HEADER_LEN and _REPORT.size == ENCLAVE_REPORT_LEN
+
+
 def parse_header(r: Reader) -> QuoteHeader:
+    if r.remaining >= HEADER_LEN:  # fast path: one unpack; the slow path below names a short field
+        version, key_type, tee_type, qe_svn, pce_svn, vendor, user_data = _HEADER.unpack_from(r.data, r.pos)
+        r.pos += HEADER_LEN
+        if key_type != ATT_KEY_TYPE_ECDSA_P256:
+            raise r.error("header.attestation_key_type", f"unsupported attestation key type {key_type} (only 2, ECDSA-256 with P-256)")
+        return QuoteHeader(version, key_type, tee_type, qe_svn, pce_svn, vendor, user_data)
     version = r.u16("header.version")
     key_type = r.u16("header.attestation_key_type")
     tee_type = r.u32("header.tee_type")
@@ -151,6 +163,10 @@ def parse_header(r: Reader) -> QuoteHeader:
 
 
 def parse_enclave_report(r: Reader, prefix: str) -> EnclaveReport:
+    if r.remaining >= ENCLAVE_REPORT_LEN:  # fast path, same fields as below
+        f = _REPORT.unpack_from(r.data, r.pos)
+        r.pos += ENCLAVE_REPORT_LEN
+        return EnclaveReport(f[0], f[1], f[3], f[4], f[5], f[7], f[9], f[10], f[11], f[12], f[14], f[15])
     cpu_svn = r.bytes(16, f"{prefix}.cpu_svn")
     misc_select = r.u32(f"{prefix}.misc_select")
     r.bytes(12, f"{prefix}.reserved1")
@@ -204,8 +220,62 @@ def _parse_qe_report_cert_data(r: Reader, prefix: str) -> QeReportCertificationD
     return QeReportCertificationData(qe_report, qe_report_raw, qe_sig, auth, cert)
 
 
+_U32 = struct.Struct("<I")
+_CERT_HDR = struct.Struct("<HI")
+_AUTH_LEN = struct.Struct("<H")
+_KNOWN_CERT_TYPES = frozenset(int(t) for t in CertDataType)
+
+
+class _Unusual(Exception):
+    """The fast path met something unusual: the field-by-field parser decides (and names the field)."""
+
+
+def _fast_signature_data(data: bytes, pos: int, end_of_data: int, version: int) -> SignatureData:
+    """The common case in a few unpacks; every check of the slow path, or ``_Unusual``."""
+    try:
+        (length,) = _U32.unpack_from(data, pos)
+        start = pos + 4
+        end = start + length
+        if end > end_of_data:
+            raise _Unusual
+        p = start + 128
+        if version != 3:
+            outer, size = _CERT_HDR.unpack_from(data, p)
+            p += 6
+            if outer != CertDataType.QE_REPORT_CERT_DATA or size != end - p:
+                raise _Unusual
+        if p + ENCLAVE_REPORT_LEN + 66 > end:
+            raise _Unusual
+        f = _REPORT.unpack_from(data, p)
+        qe_report = EnclaveReport(f[0], f[1], f[3], f[4], f[5], f[7], f[9], f[10], f[11], f[12], f[14], f[15])
+        qe_raw = data[p : p + ENCLAVE_REPORT_LEN]
+        p += ENCLAVE_REPORT_LEN
+        qe_sig = data[p : p + 64]
+        (auth_len,) = _AUTH_LEN.unpack_from(data, p + 64)
+        p += 66
+        auth = data[p : p + auth_len]
+        p += auth_len
+        cert_type, cert_size = _CERT_HDR.unpack_from(data, p)
+        p += 6
+        if cert_type not in _KNOWN_CERT_TYPES or cert_size > MAX_CERT_DATA_LEN or p + cert_size != end:
+            raise _Unusual
+        cert = CertificationData(cert_type, data[p:end])
+        if end < end_of_data and any(data[end:end_of_data]):
+            raise _Unusual
+    except struct.error:
+        raise _Unusual from None
+    qe = QeReportCertificationData(qe_report, qe_raw, qe_sig, auth, cert)
+    return SignatureData(data[start : start + 64], data[start + 64 : start + 128], qe)
+
+
 def parse_signature_data(r: Reader, version: int) -> SignatureData:
     """Parse the ``u32 length | signature data`` section and its zero padding."""
+    try:
+        out = _fast_signature_data(r.data, r.pos, r.end, version)
+        r.pos = r.end
+        return out
+    except _Unusual:
+        pass
     length = r.u32("signature_data_len")
     if length > r.remaining:
         raise r.error("signature_data_len", f"declares {length} bytes, only {r.remaining} present")

@@ -14,6 +14,7 @@ extended report (GUID-keyed VCEK/VLEK/ASK/ARK blobs).
 
 from __future__ import annotations
 
+import struct
 import uuid
 from dataclasses import dataclass
 
@@ -242,10 +243,70 @@ def product_from_cpuid(family: int | None, model: int | None) -> str | None:
     return None
 
 
+_LAYOUT = struct.Struct("<IIQ16s16sIIQQII64s48s32s48s48s32s32sQ24s64sQ4s4sQ168s72s72s368s")
+assert _LAYOUT.size == REPORT_LEN
+
+
+class _Unusual(Exception):
+    pass
+
+
+def _fast(data: bytes) -> SnpReport:
+    """One unpack and the same checks as the field-by-field parser, or ``_Unusual`` to let it name the fault."""
+    (version, guest_svn, policy, family_id, image_id, vmpl, sig_algo, current_tcb, platform_info, key_info, rsvd_4c,
+     report_data, measurement, host_data, id_key_digest, author_key_digest, report_id, report_id_ma, reported_tcb,
+     cpuid_area, chip_id, committed_tcb, cur, com, launch_tcb, tail, sig_r, sig_s, sig_rsvd) = _LAYOUT.unpack_from(data)
+    signing_key = (key_info >> 2) & 0x7
+    if (
+        version not in SUPPORTED_VERSIONS
+        or not policy & POLICY_RESERVED_ONE
+        or vmpl > 3
+        or sig_algo != SIG_ALGO_ECDSA_P384_SHA384
+        or key_info & ~0x1F
+        or signing_key not in _SIGNING_KEY_NAMES
+        or rsvd_4c != 0
+        or cur[3] or com[3]
+        or any(sig_rsvd)
+    ):
+        raise _Unusual
+    if version >= 3:
+        fam, mod, step = cpuid_area[0], cpuid_area[1], cpuid_area[2]
+        if any(cpuid_area[3:]):
+            raise _Unusual
+    else:
+        fam = mod = step = None
+        if any(cpuid_area):
+            raise _Unusual
+    if version >= 5:
+        launch_mit, current_mit = int.from_bytes(tail[:8], "little"), int.from_bytes(tail[8:16], "little")
+        if any(tail[16:]):
+            raise _Unusual
+    else:
+        launch_mit = current_mit = None
+        if any(tail):
+            raise _Unusual
+    return SnpReport(
+        version=version, guest_svn=guest_svn, policy=GuestPolicy(policy), family_id=family_id, image_id=image_id,
+        vmpl=vmpl, signature_algo=sig_algo, current_tcb_raw=current_tcb, platform_info=platform_info,
+        author_key_en=bool(key_info & 1), mask_chip_key=bool(key_info & 2), signing_key=signing_key,
+        report_data=report_data, measurement=measurement, host_data=host_data, id_key_digest=id_key_digest,
+        author_key_digest=author_key_digest, report_id=report_id, report_id_ma=report_id_ma,
+        reported_tcb_raw=reported_tcb, cpuid_fam_id=fam, cpuid_mod_id=mod, cpuid_step=step, chip_id=chip_id,
+        committed_tcb_raw=committed_tcb, current_version=(cur[2], cur[1], cur[0]), committed_version=(com[2], com[1], com[0]),
+        launch_tcb_raw=launch_tcb, launch_mit_vector=launch_mit, current_mit_vector=current_mit,
+        signature_r=int.from_bytes(sig_r, "little"), signature_s=int.from_bytes(sig_s, "little"),
+        signed_bytes=data[:SIGNED_LEN],
+    )
+
+
 def parse(data: bytes) -> SnpReport:
     data = require_bytes(data, STRUCTURE)
     if len(data) != REPORT_LEN:
         raise ParseError(STRUCTURE, "length", f"expected {REPORT_LEN} bytes, got {len(data)}")
+    try:
+        return _fast(data)
+    except _Unusual:
+        pass
     r = Reader(data, STRUCTURE)
     version = r.u32("version")
     if version not in SUPPORTED_VERSIONS:

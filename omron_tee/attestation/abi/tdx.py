@@ -16,6 +16,7 @@ The quote signature covers everything before the signature data length.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from omron_tee.attestation.abi import dcap_common as dc
@@ -83,7 +84,20 @@ class TdxQuote:
         return self.signature_data.pck_chain_pem
 
 
+_TD10 = struct.Struct("<16s48s48s8s8s8s48s48s48s48s48s48s48s48s64s")
+_TD15_EXTRA = struct.Struct("<16s48s")
+assert _TD10.size == TD_REPORT10_LEN and _TD10.size + _TD15_EXTRA.size == TD_REPORT15_LEN
+
+
 def _parse_td_report(r: Reader, v15: bool) -> TdReport:
+    if r.remaining >= (TD_REPORT15_LEN if v15 else TD_REPORT10_LEN):  # fast path, same fields as below
+        v = _TD10.unpack_from(r.data, r.pos)
+        r.pos += TD_REPORT10_LEN
+        svn2 = servicetd = None
+        if v15:
+            svn2, servicetd = _TD15_EXTRA.unpack_from(r.data, r.pos)
+            r.pos += _TD15_EXTRA.size
+        return TdReport(*v[:10], (v[10], v[11], v[12], v[13]), v[14], svn2, servicetd)
     f = "td_report"
     tee_tcb_svn = r.bytes(16, f"{f}.tee_tcb_svn")
     mr_seam = r.bytes(48, f"{f}.mr_seam")

@@ -77,11 +77,11 @@ def leaf_tcb(cert: x509.Certificate, *, turin_layout: bool) -> TcbVersion:
         raw = _ext(cert, oid)
         if raw is None:
             raise VerificationError(f"'{name_of(cert)}' has no {name} SPL extension ({oid})", reason="bad-certificate")
-        parts[name] = der_uint(raw, f"{name_of(cert)} {name} SPL")
+        parts[name] = _spl(raw, cert, name)
     fmc = None
     if turin_layout:
         raw = _ext(cert, OID_FMC_SPL)
-        fmc = der_uint(raw, f"{name_of(cert)} fmc SPL") if raw is not None else 0
+        fmc = _spl(raw, cert, "fmc") if raw is not None else 0
     for k, v in parts.items():
         if not 0 <= v <= 255:
             raise VerificationError(f"'{name_of(cert)}' {k} SPL {v} is out of range", reason="bad-certificate")
@@ -90,6 +90,13 @@ def leaf_tcb(cert: x509.Certificate, *, turin_layout: bool) -> TcbVersion:
     else:
         b = bytes([parts["bootloader"], parts["tee"], 0, 0, 0, 0, parts["snp"], parts["microcode"]])
     return TcbVersion(int.from_bytes(b, "little"), parts["bootloader"], parts["tee"], parts["snp"], parts["microcode"], fmc)
+
+
+def _spl(raw: bytes, cert: x509.Certificate, name: str) -> int:
+    try:
+        return der_uint(raw, f"{name} SPL")
+    except VerificationError as e:
+        raise VerificationError(f"'{name_of(cert)}': {e}", reason=e.reason) from None
 
 
 def leaf_hwid(cert: x509.Certificate) -> bytes | None:

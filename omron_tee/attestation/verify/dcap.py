@@ -22,7 +22,6 @@ to run outside a test session.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import threading
 from typing import Any, Callable
 
@@ -111,7 +110,7 @@ class DcapVerifier:
                 "quote carries no PCK certificate chain (certification data type 5); only such quotes can be verified offline",
                 reason="unsupported-quote",
             )
-        key = hashlib.sha256(pem).digest()
+        key = pem  # bytes cache their hash; one PCK chain per platform
         hit = self._pck_memo.get(key)
         if hit is not None:
             return hit
@@ -126,7 +125,7 @@ class DcapVerifier:
             raise VerificationError("PCK certificate is not issued by an Intel PCK Processor or Platform CA", reason="untrusted-chain")
         ident = (bytes(ext.fmspc).hex().upper(), ca)
         with self._memo_lock:
-            if len(self._pck_memo) > 4096:
+            if len(self._pck_memo) > 1024:
                 self._pck_memo.clear()
             self._pck_memo[key] = ident
         return ident

@@ -25,7 +25,6 @@ layer's. AMD publishes no TCB status such as Intel's "UpToDate": the claims'
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from typing import Any
 
@@ -34,7 +33,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from omron_tee.attestation.abi import snp as abi
 from omron_tee.attestation.collateral import amd as amd_coll
@@ -82,14 +80,39 @@ class SnpVerifier:
         self.store = store
         self._arks = _builtin_arks()
         self._intermediates = _builtin_intermediates()
-        self._chain_ok: dict[bytes, bool] = {}
+        self._chain_ok: dict[tuple[int, int, int], tuple[x509.Certificate, ...]] = {}
+        self._blobs: dict[bytes, list[x509.Certificate]] = {}
+        self._roles: dict[int, tuple[x509.Certificate, amd_coll.AmdCertRole | None]] = {}
         self._lock = threading.Lock()
+
+    # --- memos (certificate parsing and naming cost more than the report signature check) ---
+
+    def _memo_put(self, memo: dict, key: Any, value: Any) -> None:
+        with self._lock:
+            if len(memo) > 1024:
+                memo.clear()
+            memo[key] = value
+
+    def _given(self, blob: bytes) -> list[x509.Certificate]:
+        certs = self._blobs.get(blob)
+        if certs is None:
+            certs = evidence_certificates(blob)
+            self._memo_put(self._blobs, blob, certs)
+        return certs
+
+    def _role(self, cert: x509.Certificate) -> amd_coll.AmdCertRole | None:
+        hit = self._roles.get(id(cert))
+        if hit is not None and hit[0] is cert:
+            return hit[1]
+        role = amd_coll.classify(cert)
+        self._memo_put(self._roles, id(cert), (cert, role))  # keeps ``cert`` alive, so its id stays its own
+        return role
 
     # --- certificates ----------------------------------------------------
 
     def _leaf(self, report: abi.SnpReport, given: list[x509.Certificate]) -> x509.Certificate:
         want = "vcek" if report.signing_key == abi.SIGNING_KEY_VCEK else "vlek"
-        leaves = [c for c in given if (amd_coll.classify(c) or amd_coll.AmdCertRole("", None)).role == want]
+        leaves = [c for c in given if (self._role(c) or amd_coll.AmdCertRole("", None)).role == want]
         if want == "vcek":
             if leaves:
                 return leaves[0]
@@ -116,7 +139,7 @@ class SnpVerifier:
 
     def _intermediate(self, role: str, product: str, given: list[x509.Certificate]) -> x509.Certificate:
         for c in list(given) + self._intermediates:
-            r = amd_coll.classify(c)
+            r = self._role(c)
             if r and r.role == role and r.product == product:
                 return c
         if self.store is not None:
@@ -126,16 +149,14 @@ class SnpVerifier:
         raise CollateralError(f"no {role.upper()} certificate for {product}", reason="collateral-missing")
 
     def _check_chain(self, leaf: x509.Certificate, inter: x509.Certificate, ark: x509.Certificate) -> None:
-        key = hashlib.sha256(b"".join(c.public_bytes(Encoding.DER) for c in (leaf, inter, ark))).digest()
-        if self._chain_ok.get(key):
+        key = (id(leaf), id(inter), id(ark))
+        hit = self._chain_ok.get(key)
+        if hit is not None and hit[0] is leaf and hit[1] is inter and hit[2] is ark:
             return
         verify_issued_by(ark, ark, "AMD ARK")
         verify_issued_by(inter, ark, "AMD certificate chain")
         verify_issued_by(leaf, inter, "AMD certificate chain")
-        with self._lock:
-            if len(self._chain_ok) > 1024:
-                self._chain_ok.clear()
-            self._chain_ok[key] = True
+        self._memo_put(self._chain_ok, key, (leaf, inter, ark))
 
     @staticmethod
     def _signature_ok(report: abi.SnpReport, leaf: x509.Certificate) -> bool:
@@ -173,9 +194,9 @@ class SnpVerifier:
         report = abi.parse(evidence.quote)
         if report.signing_key == abi.SIGNING_KEY_NONE:
             raise VerificationError("the report is unsigned (signing key selector 7)", reason="bad-signature")
-        given = evidence_certificates(evidence.certificates)
+        given = self._given(evidence.certificates)
         leaf = self._leaf(report, given)
-        role = amd_coll.classify(leaf)
+        role = self._role(leaf)
         signer = "vcek" if report.signing_key == abi.SIGNING_KEY_VCEK else "vlek"
         if role is None or role.role != signer:
             raise VerificationError(f"the report is signed by a {signer.upper()} but the certificate is '{name_of(leaf)}'", reason="bad-certificate")
@@ -195,7 +216,7 @@ class SnpVerifier:
         self._check_leaf_binding(report, leaf, signer, product)
         if not self._signature_ok(report, leaf):
             raise VerificationError(f"the report's ECDSA P-384 signature does not verify with the {signer.upper()}", reason="bad-signature")
-        extra = {"product": product, "trust_root": name_of(ark), "crl_checked": crl_checked, "verified": True}
+        extra = {"product": product, "trust_root": f"ARK-{product}", "crl_checked": crl_checked, "verified": True}
         csp = amd_coll.leaf_csp_id(leaf) if signer == "vlek" else None
         if csp:
             extra["vlek_csp_id"] = csp
