@@ -56,6 +56,7 @@ class Prober:
         seed: int | None = None,
         zk_verifiers: Mapping[str, Any] | None = None,
         zk_timeout: float = 60.0,
+        zk_share: float = 0.0,
     ) -> None:
         self.client = client
         self.policy = policy
@@ -72,6 +73,7 @@ class Prober:
         # model id -> omron_tee.zk.verifier.ZkVerifier (built from our own circuit and SRS)
         self.zk_verifiers = dict(zk_verifiers or {})
         self.zk_timeout = max(timeout, zk_timeout)
+        self.zk_share = zk_share  # share of unspecified probes sent as zk to miners that offer it
         self._offers: dict[str, AttestResponse] = {}  # what each miner last advertised
 
     def forget(self, hotkey: str) -> None:
@@ -83,7 +85,20 @@ class Prober:
         raw = await self.client.post(neuron.endpoint.url, "/attest", AttestRequest(nonce, self.kem.value).to_json(), receiver=neuron.hotkey, timeout=self.timeout)
         return AttestResponse.from_json(raw), time.perf_counter() - t0
 
-    async def probe(self, neuron: Neuron, model_id: str | None = None, proof_system: str = "tee") -> ProbeResult:
+    def _pick_proof_system(self, neuron: Neuron, model_id: str | None) -> tuple[str, str | None]:
+        """For a probe that names no proof system: zk for ``zk_share`` of them, if the miner offered zk when it last attested."""
+        if self.zk_share <= 0 or not self.zk_verifiers:
+            return "tee", model_id
+        offer = self._offers.get(neuron.hotkey)
+        if offer is None or self.rng.random() >= self.zk_share:
+            return "tee", model_id
+        offered = sorted(m for m in self.zk_verifiers if offer.offers(m, "zk") and model_id in (None, m))
+        return ("zk", str(self.rng.choice(offered))) if offered else ("tee", model_id)
+
+    async def probe(self, neuron: Neuron, model_id: str | None = None, proof_system: str | None = None) -> ProbeResult:
+        """One benchmark exchange. ``proof_system`` None: "tee", or "zk" for a share of probes (``zk_share``)."""
+        if proof_system is None:
+            proof_system, model_id = self._pick_proof_system(neuron, model_id)
         zk = proof_system == "zk"
         if zk and not self.zk_verifiers:
             raise ValueError("a zk probe needs zk verifiers (omron_tee.zk.verifier.ZkVerifier per model)")

@@ -29,6 +29,7 @@ from omron_tee.validator.forward import Prober
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
+from omron_tee.zk import service as zk_service
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedded chain only: stake (TAO) this validator gives itself from the development faucet when it has none, so it holds a permit (default: %(default)s)")
     v.add_argument("--neuron.data_dir", dest="data_dir", default=str(DEFAULT_HOME / "validator"), help="where scores persist (default: %(default)s)")
     llm_neuron.add_validator_args(p)
+    zk_service.add_validator_args(p)  # zk probes (docs/ZK.md)
     return p
 
 
@@ -127,7 +129,8 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     policy = llm_neuron.setup(args, models, policy, local=is_local(network))  # LLMs on offer and scored (docs/LLM.md)
     client = SignedClient(Signer(wallet), timeout=args.timeout)
     prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, kem=KemSuite.parse(args.kem),
-                    timeout=args.timeout, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl)
+                    timeout=args.timeout, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl,
+                    zk_verifiers=zk_service.validator_verifiers(args, models, network), zk_share=args.zk_share)
     scores = ScoreBook(Path(args.data_dir) / f"scores-{network}-{args.netuid}-{hotkey}.sqlite")
     validator = Validator(chain=chain, wallet=wallet, prober=prober, scores=scores, weights_interval=args.weights_interval,
                           top_k=args.top_k, on_event=lambda ev: log_event(log, ev))

@@ -69,3 +69,29 @@ def load_verifiers(registry: ModelRegistry, model_ids: list[str] | None = None, 
     from omron_tee.zk.verifier import ZkVerifier
 
     return {m: ZkVerifier(c) for m, c in load_circuits(registry, model_ids, proving_key=False, **kw).items()}
+
+
+def add_validator_args(p) -> None:
+    """The validator neuron's zk flags (omron_tee/validator/neuron.py)."""
+    z = p.add_argument_group("zk proofs (EZKL; docs/ZK.md)")
+    z.add_argument("--zk.share", dest="zk_share", type=float, default=0.0,
+                   help="share of benchmark probes sent as zk requests to miners that offer zk (default: %(default)s, off)")
+    z.add_argument("--zk.circuits", dest="zk_circuits", default=None,
+                   help="circuit cache (default: $OMRON_TEE_CIRCUITS or ~/.omron-tee/circuits); missing circuits are built")
+    z.add_argument("--zk.srs", dest="zk_srs", default=None,
+                   help="ceremony SRS file; without it zk probes run only on the embedded network (development SRS)")
+    z.add_argument("--zk.input_visibility", dest="zk_input_visibility", default="private", choices=["private", "hashed", "public"],
+                   help="the input in zk proofs, as the miners' circuits have it (default: %(default)s)")
+
+
+def validator_verifiers(args, registry: ModelRegistry, network: str) -> dict:
+    """Verifiers for the validator's zk probes, or none when ``--zk.share`` is 0."""
+    if getattr(args, "zk_share", 0.0) <= 0:
+        return {}
+    if not 0 < args.zk_share <= 1:
+        raise ConfigError("--zk.share must be between 0 and 1")
+    verifiers = load_verifiers(registry, cache_dir=args.zk_circuits, srs_path=args.zk_srs, network=network, build=True,
+                               input_visibility=args.zk_input_visibility)
+    if verifiers:
+        log.info("zk probes: %.0f%% of probes to miners offering zk, for %s", args.zk_share * 100, ", ".join(verifiers))
+    return verifiers

@@ -162,3 +162,21 @@ def test_protocol_fields_roundtrip() -> None:
     back = InferenceResult.decode(r.encode())
     assert (back.proof, back.prove_ms) == (b'{"proof":[1]}', 12.5)
     assert InferenceResult.decode(InferenceResult(output=t, receipt=None).encode()).proof is None
+
+
+def test_zk_share_sends_zk_probes_to_miners_that_offer_it(sim, registry, prover, verifier) -> None:
+    client = InProcessClient()
+    prober = Prober(client, policy=sim.policy, verifiers=sim.verifiers, models=registry, seed=0, zk_verifiers={ZK_MODEL: verifier}, zk_share=1.0)
+    miners = []
+    for uid, provers in ((1, {ZK_MODEL: prover}), (2, None)):
+        n = Neuron(uid, f"hotkey-{uid}", "coldkey", 0.0, False, Endpoint("127.0.0.1", 9100 + uid), 0.0, 0.0, 0.0, 0)
+        client.apps[n.endpoint.url] = TrustedApp(sim.backend(), registry, None, provers=provers)
+        miners.append(n)
+    first = [asyncio.run(prober.probe(n)) for n in miners]  # nothing known yet: TEE
+    assert [r.outcome.proof_system for r in first] == ["tee", "tee"] and all(r.outcome.ok for r in first)
+    second = [asyncio.run(prober.probe(n)) for n in miners]  # the first offered zk, the second did not
+    assert [(r.outcome.proof_system, r.model_id) for r in second] == [("zk", ZK_MODEL), ("tee", second[1].model_id)]
+    assert all(r.outcome.ok for r in second), [r.message for r in second]
+    off = Prober(client, policy=sim.policy, verifiers=sim.verifiers, models=registry, seed=0, zk_verifiers={ZK_MODEL: verifier})
+    asyncio.run(off.probe(miners[0]))
+    assert asyncio.run(off.probe(miners[0])).outcome.proof_system == "tee"  # zk_share 0: never
