@@ -36,12 +36,13 @@ def test_localnet_summary(tmp_path) -> None:
     s = json.loads(out_json.read_text())
 
     miners = {m["role"]: m for m in s["miners"]}
-    assert set(miners) == {"honest", "slow", "wrong", "unapproved"}
+    # The four ONNX miners of the brief; the localnet may add others beside them (e.g. an LLM miner).
+    assert {"honest", "slow", "wrong", "unapproved"} <= set(miners)
     for m in s["miners"]:
         for key in ("uid", "hotkey", "enclave_type", "requests", "attestations_accepted", "attestations_rejected",
                     "correct", "incorrect", "median_latency_ms", "score", "weight"):
             assert key in m, key
-        assert m["requests"] >= 60 // 4
+        assert m["requests"] >= (60 // 4 if m["role"] in ("honest", "slow", "wrong", "unapproved") else 1)
         assert m["enclave_type"] == "simulated"
         # Verdict counts add up: every benchmark request got a verdict or a named failure.
         assert sum(m["reasons"].values()) == m["requests"]
@@ -59,6 +60,7 @@ def test_localnet_summary(tmp_path) -> None:
     for k in ("requests", "attestations_accepted", "attestations_rejected", "correct", "incorrect"):
         assert totals[k] == sum(m[k] for m in s["miners"])
     assert totals["requests"] >= 60
+    assert len(s["miners"]) >= 4
 
     # The third-party request: answered by an approved miner, receipt valid offline.
     tp = s["third_party"]
