@@ -37,9 +37,9 @@ from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy
 from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet, dev_attestation_key_path, run_async
-from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.llm.client import PrivateCompletionClient
+from omron_tee.llm.demo import llm_miner_measurement
 from omron_tee.llm.model import DEFAULT_MODEL_ID, PINNED, default_spec, load_llm, with_llm
 from omron_tee.llm.prompts import BENCH_PROMPTS
 from omron_tee.llm.requester import Completion
@@ -119,7 +119,7 @@ async def main_async(args: argparse.Namespace) -> None:
         registry = ModelRegistry.builtin()
         with_llm(registry)
         spec = registry.get(DEFAULT_MODEL_ID)
-        measurement = trusted_app_measurement([(DEFAULT_MODEL_ID, spec.sha256)])
+        measurement = llm_miner_measurement(registry)  # the image ships the ONNX models and the LLM
         policy = Policy(simulated=SimulatedPolicy(allow=True, trusted_keys=frozenset([dev_public_key(dev_attestation_key_path(chain_path))]),
                                                   measurements=frozenset([measurement])))
         verifiers = build_verifiers(policy)
