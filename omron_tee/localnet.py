@@ -296,10 +296,13 @@ async def _zk_round(net: LocalNet, validator: Validator, n: int, console: Consol
             break
         for r in await asyncio.gather(*(prober.probe(m, model_id, proof_system="zk") for m in targets)):
             done += 1
-            old, new = validator.record(r.outcome)
-            results.append(r.outcome)
             o = r.outcome
             role = net.roles.get(o.hotkey)
+            if o.reason == "zk-unsupported":  # it never offered zk: not a fault, not scored
+                console.event(f"[zk {done:>2}/{n}] uid {o.uid} {role.name if role else '?':<10} {model_id:<16} skipped: offers the TEE proof system only", True)
+                continue
+            old, new = validator.record(o)
+            results.append(o)
             console.event(f"[zk {done:>2}/{n}] uid {o.uid} {role.name if role else '?':<10} {model_id:<16} {o.reason:<24} {r.message[:70]:<70} score {old:.3f} -> {new:.3f}", o.ok)
         validator.scores.flush()
     ok = [o for o in results if o.ok]
