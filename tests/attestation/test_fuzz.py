@@ -165,3 +165,52 @@ def test_snp_fast_and_field_by_field_paths_agree(data):
     finally:
         snp_abi._fast = real
     assert fast == slow
+
+
+# --- collateral and policy parsers: only their typed errors ------------------
+
+from omron_tee.attestation.collateral import bundle  # noqa: E402
+from omron_tee.attestation.collateral.intel import IntelCollateral  # noqa: E402
+from omron_tee.attestation.collateral.nvidia import CachedOcsp  # noqa: E402
+from omron_tee.attestation.collateral.store import CollateralStore  # noqa: E402
+from omron_tee.attestation.validate.policy import Policy  # noqa: E402
+from omron_tee.errors import CollateralError, ConfigError  # noqa: E402
+
+
+@FUZZ
+@given(data=st.data())
+def test_collateral_parsers(data):
+    intel = data.draw(mutated(vectors.SGX_COLLATERAL.read_bytes()))
+    blob = data.draw(st.binary(max_size=600))
+    for parse, arg in (
+        (IntelCollateral.from_json, intel),
+        (bundle.parse, intel),
+        (CachedOcsp.from_der, blob),
+        (lambda b: CollateralStore().add_loose(b, name="fuzz"), blob),
+        (lambda b: CollateralStore().add_loose(b, name="fuzz.json"), intel),
+    ):
+        try:
+            parse(arg)
+        except (CollateralError, AttestationError):
+            pass
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 300) | st.text(max_size=8) | st.sampled_from(["00" * 32, "00" * 48, "UpToDate", "smt"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["mrtd", "rtmr0", "mrsigner", "isv_prod_id", "bootloader", "1", "x"]), inner, max_size=3),
+    max_leaves=8,
+)
+_keys = st.sampled_from(
+    ["mrenclave", "signer", "measurement", "measurements", "mrseam", "min_tcb", "golden", "accepted_tcb_statuses", "allowed_advisories",
+     "allow_any_measurement", "allowed_vmpls", "require_ocsp", "host_data", "forbidden_policy_bits", "allow", "allow_debug",
+     "max_evidence_age_seconds", "trusted_keys"]
+)
+
+
+@FUZZ
+@given(doc=st.dictionaries(st.sampled_from(["general", "simulated", "sgx", "tdx", "sev-snp", "nvidia"]), st.dictionaries(_keys, _values, max_size=4) | _values, max_size=4))
+def test_policy_mapping_raises_only_config_errors(doc):
+    try:
+        Policy.from_mapping(doc)
+    except ConfigError:
+        pass

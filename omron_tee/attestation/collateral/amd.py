@@ -21,6 +21,7 @@ import httpx
 from cryptography import x509
 
 from omron_tee.attestation.abi.snp import TcbVersion
+from omron_tee.attestation.collateral.http import LazyHttp
 from omron_tee.attestation.verify.certs import der_octets, der_uint, load_certificates, name_of
 from omron_tee.errors import CollateralError, VerificationError
 
@@ -121,12 +122,12 @@ class AmdKdsClient:
 
     def __init__(self, base_url: str = AMD_KDS_URL, *, timeout: float = 20.0, client: httpx.Client | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = client or httpx.Client(timeout=timeout, follow_redirects=True)
+        self._http = LazyHttp(timeout, client)
 
     def _get(self, path: str, what: str, params: dict[str, str] | None = None) -> bytes:
         url = f"{self.base_url}{path}"
         try:
-            resp = self._client.get(url, params=params)
+            resp = self._http.client.get(url, params=params)
         except httpx.HTTPError as e:
             raise CollateralError(f"{what}: cannot reach {url}: {e}", reason="collateral-unavailable") from None
         if resp.status_code != 200:
@@ -164,4 +165,4 @@ class AmdKdsClient:
             raise CollateralError(f"{product} CRL from KDS is not a DER CRL", reason="collateral-unavailable") from None
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()

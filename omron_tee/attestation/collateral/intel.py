@@ -27,6 +27,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from omron_tee.attestation.collateral.http import LazyHttp
 from omron_tee.errors import CollateralError
 
 TEE_NAMES = ("sgx", "tdx")
@@ -190,13 +191,13 @@ class IntelPcsClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Ocp-Apim-Subscription-Key": api_key} if api_key else {}
-        self._client = client or httpx.Client(timeout=timeout, follow_redirects=True)
+        self._http = LazyHttp(timeout, client)
         self._root_ca_crl_url = root_ca_crl_url
 
     def _get(self, path: str, what: str, params: dict[str, str] | None = None) -> httpx.Response:
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         try:
-            resp = self._client.get(url, params=params, headers=self._headers)
+            resp = self._http.client.get(url, params=params, headers=self._headers)
         except httpx.HTTPError as e:
             raise CollateralError(f"{what}: cannot reach {url}: {e}", reason="collateral-unavailable") from None
         if resp.status_code != 200:
@@ -234,4 +235,4 @@ class IntelPcsClient:
         return _crl_bytes(self._get(INTEL_ROOT_CA_CRL_URL, "root CA CRL").content, "root CA CRL")
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()

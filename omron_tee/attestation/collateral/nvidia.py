@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from omron_tee.attestation.collateral.http import LazyHttp
 from omron_tee.errors import CollateralError
 
 NVIDIA_OCSP_URL = "https://ocsp.ndis.nvidia.com/"
@@ -80,13 +81,13 @@ class NvidiaCollateralClient:
     ) -> None:
         self.ocsp_url = ocsp_url
         self.rim_url = rim_url.rstrip("/")
-        self._client = client or httpx.Client(timeout=timeout, follow_redirects=True)
+        self._http = LazyHttp(timeout, client)
 
     def fetch_ocsp(self, cert: x509.Certificate, issuer: x509.Certificate) -> CachedOcsp:
         req = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA384()).build()
         body = req.public_bytes(serialization.Encoding.DER)
         try:
-            resp = self._client.post(self.ocsp_url, content=body, headers={"Content-Type": "application/ocsp-request"})
+            resp = self._http.client.post(self.ocsp_url, content=body, headers={"Content-Type": "application/ocsp-request"})
         except httpx.HTTPError as e:
             raise CollateralError(f"OCSP: cannot reach {self.ocsp_url}: {e}", reason="collateral-unavailable") from None
         if resp.status_code != 200:
@@ -96,7 +97,7 @@ class NvidiaCollateralClient:
     def fetch_rim(self, rim_id: str) -> bytes:
         url = f"{self.rim_url}/v1/rim/{rim_id}"
         try:
-            resp = self._client.get(url)
+            resp = self._http.client.get(url)
         except httpx.HTTPError as e:
             raise CollateralError(f"RIM: cannot reach {url}: {e}", reason="collateral-unavailable") from None
         if resp.status_code != 200:
@@ -107,7 +108,7 @@ class NvidiaCollateralClient:
             raise CollateralError(f"RIM: {url} did not return {{'rim': base64}} JSON", reason="collateral-unavailable") from None
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
 
 def utc(ts: float) -> dt.datetime:

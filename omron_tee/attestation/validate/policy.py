@@ -480,8 +480,10 @@ class Policy:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> "Policy":
-        general = data.get("general", {})
-        sim = data.get("simulated", {})
+        if not isinstance(data, dict):
+            raise ConfigError("policy must be a table of sections")
+        general = _section(data, "general") or {}
+        sim = _section(data, "simulated") or {}
         sgx, tdx, nv = _section(data, "sgx"), _section(data, "tdx"), _section(data, "nvidia")
         snp = _section(data, "sev-snp")
         if snp is None:
