@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,29 +23,6 @@ from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest
 from omron_tee.validator.forward import Prober
 
 WEIRD: list[Any] = [None, 0, -1, 2**70, 1.5, "", "zz", "AAAA", [], {}, True, "00" * 32, [1, 2]]
-
-
-def mutations(doc: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
-    """(path, mutated copy) for every leaf and subtree replaced by each weird value, and every key removed."""
-    if isinstance(doc, dict):
-        items = list(doc.items())
-    elif isinstance(doc, list):
-        items = list(enumerate(doc))
-    else:
-        items = []
-    for k, v in items:
-        for w in WEIRD:
-            m = copy.deepcopy(_root[0])
-            _set(m, path + (k,), w)
-            yield path + (k, repr(w)), m
-        if isinstance(doc, dict):
-            m = copy.deepcopy(_root[0])
-            _del(m, path + (k,))
-            yield path + (k, "deleted"), m
-        yield from mutations(v, path + (k,))
-
-
-_root: list[Any] = [None]
 
 
 def _walk(doc, path):
@@ -62,9 +39,26 @@ def _del(doc, path):
     del _walk(doc, path)[path[-1]]
 
 
-def all_mutations(doc: Any) -> list[tuple[tuple, Any]]:
-    _root[0] = doc
-    return list(mutations(doc))
+def all_mutations(root: Any) -> list[tuple[tuple, Any]]:
+    """(path, mutated copy of ``root``) for every node replaced by each weird value, and every key removed.
+    The path ends with the replacement's repr, or "deleted"."""
+    out: list[tuple[tuple, Any]] = []
+
+    def visit(node: Any, path: tuple) -> None:
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
+        for k, v in items:
+            for w in WEIRD:
+                m = copy.deepcopy(root)
+                _set(m, path + (k,), w)
+                out.append((path + (k, repr(w)), m))
+            if isinstance(node, dict):
+                m = copy.deepcopy(root)
+                _del(m, path + (k,))
+                out.append((path + (k, "deleted"), m))
+            visit(v, path + (k,))
+
+    visit(root, ())
+    return out
 
 
 def _genuine(sim, registry):
