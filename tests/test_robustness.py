@@ -19,7 +19,7 @@ from omron_tee.client import PrivateResult, verify_receipt_file
 from omron_tee.errors import MinerError
 from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
 from omron_tee.models import sample_input
-from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest
+from omron_tee.protocol import AttestRequest, InferRequest
 from omron_tee.validator.forward import Prober
 
 WEIRD: list[Any] = [None, 0, -1, 2**70, 1.5, "", "zz", "AAAA", [], {}, True, "00" * 32, [1, 2]]
