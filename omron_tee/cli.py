@@ -23,7 +23,7 @@ from typing import Any
 from omron_tee.errors import OmronTeeError
 
 # Subcommand groups that live beside the code they drive; each has register(subparsers).
-_PLUGINS = ["omron_tee.attestation.cli", "omron_tee.enclave.cli", "omron_tee.zk.cli"]
+_PLUGINS = ["omron_tee.attestation.cli", "omron_tee.enclave.cli", "omron_tee.zk.cli", "omron_tee.llm.cli"]
 
 
 def _wallet(sub: Any) -> None:

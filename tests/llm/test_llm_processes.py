@@ -94,6 +94,18 @@ def test_neurons_serve_and_score_private_completions(tmp_path, llm_runtime) -> N
             time.sleep(0.3)
         assert "tokens match the reference" in text, text[-2000:]
         assert PROMPT not in text and expected[1].decode() not in text  # no prompt or completion in the logs
+        # the same from the command line: streamed to stdout, receipt saved and checked offline
+        from omron_tee.localnet import policy_toml
+
+        (tmp_path / "policy.toml").write_text(policy_toml(policy))
+        cli = [sys.executable, "-m", "omron_tee.cli", "llm"]
+        out = subprocess.run([*cli, "complete", PROMPT, "--validator", f"http://127.0.0.1:{vport}", "--validator-hotkey", vw.hotkey.ss58_address,
+                              "--policy", str(tmp_path / "policy.toml"), "--max-tokens", "8", "--receipt", str(tmp_path / "r.json"),
+                              "--wallet.name", "c", "--wallet.path", str(wallets)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.rstrip("\n") == expected[1].decode().rstrip("\n") and "receipt verified" in out.stderr
+        check = subprocess.run([*cli, "verify", str(tmp_path / "r.json"), "--policy", str(tmp_path / "policy.toml")], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0 and "VALID" in check.stdout
     finally:
         for p in procs:
             if p.poll() is None:
