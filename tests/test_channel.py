@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys, binding_matches, report_data_for
+from omron_tee.attestation.binding import (
+    NONCE_LEN,
+    EnclavePublicKeys,
+    binding_matches,
+    report_data_for,
+)
 from omron_tee.channel import (
     HpkeKeyPair,
     KemSuite,

@@ -13,7 +13,14 @@ from omron_tee.errors import ChannelError
 from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
 from omron_tee.miner.trusted_app import DevFaults, TrustedApp
 from omron_tee.models import outputs_match, sample_input
-from omron_tee.protocol import AttestRequest, AttestResponse, InferencePayload, InferRequest, InferResponse, Tensor
+from omron_tee.protocol import (
+    AttestRequest,
+    AttestResponse,
+    InferencePayload,
+    InferRequest,
+    InferResponse,
+    Tensor,
+)
 
 
 def attested(sim, app, kem=KemSuite.X25519):
