@@ -1,4 +1,4 @@
-"""``omron-tee evidence verify`` and ``omron-tee collateral export|import|list``.
+"""``omron-tee evidence verify`` and ``omron-tee collateral export|import|fetch|list``.
 
 ``register(subparsers)`` adds both groups to the top-level parser. Every
 handler returns an exit status (0 only when the evidence is accepted, or the
@@ -60,6 +60,22 @@ def register(subparsers: Any) -> None:
     im.add_argument("sources", nargs="+", help="bundle file, Intel collateral JSON, or directory of certificates/CRLs/OCSP responses")
     im.add_argument("--dir", help="collateral cache directory (default as for export)")
     im.set_defaults(handler=cmd_collateral_import)
+    fe = cs.add_parser(
+        "fetch",
+        help="fetch the collateral some evidence needs into the cache (on a connected machine)",
+        description="Fetch, into the cache, the collateral that verifying the given evidence needs (Intel TCB info, QE "
+        "identity and CRLs for its platform; the VCEK, chain and CRL of an AMD chip; OCSP responses for a GPU's chain), then "
+        "export it with 'collateral export' for air-gapped validators.",
+    )
+    fe.add_argument("files", nargs="+", help="evidence files (as for 'evidence verify')")
+    fe.add_argument("--type", choices=TYPES, default="auto")
+    fe.add_argument("--certs", help="certificates handed out with the evidence")
+    fe.add_argument("--dir", help="collateral cache directory (default as for export)")
+    fe.add_argument("--pccs-url", help="Intel PCS or PCCS base URL (default: Intel PCS, or $OMRON_TEE_PCCS_URL)")
+    fe.add_argument("--kds-url", help="AMD KDS base URL (default: https://kdsintf.amd.com)")
+    fe.add_argument("--ocsp-url", help="NVIDIA OCSP responder URL")
+    fe.add_argument("--now", help="judge expiry at this time, RFC 3339")
+    fe.set_defaults(handler=cmd_collateral_fetch)
     ls = cs.add_parser("list", help="list the cache's entries")
     ls.add_argument("--dir", help="collateral cache directory (default as for export)")
     ls.add_argument("--now", help="judge expiry at this time, RFC 3339")
@@ -304,6 +320,32 @@ def cmd_collateral_import(args: argparse.Namespace) -> int:
         print(f"rejected {x}", file=sys.stderr)
     print(f"{len(imported)} imported, {len(skipped)} kept, {len(rejected)} rejected into {root}")
     return 1 if rejected else 0
+
+
+def cmd_collateral_fetch(args: argparse.Namespace) -> int:
+    from omron_tee.attestation.defaults import default_registry, default_store
+
+    try:
+        now = parse_time(args.now) if args.now else time.time()
+        root = _store_dir(args)
+        evidence = [load_evidence(f, args.type, args.certs) for f in args.files]
+        store = default_store(root, fetch=True, pccs_url=args.pccs_url, kds_url=args.kds_url, nvidia_ocsp_url=args.ocsp_url)
+    except OmronTeeError as e:
+        return _err(str(e))
+    before = {rel for rel, _ in store.files()}
+    registry = default_registry(collateral=store)
+    failed = 0
+    for path, ev in zip(args.files, evidence):
+        try:
+            registry.verify(ev, now=now)
+            print(f"{path}: {ev.tee_type.value} evidence verifies with the cached collateral")
+        except AttestationError as e:
+            failed += e.reason in ("collateral-missing", "collateral-unavailable")
+            print(f"{path}: {ev.tee_type.value} evidence does not verify: {e}")
+    for rel, _ in store.files():
+        if rel not in before:
+            print(f"fetched {rel}")
+    return 1 if failed else 0
 
 
 def cmd_collateral_list(args: argparse.Namespace) -> int:

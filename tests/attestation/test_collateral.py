@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,72 +17,13 @@ from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.attestation.testing import vectors
 from omron_tee.attestation.testing.dcap import DcapTestPki, verifier_with_test_root
 from omron_tee.attestation.testing.nvidia import NvidiaTestPki
+from omron_tee.attestation.testing.servers import fake_server, pcs_route
 from omron_tee.attestation.testing.snp import SnpTestPki
 from omron_tee.attestation.verify.dcap import SgxVerifier
 from omron_tee.errors import CollateralError
 
 pytestmark = pytest.mark.vectors
 NOW = 1_790_000_000.0
-
-Route = Callable[[str, dict, bytes], tuple[int, dict, bytes]]
-
-
-@contextmanager
-def fake_server(route: Route) -> Iterator[tuple[str, list[str]]]:
-    """A local HTTP server on 127.0.0.1 answering with ``route(path, query, body)``; yields (url, request log)."""
-    log: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, body: bytes) -> None:
-            u = urllib.parse.urlsplit(self.path)
-            log.append(u.path)
-            status, headers, payload = route(u.path, dict(urllib.parse.parse_qsl(u.query)), body)
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def do_GET(self) -> None:  # noqa: N802
-            self._answer(b"")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", log
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def pcs_route(coll: IntelCollateral) -> Route:
-    q = coll.qvl
-
-    def route(path: str, query: dict, body: bytes):
-        if path.endswith("/certification/v4/tcb"):
-            assert query["fmspc"] == coll.fmspc
-            doc = '{"tcbInfo":' + q.tcb_info + ',"signature":"' + q.tcb_info_signature.hex() + '"}'
-            return 200, {"TCB-Info-Issuer-Chain": urllib.parse.quote(q.tcb_info_issuer_chain)}, doc.encode()
-        if path.endswith("/certification/v4/qe/identity"):
-            doc = '{"enclaveIdentity":' + q.qe_identity + ',"signature":"' + q.qe_identity_signature.hex() + '"}'
-            return 200, {"SGX-Enclave-Identity-Issuer-Chain": urllib.parse.quote(q.qe_identity_issuer_chain)}, doc.encode()
-        if path.endswith("/pckcrl"):
-            assert query["ca"] == coll.ca
-            return 200, {"SGX-PCK-CRL-Issuer-Chain": urllib.parse.quote(q.pck_crl_issuer_chain)}, q.pck_crl
-        if path.endswith("/rootcacrl"):
-            return 200, {}, q.root_ca_crl.hex().encode()  # a PCCS answers in hex
-        return 404, {}, b""
-
-    return route
-
 
 def test_intel_fetched_once_then_cached_and_persisted(tmp_path):
     pki = DcapTestPki("sgx", NOW)

@@ -152,3 +152,21 @@ def test_collateral_import_export_list(capsys, tmp_path):
     code, out = run_json(capsys, "evidence", "verify", str(vectors.SGX_QUOTE), "--collateral", str(other), "--now", "2025-06-19T10:57:11Z")
     assert out["verified"] is True
     assert run("collateral", "export", str(tmp_path / "x.json"), "--dir", str(tmp_path / "missing")) == 2
+
+
+def test_collateral_fetch_into_the_cache(capsys, tmp_path):
+    from omron_tee.attestation.testing.dcap import DcapTestPki
+
+    from omron_tee.attestation.testing.servers import fake_server, pcs_route
+
+    now = 1_790_000_000.0
+    pki = DcapTestPki("sgx", now)
+    quote = tmp_path / "quote.bin"
+    quote.write_bytes(pki.sgx_quote())
+    cache = tmp_path / "cache"
+    with fake_server(pcs_route(pki.collateral())) as (url, log):
+        # The quote is under a made-up root, so it does not verify, but its platform's collateral is fetched.
+        code = run("collateral", "fetch", str(quote), "--dir", str(cache), "--pccs-url", url, "--now", "2026-09-21T00:00:00Z")
+    out = capsys.readouterr().out
+    assert code == 0 and "fetched intel/sgx-00A067110000-processor.json" in out and len(log) == 4
+    assert (cache / "intel" / "sgx-00A067110000-processor.json").is_file()
