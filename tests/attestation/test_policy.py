@@ -82,3 +82,11 @@ def test_documented_examples_load():
     assert len(blocks) >= 5
     loaded = [Policy.from_toml(b, source="docs/POLICY.md") for b in blocks]
     assert any(p.sgx for p in loaded) and any(p.tdx for p in loaded) and any(p.sev_snp for p in loaded) and any(p.nvidia for p in loaded)
+
+
+def test_min_tcb_evaluation_data_number():
+    c = _claims(TeeType.SGX, measurement=bytes(32), details={"tcb_evaluation_data_number": 17})
+    ok = Policy.from_mapping({"sgx": {"allow_any_measurement": True, "min_tcb_evaluation_data_number": 17}})
+    assert ok.check(c, now=0) == []
+    newer = Policy.from_mapping({"sgx": {"allow_any_measurement": True, "min_tcb_evaluation_data_number": 18}})
+    assert [r for r, _ in newer.check(c, now=0)] == ["tcb-evaluation-too-old"]

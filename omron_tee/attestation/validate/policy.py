@@ -138,6 +138,9 @@ class TcbPolicy:
 
     accepted_statuses: frozenset[str] = frozenset({"UpToDate"})
     allowed_advisories: frozenset[str] = frozenset()  # "*" tolerates any
+    min_tcb_evaluation_data_number: int = 0
+
+    KEYS = frozenset({"accepted_tcb_statuses", "allowed_advisories", "min_tcb_evaluation_data_number"})
 
     @classmethod
     def parse(cls, sec: dict[str, Any], where: str) -> "TcbPolicy":
@@ -145,7 +148,8 @@ class TcbPolicy:
         bad = sorted(set(statuses) - INTEL_TCB_STATUSES)
         if bad:
             raise ConfigError(f"policy {where}.accepted_tcb_statuses: unknown status(es) {bad}; known: {sorted(INTEL_TCB_STATUSES)}")
-        return cls(frozenset(statuses), _str_list(sec, "allowed_advisories", where))
+        min_eval = _int(sec.get("min_tcb_evaluation_data_number", 0), f"{where}.min_tcb_evaluation_data_number", hi=2**32 - 1)
+        return cls(frozenset(statuses), _str_list(sec, "allowed_advisories", where), min_eval)
 
     def check(self, claims: Claims) -> list[Reason]:
         out: list[Reason] = []
@@ -160,6 +164,15 @@ class TcbPolicy:
             bad = [a for a in claims.advisory_ids if a not in self.allowed_advisories]
             if bad:
                 out.append(("advisory-not-allowed", f"{claims.tee_type.value} platform is affected by advisories the policy does not allow: {', '.join(bad)}"))
+        if self.min_tcb_evaluation_data_number:
+            got = claims.details.get("tcb_evaluation_data_number", 0)
+            if got < self.min_tcb_evaluation_data_number:
+                out.append(
+                    (
+                        "tcb-evaluation-too-old",
+                        f"{claims.tee_type.value} collateral has TCB evaluation data number {got}, below the policy's {self.min_tcb_evaluation_data_number}",
+                    )
+                )
         return out
 
 
@@ -177,7 +190,7 @@ class SgxPolicy:
     allow_any_measurement: bool = False
     tcb: TcbPolicy = field(default_factory=TcbPolicy)
 
-    KEYS = frozenset({"mrenclave", "signer", "allow_any_measurement", "accepted_tcb_statuses", "allowed_advisories"})
+    KEYS = frozenset({"mrenclave", "signer", "allow_any_measurement"}) | TcbPolicy.KEYS
 
     @classmethod
     def parse(cls, sec: dict[str, Any]) -> "SgxPolicy":
@@ -242,7 +255,7 @@ class TdxPolicy:
     require_sept_ve_disable: bool = False
     tcb: TcbPolicy = field(default_factory=TcbPolicy)
 
-    KEYS = frozenset({"measurement", "mrseam", "allow_any_measurement", "require_sept_ve_disable", "accepted_tcb_statuses", "allowed_advisories"})
+    KEYS = frozenset({"measurement", "mrseam", "allow_any_measurement", "require_sept_ve_disable"}) | TcbPolicy.KEYS
 
     @classmethod
     def parse(cls, sec: dict[str, Any]) -> "TdxPolicy":
