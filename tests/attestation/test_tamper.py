@@ -175,3 +175,25 @@ def test_snp_wrong_certificate_store_is_not_consulted_for_tampered_vcek():
     ev = Evidence(TeeType.SEV_SNP, vectors.SNP_REPORT.read_bytes(), bytes(der))
     with pytest.raises(AttestationError):
         SnpVerifier(CollateralStore()).verify(ev, now=time.time())
+
+
+def test_warm_caches_never_skip_checks_for_changed_certificates():
+    """Verifiers memoise parsed and verified chains; a changed certificate must still be refused."""
+    now = time.time()
+    snp = SnpVerifier()
+    report = vectors.SNP_REPORT.read_bytes()
+    der = vectors.SNP_VCEK.read_bytes()
+    snp.verify(Evidence(TeeType.SEV_SNP, report, der), now=now)
+    for i in range(40, len(der) - 120, 97):  # inside the to-be-signed part
+        changed = bytearray(der)
+        changed[i] ^= 0x04
+        with pytest.raises(AttestationError):
+            snp.verify(Evidence(TeeType.SEV_SNP, report, bytes(changed)), now=now)
+    nv = NvidiaVerifier()
+    raw, pem = vectors.nvidia_report_bytes(), vectors.NVIDIA_CHAIN.read_bytes()
+    nv.verify(Evidence(TeeType.NVIDIA, raw, pem), now=now)
+    start = pem.index(b"-----BEGIN CERTIFICATE-----", pem.index(b"-----END CERTIFICATE-----"))  # the second certificate
+    for i in range(start + 40, start + 600, 37):
+        if pem[i] in B64:
+            with pytest.raises(AttestationError):
+                nv.verify(Evidence(TeeType.NVIDIA, raw, _pem_swap(pem, i)), now=now)

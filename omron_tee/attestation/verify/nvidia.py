@@ -84,11 +84,23 @@ class NvidiaVerifier:
         self.store = store
         self._root = x509.load_pem_x509_certificate(roots.NVIDIA_DEVICE_ROOT_PEM.encode())
         self._chain_ok: dict[bytes, bool] = {}
+        self._chains: dict[bytes, list[x509.Certificate]] = {}
         self._lock = threading.Lock()
 
     # --- chain -----------------------------------------------------------
 
     def _chain(self, blob: bytes) -> list[x509.Certificate]:
+        """The parsed chain (memoised by the blob: a GPU hands out the same chain every time)."""
+        certs = self._chains.get(blob)
+        if certs is None:
+            certs = self._parse_chain(blob)
+            with self._lock:
+                if len(self._chains) > 1024:
+                    self._chains.clear()
+                self._chains[blob] = certs
+        return list(certs)
+
+    def _parse_chain(self, blob: bytes) -> list[x509.Certificate]:
         if not blob:
             raise VerificationError("NVIDIA evidence carries no device certificate chain", reason="bad-certificate-chain")
         certs = load_certificates(blob, "NVIDIA device certificate chain")
@@ -106,8 +118,10 @@ class NvidiaVerifier:
             raise VerificationError(f"NVIDIA device chain has {len(certs)} certificates", reason="bad-certificate-chain")
         return certs
 
-    def _check_chain(self, certs: list[x509.Certificate], now: float) -> None:
-        key = hashlib.sha256(b"".join(c.public_bytes(Encoding.DER) for c in certs)).digest()
+    def _check_chain(self, blob: bytes, certs: list[x509.Certificate], now: float) -> None:
+        # The blob determines the certificates (the only addition is the pinned root), so a chain
+        # whose signatures verified once for these exact bytes need not be re-verified.
+        key = blob
         if not self._chain_ok.get(key):
             for child, parent in zip(certs, certs[1:]):
                 verify_issued_by(child, parent, "NVIDIA device chain")
@@ -202,7 +216,7 @@ class NvidiaVerifier:
             raise VerificationError(f"{evidence.tee_type.value} evidence given to the NVIDIA verifier", reason="unsupported-tee")
         report = abi.parse(evidence.quote)
         certs = self._chain(evidence.certificates)
-        self._check_chain(certs, now)
+        self._check_chain(evidence.certificates, certs, now)
         leaf = certs[0]
         self._check_fwid(report, leaf)
         self._check_signature(report, leaf)
