@@ -29,7 +29,7 @@ from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel import KemSuite, Receipt
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError, ProtocolError
-from omron_tee.exchange import AttestedSession, check_attestation, new_nonce, open_result, seal_request
+from omron_tee.exchange import AttestedSession, candidate_nonce, check_attestation, new_nonce, open_result, seal_request
 from omron_tee.protocol import AttestResponse, InferResponse, Tensor, b64, keys_from_json, keys_to_json
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
@@ -114,7 +114,7 @@ class PrivateInferenceClient:
             hotkey = str(c.get("hotkey"))
             try:
                 resp = AttestResponse.from_json(c.get("attest"))
-                session = check_attestation(resp, nonce=nonce, policy=self.policy, registry=self.verifiers)
+                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), policy=self.policy, registry=self.verifiers)
             except (AttestationError, ProtocolError) as e:
                 rejected.append(Rejection(hotkey, e.reason, str(e)))
                 continue
@@ -135,7 +135,7 @@ class PrivateInferenceClient:
             raise ProtocolError("the validator answered for a miner this client did not seal to")
         result = open_result(pendings[hotkey], InferResponse.from_json(reply.get("response")), model_hash=model_hash)
         session, resp = next((s, r) for h, s, r in accepted if h == hotkey)
-        return PrivateResult(model_id, result.output, result.receipt, hotkey, resp.evidence, resp.keys, nonce, tuple(rejected))
+        return PrivateResult(model_id, result.output, result.receipt, hotkey, resp.evidence, resp.keys, session.attest_nonce, tuple(rejected))
 
     def infer_sync(self, model_id: str, x: np.ndarray, **kwargs: Any) -> PrivateResult:
         async def go() -> PrivateResult:

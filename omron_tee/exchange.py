@@ -8,6 +8,7 @@ failure is an ``OmronTeeError`` whose ``reason`` names it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -29,6 +30,17 @@ DEFAULT_SESSION_TTL = 60.0
 
 def new_nonce() -> bytes:
     return os.urandom(NONCE_LEN)
+
+
+def candidate_nonce(client_nonce: bytes, miner_hotkey: str) -> bytes:
+    """The nonce a relayed attestation sends to one candidate miner.
+
+    A third party's one fresh nonce becomes a different, unlinkable nonce per
+    miner, so operators of several miners cannot compare nonces to pick out
+    third-party traffic from the validator's benchmarks (which use one random
+    nonce per miner); the client derives the same value to check the binding.
+    """
+    return hashlib.sha256(b"omron-tee/candidate-nonce/v1\0" + client_nonce + miner_hotkey.encode()).digest()
 
 
 @dataclass(frozen=True)

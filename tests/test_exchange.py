@@ -237,3 +237,13 @@ def test_payload_encoding_roundtrip() -> None:
     p = InferencePayload(new_nonce(), "m", x, KemSuite.X25519.value, b"k" * 32, b"e" * 32)
     assert InferencePayload.decode(p.encode()) == p
     assert np.array_equal(x.to_array(), np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_candidate_nonces_are_distinct_per_miner_and_deterministic() -> None:
+    from omron_tee.exchange import candidate_nonce, new_nonce
+
+    n = new_nonce()
+    a, b = candidate_nonce(n, "5Alice"), candidate_nonce(n, "5Bob")
+    assert a != b and len(a) == len(b) == 32
+    assert candidate_nonce(n, "5Alice") == a  # the client re-derives what the validator sent
+    assert candidate_nonce(new_nonce(), "5Alice") != a

@@ -293,3 +293,18 @@ def test_signed_client_against_uvicorn(sim, make_wallet, free_port) -> None:
     with _Server(build_app(fast, RequestVerifier(miner.hotkey.ss58_address, only_caller)), fast_port) as f, \
          _Server(build_app(slow, RequestVerifier(miner.hotkey.ss58_address, only_caller)), slow_port) as s:
         asyncio.run(go(f.url, s.url, f"http://127.0.0.1:{dead_port}"))
+
+
+def test_rate_limiter_forgets_idle_hotkeys() -> None:
+    from omron_tee.validator.api import RateLimiter
+
+    rl = RateLimiter(rate=1000.0, burst=2.0)
+    rl.MAX_TRACKED = 100
+    for i in range(1000):
+        rl.take(f"hotkey-{i}")
+    assert len(rl._buckets) <= 1000  # noqa: SLF001
+    import time as _t
+
+    _t.sleep(0.01)  # every bucket refills within 1 ms at this rate
+    rl.take("newcomer")
+    assert len(rl._buckets) < 100  # noqa: SLF001

@@ -6,6 +6,7 @@ validator's hotkey, rate-limited per client hotkey):
 
 ``GET  /v1/models``  the models on offer, with their hashes (unsigned)
 ``POST /v1/attest``  {model, nonce, kem, count} -> {candidates: [{hotkey, uid, attest}], failures}
+                     (each candidate is attested with ``exchange.candidate_nonce(nonce, hotkey)``)
 ``POST /v1/infer``   {model, deadline_ms, attempts: [{hotkey, request}]} -> {hotkey, response, tried}
 
 LLM routes (``/v1/llm/attest``, ``/v1/llm/infer_stream``, the OpenAI-compatible
@@ -28,6 +29,7 @@ from fastapi import FastAPI
 
 from omron_tee.channel import KemSuite
 from omron_tee.errors import MinerError, ProtocolError, RateLimited
+from omron_tee.exchange import candidate_nonce
 from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, InferResponse, _field, _nonce
 from omron_tee.validator.core import Validator
 from omron_tee.validator.llm_api import add_llm_api, openai_models
@@ -51,9 +53,16 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    MAX_TRACKED = 10_000
+
     def take(self, key: str) -> None:
         now = time.monotonic()
         with self._lock:
+            if len(self._buckets) >= self.MAX_TRACKED and key not in self._buckets:
+                # Forget hotkeys whose bucket has refilled: they are as good as new, so
+                # fresh hotkeys cannot grow this table without bound.
+                full = (self.burst - 1.0) / self.rate
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
             tokens, at = self._buckets.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             if tokens < 1.0:
@@ -83,7 +92,8 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
 
         async def one(n):
             assert n.endpoint is not None
-            raw = await prober.client.post(n.endpoint.url, "/attest", AttestRequest(nonce, kem).to_json(), receiver=n.hotkey, timeout=prober.timeout)
+            request = AttestRequest(candidate_nonce(nonce, n.hotkey), kem)
+            raw = await prober.client.post(n.endpoint.url, "/attest", request.to_json(), receiver=n.hotkey, timeout=prober.timeout)
             AttestResponse.from_json(raw)  # shape check only: the client verifies it
             return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw}
 

@@ -21,7 +21,7 @@ from bittensor import http_auth
 
 from omron_tee.client import PrivateInferenceClient, verify_receipt_file
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError
-from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.exchange import candidate_nonce, check_attestation, new_nonce, open_result, seal_request
 from omron_tee.localnet import policy_toml
 from omron_tee.models import ModelRegistry
 from omron_tee.protocol import AttestResponse, InferResponse, b64, dumps
@@ -171,7 +171,7 @@ def test_relay_fails_over_and_says_what_it_tried(net, tmp_path) -> None:
                 raw = await http.post(api.url, "/v1/attest", {"model": spec.model_id, "nonce": b64(nonce), "count": 8}, receiver=api.v.hotkey)
                 cands = {c["hotkey"]: AttestResponse.from_json(c["attest"]) for c in raw["candidates"]}
                 failures = {f["hotkey"]: f["reason"] for f in raw["failures"]}
-                sessions = {h: check_attestation(cands[h], nonce=nonce, policy=api.policy, registry=api.verifiers) for h in (m["slow"].hotkey, m["honest"].hotkey)}
+                sessions = {h: check_attestation(cands[h], nonce=candidate_nonce(nonce, h), policy=api.policy, registry=api.verifiers) for h in (m["slow"].hotkey, m["honest"].hotkey)}
                 x = _secret_input(spec)
                 reqs = {h: seal_request(s, spec.model_id, x) for h, s in sessions.items()}
                 attempts = [
@@ -351,7 +351,7 @@ def test_a_clients_bad_requests_do_not_cost_miners_score(net, tmp_path) -> None:
                 nonce = new_nonce()
                 raw = await http.post(api.url, "/v1/attest", {"model": spec.model_id, "nonce": b64(nonce), "count": 2}, receiver=api.v.hotkey)
                 att = next(AttestResponse.from_json(c["attest"]) for c in raw["candidates"] if c["hotkey"] == honest)
-                session = check_attestation(att, nonce=nonce, policy=api.policy, registry=api.verifiers)
+                session = check_attestation(att, nonce=candidate_nonce(nonce, honest), policy=api.policy, registry=api.verifiers)
                 garbage = {"key_id": b64(session.key_id), "sealed": b64(b"\x00" * 1100)}
                 unknown = {"key_id": b64(b"\x01" * 16), "sealed": b64(b"\x00" * 1100)}
                 tried = []
