@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
         help="verify evidence and judge it against a policy",
         description="Verify attestation evidence (signatures, certificate chains, collateral) and judge the claims against a "
         "policy. Exit status 0 only when accepted. Without --policy, any measurement is accepted but debug, Intel TCB "
-        "statuses other than UpToDate and unrevoked-unknown NVIDIA chains are refused.",
+        "statuses other than UpToDate, and NVIDIA chains without current OCSP responses are refused.",
     )
     v.add_argument("file", help="evidence: raw quote/report bytes, NVIDIA hex report, or Evidence JSON")
     v.add_argument("--type", choices=TYPES, default="auto", help="evidence type (default: detect)")

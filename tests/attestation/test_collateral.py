@@ -171,3 +171,12 @@ def test_store_layout_and_loose_files(tmp_path):
     assert store.load_path(vectors.NVIDIA_DIR) == []
     with pytest.raises(CollateralError):
         IntelCollateral.from_json("{}")
+
+
+def test_a_running_store_sees_collateral_imported_by_another_process(tmp_path, monkeypatch):
+    running = CollateralStore(tmp_path)
+    with pytest.raises(CollateralError):
+        SgxVerifier(running).verify(vectors.sgx_evidence(), now=vectors.SGX_NOW)
+    CollateralStore(tmp_path).load_path(vectors.SGX_COLLATERAL, persist=True)  # e.g. `omron-tee collateral import`
+    monkeypatch.setattr(running, "_scanned_at", running._scanned_at - 61)  # a minute later
+    assert SgxVerifier(running).verify(vectors.sgx_evidence(), now=vectors.SGX_NOW).tcb_status == "ConfigurationAndSWHardeningNeeded"

@@ -87,8 +87,21 @@ class CollateralStore:
         self._ocsp: dict[int, list[CachedOcsp]] = {}  # serial -> responses
         self._rims: dict[str, bytes] = {}
         self._attempts: dict[str, float] = {}
+        self._scanned_at = time.monotonic()
         if self.root is not None and self.root.exists():
             self._load_root()
+
+    def _rescan(self) -> None:
+        """Re-read the directory (at most once a minute) when a lookup misses or finds expired collateral:
+        another process (``omron-tee collateral import``, a second validator) may have added it."""
+        if self.root is None or not self.root.exists():
+            return
+        t = time.monotonic()
+        with self._lock:
+            if t - self._scanned_at < 60.0:
+                return
+            self._scanned_at = t
+        self._load_root()
 
     # --- loading ---------------------------------------------------------
 
@@ -219,6 +232,10 @@ class CollateralStore:
         key = f"{tee}-{fmspc.upper()}-{ca}"
         with self._lock:
             cached = self._intel.get(key)
+        if cached is None or cached.expired(now):
+            self._rescan()
+            with self._lock:
+                cached = self._intel.get(key)
         if cached is not None and not cached.expired(now):
             return cached
         if self.intel_client is not None and self._may_fetch(f"intel/{key}"):
@@ -300,10 +317,13 @@ class CollateralStore:
 
     def amd_vcek(self, chip_id: bytes, tcb: TcbVersion, product: str | None) -> x509.Certificate | None:
         keys = [(chip_id, tcb.raw), (chip_id[:8], tcb.raw)]
-        with self._lock:
-            for k in keys:
-                if k in self._vcek:
-                    return self._vcek[k]
+        for attempt in range(2):
+            with self._lock:
+                for k in keys:
+                    if k in self._vcek:
+                        return self._vcek[k]
+            if attempt == 0:
+                self._rescan()
         if self.amd_client is None or product is None or not any(chip_id):
             return None
         if not self._may_fetch(f"amd/vcek/{chip_id.hex()}-{tcb.raw:016x}"):
@@ -336,6 +356,11 @@ class CollateralStore:
         with self._lock:
             crl = self._amd_crl.get((product, signer)) or self._amd_crl.get((product, "vcek"))
         fresh = crl is not None and (crl.next_update_utc is None or crl.next_update_utc.timestamp() >= now)
+        if not fresh:
+            self._rescan()
+            with self._lock:
+                crl = self._amd_crl.get((product, signer)) or self._amd_crl.get((product, "vcek"))
+            fresh = crl is not None and (crl.next_update_utc is None or crl.next_update_utc.timestamp() >= now)
         if not fresh and self.amd_client is not None and self._may_fetch(f"amd/crl-{product}-{signer}"):
             try:
                 new = self.amd_client.fetch_crl(product, signer)
