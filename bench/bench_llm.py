@@ -34,7 +34,6 @@ import httpx
 import uvicorn
 
 from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy
-from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet, dev_attestation_key_path, run_async
 from omron_tee.enclave.simulated import dev_public_key

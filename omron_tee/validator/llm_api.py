@@ -39,7 +39,7 @@ from fastapi.responses import Response, StreamingResponse
 from omron_tee.errors import AuthError, MinerError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.llm.model import MAX_NEW_TOKENS
 from omron_tee.llm.requester import Completion, StreamReader, TokenChunk
-from omron_tee.llm.transport import raw_bytes
+from omron_tee.llm.transport import open_stream, raw_bytes
 from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, _field, _nonce, dumps, loads
 from omron_tee.validator.llm_forward import llm_state
 from omron_tee.validator.scoring import Outcome
@@ -156,8 +156,6 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
                 continue
             t0 = time.perf_counter()
             try:
-                from omron_tee.llm.transport import open_stream
-
                 resp = await open_stream(state.http, validator.prober.client.signer, neuron.endpoint.url, "/infer_stream", req.to_json(),
                                          receiver=hotkey, timeout=left)
             except MinerError as e:

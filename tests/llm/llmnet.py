@@ -14,7 +14,6 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import uvicorn
 
 from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy  # noqa: E402
@@ -25,7 +24,7 @@ from omron_tee.chain.embedded import EmbeddedChain  # noqa: E402
 from omron_tee.config import create_wallet  # noqa: E402
 from omron_tee.enclave.measurement import trusted_app_measurement  # noqa: E402
 from omron_tee.enclave.simulated import SimulatedBackend, dev_public_key  # noqa: E402
-from omron_tee.llm.model import DEFAULT_MODEL_ID, LlamaRuntime, load_llm, with_llm  # noqa: E402
+from omron_tee.llm.model import DEFAULT_MODEL_ID  # noqa: E402
 from omron_tee.miner.server import build_app  # noqa: E402
 from omron_tee.miner.trusted_app import DevFaults, TrustedApp  # noqa: E402
 from omron_tee.models import ModelRegistry  # noqa: E402

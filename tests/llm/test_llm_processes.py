@@ -11,7 +11,6 @@ import sys
 import time
 
 import httpx
-import pytest
 
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from omron_tee.llm.scoring import EXACT_PREFIX, judge
 from omron_tee.miner.trusted_app import DevFaults
