@@ -200,3 +200,21 @@ def test_parse_errors_name_the_field():
     with pytest.raises(ParseError) as e:
         abi.parse(vectors.SNP_REPORT.read_bytes()[:-1])
     assert e.value.field == "length"
+
+
+def test_cert_table_guids_in_either_byte_order() -> None:
+    """Hosts write RFC 4122 GUID bytes (AMD's tools, go-sev-guest); some tools write mixed-endian."""
+    import uuid
+
+    from omron_tee.attestation.abi.snp import CERT_GUIDS, build_cert_table, parse_cert_table
+
+    blobs = {"vcek": b"\x30\x82vcek", "ask": b"\x30\x82ask"}
+    standard = build_cert_table(blobs)
+    assert parse_cert_table(standard) == blobs
+    names = {v: k for k, v in CERT_GUIDS.items()}
+    mixed = bytearray(standard)
+    for i in range(2):
+        guid = uuid.UUID(bytes=bytes(mixed[24 * i : 24 * i + 16]))
+        mixed[24 * i : 24 * i + 16] = guid.bytes_le
+    assert names["vcek"].bytes_le != names["vcek"].bytes
+    assert parse_cert_table(bytes(mixed)) == blobs

@@ -411,24 +411,35 @@ _TABLE = "SEV-SNP certificate table"
 MAX_CERT_TABLE_ENTRIES = 16
 
 
+def _guid(raw: bytes) -> uuid.UUID:
+    """A table entry's GUID. AMD's tools, the kernel's hosts and go-sev-guest write
+    RFC 4122 byte order; some tools write the mixed-endian (Microsoft) order: a
+    known GUID is recognised in either."""
+    std = uuid.UUID(bytes=bytes(raw))
+    if std in CERT_GUIDS:
+        return std
+    mixed = uuid.UUID(bytes_le=bytes(raw))
+    return mixed if mixed in CERT_GUIDS else std
+
+
 def is_cert_table(data: bytes) -> bool:
     """Whether ``data`` starts like a GUID certificate table rather than PEM or DER."""
     if len(data) < 24:
         return False
-    return uuid.UUID(bytes_le=bytes(data[:16])) in CERT_GUIDS and not data.startswith(b"-----")
+    return _guid(data[:16]) in CERT_GUIDS and not data.startswith(b"-----")
 
 
 def parse_cert_table(data: bytes) -> dict[str, bytes]:
     """Map ``vcek``/``vlek``/``ask``/``ark`` (or the GUID string of unknown entries) to DER bytes.
 
-    Table entries are ``GUID (16, mixed-endian) | offset u32 | length u32``,
+    Table entries are ``GUID (16, RFC 4122 order; mixed-endian also read) | offset u32 | length u32``,
     ending with an all-zero entry; offsets count from the table's start.
     """
     data = require_bytes(data, _TABLE)
     r = Reader(data, _TABLE)
     out: dict[str, bytes] = {}
     for i in range(MAX_CERT_TABLE_ENTRIES + 1):
-        guid = uuid.UUID(bytes_le=r.bytes(16, f"entry[{i}].guid"))
+        guid = _guid(r.bytes(16, f"entry[{i}].guid"))
         offset = r.u32(f"entry[{i}].offset")
         length = r.u32(f"entry[{i}].length")
         name = CERT_GUIDS.get(guid, str(guid))
@@ -451,6 +462,6 @@ def build_cert_table(blobs: dict[str, bytes]) -> bytes:
     header = b""
     body = b""
     for name, blob in blobs.items():
-        header += names[name].bytes_le + (header_len + len(body)).to_bytes(4, "little") + len(blob).to_bytes(4, "little")
+        header += names[name].bytes + (header_len + len(body)).to_bytes(4, "little") + len(blob).to_bytes(4, "little")
         body += blob
     return header + b"\0" * 24 + body
