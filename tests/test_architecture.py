@@ -22,6 +22,15 @@ FORBIDDEN = {
     "miner": {"validator", "client", "localnet", "cli"},
     "validator": {"miner", "client", "localnet", "cli"},
     "client": {"miner", "chain", "localnet", "cli"},
+    # zk/ sits beside models/: circuits, provers and verifiers know nothing of the network.
+    "zk": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "llm"},
+    # llm/ is a feature slice across layers; its lower modules obey their layer's rules.
+    "llm/model": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet"},
+    "llm/stream": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet"},
+    "llm/enclave": {"chain", "wire", "validator", "client", "localnet"},
+    "llm/requester": {"chain", "wire", "enclave", "miner", "validator", "client", "localnet"},
+    "llm/transport": {"chain", "enclave", "miner", "validator", "client", "localnet"},
+    "llm/scoring": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet"},
 }
 
 

@@ -29,7 +29,7 @@ from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel import KemSuite
 from omron_tee.client import RECEIPT_FILE_VERSION, Rejection, verify_receipt_file
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError, ProtocolError
-from omron_tee.exchange import AttestedSession, check_attestation, new_nonce
+from omron_tee.exchange import AttestedSession, candidate_nonce, check_attestation, new_nonce
 from omron_tee.llm.requester import Completion, StreamReader, TokenChunk, seal_completion
 from omron_tee.llm.stream import output_hash
 from omron_tee.llm.transport import new_http, open_stream, raw_bytes
@@ -64,13 +64,13 @@ class PrivateCompletionClient:
             hotkey = str(c.get("hotkey"))
             try:
                 resp = AttestResponse.from_json(c.get("attest"))
-                session = check_attestation(resp, nonce=nonce, policy=self.policy, registry=self.verifiers)
+                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), policy=self.policy, registry=self.verifiers)
                 if model_id not in resp.models:
                     raise ProtocolError(f"miner does not serve {model_id}")
             except (AttestationError, ProtocolError) as e:
                 rejected.append(Rejection(hotkey, e.reason, str(e)))
                 continue
-            accepted.append((hotkey, session, resp, nonce))
+            accepted.append((hotkey, session, resp, session.attest_nonce))
         for f in raw.get("failures", []) if isinstance(raw, dict) else []:
             rejected.append(Rejection(str(f.get("hotkey")), str(f.get("reason")), "did not answer the attestation request"))
         self.last_rejected = tuple(rejected)

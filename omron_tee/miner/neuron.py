@@ -9,11 +9,11 @@ import uvicorn
 
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
-from omron_tee.config import add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
 from omron_tee.attestation.evidence import TeeType
+from omron_tee.config import add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
 from omron_tee.enclave.base import EnclaveBackend
-from omron_tee.enclave.select import select_backend
 from omron_tee.enclave.measurement import trusted_app_measurement
+from omron_tee.enclave.select import select_backend
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.llm.neuron import add_miner_args as add_llm_args, serve_llm
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def make_backend(args: argparse.Namespace, network: str, registry: ModelRegistry) -> EnclaveBackend:
     """The enclave backend for ``--enclave`` (see omron_tee.enclave.select for the rules)."""
     local = is_local(network)
-    faults = bool(args.dev_variant or args.dev_delay or args.dev_wrong_output)
+    faults = bool(args.dev_variant or args.dev_delay or args.dev_wrong_output or args.dev_bad_proof)
     if faults and not local:
         raise ConfigError("--dev.* faults exist only for the simulated enclave on a local network")
 

@@ -40,6 +40,7 @@ from omron_tee.errors import AuthError, MinerError, ModelError, OmronTeeError, P
 from omron_tee.llm.model import MAX_NEW_TOKENS
 from omron_tee.llm.requester import Completion, StreamReader, TokenChunk
 from omron_tee.llm.transport import open_stream, raw_bytes
+from omron_tee.exchange import candidate_nonce
 from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, _field, _nonce, dumps, loads
 from omron_tee.validator.llm_forward import llm_state
 from omron_tee.validator.scoring import Outcome
@@ -113,7 +114,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
         targets = state.candidates(model, MAX_CANDIDATES)
 
         async def one(n):
-            raw = await prober.client.post(n.endpoint.url, "/attest", AttestRequest(nonce, kem).to_json(), receiver=n.hotkey, timeout=prober.timeout)
+            raw = await prober.client.post(n.endpoint.url, "/attest", AttestRequest(candidate_nonce(nonce, n.hotkey), kem).to_json(), receiver=n.hotkey, timeout=prober.timeout)
             resp = AttestResponse.from_json(raw)  # shape check only: the client verifies it
             state.served[n.hotkey] = resp.models
             return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw, "serves": model in resp.models}
