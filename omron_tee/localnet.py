@@ -239,15 +239,15 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
         if rounds % 10 == 0 and validator.due_for_weights():
             validator.set_weights()
     zk = await _zk_round(net, validator, getattr(args, "zk_requests", 0), console) if zk_verifiers else None
-    console.step("final weights")
+    third_party = await _third_party_demo(net, validator, models, policy, verifiers, console)
+    llm = await run_llm_demo(net, validator, models, console, port_of=free_port) if getattr(args, "llm", False) else None  # docs/LLM.md
+
+    console.step("final weights (every miner's score so far, the LLM miners' included)")
     while True:
         ev = validator.set_weights()
         if ev.error is None or "no miner" in ev.error:
             break
         await asyncio.sleep(net.block_time * max(1, net.chain.blocks_until_weights_allowed(validator.hotkey)))
-
-    third_party = await _third_party_demo(net, validator, models, policy, verifiers, console)
-    llm = await run_llm_demo(net, validator, models, console, port_of=free_port) if getattr(args, "llm", False) else None  # docs/LLM.md
 
     console.step("waiting one epoch for emissions")
     await asyncio.sleep(net.block_time * (net.chain.params.tempo + 2))
