@@ -30,19 +30,16 @@ from fastapi import FastAPI
 from omron_tee.channel import KemSuite
 from omron_tee.errors import MinerError, ProtocolError, RateLimited
 from omron_tee.exchange import candidate_nonce
-from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, InferResponse, _field, _nonce
+from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse, _field, _nonce
 from omron_tee.validator.core import Validator
 from omron_tee.validator.llm_api import add_llm_api, openai_models
+from omron_tee.validator.relay import MAX_CANDIDATES, REQUEST_FAULTS, all_failed, parse_relay_request, record_failure, record_success, relay_targets
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.server import json_response, signed_route
 
 log = logging.getLogger("omron_tee.validator.api")
 
-MAX_CANDIDATES = 8
-# Refusals a miner answers when the *request* was bad (sealed wrongly, to an unknown key, ...).
-REQUEST_FAULTS = frozenset({"tampered-ciphertext", "malformed-message", "bad-key", "unknown-key", "unsupported-suite", "too-large"})
-MAX_DEADLINE_MS = 60_000
 
 
 class RateLimiter:
@@ -111,42 +108,20 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
 
     async def infer(caller: str, body: Any) -> Any:
         limiter.take(caller)
-        deadline_ms = body.get("deadline_ms", 10_000) if isinstance(body, dict) else 10_000
-        if not isinstance(deadline_ms, int) or not 1 <= deadline_ms <= MAX_DEADLINE_MS:
-            raise ProtocolError(f"deadline_ms must be an integer from 1 to {MAX_DEADLINE_MS}")
-        attempts = _field(body, "attempts", "infer request")
-        if not isinstance(attempts, list) or not 1 <= len(attempts) <= MAX_CANDIDATES:
-            raise ProtocolError(f"attempts must be a list of 1 to {MAX_CANDIDATES} sealed requests")
-        by_hotkey = {n.hotkey: n for n in validator.miners()}
-        deadline = time.monotonic() + deadline_ms / 1000
-        tried = []
-        for attempt in attempts:
-            hotkey = str(_field(attempt, "hotkey", "attempt"))
-            request = InferRequest.from_json(_field(attempt, "request", "attempt"))
-            neuron = by_hotkey.get(hotkey)
-            left = deadline - time.monotonic()
-            if left <= 0.05:
-                tried.append({"hotkey": hotkey, "reason": "deadline"})
-                break
-            if neuron is None or neuron.endpoint is None:
-                tried.append({"hotkey": hotkey, "reason": "not-serving"})
-                continue
+        request = parse_relay_request(body, default_deadline_ms=10_000)
+        tried: list[dict[str, str]] = []
+        for hotkey, sealed, neuron, left in relay_targets(validator, request, tried):
             t0 = time.perf_counter()
             try:
-                raw = await prober.client.post(neuron.endpoint.url, "/infer", request.to_json(), receiver=hotkey, timeout=min(left, prober.timeout))
+                raw = await prober.client.post(neuron.endpoint.url, "/infer", sealed.to_json(), receiver=hotkey, timeout=min(left, prober.timeout))
                 response = InferResponse.from_json(raw)
             except (MinerError, ProtocolError) as e:
-                tried.append({"hotkey": hotkey, "reason": e.reason})
-                # A miner refusing the client's own malformed request is not the miner's fault:
-                # scoring it would let any client decay an honest miner's score at will.
-                if not (isinstance(e, MinerError) and e.reason in REQUEST_FAULTS):
-                    validator.record(Outcome(hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
-                log.info("relay to uid %d failed (%s); %s", neuron.uid, e.reason, "trying the next miner" if attempt is not attempts[-1] else "no miner left")
+                record_failure(validator, neuron, e.reason, tried)
+                log.info("relay to uid %d failed (%s); trying the next miner if any", neuron.uid, e.reason)
                 continue
-            validator.record(Outcome(hotkey, neuron.uid, True, "ok", time.perf_counter() - t0, None, None, kind="relay"))
-            tried.append({"hotkey": hotkey, "reason": "ok"})
+            record_success(validator, neuron, t0, tried)
             return {"hotkey": hotkey, "response": response.to_json(), "tried": tried}
-        raise MinerError("no miner answered within the deadline: " + ", ".join(f"{t['hotkey'][:8]}…:{t['reason']}" for t in tried), reason="all-miners-failed")
+        raise all_failed(tried)
 
     api.add_api_route("/v1/attest", signed_route(verifier, attest, log), methods=["POST"])
     api.add_api_route("/v1/infer", signed_route(verifier, infer, log), methods=["POST"])

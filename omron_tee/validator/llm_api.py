@@ -41,20 +41,18 @@ from omron_tee.llm.model import MAX_NEW_TOKENS
 from omron_tee.llm.requester import Completion, StreamReader, TokenChunk
 from omron_tee.llm.transport import open_stream, raw_bytes
 from omron_tee.exchange import candidate_nonce
-from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, _field, _nonce, dumps, loads
+from omron_tee.protocol import AttestRequest, AttestResponse, _field, _nonce, dumps, loads
 from omron_tee.validator.llm_forward import llm_state
+from omron_tee.validator.relay import MAX_CANDIDATES, all_failed, parse_relay_request, record_failure, relay_targets
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.server import MAX_BODY, error_response, json_response
 
 log = logging.getLogger("omron_tee.validator.api")
 
-MAX_CANDIDATES = 8
 MAX_DEADLINE_MS = 120_000
 STREAM_MEDIA_TYPE = "application/vnd.omron-tee.llm-stream"
 DEFAULT_MAX_TOKENS = 16
-# Refusals a miner answers when the *request* was bad: scoring them would let any client decay an honest miner.
-REQUEST_FAULTS = frozenset({"tampered-ciphertext", "malformed-message", "bad-key", "unknown-key", "unsupported-suite", "too-large"})
 
 
 def openai_models(validator: Any) -> dict[str, Any]:
@@ -134,35 +132,17 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
             await authenticate(request, body, allow_bearer=False)
             data = loads(body, "request body")
             check_model(_field(data, "model", "infer request"))
-            deadline_ms = data.get("deadline_ms", 30_000)
-            if not isinstance(deadline_ms, int) or not 1 <= deadline_ms <= MAX_DEADLINE_MS:
-                raise ProtocolError(f"deadline_ms must be an integer from 1 to {MAX_DEADLINE_MS}")
-            attempts = _field(data, "attempts", "infer request")
-            if not isinstance(attempts, list) or not 1 <= len(attempts) <= MAX_CANDIDATES:
-                raise ProtocolError(f"attempts must be a list of 1 to {MAX_CANDIDATES} sealed requests")
-            parsed = [(str(_field(a, "hotkey", "attempt")), InferRequest.from_json(_field(a, "request", "attempt"))) for a in attempts]
+            request = parse_relay_request(data, default_deadline_ms=30_000, max_deadline_ms=MAX_DEADLINE_MS)
         except OmronTeeError as e:
             return error_response(e)
-        by_hotkey = {n.hotkey: n for n in validator.miners()}
-        deadline = time.monotonic() + deadline_ms / 1000
-        tried = []
-        for hotkey, req in parsed:
-            neuron = by_hotkey.get(hotkey)
-            left = deadline - time.monotonic()
-            if left <= 0.05:
-                tried.append({"hotkey": hotkey, "reason": "deadline"})
-                break
-            if neuron is None or neuron.endpoint is None:
-                tried.append({"hotkey": hotkey, "reason": "not-serving"})
-                continue
+        tried: list[dict[str, str]] = []
+        for hotkey, req, neuron, left in relay_targets(validator, request, tried):
             t0 = time.perf_counter()
             try:
                 resp = await open_stream(state.http, validator.prober.client.signer, neuron.endpoint.url, "/infer_stream", req.to_json(),
                                          receiver=hotkey, timeout=left)
             except MinerError as e:
-                tried.append({"hotkey": hotkey, "reason": e.reason})
-                if e.reason not in REQUEST_FAULTS:  # a client's own malformed request is not the miner's fault
-                    validator.record(Outcome(hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
+                record_failure(validator, neuron, e.reason, tried)
                 continue
             tried.append({"hotkey": hotkey, "reason": "ok"})
             return StreamingResponse(
@@ -170,8 +150,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
                 media_type=STREAM_MEDIA_TYPE,
                 headers={"X-Omron-Miner": hotkey, "X-Omron-Tried": json.dumps(tried), "Cache-Control": "no-store"},
             )
-        return error_response(MinerError("no miner answered within the deadline: " + ", ".join(f"{t['hotkey'][:8]}…:{t['reason']}" for t in tried),
-                                         reason="all-miners-failed"))
+        return error_response(all_failed(tried))
 
     # --- path 2: OpenAI-compatible, the validator reads the prompt ----------------------
 

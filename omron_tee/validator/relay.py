@@ -1,0 +1,75 @@
+"""Relaying a third party's sealed requests: the parts both relays share (tensor and LLM stream).
+
+The client sealed one copy of its request per candidate miner; the validator
+tries them in order within the client's deadline, skipping miners that no
+longer serve, and holds a miner's failure against it only when it is the
+miner's fault.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from omron_tee.chain.base import Neuron
+from omron_tee.errors import MinerError, ProtocolError
+from omron_tee.protocol import InferRequest, _field
+from omron_tee.validator.core import Validator
+from omron_tee.validator.scoring import Outcome
+
+MAX_CANDIDATES = 8
+MAX_DEADLINE_MS = 60_000
+
+# Refusals caused by the client's own request (bad ciphertext, stale key...), not by the
+# miner: scoring them would let any client decay an honest miner's score at will.
+REQUEST_FAULTS = frozenset({"tampered-ciphertext", "malformed-message", "bad-key", "unknown-key", "unsupported-suite", "too-large"})
+
+
+@dataclass(frozen=True)
+class RelayRequest:
+    deadline_ms: int
+    attempts: tuple[tuple[str, InferRequest], ...]  # (miner hotkey, sealed request), in order
+
+
+def parse_relay_request(body: Any, *, default_deadline_ms: int, max_deadline_ms: int = MAX_DEADLINE_MS) -> RelayRequest:
+    deadline_ms = body.get("deadline_ms", default_deadline_ms) if isinstance(body, dict) else default_deadline_ms
+    if not isinstance(deadline_ms, int) or not 1 <= deadline_ms <= max_deadline_ms:
+        raise ProtocolError(f"deadline_ms must be an integer from 1 to {max_deadline_ms}")
+    attempts = _field(body, "attempts", "infer request")
+    if not isinstance(attempts, list) or not 1 <= len(attempts) <= MAX_CANDIDATES:
+        raise ProtocolError(f"attempts must be a list of 1 to {MAX_CANDIDATES} sealed requests")
+    parsed = tuple((str(_field(a, "hotkey", "attempt")), InferRequest.from_json(_field(a, "request", "attempt"))) for a in attempts)
+    return RelayRequest(deadline_ms, parsed)
+
+
+def relay_targets(validator: Validator, request: RelayRequest, tried: list[dict[str, str]]) -> Iterator[tuple[str, InferRequest, Neuron, float]]:
+    """The attempts still worth making, with the seconds left; skipped ones are noted in ``tried``."""
+    by_hotkey = {n.hotkey: n for n in validator.miners()}
+    deadline = time.monotonic() + request.deadline_ms / 1000
+    for hotkey, sealed in request.attempts:
+        neuron = by_hotkey.get(hotkey)
+        left = deadline - time.monotonic()
+        if left <= 0.05:
+            tried.append({"hotkey": hotkey, "reason": "deadline"})
+            return
+        if neuron is None or neuron.endpoint is None:
+            tried.append({"hotkey": hotkey, "reason": "not-serving"})
+            continue
+        yield hotkey, sealed, neuron, left
+
+
+def record_failure(validator: Validator, neuron: Neuron, reason: str, tried: list[dict[str, str]]) -> None:
+    tried.append({"hotkey": neuron.hotkey, "reason": reason})
+    if reason not in REQUEST_FAULTS:
+        validator.record(Outcome(neuron.hotkey, neuron.uid, False, reason, None, None, None, kind="relay"))
+
+
+def record_success(validator: Validator, neuron: Neuron, started: float, tried: list[dict[str, str]]) -> None:
+    tried.append({"hotkey": neuron.hotkey, "reason": "ok"})
+    validator.record(Outcome(neuron.hotkey, neuron.uid, True, "ok", time.perf_counter() - started, None, None, kind="relay"))
+
+
+def all_failed(tried: list[dict[str, str]]) -> MinerError:
+    return MinerError("no miner answered within the deadline: " + ", ".join(f"{t['hotkey'][:8]}…:{t['reason']}" for t in tried), reason="all-miners-failed")
