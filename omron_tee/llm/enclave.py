@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omron_tee.channel import KemSuite, Receipt, request_info, seal
-from omron_tee.errors import ChannelError, ModelError, OmronTeeError
+from omron_tee.errors import ModelError, OmronTeeError
 from omron_tee.llm.model import RUNTIME
 from omron_tee.llm.stream import KEY_LEN, ChunkSealer, CompletionPayload, frame, output_hash, prompt_hash, stream_info
 from omron_tee.protocol import InferRequest, b64, dumps
@@ -42,9 +42,7 @@ class LlmService:
 
     def open(self, request: InferRequest) -> OpenedRequest:
         """Open a sealed completion request; errors before the stream starts (``ChannelError``)."""
-        keys = self.app._by_key_id.get(request.key_id)
-        if keys is None:
-            raise ChannelError("this enclave holds no such key (it restarted?): attest again", reason="unknown-key")
+        keys = self.app.keys(request.key_id)
         payload = CompletionPayload.decode(keys.hpke.open(request.sealed, request_info(request.key_id)))
         return OpenedRequest(payload, keys, KemSuite.parse(payload.reply_kem))
 

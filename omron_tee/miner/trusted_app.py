@@ -87,10 +87,15 @@ class TrustedApp:
         evidence = self.backend.attest(report_data_for(request.nonce, keys.public))
         return AttestResponse(evidence=evidence, keys=keys.public, models=self.models, proof_systems=self.proof_systems)
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        keys = self._by_key_id.get(request.key_id)
+    def keys(self, key_id_: bytes) -> EnclaveKeys:
+        """The channel keys a sealed request names, or ``unknown-key`` (the enclave restarted since)."""
+        keys = self._by_key_id.get(key_id_)
         if keys is None:
             raise ChannelError("this enclave holds no such key (it restarted?): attest again", reason="unknown-key")
+        return keys
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        keys = self.keys(request.key_id)
         # From here on, failures are answered inside the sealed reply when we can, so
         # that the operator cannot tell a spot check's error from a user's.
         payload = InferencePayload.decode(keys.hpke.open(request.sealed, request_info(request.key_id)))
