@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,16 +63,29 @@ class Validator:
         self.top_k = top_k
         self.on_event = on_event or (lambda e: None)
         self.metagraph: Metagraph | None = None
+        self._synced_at = 0.0
+        # A metagraph older than about a block is re-read before use: the API serves
+        # between rounds, and a round (LLM probes, zk proofs) can take seconds.
+        self._metagraph_max_age = max(1.0, chain.block_time())
         self.last_weights_block: int | None = None
         self.last_weights: dict[int, float] = {}
         self._cursor = 0
 
     def sync(self) -> Metagraph:
         self.metagraph = self.chain.metagraph()
+        self._synced_at = time.monotonic()
         return self.metagraph
 
     def miners(self) -> list[Neuron]:
-        mg = self.metagraph or self.sync()
+        age = time.monotonic() - self._synced_at
+        synced = self.metagraph is None or age >= self._metagraph_max_age
+        found = self._miners_in(self.sync() if synced else self.metagraph)
+        if not found and not synced and age >= 0.1:
+            # No miner yet (a network starting up): look again rather than wait a whole period.
+            found = self._miners_in(self.sync())
+        return found
+
+    def _miners_in(self, mg: Metagraph) -> list[Neuron]:
         # Permit holders are validators: they serve an API, not inference.
         return [n for n in mg.neurons if n.endpoint is not None and n.hotkey != self.hotkey and not n.validator_permit]
 

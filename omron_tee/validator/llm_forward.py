@@ -178,7 +178,7 @@ class LlmProber:
         if not j.correct:
             return _fail(neuron, mid, "wrong-output", f"completion differs from the validator's reference: {j.reason}", True, correct=False)
         latency = token_latency(c)
-        outcome = Outcome(neuron.hotkey, neuron.uid, True, "ok", latency, True, True)
+        outcome = Outcome(neuron.hotkey, neuron.uid, True, "ok", latency, True, True, workload="llm")
         return ProbeResult(outcome, mid, f"{len(c.tokens)} tokens match the reference ({j.common_prefix}/{j.reference_len}); {speed}")
 
 
@@ -196,7 +196,7 @@ def _speed(c: Completion) -> str:
 
 
 def _fail(neuron: Neuron, model_id: str, reason: str, message: str, attested: bool | None, *, correct: bool | None = None) -> ProbeResult:
-    return ProbeResult(Outcome(neuron.hotkey, neuron.uid, False, reason, None, attested, correct), model_id, message)
+    return ProbeResult(Outcome(neuron.hotkey, neuron.uid, False, reason, None, attested, correct, workload="llm"), model_id, message)
 
 
 __all__ = ["LlmProber", "LlmState", "llm_state", "token_latency", "TokenChunk"]

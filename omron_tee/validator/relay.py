@@ -23,7 +23,7 @@ MAX_CANDIDATES = 8
 MAX_DEADLINE_MS = 60_000
 
 # Refusals caused by the client's own request (bad ciphertext, stale key...), not by the
-# miner: scoring them would let any client decay an honest miner's score at will.
+# miner: not even counted against it in the summaries.
 REQUEST_FAULTS = frozenset({"tampered-ciphertext", "malformed-message", "bad-key", "unknown-key", "unsupported-suite", "too-large"})
 
 
@@ -61,6 +61,7 @@ def relay_targets(validator: Validator, request: RelayRequest, tried: list[dict[
 
 
 def record_failure(validator: Validator, neuron: Neuron, reason: str, tried: list[dict[str, str]]) -> None:
+    """Count a relay failure (scoring never holds relayed traffic against a miner: see scoring)."""
     tried.append({"hotkey": neuron.hotkey, "reason": reason})
     if reason not in REQUEST_FAULTS:
         validator.record(Outcome(neuron.hotkey, neuron.uid, False, reason, None, None, None, kind="relay"))

@@ -4,6 +4,13 @@ A verified, correct response moves a miner's score toward a target scaled by
 its response time relative to the other miners (the fastest median latency
 gets the full target, the slowest half of it). A failed attestation, a wrong
 output, a bad receipt, a timeout or an unreachable miner decays the score.
+
+Only the validator's own benchmark traffic moves scores. Relayed third-party
+traffic is counted but never scored: its deadline, its load and even its
+disconnects are the client's to choose, so scoring it would let anyone drive
+an honest miner's score down. Since miners cannot tell the two kinds of
+traffic apart, benchmarks still spot-check all of it. Latencies are compared
+within their class (tensor, zk, LLM) and only among miners seen recently.
 zk answers (proven with EZKL) are timed the same way, but against the other
 miners' zk times (proving takes seconds, not milliseconds); a proof that does
 not verify or does not prove the claimed output decays the score.
@@ -28,6 +35,7 @@ ALPHA = 0.1  # how far one verified answer moves the score toward its target
 FAILURE_DECAY = 0.2  # fraction of the score a failure takes away
 RT_WEIGHT = 0.5  # share of the target that response time can take away
 LATENCY_WINDOW = 64
+ACTIVE_WINDOW_S = 3600.0  # miners not probed for this long drop out of the latency comparison
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,11 @@ class Outcome:
     kind: str = "benchmark"  # or "relay"
     proof_system: str = "tee"  # "zk": latency_s includes proving, and is compared with zk latencies
     prove_s: float | None = None  # zk: proving time the enclave reported
+    workload: str = "tensor"  # or "llm": a completion's latency is compared with LLM latencies only
+
+    @property
+    def latency_class(self) -> str:
+        return "zk" if self.proof_system == "zk" else ("llm" if self.workload == "llm" else "tee")
 
 
 @dataclass
@@ -60,6 +73,8 @@ class MinerRecord:
     reasons: dict[str, int] = field(default_factory=dict)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     zk_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    llm_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    last_seen: float = 0.0  # wall time of the last benchmark outcome
 
     def median_latency(self) -> float | None:
         return statistics.median(self.latencies) if self.latencies else None
@@ -67,8 +82,8 @@ class MinerRecord:
     def median_zk_latency(self) -> float | None:
         return statistics.median(self.zk_latencies) if self.zk_latencies else None
 
-    def pool(self, proof_system: str) -> deque[float]:
-        return self.zk_latencies if proof_system == "zk" else self.latencies
+    def pool(self, latency_class: str) -> deque[float]:
+        return {"zk": self.zk_latencies, "llm": self.llm_latencies}.get(latency_class, self.latencies)
 
 
 class ScoreBook:
@@ -100,6 +115,8 @@ class ScoreBook:
                 reasons=r["reasons"],
                 latencies=deque(r["latencies"], maxlen=LATENCY_WINDOW),
                 zk_latencies=deque(r.get("zk_latencies", []), maxlen=LATENCY_WINDOW),
+                llm_latencies=deque(r.get("llm_latencies", []), maxlen=LATENCY_WINDOW),
+                last_seen=float(r.get("last_seen", 0.0)),
             )
 
     def record(self, hotkey: str, uid: int) -> MinerRecord:
@@ -110,8 +127,9 @@ class ScoreBook:
             self.records[hotkey] = rec
         return rec
 
-    def _latency_range(self, proof_system: str = "tee") -> tuple[float, float] | None:
-        pools = [r.pool(proof_system) for r in self.records.values()]
+    def _latency_range(self, latency_class: str = "tee") -> tuple[float, float] | None:
+        since = time.time() - ACTIVE_WINDOW_S
+        pools = [r.pool(latency_class) for r in self.records.values() if r.last_seen >= since]
         medians = [statistics.median(p) for p in pools if p]
         if not medians:
             return None
@@ -132,21 +150,23 @@ class ScoreBook:
             elif outcome.correct is False:
                 rec.incorrect += 1
             rec.reasons[outcome.reason] = rec.reasons.get(outcome.reason, 0) + 1
-            if outcome.ok:
-                if outcome.latency_s is not None:
-                    rec.pool(outcome.proof_system).append(outcome.latency_s)
-                if outcome.correct is not False and outcome.kind == "benchmark":
-                    rec.score = old + ALPHA * (self._target(rec, outcome.proof_system) - old)
-            else:
+            if not outcome.ok:
                 rec.failures += 1
-                rec.score = old * (1.0 - FAILURE_DECAY)
+            if outcome.kind == "benchmark":
+                rec.last_seen = time.time()
+                if outcome.ok and outcome.correct is not False:
+                    if outcome.latency_s is not None:
+                        rec.pool(outcome.latency_class).append(outcome.latency_s)
+                    rec.score = old + ALPHA * (self._target(rec, outcome.latency_class) - old)
+                elif not outcome.ok:
+                    rec.score = old * (1.0 - FAILURE_DECAY)
             self._dirty.add(outcome.hotkey)
             return old, rec.score
 
-    def _target(self, rec: MinerRecord, proof_system: str = "tee") -> float:
-        pool = rec.pool(proof_system)
+    def _target(self, rec: MinerRecord, latency_class: str = "tee") -> float:
+        pool = rec.pool(latency_class)
         mine = statistics.median(pool) if pool else None
-        rng = self._latency_range(proof_system)
+        rng = self._latency_range(latency_class)
         if mine is None or rng is None or rng[1] - rng[0] <= 1e-9:
             return 1.0
         lo, hi = rng
@@ -167,6 +187,8 @@ class ScoreBook:
                     "reasons": r.reasons,
                     "latencies": list(r.latencies),
                     "zk_latencies": list(r.zk_latencies),
+                    "llm_latencies": list(r.llm_latencies),
+                    "last_seen": r.last_seen,
                 }
                 rows.append((hotkey, r.uid, r.score, json.dumps(blob), time.time()))
             self._dirty.clear()
