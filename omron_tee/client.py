@@ -114,7 +114,7 @@ class PrivateInferenceClient:
             hotkey = str(c.get("hotkey"))
             try:
                 resp = AttestResponse.from_json(c.get("attest"))
-                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), policy=self.policy, registry=self.verifiers)
+                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), policy=self.policy, registry=self.verifiers, kem=self.kem)
             except (AttestationError, ProtocolError) as e:
                 rejected.append(Rejection(hotkey, e.reason, str(e)))
                 continue

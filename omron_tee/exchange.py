@@ -72,15 +72,21 @@ def check_attestation(
     nonce: bytes,
     policy: Policy,
     registry: VerifierRegistry,
+    kem: KemSuite = KemSuite.X25519,
     now: float | None = None,
     ttl: float = DEFAULT_SESSION_TTL,
 ) -> AttestedSession:
-    """An ``AttestedSession`` if the evidence is acceptable, else ``AttestationError`` naming every reason."""
+    """An ``AttestedSession`` if the evidence is acceptable, else ``AttestationError`` naming every reason.
+
+    ``kem`` is the suite the requester asked for: keys of another suite are refused, so a
+    miner's operator cannot downgrade a post-quantum request to classical X25519.
+    """
     now = time.time() if now is None else now
     verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, policy=policy, registry=registry, now=now)
     if not verdict.accepted:
         raise AttestationError("; ".join(verdict.reasons), reason=verdict.reason_code)
-    KemSuite.parse(response.keys.kem)
+    if response.keys.kem != kem.value:
+        raise AttestationError(f"the enclave answered with {response.keys.kem!r} keys, not the {kem.value!r} asked for", reason="kem-mismatch")
     return AttestedSession(
         keys=response.keys,
         evidence_hash=response.evidence.digest(),

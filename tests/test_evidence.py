@@ -55,7 +55,7 @@ def test_genuine_evidence_is_accepted(sim, kem) -> None:
     app = sim.app()
     nonce = new_nonce()
     resp = _attest(app, nonce, kem)
-    session = check_attestation(resp, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+    session = check_attestation(resp, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=kem)
     assert session.verdict.accepted and session.verdict.reason_code == "accepted"
     claims = session.verdict.claims
     assert claims.tee_type is TeeType.SIMULATED
@@ -262,3 +262,13 @@ def test_bad_keys_in_attest_response_are_refused(sim) -> None:
     keys = EnclavePublicKeys("rsa", resp.keys.hpke_public, resp.keys.signing_public)
     with pytest.raises(AttestationError):
         check_attestation(dataclasses.replace(resp, keys=keys), nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+
+
+def test_a_kem_downgrade_by_the_operator_is_refused(sim) -> None:
+    """The requester asks for the post-quantum suite; the operator forwards the nonce asking for X25519."""
+    app = sim.app()
+    nonce = new_nonce()
+    downgraded = _attest(app, nonce, KemSuite.X25519)
+    with pytest.raises(AttestationError) as e:
+        check_attestation(downgraded, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=KemSuite.MLKEM768_X25519)
+    assert e.value.reason == "kem-mismatch"

@@ -26,7 +26,7 @@ from omron_tee.protocol import (
 def attested(sim, app, kem=KemSuite.X25519):
     nonce = new_nonce()
     resp = AttestResponse.from_json(app.attest(AttestRequest(nonce, kem.value)).to_json())
-    return check_attestation(resp, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+    return check_attestation(resp, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=kem)
 
 
 def roundtrip(app, request: InferRequest) -> InferResponse:

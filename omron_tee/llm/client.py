@@ -64,7 +64,7 @@ class PrivateCompletionClient:
             hotkey = str(c.get("hotkey"))
             try:
                 resp = AttestResponse.from_json(c.get("attest"))
-                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), policy=self.policy, registry=self.verifiers)
+                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), policy=self.policy, registry=self.verifiers, kem=self.kem)
                 if model_id not in resp.models:
                     raise ProtocolError(f"miner does not serve {model_id}")
             except (AttestationError, ProtocolError) as e:

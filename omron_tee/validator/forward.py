@@ -114,7 +114,7 @@ class Prober:
                 nonce = new_nonce()
                 response, rtt = await self.attest(neuron, nonce)
                 try:
-                    session = check_attestation(response, nonce=nonce, policy=self.policy, registry=self.verifiers, ttl=self.session_ttl)
+                    session = check_attestation(response, nonce=nonce, policy=self.policy, registry=self.verifiers, kem=self.kem, ttl=self.session_ttl)
                 except AttestationError as e:
                     self.forget(neuron.hotkey)
                     return self._fail(neuron, model_id, e.reason, f"attestation rejected: {e}", False)

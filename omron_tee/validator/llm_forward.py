@@ -80,7 +80,7 @@ class LlmState:
         resp = await self.attest(neuron, nonce)
         if model_id not in resp.models:  # checked first: a miner is not scored on a model it does not offer
             raise ModelError(f"miner does not serve {model_id!r}", reason="model-not-served")
-        return check_attestation(resp, nonce=nonce, policy=self.prober.policy, registry=self.prober.verifiers)
+        return check_attestation(resp, nonce=nonce, policy=self.prober.policy, registry=self.prober.verifiers, kem=self.prober.kem)
 
     async def complete(self, neuron: Neuron, session: AttestedSession, model_id: str, prompt: str, max_tokens: int, *,
                        on_chunk=None, timeout: float | None = None) -> Completion:

@@ -44,7 +44,7 @@ def env(llm_registry, llm_runtime):
 def session(env, kem=KemSuite.X25519):
     app, policy, verifiers, _ = env
     n = new_nonce()
-    return check_attestation(app.attest(AttestRequest(n, kem.value)), nonce=n, policy=policy, registry=verifiers)
+    return check_attestation(app.attest(AttestRequest(n, kem.value)), nonce=n, policy=policy, registry=verifiers, kem=kem)
 
 
 def frames_for(env, prompt=PROMPT, n=N, service=None, kem=KemSuite.X25519):
