@@ -308,3 +308,31 @@ def test_rate_limiter_forgets_idle_hotkeys() -> None:
     _t.sleep(0.01)  # every bucket refills within 1 ms at this rate
     rl.take("newcomer")
     assert len(rl._buckets) < 100  # noqa: SLF001
+
+
+def test_oversized_bodies_are_refused_before_being_read_whole() -> None:
+    import asyncio
+
+    from omron_tee.errors import ProtocolError
+    from omron_tee.wire.server import read_body
+
+    class FakeRequest:
+        def __init__(self, chunks, declared=None):
+            self._chunks = chunks
+            self.headers = {} if declared is None else {"content-length": str(declared)}
+            self.read = 0
+
+        async def stream(self):
+            for c in self._chunks:
+                self.read += len(c)
+                yield c
+
+    big = FakeRequest([b"x" * 1024] * 100, declared=100 * 1024)
+    with pytest.raises(ProtocolError) as e:
+        asyncio.run(read_body(big, limit=4096))
+    assert e.value.reason == "too-large" and big.read == 0  # refused on the declared length alone
+    chunked = FakeRequest([b"x" * 1024] * 100)  # no length declared: stop at the limit
+    with pytest.raises(ProtocolError):
+        asyncio.run(read_body(chunked, limit=4096))
+    assert chunked.read <= 5 * 1024
+    assert asyncio.run(read_body(FakeRequest([b"ab", b"cd"], declared=4), limit=4096)) == b"abcd"

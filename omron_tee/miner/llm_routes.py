@@ -16,11 +16,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from omron_tee.errors import OmronTeeError, ProtocolError
+from omron_tee.errors import OmronTeeError
 from omron_tee.llm.enclave import LlmService
 from omron_tee.protocol import InferRequest, loads
 from omron_tee.wire.auth import RequestVerifier
-from omron_tee.wire.server import MAX_BODY, error_response
+from omron_tee.wire.server import error_response, read_body
 
 log = logging.getLogger("omron_tee.miner")
 
@@ -31,10 +31,8 @@ def add_llm_routes(api: FastAPI, app_core: Any, verifier: RequestVerifier) -> Ll
     service = LlmService(app_core)
 
     async def infer_stream(request: Request) -> Response:
-        body = await request.body()
         try:
-            if len(body) > MAX_BODY:
-                raise ProtocolError(f"request body exceeds {MAX_BODY} bytes")
+            body = await read_body(request)
             verifier.verify(request.headers, body, method=request.method, path=request.url.path)
             opened = service.open(InferRequest.from_json(loads(body, "request body")))
         except OmronTeeError as e:

@@ -46,7 +46,7 @@ from omron_tee.validator.llm_forward import llm_state
 from omron_tee.validator.relay import MAX_CANDIDATES, all_failed, parse_relay_request, record_failure, relay_targets
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
-from omron_tee.wire.server import MAX_BODY, error_response, json_response
+from omron_tee.wire.server import error_response, json_response, read_body
 
 log = logging.getLogger("omron_tee.validator.api")
 
@@ -74,8 +74,6 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
     key_digests = {hashlib.sha256(k.strip().encode()).digest() for k in keys}
 
     async def authenticate(request: Request, body: bytes, *, allow_bearer: bool) -> str:
-        if len(body) > MAX_BODY:
-            raise ProtocolError(f"request body exceeds {MAX_BODY} bytes")
         auth = request.headers.get("authorization", "")
         if allow_bearer and auth.lower().startswith("bearer "):
             digest = hashlib.sha256(auth[7:].strip().encode()).digest()
@@ -96,8 +94,8 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
     # --- path 1: private, the validator relays ciphertext -----------------------------
 
     async def llm_attest(request: Request) -> Response:
-        body = await request.body()
         try:
+            body = await read_body(request)
             await authenticate(request, body, allow_bearer=False)
             data = loads(body, "request body")
             model = check_model(_field(data, "model", "attest request"))
@@ -127,8 +125,8 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
         return json_response({"candidates": candidates[:count], "failures": failures})
 
     async def llm_infer_stream(request: Request) -> Response:
-        body = await request.body()
         try:
+            body = await read_body(request)
             await authenticate(request, body, allow_bearer=False)
             data = loads(body, "request body")
             check_model(_field(data, "model", "infer request"))
@@ -155,8 +153,8 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
     # --- path 2: OpenAI-compatible, the validator reads the prompt ----------------------
 
     async def completions(request: Request) -> Response:
-        body = await request.body()
         try:
+            body = await read_body(request)
             caller = await authenticate(request, body, allow_bearer=True)
             data = loads(body, "request body")
             model, prompt, max_tokens, stream = _openai_request(data, check_model)

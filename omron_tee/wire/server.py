@@ -31,6 +31,8 @@ _STATUS: list[tuple[type, int]] = [
 
 
 def error_response(e: OmronTeeError) -> JSONResponse:
+    if e.reason == "too-large":
+        return JSONResponse({"error": {"reason": e.reason, "message": str(e)}}, status_code=413)
     status = 500
     for cls, code in _STATUS:
         if isinstance(e, cls):
@@ -48,14 +50,27 @@ def json_response(obj: Any) -> Response:
 Handler = Callable[[str, Any], Awaitable[Any]]
 
 
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, refused as soon as it exceeds ``limit`` (before authentication,
+    so an oversized body must never be read into memory whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ProtocolError(f"request body exceeds {limit} bytes", reason="too-large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"request body exceeds {limit} bytes", reason="too-large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def signed_route(verifier: RequestVerifier, handler: Handler, log: logging.Logger) -> Callable[[Request], Awaitable[Response]]:
     """Wrap ``handler(caller_hotkey, parsed_json) -> json-able`` with btauth/1 and error mapping."""
 
     async def route(request: Request) -> Response:
-        body = await request.body()
         try:
-            if len(body) > MAX_BODY:
-                raise ProtocolError(f"request body exceeds {MAX_BODY} bytes")
+            body = await read_body(request)
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             caller = verifier.verify(request.headers, body, method=request.method, path=path)
             return json_response(await handler(caller, loads(body, "request body")))
