@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omron_tee.channel import KemSuite, Receipt, request_info, seal
-from omron_tee.errors import ModelError, OmronTeeError
+from omron_tee.errors import ModelError, OmronTeeError, ProtocolError
 from omron_tee.llm.model import RUNTIME
 from omron_tee.llm.stream import KEY_LEN, ChunkSealer, CompletionPayload, frame, output_hash, prompt_hash, stream_info
 from omron_tee.protocol import InferRequest, b64, dumps
@@ -43,7 +43,12 @@ class LlmService:
     def open(self, request: InferRequest) -> OpenedRequest:
         """Open a sealed completion request; errors before the stream starts (``ChannelError``)."""
         keys = self.app.keys(request.key_id)
-        payload = CompletionPayload.decode(keys.hpke.open(request.sealed, request_info(request.key_id)))
+        plaintext = keys.hpke.open(request.sealed, request_info(request.key_id))
+        try:
+            payload = CompletionPayload.decode(plaintext)
+        except ProtocolError:
+            # Answered in the clear: say nothing of what was inside.
+            raise ProtocolError("the sealed request is not a well-formed completion request") from None
         return OpenedRequest(payload, keys, KemSuite.parse(payload.reply_kem))
 
     async def frames(self, opened: OpenedRequest) -> AsyncIterator[bytes]:

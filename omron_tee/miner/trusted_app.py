@@ -22,7 +22,7 @@ from omron_tee.attestation.binding import report_data_for
 from omron_tee.channel import KemSuite, Receipt, key_id, reply_info, request_info, seal
 from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.keys import EnclaveKeys
-from omron_tee.errors import ChannelError, ModelError, OmronTeeError
+from omron_tee.errors import ChannelError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.models import ModelRegistry, load_runtime
 from omron_tee.protocol import AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, Tensor
 
@@ -98,7 +98,13 @@ class TrustedApp:
         keys = self.keys(request.key_id)
         # From here on, failures are answered inside the sealed reply when we can, so
         # that the operator cannot tell a spot check's error from a user's.
-        payload = InferencePayload.decode(keys.hpke.open(request.sealed, request_info(request.key_id)))
+        plaintext = keys.hpke.open(request.sealed, request_info(request.key_id))
+        try:
+            payload = InferencePayload.decode(plaintext)
+        except ProtocolError:
+            # Answered in the clear (there is no reply key to seal to): say nothing of what
+            # was inside, not even a tensor's shape.
+            raise ProtocolError("the sealed request is not a well-formed request") from None
         try:
             reply_kem = KemSuite.parse(payload.reply_kem)
             if payload.proof_system == "zk":
