@@ -50,11 +50,12 @@ def _receipt(sub: Any) -> None:
     p = sub.add_parser("receipt", help="saved receipts", description="Work with receipts saved by the client SDK.")
     rs = p.add_subparsers(dest="receipt_cmd", required=True)
     v = rs.add_parser("verify", help="check a saved receipt offline",
-                      description="Check a receipt file: the evidence and the policy (as of the receipt's time, unless --now), "
-                      "the binding of the enclave keys, the enclave's signature, and the output hash when the output is included.")
+                      description="Check a receipt file: the evidence against the policy (as of now, unless --now), "
+                      "the binding of the enclave keys, the enclave's signature, the output (or completion) hash when it is included, "
+                      "and that the file's model id names the model the receipt signs.")
     v.add_argument("file")
     v.add_argument("--policy", required=True, help="attestation policy file (TOML) to judge the evidence by")
-    v.add_argument("--now", default=None, help="judge the evidence at this time (RFC 3339) instead of the receipt's")
+    v.add_argument("--now", default=None, help="judge the evidence (collateral, TCB, revocation) as of this time (RFC 3339; default: now)")
     v.add_argument("--model-sha256", default=None, help="require the receipt to be for this model hash")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(handler=_receipt_verify)
@@ -82,12 +83,24 @@ def _receipt_verify(args: argparse.Namespace) -> int:
         raise OmronTeeError(f"{args.file} is not JSON", reason="config") from None
     policy = Policy.load(args.policy)
     now = parse_time(args.now) if args.now else None
-    model_hash = bytes.fromhex(args.model_sha256) if args.model_sha256 else None
-    check = verify_receipt_file(data, policy=policy, verifiers=build_verifiers(policy), now=now, model_hash=model_hash)
-    if args.json:
-        print(json.dumps({"valid": check.ok, "reasons": list(check.reasons), "model_id": check.model_id, "miner_hotkey": check.miner_hotkey, "issued_at": check.issued_at}))
+    try:
+        model_hash = bytes.fromhex(args.model_sha256) if args.model_sha256 else None
+    except ValueError:
+        raise OmronTeeError(f"--model-sha256 {args.model_sha256!r} is not hex", reason="config") from None
+    verifiers = build_verifiers(policy)
+    if isinstance(data, dict) and data.get("kind") == "llm-completion":
+        from omron_tee.llm.client import verify_completion_file  # also checks the completion text
+
+        check = verify_completion_file(data, policy=policy, verifiers=verifiers, now=now)
     else:
-        print(f"receipt for model {check.model_id} from miner {check.miner_hotkey}: {'VALID' if check.ok else 'INVALID'}")
+        check = verify_receipt_file(data, policy=policy, verifiers=verifiers, now=now, model_hash=model_hash)
+    if args.json:
+        print(json.dumps({"valid": check.ok, "reasons": list(check.reasons), "kind": check.kind, "model_sha256": check.model_hash.hex(),
+                          "model_id": check.model_id, "miner_hotkey": check.miner_hotkey, "issued_at": check.issued_at}))
+    else:
+        print(f"{check.kind} receipt: {'VALID' if check.ok else 'INVALID'}")
+        print(f"  signed: model sha256 {check.model_hash.hex() or '?'}, by the enclave key the evidence binds")
+        print(f"  labels in the file (not signed): model {check.model_id!r}, miner {check.miner_hotkey or '?'}")
         for r in check.reasons:
             print(f"  - {r}")
     return 0 if check.ok else 1
@@ -95,7 +108,7 @@ def _receipt_verify(args: argparse.Namespace) -> int:
 
 def _neurons(sub: Any) -> None:
     for name, module in (("miner", "omron_tee.miner.neuron"), ("validator", "omron_tee.validator.neuron")):
-        p = sub.add_parser(name, help=f"run a {name} (flags as neurons/{name}.py; `omron-tee {name} -- --help`)", add_help=False)
+        p = sub.add_parser(name, help=f"run a {name} (flags as neurons/{name}.py; `omron-tee {name} --help`)", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(handler=lambda a, m=module: importlib.import_module(m).main([x for x in a.rest if x != "--"]))
 
@@ -120,9 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_NEURONS = {"miner": "omron_tee.miner.neuron", "validator": "omron_tee.validator.neuron"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] in _NEURONS:
+        # The neurons parse their own flags (--help included), exactly as neurons/*.py do.
+        rest = args_in[1:]
+        return int(importlib.import_module(_NEURONS[args_in[0]]).main(rest[1:] if rest[:1] == ["--"] else rest) or 0)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     try:
         return int(args.handler(args) or 0)
     except OmronTeeError as e:

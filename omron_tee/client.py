@@ -6,16 +6,19 @@ seals its input to each accepted enclave (one copy per candidate, so the
 validator can fail over without ever being able to read it), and checks the
 receipt of whichever answers. The validator relays bytes it cannot read.
 
-    client = PrivateInferenceClient("http://127.0.0.1:8092", validator_hotkey, wallet, policy=policy)
-    result = client.infer_sync("digits-mlp", x)
+    client = PrivateInferenceClient("http://127.0.0.1:8092", validator_hotkey, wallet, policy=policy, verifiers=verifiers)
+    result = client.infer_sync("digits-mlp", x, model_hash=spec.sha256)
     result.output, result.receipt
-    result.save("receipt.json")   # checkable offline: omron-tee receipt verify receipt.json
+    result.save("receipt.json")   # offline: omron-tee receipt verify receipt.json --policy policy.toml
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +75,16 @@ class PrivateResult:
         return out
 
     def save(self, path: str | Path, *, include_output: bool = True) -> None:
-        """Write the receipt file (private: it holds the output unless ``include_output`` is False)."""
-        Path(path).write_text(json.dumps(self.to_json(include_output=include_output), indent=2))
+        """Write the receipt file, readable by its owner only (it holds the output unless ``include_output`` is False)."""
+        write_private(path, json.dumps(self.to_json(include_output=include_output), indent=2))
+
+
+def write_private(path: str | Path, text: str) -> None:
+    """Write ``text`` to a file created with mode 0600 (receipts can hold private outputs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
 class PrivateInferenceClient:
@@ -161,15 +172,25 @@ class PrivateInferenceClient:
 class ReceiptCheck:
     ok: bool
     reasons: tuple[str, ...]
-    model_id: str
-    miner_hotkey: str
-    issued_at: float
+    model_id: str  # the file's label: unsigned (the receipt signs model_hash)
+    miner_hotkey: str  # the file's label: unsigned (the receipt is signed by the enclave key, not the hotkey)
+    issued_at: float  # the enclave's clock, which the host controls on some TEEs
+    model_hash: bytes = b""
+    kind: str = "tensor"
 
 
 def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistry, now: float | None = None, model_hash: bytes | None = None) -> ReceiptCheck:
-    """Check a saved receipt offline: evidence and policy (as of the receipt's time unless ``now``),
-    the key binding, the receipt signature, and the output hash if the output is included."""
+    """Check a saved receipt offline: the evidence against ``policy`` as of ``now`` (default:
+    the present, so collateral and TCB status are today's), the key binding, the receipt's
+    signature, the output hash when the output is included, and that the file's model id, if
+    it names a shipped model, is the model the receipt signs.
+
+    The evidence's age is not checked: it was fresh when the exchange checked it, and the
+    receipt's own time comes from the enclave's clock, which the host sets on SGX, so it
+    cannot date the evidence either.
+    """
     from omron_tee.attestation.validate.appraise import appraise
+    from omron_tee.models import ModelRegistry
 
     try:
         if not isinstance(data, dict) or data.get("omron_tee_receipt") != RECEIPT_FILE_VERSION:
@@ -182,12 +203,14 @@ def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistr
             raise ProtocolError(f"attest_nonce must be {NONCE_LEN} bytes")
         model_id = str(data["model_id"])
         hotkey = str(data.get("miner_hotkey", ""))
+        kind = str(data.get("kind", "tensor"))
         output = Tensor.from_json(data["output"]) if data.get("output") is not None else None
     except (KeyError, ValueError, TypeError, OmronTeeError) as e:
         return ReceiptCheck(False, (f"malformed receipt file: {e}",), "", "", 0.0)
     issued = receipt.issued_at_ms / 1000.0
     reasons: list[str] = []
-    verdict = appraise(evidence, nonce=nonce, keys=keys, policy=policy, registry=verifiers, now=issued if now is None else now)
+    ageless = dataclasses.replace(policy, max_evidence_age_seconds=float("inf"))
+    verdict = appraise(evidence, nonce=nonce, keys=keys, policy=ageless, registry=verifiers, now=time.time() if now is None else now)
     reasons.extend(f"evidence: {r}" for r in verdict.reasons)
     try:
         receipt.verify(keys.signing_public)
@@ -197,9 +220,12 @@ def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistr
         reasons.append("receipt names other evidence than the one in the file")
     if output is not None and output.digest() != receipt.output_hash:
         reasons.append("the output in the file is not the one the receipt covers")
+    shipped = ModelRegistry.builtin()
+    if model_id in shipped and shipped.get(model_id).sha256 != receipt.model_hash:
+        reasons.append(f"the file says model {model_id!r}, but the receipt signs another model's hash")
     if model_hash is not None and model_hash != receipt.model_hash:
         reasons.append("receipt is for another model than the one expected")
-    return ReceiptCheck(not reasons, tuple(reasons), model_id, hotkey, issued)
+    return ReceiptCheck(not reasons, tuple(reasons), model_id, hotkey, issued, receipt.model_hash, kind)
 
 
 __all__ = ["PrivateInferenceClient", "PrivateResult", "Rejection", "ReceiptCheck", "verify_receipt_file"]

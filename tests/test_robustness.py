@@ -196,3 +196,33 @@ def test_prober_survives_a_receipt_it_cannot_even_encode(sim, registry) -> None:
     r = asyncio.run(go())
     assert not r.outcome.ok
     assert r.outcome.reason == "malformed-result"
+
+
+def test_receipt_file_labels_cannot_name_another_model_and_files_are_private(sim, registry, tmp_path) -> None:
+    import os
+    import stat
+
+    app, attest, nonce, spec, pending, response = _genuine(sim, registry)
+    result = open_result(pending, response, model_hash=spec.sha256)
+    res = PrivateResult(spec.model_id, result.output, result.receipt, "5Miner", attest.evidence, attest.keys, nonce)
+    path = tmp_path / "r.json"
+    res.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    doc = json.loads(path.read_text())
+    check = verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers)
+    assert check.ok and check.model_hash == spec.sha256
+    doc["model_id"] = "breast-cancer-mlp"  # a shipped model the receipt does not sign
+    check = verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers)
+    assert not check.ok and any("another model" in r for r in check.reasons)
+
+
+def test_receipt_evidence_is_judged_now_not_at_the_enclaves_time(sim, registry) -> None:
+    """The receipt's time is the enclave's clock (host-controlled on SGX): it neither dates the
+    evidence (no age check offline) nor chooses when collateral is judged (now, unless asked)."""
+    app, attest, nonce, spec, pending, response = _genuine(sim, registry)
+    result = open_result(pending, response, model_hash=spec.sha256)
+    doc = PrivateResult(spec.model_id, result.output, result.receipt, "5Miner", attest.evidence, attest.keys, nonce).to_json()
+    import time as _time
+
+    later = _time.time() + 10 * sim.policy.max_evidence_age_seconds
+    assert verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers, now=later).ok

@@ -16,6 +16,7 @@ whole output. The validator sees ciphertext, chunk sizes (padded) and timing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ import bittensor as bt
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel import KemSuite
-from omron_tee.client import RECEIPT_FILE_VERSION, Rejection, verify_receipt_file
+from omron_tee.client import RECEIPT_FILE_VERSION, Rejection, verify_receipt_file, write_private
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError, ProtocolError
 from omron_tee.exchange import AttestedSession, candidate_nonce, check_attestation, new_nonce
 from omron_tee.llm.requester import Completion, StreamReader, TokenChunk, seal_completion
@@ -148,7 +149,7 @@ def completion_receipt_json(c: Completion, *, include_output: bool = True) -> di
 
 
 def save_completion(c: Completion, path: str | Path, *, include_output: bool = True) -> None:
-    Path(path).write_text(json.dumps(completion_receipt_json(c, include_output=include_output), indent=2))
+    write_private(path, json.dumps(completion_receipt_json(c, include_output=include_output), indent=2))
 
 
 def verify_completion_file(data: Any, *, policy: Policy, verifiers: VerifierRegistry, now: float | None = None):
@@ -156,6 +157,8 @@ def verify_completion_file(data: Any, *, policy: Policy, verifiers: VerifierRegi
     import base64
 
     check = verify_receipt_file(data, policy=policy, verifiers=verifiers, now=now)
+    if check.model_id and check.kind != "llm-completion":
+        return dataclasses.replace(check, ok=False, reasons=(*check.reasons, "not a completion receipt: check it with `omron-tee receipt verify`"))
     comp = data.get("completion") if isinstance(data, dict) else None
     if comp is None:
         return check
@@ -167,4 +170,4 @@ def verify_completion_file(data: Any, *, policy: Policy, verifiers: VerifierRegi
             reasons.append("the completion in the file is not the one the receipt covers")
     except (KeyError, TypeError, ValueError):
         reasons.append("malformed completion in the receipt file")
-    return type(check)(not reasons, tuple(reasons), check.model_id, check.miner_hotkey, check.issued_at)
+    return dataclasses.replace(check, ok=not reasons, reasons=tuple(reasons))
