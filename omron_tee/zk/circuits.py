@@ -64,7 +64,7 @@ VISIBILITIES = ("private", "hashed", "public")
 DEV_SRS_WARNING = (
     "DEVELOPMENT SRS: generated on this machine with ezkl.gen_srs. Whoever generated it knows its "
     "toxic waste and CAN FORGE PROOFS. Use it only on the embedded local network; production needs "
-    "a ceremony SRS file (--srs PATH)."
+    "a ceremony SRS file (miners: --zk.srs PATH; omron-tee circuits build: --srs PATH)."
 )
 
 
@@ -172,7 +172,7 @@ _warned: set[Path] = set()
 def dev_srs(logrows: int, *, cache_dir: Path, network: str, create: bool = True) -> Srs:
     """A locally generated SRS for the embedded network only; it can forge proofs."""
     if not is_local(network):
-        raise ConfigError(f"a generated SRS can forge proofs and is refused on '{network}'; pass a ceremony SRS file with --srs PATH")
+        raise ConfigError(f"a generated SRS can forge proofs and is refused on '{network}'; pass a ceremony SRS file (--zk.srs PATH on a miner, --srs PATH to circuits build)")
     path = cache_dir / "dev-srs" / f"k{logrows}.srs"
     if path not in _warned:  # loudly, once per process and file
         _warned.add(path)
