@@ -75,6 +75,18 @@ def run_async(main: "Coroutine[Any, Any, T]") -> T:
     return uvloop.run(main)
 
 
+def check_port_free(ip: str, port: int, flag: str) -> None:
+    """A clear error now, rather than announcing an endpoint and then failing to bind it."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {ip}:{port} ({e.strerror}): choose another {flag}") from None
+
+
 def load_wallet(args: argparse.Namespace) -> bt.Wallet:
     """The wallet named by the flags; a clear error if its hotkey file is missing."""
     wallet = bt.Wallet(name=args.wallet_name, hotkey=args.wallet_hotkey, path=args.wallet_path)

@@ -10,7 +10,7 @@ import uvicorn
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.attestation.evidence import TeeType
-from omron_tee.config import add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.config import add_standard_args, check_port_free, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
 from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.select import select_backend
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError("--miner.allow_any_caller is only allowed on a local network")
     admission = Admission.anyone() if args.allow_any_caller else validator_admission(chain)
     verifier = RequestVerifier(hotkey, admission)
+    check_port_free(args.axon_ip, args.axon_port, "--axon.port")
     announce = args.axon_external_ip or args.axon_ip
     chain.serve(wallet, Endpoint(announce, args.axon_port))
     m = backend.measurement()

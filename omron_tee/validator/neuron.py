@@ -17,7 +17,7 @@ from omron_tee.attestation.verify.simulated import SimulatedVerifier
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.channel import KemSuite
-from omron_tee.config import DEFAULT_HOME, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.config import DEFAULT_HOME, check_port_free, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
@@ -138,6 +138,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     log.info("validator uid %d hotkey %s on %s netuid %d; %d miners with scores restored", neuron.uid, hotkey, network, args.netuid, len(scores.records))
     server_task = None
     if args.api_port:
+        check_port_free(args.api_ip, args.api_port, "--validator.api_port")
         api = build_api(validator, RequestVerifier(hotkey, Admission.anyone()))
         server = uvicorn.Server(uvicorn.Config(api, host=args.api_ip, port=args.api_port, log_level="warning", access_log=False))
         server_task = asyncio.create_task(server.serve())
