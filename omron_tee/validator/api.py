@@ -36,6 +36,7 @@ from omron_tee.validator.llm_api import add_llm_api, openai_models
 from omron_tee.validator.relay import MAX_CANDIDATES, REQUEST_FAULTS, all_failed, parse_relay_request, record_failure, record_success, relay_targets
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
+from omron_tee.wire.client import SignedClient
 from omron_tee.wire.server import json_response, signed_route
 
 log = logging.getLogger("omron_tee.validator.api")
@@ -70,6 +71,9 @@ class RateLimiter:
 def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 20.0, burst: float = 40.0) -> FastAPI:
     api = FastAPI(title="omron-tee validator API", docs_url=None, redoc_url=None, openapi_url=None)
     limiter = RateLimiter(rate, burst)
+    # Relayed traffic gets connections of its own, so a flood of it cannot queue the
+    # validator's benchmark probes and skew the latencies that scores compare.
+    relay = SignedClient(validator.prober.client.signer, timeout=validator.prober.timeout)
     prober = validator.prober
 
     def candidates_for(count: int) -> list:
@@ -90,7 +94,7 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
         async def one(n):
             assert n.endpoint is not None
             request = AttestRequest(candidate_nonce(nonce, n.hotkey), kem)
-            raw = await prober.client.post(n.endpoint.url, "/attest", request.to_json(), receiver=n.hotkey, timeout=prober.timeout)
+            raw = await relay.post(n.endpoint.url, "/attest", request.to_json(), receiver=n.hotkey, timeout=prober.timeout)
             AttestResponse.from_json(raw)  # shape check only: the client verifies it
             return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw}
 
@@ -113,7 +117,7 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
         for hotkey, sealed, neuron, left in relay_targets(validator, request, tried):
             t0 = time.perf_counter()
             try:
-                raw = await prober.client.post(neuron.endpoint.url, "/infer", sealed.to_json(), receiver=hotkey, timeout=min(left, prober.timeout))
+                raw = await relay.post(neuron.endpoint.url, "/infer", sealed.to_json(), receiver=hotkey, timeout=min(left, prober.timeout))
                 response = InferResponse.from_json(raw)
             except (MinerError, ProtocolError) as e:
                 record_failure(validator, neuron, e.reason, tried)
@@ -125,7 +129,7 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
 
     api.add_api_route("/v1/attest", signed_route(verifier, attest, log), methods=["POST"])
     api.add_api_route("/v1/infer", signed_route(verifier, infer, log), methods=["POST"])
-    add_llm_api(api, validator, verifier, limiter)  # LLM: private streamed relay, and OpenAI-compatible /v1/completions (docs/LLM.md)
+    add_llm_api(api, validator, verifier, limiter, relay=relay)  # LLM: private streamed relay, and OpenAI-compatible /v1/completions (docs/LLM.md)
 
     @api.get("/v1/models")
     async def models() -> Any:

@@ -68,7 +68,7 @@ def openai_models(validator: Any) -> dict[str, Any]:
     return {"object": "list", "data": data, "llm_models": llm}
 
 
-def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter: Any, *, api_keys: list[str] | None = None) -> None:
+def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter: Any, *, relay: Any = None, api_keys: list[str] | None = None) -> None:
     state = llm_state(validator)
     keys = [k for k in (api_keys if api_keys is not None else os.environ.get("OMRON_TEE_API_KEYS", "").split(",")) if k.strip()]
     key_digests = {hashlib.sha256(k.strip().encode()).digest() for k in keys}
@@ -110,7 +110,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
         targets = state.candidates(model, MAX_CANDIDATES)
 
         async def one(n):
-            raw = await prober.client.post(n.endpoint.url, "/attest", AttestRequest(candidate_nonce(nonce, n.hotkey), kem).to_json(), receiver=n.hotkey, timeout=prober.timeout)
+            raw = await (relay or prober.client).post(n.endpoint.url, "/attest", AttestRequest(candidate_nonce(nonce, n.hotkey), kem).to_json(), receiver=n.hotkey, timeout=prober.timeout)
             resp = AttestResponse.from_json(raw)  # shape check only: the client verifies it
             state.served[n.hotkey] = resp.models
             return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw, "serves": model in resp.models}
