@@ -61,16 +61,8 @@ def _receipt(sub: Any) -> None:
     v.set_defaults(handler=_receipt_verify)
 
 
-def parse_time(value: str) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise OmronTeeError(f"--now {value!r} is not an RFC 3339 time such as 2025-06-19T10:57:11Z", reason="config") from None
-
-
 def _receipt_verify(args: argparse.Namespace) -> int:
+    from omron_tee.attestation.cli import parse_time
     from omron_tee.attestation.validate.policy import Policy
     from omron_tee.client import verify_receipt_file
     from omron_tee.validator.neuron import build_verifiers
