@@ -372,6 +372,8 @@ def build_summary(net: LocalNet, validator: Validator, scores: ScoreBook, elapse
             continue
         rec = scores.records.get(n.hotkey)
         med = rec.median_latency() if rec else None
+        if med is None and rec is not None and rec.llm_latencies:
+            med = statistics.median(rec.llm_latencies)  # an LLM-only miner: its completions' latency
         role = net.roles.get(n.hotkey)
         miners.append({
             "uid": n.uid,
