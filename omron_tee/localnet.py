@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 
 from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
@@ -36,12 +35,12 @@ from omron_tee.config import create_wallet, run_async
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.llm.demo import add_localnet_args as add_llm_args, run_llm_demo
 from omron_tee.models import ModelRegistry, sample_input
-from omron_tee.validator.api import build_api
+from omron_tee.validator.api import running_api
 from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
 from omron_tee.validator.forward import Prober
 from omron_tee.validator.neuron import build_verifiers, local_dev_policy
 from omron_tee.validator.scoring import ScoreBook
-from omron_tee.wire.auth import Admission, RequestVerifier, Signer
+from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
 
 NETUID = 1
@@ -322,34 +321,28 @@ async def _zk_round(net: LocalNet, validator: Validator, n: int, console: Consol
 
 async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRegistry, policy: Any, verifiers: Any, console: Console) -> dict[str, Any]:
     console.step("third-party client: a private request through the validator's API (end-to-end encrypted to the enclave)")
-    port = free_port()
-    api = build_api(validator, RequestVerifier(validator.hotkey, Admission.anyone()))
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    net.chain.serve(net.validator_wallet, Endpoint("127.0.0.1", port))
     spec = models.specs()[0]
-    c = PrivateInferenceClient(f"http://127.0.0.1:{port}", validator.hotkey, net.client_wallet, policy=policy, verifiers=verifiers)
     result: dict[str, Any] = {"model": spec.model_id}
-    try:
-        x = sample_input(spec, np.random.default_rng(7))
-        r = await c.infer(spec.model_id, x, model_hash=spec.sha256, candidates=4)
-        path = net.dir / "receipt.json"
-        r.save(path)
-        check = verify_receipt_file(json.loads(path.read_text()), policy=policy, verifiers=verifiers)
-        for rej in r.rejected:
-            console.say(f"    client refused {rej.hotkey[:10]}… ({rej.reason})")
-        console.say(f"    answered by uid {net.uids.get(r.miner_hotkey)}; output shape {tuple(r.output.shape)}; receipt signed by the attested enclave key")
-        console.say(f"    receipt saved to {path}; offline check: {'valid' if check.ok else 'INVALID: ' + '; '.join(check.reasons)}")
-        result.update(ok=True, miner_uid=net.uids.get(r.miner_hotkey), rejected=[{"hotkey": j.hotkey, "reason": j.reason} for j in r.rejected], receipt=str(path), receipt_valid=check.ok)
-    except OmronTeeError as e:
-        console.say(f"    third-party request failed: {e}")
-        result.update(ok=False, error=str(e), reason=e.reason)
-    finally:
-        await c.aclose()
-        server.should_exit = True
-        await task
+    port = free_port()
+    async with running_api(validator, port=port) as url:
+        net.chain.serve(net.validator_wallet, Endpoint("127.0.0.1", port))
+        c = PrivateInferenceClient(url, validator.hotkey, net.client_wallet, policy=policy, verifiers=verifiers)
+        try:
+            x = sample_input(spec, np.random.default_rng(7))
+            r = await c.infer(spec.model_id, x, model_hash=spec.sha256, candidates=4)
+            path = net.dir / "receipt.json"
+            r.save(path)
+            check = verify_receipt_file(json.loads(path.read_text()), policy=policy, verifiers=verifiers)
+            for rej in r.rejected:
+                console.say(f"    client refused {rej.hotkey[:10]}… ({rej.reason})")
+            console.say(f"    answered by uid {net.uids.get(r.miner_hotkey)}; output shape {tuple(r.output.shape)}; receipt signed by the attested enclave key")
+            console.say(f"    receipt saved to {path}; offline check: {'valid' if check.ok else 'INVALID: ' + '; '.join(check.reasons)}")
+            result.update(ok=True, miner_uid=net.uids.get(r.miner_hotkey), rejected=[{"hotkey": j.hotkey, "reason": j.reason} for j in r.rejected], receipt=str(path), receipt_valid=check.ok)
+        except OmronTeeError as e:
+            console.say(f"    third-party request failed: {e}")
+            result.update(ok=False, error=str(e), reason=e.reason)
+        finally:
+            await c.aclose()
     return result
 
 

@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
-import uvicorn
 
 from omron_tee.chain.base import Endpoint
 from omron_tee.config import create_wallet
@@ -70,9 +69,8 @@ async def run_llm_demo(net: Any, validator: Any, models: Any, console: Any, *, p
 
 
 async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: Any, t0: float) -> dict[str, Any]:
-    from omron_tee.validator.api import build_api
+    from omron_tee.validator.api import running_api
     from omron_tee.validator.llm_forward import LlmProber, llm_state
-    from omron_tee.wire.auth import Admission, RequestVerifier
 
     console.step("LLM: two miners serving gemma-3-270m (llama.cpp, greedy, pinned) beside the ONNX models, in simulated enclaves")
     measurement = llm_miner_measurement(models)
@@ -140,43 +138,37 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
         console.say(f"    uid {uid} {name:<10} {ok}/{len(probes.get(name, []))} completions match the reference; score {validator.scores.scores().get(hotkey, 0.0):.3f}")
     console.step("LLM: third-party client, a private streamed completion (prompt sealed to the enclave; the validator relays ciphertext)")
     api_port = port_of()
-    api = build_api(validator, RequestVerifier(validator.hotkey, Admission.anyone()))
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=api_port, log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    net.chain.serve(net.validator_wallet, Endpoint("127.0.0.1", api_port))
-    client = PrivateCompletionClient(f"http://127.0.0.1:{api_port}", validator.hotkey, net.client_wallet, policy=policy,
-                                     verifiers=validator.prober.verifiers)
-    result: dict[str, Any] = {"model": DEFAULT_MODEL_ID, "llm_miners": {name: uid for name, uid, *_ in miners}, "probes": probes}
-    try:
-        chunks = 0
-        final: Completion | None = None
-        async for part in client.stream(DEFAULT_MODEL_ID, DEMO_PROMPT, max_tokens=DEMO_TOKENS, model_hash=default_spec().sha256, candidates=2):
-            if isinstance(part, Completion):
-                final = part
-            else:
-                chunks += 1
-        assert final is not None
-        path = net.dir / "llm-receipt.json"
-        save_completion(final, path)
-        check = verify_completion_file(json.loads(path.read_text()), policy=policy, verifiers=validator.prober.verifiers)
-        tps = final.tokens_per_s
-        console.say(f"    {len(final.tokens)} tokens in {chunks} sealed chunks, each authenticated and in order; "
-                    f"time to first token {final.ttft_s * 1000:.0f} ms, {tps:.1f} tokens/s" if tps else "")
-        console.say(f"    answered by uid {net.uids.get(final.miner_hotkey)}; receipt covers the prompt and the whole output; "
-                    f"the text is only in the client's own file {path}; "
-                    f"offline check: {'valid' if check.ok else 'INVALID: ' + '; '.join(check.reasons)}")
-        result.update(ok=True, miner_uid=net.uids.get(final.miner_hotkey), tokens=len(final.tokens), chunks=chunks, ttft_ms=round(final.ttft_s * 1000, 1) if final.ttft_s else None,
-                      tokens_per_s=round(tps, 1) if tps else None, receipt=str(path), receipt_valid=check.ok)
-    except OmronTeeError as e:
-        console.say(f"    private completion failed: {e}")
-        result.update(ok=False, error=str(e), reason=e.reason)
-    finally:
-        await client.aclose()
-        await llm_state(validator).aclose()
-        server.should_exit = True
-        await task
+    async with running_api(validator, port=api_port) as url:
+        net.chain.serve(net.validator_wallet, Endpoint("127.0.0.1", api_port))
+        client = PrivateCompletionClient(url, validator.hotkey, net.client_wallet, policy=policy,
+                                         verifiers=validator.prober.verifiers)
+        result: dict[str, Any] = {"model": DEFAULT_MODEL_ID, "llm_miners": {name: uid for name, uid, *_ in miners}, "probes": probes}
+        try:
+            chunks = 0
+            final: Completion | None = None
+            async for part in client.stream(DEFAULT_MODEL_ID, DEMO_PROMPT, max_tokens=DEMO_TOKENS, model_hash=default_spec().sha256, candidates=2):
+                if isinstance(part, Completion):
+                    final = part
+                else:
+                    chunks += 1
+            assert final is not None
+            path = net.dir / "llm-receipt.json"
+            save_completion(final, path)
+            check = verify_completion_file(json.loads(path.read_text()), policy=policy, verifiers=validator.prober.verifiers)
+            tps = final.tokens_per_s
+            console.say(f"    {len(final.tokens)} tokens in {chunks} sealed chunks, each authenticated and in order; "
+                        f"time to first token {final.ttft_s * 1000:.0f} ms, {tps:.1f} tokens/s" if tps else "")
+            console.say(f"    answered by uid {net.uids.get(final.miner_hotkey)}; receipt covers the prompt and the whole output; "
+                        f"the text is only in the client's own file {path}; "
+                        f"offline check: {'valid' if check.ok else 'INVALID: ' + '; '.join(check.reasons)}")
+            result.update(ok=True, miner_uid=net.uids.get(final.miner_hotkey), tokens=len(final.tokens), chunks=chunks, ttft_ms=round(final.ttft_s * 1000, 1) if final.ttft_s else None,
+                          tokens_per_s=round(tps, 1) if tps else None, receipt=str(path), receipt_valid=check.ok)
+        except OmronTeeError as e:
+            console.say(f"    private completion failed: {e}")
+            result.update(ok=False, error=str(e), reason=e.reason)
+        finally:
+            await client.aclose()
+            await llm_state(validator).aclose()
     result["elapsed_s"] = round(time.monotonic() - t0, 2)
     return result
 

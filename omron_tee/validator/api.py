@@ -20,22 +20,25 @@ client sealed one copy per candidate) while the deadline allows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 
 from omron_tee.channel import KemSuite
-from omron_tee.errors import MinerError, ProtocolError, RateLimited
+from omron_tee.errors import MinerError, OmronTeeError, ProtocolError, RateLimited
 from omron_tee.exchange import candidate_nonce
 from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse, _field, _nonce
 from omron_tee.validator.core import Validator
 from omron_tee.validator.llm_api import add_llm_api, openai_models
 from omron_tee.validator.relay import MAX_CANDIDATES, REQUEST_FAULTS, all_failed, parse_relay_request, record_failure, record_success, relay_targets
 from omron_tee.validator.scoring import Outcome
-from omron_tee.wire.auth import RequestVerifier
+from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.client import SignedClient
 from omron_tee.wire.server import json_response, signed_route
 
@@ -141,3 +144,20 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, rate: float = 
 
     return api
 
+
+@contextlib.asynccontextmanager
+async def running_api(validator: Validator, *, host: str = "127.0.0.1", port: int) -> AsyncIterator[str]:
+    """Serve the API (any client hotkey admitted) until the block ends; yields its URL."""
+    api = build_api(validator, RequestVerifier(validator.hotkey, Admission.anyone()))
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # the server failed to start: raise its error
+                raise OmronTeeError(f"the validator API did not start on {host}:{port}")
+            await asyncio.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
