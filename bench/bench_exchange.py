@@ -36,6 +36,7 @@ from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
 
 MODEL = "digits-mlp"
+BENCH_HOTKEY = "5BenchMinerHotkey000000000000000000000000000000"
 
 
 def med_ms(xs: list[float]) -> float:
@@ -49,7 +50,7 @@ async def in_process(rounds: int, workdir: Path) -> dict[str, float]:
     policy = local_dev_policy(chain_path, models)
     verifiers = build_verifiers(policy)
     measurement = trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])
-    app = TrustedApp(SimulatedBackend(dev_attestation_key_path(chain_path), measurement), models)
+    app = TrustedApp(SimulatedBackend(dev_attestation_key_path(chain_path), measurement), models, hotkey=BENCH_HOTKEY)
     raw_model = load_runtime(spec)
     rng = np.random.default_rng(0)
     x = sample_input(spec, rng)
@@ -63,7 +64,7 @@ async def in_process(rounds: int, workdir: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         nonce = new_nonce()
         resp = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305"))
-        session = check_attestation(resp, nonce=nonce, policy=policy, registry=verifiers)
+        session = check_attestation(resp, hotkey=BENCH_HOTKEY, nonce=nonce, policy=policy, registry=verifiers)
         req, pending = seal_request(session, MODEL, x, nonce=nonce)
         out = open_result(pending, await app.infer(req), model_hash=spec.sha256)
         raw_model.run(x)  # the validator's own recomputation

@@ -41,6 +41,7 @@ from omron_tee.zk.prover import ZkProver
 from omron_tee.zk.verifier import ZkVerifier
 
 MODEL = "diabetes-mlp"  # the smallest shipped model that declares zk
+BENCH_HOTKEY = "5BenchMinerHotkey000000000000000000000000000000"
 KEM = "x25519-hkdf-sha256-chacha20poly1305"
 
 
@@ -60,14 +61,14 @@ async def bench(rounds: int, zk_rounds: int, cache: Path | None, workdir: Path) 
     policy = local_dev_policy(chain_path, models)
     verifiers = build_verifiers(policy)
     measurement = trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])
-    app = TrustedApp(SimulatedBackend(dev_attestation_key_path(chain_path), measurement), models, provers={MODEL: prover})
+    app = TrustedApp(SimulatedBackend(dev_attestation_key_path(chain_path), measurement), models, hotkey=BENCH_HOTKEY, provers={MODEL: prover})
     raw_model = load_runtime(spec)
     rng = np.random.default_rng(0)
     xs = [sample_input(spec, rng) for _ in range(16)]
 
     async def tee(x: np.ndarray, proof_system: str = "tee") -> None:
         nonce = new_nonce()
-        session = check_attestation(app.attest(AttestRequest(nonce, KEM)), nonce=nonce, policy=policy, registry=verifiers)
+        session = check_attestation(app.attest(AttestRequest(nonce, KEM)), hotkey=BENCH_HOTKEY, nonce=nonce, policy=policy, registry=verifiers)
         req, pending = seal_request(session, MODEL, x, nonce=nonce, proof_system=proof_system)
         out = open_result(pending, await app.infer(req), model_hash=spec.sha256)
         if proof_system == "zk":

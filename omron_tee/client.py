@@ -87,6 +87,17 @@ def write_private(path: str | Path, text: str) -> None:
     os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
+MAX_CANDIDATES = 8
+
+
+def _list_field(reply: Any, key: str) -> list[Any]:
+    """``reply[key]`` when the validator's reply is an object holding a list there, else refused."""
+    value = reply.get(key, []) if isinstance(reply, dict) else None
+    if not isinstance(value, list):
+        raise ProtocolError(f"the validator's reply has no list '{key}'")
+    return value
+
+
 class PrivateInferenceClient:
     def __init__(
         self,
@@ -121,17 +132,21 @@ class PrivateInferenceClient:
         raw = await self._post("/v1/attest", {"model": model_id, "nonce": b64(nonce), "kem": self.kem.value, "count": candidates})
         accepted: list[tuple[str, AttestedSession, AttestResponse]] = []
         rejected: list[Rejection] = []
-        for c in raw.get("candidates", []):
-            hotkey = str(c.get("hotkey"))
+        candidates_raw, failures_raw = _list_field(raw, "candidates"), _list_field(raw, "failures")
+        for c in candidates_raw[:MAX_CANDIDATES]:
+            hotkey = str(c.get("hotkey"))[:64] if isinstance(c, dict) else "?"
             try:
+                if not isinstance(c, dict):
+                    raise ProtocolError("a candidate must be a JSON object")
                 resp = AttestResponse.from_json(c.get("attest"))
-                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), policy=self.policy, registry=self.verifiers, kem=self.kem)
+                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), hotkey=hotkey, policy=self.policy, registry=self.verifiers, kem=self.kem)
             except (AttestationError, ProtocolError) as e:
                 rejected.append(Rejection(hotkey, e.reason, str(e)))
                 continue
             accepted.append((hotkey, session, resp))
-        for f in raw.get("failures", []):
-            rejected.append(Rejection(str(f.get("hotkey")), str(f.get("reason")), "did not answer the attestation request"))
+        for f in failures_raw[:MAX_CANDIDATES]:
+            if isinstance(f, dict):
+                rejected.append(Rejection(str(f.get("hotkey"))[:64], str(f.get("reason"))[:64], "did not answer the attestation request"))
         if not accepted:
             detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"
             raise AttestationError(f"no miner's enclave passed this client's policy ({detail})", reason="no-attested-miner")
@@ -141,7 +156,7 @@ class PrivateInferenceClient:
             attempts.append({"hotkey": hotkey, "request": request.to_json()})
             pendings[hotkey] = pending
         reply = await self._post("/v1/infer", {"model": model_id, "deadline_ms": int(deadline_s * 1000), "attempts": attempts}, timeout=deadline_s + 2.0)
-        hotkey = str(reply.get("hotkey"))
+        hotkey = str(reply.get("hotkey")) if isinstance(reply, dict) else ""
         if hotkey not in pendings:
             raise ProtocolError("the validator answered for a miner this client did not seal to")
         result = open_result(pendings[hotkey], InferResponse.from_json(reply.get("response")), model_hash=model_hash)
@@ -173,7 +188,7 @@ class ReceiptCheck:
     ok: bool
     reasons: tuple[str, ...]
     model_id: str  # the file's label: unsigned (the receipt signs model_hash)
-    miner_hotkey: str  # the file's label: unsigned (the receipt is signed by the enclave key, not the hotkey)
+    miner_hotkey: str  # bound by the evidence's report data (the enclave attests for this hotkey only)
     issued_at: float  # the enclave's clock, which the host controls on some TEEs
     model_hash: bytes = b""
     kind: str = "tensor"
@@ -210,13 +225,15 @@ def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistr
     issued = receipt.issued_at_ms / 1000.0
     reasons: list[str] = []
     ageless = dataclasses.replace(policy, max_evidence_age_seconds=float("inf"))
-    verdict = appraise(evidence, nonce=nonce, keys=keys, policy=ageless, registry=verifiers, now=time.time() if now is None else now)
+    if not hotkey:
+        return ReceiptCheck(False, ("malformed receipt file: it names no miner_hotkey (the evidence binds one)",), model_id, "", issued)
+    verdict = appraise(evidence, nonce=nonce, keys=keys, hotkey=hotkey, policy=ageless, registry=verifiers, now=time.time() if now is None else now)
     reasons.extend(f"evidence: {r}" for r in verdict.reasons)
     try:
         receipt.verify(keys.signing_public)
     except OmronTeeError as e:
         reasons.append(str(e))
-    if receipt.evidence_hash != evidence.digest():
+    if verdict.claims is not None and receipt.evidence_hash != verdict.claims.evidence_digest:
         reasons.append("receipt names other evidence than the one in the file")
     if output is not None and output.digest() != receipt.output_hash:
         reasons.append("the output in the file is not the one the receipt covers")

@@ -8,6 +8,15 @@ use to name why something was refused.
 
 from __future__ import annotations
 
+import struct
+
+# What parsers of other libraries (cryptography's lazy X.509 fields, dcap-qvl, the json
+# and struct modules) raise on hostile bytes. Code that hands a peer's bytes to them
+# catches these and names a reason, so no such error escapes to a caller.
+LIBRARY_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeError, RecursionError, struct.error,
+)
+
 
 class OmronTeeError(Exception):
     """Base class of every error omron-tee raises on purpose."""

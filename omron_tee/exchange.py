@@ -70,6 +70,7 @@ def check_attestation(
     response: AttestResponse,
     *,
     nonce: bytes,
+    hotkey: str,
     policy: Policy,
     registry: VerifierRegistry,
     kem: KemSuite = KemSuite.X25519,
@@ -78,18 +79,22 @@ def check_attestation(
 ) -> AttestedSession:
     """An ``AttestedSession`` if the evidence is acceptable, else ``AttestationError`` naming every reason.
 
-    ``kem`` is the suite the requester asked for: keys of another suite are refused, so a
-    miner's operator cannot downgrade a post-quantum request to classical X25519.
+    ``hotkey`` is the miner the requester addressed: evidence bound to another hotkey is
+    refused, so no miner can present another's enclave. ``kem`` is the suite the requester
+    asked for: keys of another suite are refused, so a miner's operator cannot downgrade a
+    post-quantum request to classical X25519.
     """
     now = time.time() if now is None else now
-    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, policy=policy, registry=registry, now=now)
-    if not verdict.accepted:
+    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, hotkey=hotkey, policy=policy, registry=registry, now=now)
+    if not verdict.accepted or verdict.claims is None:
         raise AttestationError("; ".join(verdict.reasons), reason=verdict.reason_code)
     if response.keys.kem != kem.value:
         raise AttestationError(f"the enclave answered with {response.keys.kem!r} keys, not the {kem.value!r} asked for", reason="kem-mismatch")
     return AttestedSession(
         keys=response.keys,
-        evidence_hash=response.evidence.digest(),
+        # The canonical digest of what was verified: unsigned bytes cannot give the same
+        # evidence a second name.
+        evidence_hash=verdict.claims.evidence_digest,
         verdict=verdict,
         attested_at=now,
         expires_at=now + ttl,

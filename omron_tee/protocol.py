@@ -26,6 +26,7 @@ import numpy as np
 from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
 from omron_tee.attestation.evidence import Evidence
 from omron_tee.channel import Receipt
+from omron_tee import untrusted
 from omron_tee.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
@@ -64,11 +65,9 @@ def _nonce(value: Any, what: str) -> bytes:
     return n
 
 
-def loads(body: bytes, what: str) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError(f"{what} is not valid JSON") from None
+def loads(body: bytes, what: str, *, max_bytes: int = untrusted.MAX_JSON_BYTES) -> Any:
+    """A peer's JSON, bounded in size, depth and element count (``omron_tee.untrusted``)."""
+    return untrusted.loads(body, what, max_bytes=max_bytes)
 
 
 def dumps(obj: Any) -> bytes:
@@ -107,14 +106,17 @@ class Tensor:
     def from_json(cls, data: Any) -> "Tensor":
         dtype = _field(data, "dtype", "tensor")
         shape = _field(data, "shape", "tensor")
-        if dtype not in _DTYPES:
-            raise ProtocolError(f"unsupported tensor dtype {dtype!r}")
-        if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(d, int) and 0 <= d <= 1 << 20 for d in shape):
-            raise ProtocolError("tensor shape must be a list of at most 8 non-negative integers")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise ProtocolError(f"unsupported tensor dtype {str(dtype)[:16]!r}; known: {', '.join(sorted(_DTYPES))}")
+        if not isinstance(shape, list) or len(shape) > 8 or not all(type(d) is int and 0 <= d <= 1 << 20 for d in shape):
+            raise ProtocolError("tensor shape must be a list of at most 8 integers from 0 to 2^20")
+        # Python integers, not np.prod: int64 products of large dimensions wrap around.
+        expected = np.dtype(dtype).itemsize
+        for d in shape:
+            expected *= d
+        if expected > MAX_TENSOR_BYTES:
+            raise ProtocolError(f"tensor of shape {shape} exceeds {MAX_TENSOR_BYTES} bytes", reason="too-large")
         raw = unb64(_field(data, "data", "tensor"), "tensor.data")
-        if len(raw) > MAX_TENSOR_BYTES:
-            raise ProtocolError(f"tensor exceeds {MAX_TENSOR_BYTES} bytes")
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         if len(raw) != expected:
             raise ProtocolError(f"tensor data has {len(raw)} bytes, shape {shape} of {dtype} needs {expected}")
         return cls(dtype, tuple(shape), raw)
@@ -123,17 +125,30 @@ class Tensor:
 # --- miner endpoints ---------------------------------------------------------
 
 
+MAX_HOTKEY_LEN = 64  # an ss58 address is 48 characters
+
+
 @dataclass(frozen=True)
 class AttestRequest:
     nonce: bytes
     kem: str
+    # The miner hotkey the requester addresses; the enclave refuses to attest for any
+    # other than its own (it binds its own into the report data either way).
+    hotkey: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": PROTOCOL_VERSION, "nonce": b64(self.nonce), "kem": self.kem}
+        out = {"v": PROTOCOL_VERSION, "nonce": b64(self.nonce), "kem": self.kem}
+        if self.hotkey:
+            out["hotkey"] = self.hotkey
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> "AttestRequest":
-        return cls(_nonce(_field(data, "nonce", "attest request"), "attest request nonce"), str(_field(data, "kem", "attest request")))
+        kem = _field(data, "kem", "attest request")
+        hotkey = data.get("hotkey", "")
+        if not isinstance(kem, str) or not isinstance(hotkey, str) or len(hotkey) > MAX_HOTKEY_LEN:
+            raise ProtocolError("attest request kem and hotkey must be short strings")
+        return cls(_nonce(_field(data, "nonce", "attest request"), "attest request nonce"), kem[:64], hotkey)
 
 
 def keys_to_json(keys: EnclavePublicKeys) -> dict[str, Any]:
@@ -212,6 +227,27 @@ class InferResponse:
 
 
 @dataclass(frozen=True)
+class ReplyRoute:
+    """Where a sealed request wants its answer: read first, so that a request malformed in
+    any other way still gets a sealed, named refusal (the operator learns nothing)."""
+
+    nonce: bytes
+    reply_kem: str
+    reply_public: bytes
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "ReplyRoute":
+        kem = _field(d, "reply_kem", "sealed request")
+        if not isinstance(kem, str):
+            raise ProtocolError("sealed request reply_kem must be a string")
+        return cls(
+            nonce=_nonce(_field(d, "nonce", "sealed request"), "sealed request nonce"),
+            reply_kem=kem[:64],
+            reply_public=unb64(_field(d, "reply_public", "sealed request"), "sealed request reply key"),
+        )
+
+
+@dataclass(frozen=True)
 class InferencePayload:
     """The plaintext sealed to the enclave: the private input, where to reply, and
     which of the enclave's evidence the requester verified (the receipt names it)."""
@@ -237,13 +273,19 @@ class InferencePayload:
 
     @classmethod
     def decode(cls, raw: bytes) -> "InferencePayload":
-        d = loads(raw, "sealed request")
+        return cls.from_dict(loads(raw, "sealed request"))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "InferencePayload":
         proof_system = d.get("proof_system", "tee") if isinstance(d, dict) else "tee"
         if proof_system not in PROOF_SYSTEMS:
             raise ProtocolError(f"sealed request names proof system {str(proof_system)[:16]!r}; known: {', '.join(PROOF_SYSTEMS)}")
+        model = _field(d, "model", "sealed request")
+        if not isinstance(model, str) or len(model) > 128:
+            raise ProtocolError("sealed request model must be a model id (a string)")
         return cls(
             nonce=_nonce(_field(d, "nonce", "sealed request"), "sealed request nonce"),
-            model_id=str(_field(d, "model", "sealed request")),
+            model_id=model,
             input=Tensor.from_json(_field(d, "input", "sealed request")),
             reply_kem=str(_field(d, "reply_kem", "sealed request")),
             reply_public=unb64(_field(d, "reply_public", "sealed request"), "sealed request reply key"),

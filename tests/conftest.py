@@ -43,8 +43,11 @@ class SimEnv:
     def backend(self, *, measurement: bytes | None = None, debug: bool = False) -> SimulatedBackend:
         return SimulatedBackend(self.key_path, measurement or self.measurement, debug=debug)
 
-    def app(self, *, faults: DevFaults = DevFaults(), model_ids: list[str] | None = None, **kw) -> TrustedApp:
-        return TrustedApp(self.backend(**kw), self.registry, model_ids, faults=faults)
+    # The miner hotkey simulated enclaves serve (the report data binds it).
+    hotkey: str = "5SimulatedMinerHotkeyForTheTestSuite00000000000"
+
+    def app(self, *, faults: DevFaults = DevFaults(), model_ids: list[str] | None = None, hotkey: str | None = None, **kw) -> TrustedApp:
+        return TrustedApp(self.backend(**kw), self.registry, model_ids, hotkey=hotkey or self.hotkey, faults=faults)
 
     def policy_with(self, **changes) -> Policy:
         sim = self.policy.simulated

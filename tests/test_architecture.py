@@ -11,26 +11,29 @@ ROOT = Path(__file__).resolve().parent.parent / "omron_tee"
 
 # package (or module) -> omron_tee subpackages it must never import
 FORBIDDEN = {
-    "errors": {"attestation", "channel", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "config", "localnet", "cli"},
-    "attestation": {"channel", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "cli"},
-    "channel": {"attestation", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "config", "localnet", "cli"},
-    "chain": {"attestation", "channel", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "cli"},
-    "protocol": {"chain", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "cli"},
-    "wire": {"attestation", "chain", "models", "enclave", "exchange", "miner", "validator", "client", "localnet", "cli"},
-    "exchange": {"chain", "wire", "enclave", "miner", "validator", "client", "localnet", "cli"},
-    "enclave": {"chain", "wire", "exchange", "miner", "validator", "client", "localnet"},
-    "miner": {"validator", "client", "localnet", "cli"},
-    "validator": {"miner", "client", "localnet", "cli"},
-    "client": {"miner", "chain", "localnet", "cli"},
+    "untrusted": {"attestation", "channel", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "config", "localnet", "cli", "devnet"},
+    "errors": {"attestation", "channel", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "config", "localnet", "cli", "devnet"},
+    "attestation": {"channel", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "cli", "devnet"},
+    "channel": {"attestation", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "config", "localnet", "cli", "devnet"},
+    "chain": {"attestation", "channel", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "cli", "devnet"},
+    "protocol": {"chain", "models", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "cli", "devnet"},
+    "wire": {"attestation", "chain", "models", "enclave", "exchange", "miner", "validator", "client", "localnet", "cli", "devnet"},
+    "exchange": {"chain", "wire", "enclave", "miner", "validator", "client", "localnet", "cli", "devnet"},
+    "enclave": {"chain", "wire", "exchange", "miner", "validator", "client", "localnet", "devnet"},
+    "miner": {"validator", "client", "localnet", "cli", "devnet"},
+    "validator": {"miner", "client", "localnet", "cli", "devnet"},
+    "client": {"miner", "chain", "localnet", "cli", "devnet"},
     # zk/ sits beside models/: circuits, provers and verifiers know nothing of the network.
-    "zk": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "llm"},
+    "zk": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "llm", "devnet"},
+    # devnet/ starts processes for tests and benchmarks: nothing of the product imports it.
+    "devnet": {"localnet", "cli"},
     # llm/ is a feature slice across layers; its lower modules obey their layer's rules.
-    "llm/model": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet"},
-    "llm/stream": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet"},
-    "llm/enclave": {"chain", "wire", "validator", "client", "localnet"},
-    "llm/requester": {"chain", "wire", "enclave", "miner", "validator", "client", "localnet"},
-    "llm/transport": {"chain", "enclave", "miner", "validator", "client", "localnet"},
-    "llm/scoring": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet"},
+    "llm/model": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "devnet"},
+    "llm/stream": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "devnet"},
+    "llm/enclave": {"chain", "wire", "validator", "client", "localnet", "devnet"},
+    "llm/requester": {"chain", "wire", "enclave", "miner", "validator", "client", "localnet", "devnet"},
+    "llm/transport": {"chain", "enclave", "miner", "validator", "client", "localnet", "devnet"},
+    "llm/scoring": {"chain", "wire", "enclave", "exchange", "miner", "validator", "client", "localnet", "devnet"},
 }
 
 

@@ -204,24 +204,28 @@ def test_receipt_from_malformed_json() -> None:
         assert e.value.reason == "malformed-message"
 
 
-def test_report_data_binds_nonce_and_keys() -> None:
+def test_report_data_binds_nonce_hotkey_and_keys() -> None:
     nonce = os.urandom(NONCE_LEN)
     keys = EnclavePublicKeys(KemSuite.X25519.value, os.urandom(32), os.urandom(32))
-    rd = report_data_for(nonce, keys)
+    hk = "5MinerHotkeyA000000000000000000000000000000000"
+    rd = report_data_for(nonce, keys, hk)
     assert len(rd) == 64
-    assert report_data_for(nonce, keys) == rd
-    assert binding_matches(rd, nonce, keys)
+    assert report_data_for(nonce, keys, hk) == rd
+    assert binding_matches(rd, nonce, keys, hk)
     variants = [
-        (os.urandom(NONCE_LEN), keys),
-        (nonce, dataclasses.replace(keys, hpke_public=os.urandom(32))),
-        (nonce, dataclasses.replace(keys, signing_public=os.urandom(32))),
-        (nonce, dataclasses.replace(keys, kem=KemSuite.MLKEM768_X25519.value)),
+        (os.urandom(NONCE_LEN), keys, hk),
+        (nonce, dataclasses.replace(keys, hpke_public=os.urandom(32)), hk),
+        (nonce, dataclasses.replace(keys, signing_public=os.urandom(32)), hk),
+        (nonce, dataclasses.replace(keys, kem=KemSuite.MLKEM768_X25519.value), hk),
+        (nonce, keys, "5MinerHotkeyB000000000000000000000000000000000"),  # another miner relaying this enclave
     ]
-    for n, k in variants:
-        assert report_data_for(n, k) != rd
-        assert not binding_matches(rd, n, k)
+    for n, k, h in variants:
+        assert report_data_for(n, k, h) != rd
+        assert not binding_matches(rd, n, k, h)
     # Length-prefixing: moving bytes between the two keys changes the binding.
     shifted = EnclavePublicKeys(keys.kem, keys.hpke_public + keys.signing_public[:1], keys.signing_public[1:])
-    assert report_data_for(nonce, shifted) != rd
+    assert report_data_for(nonce, shifted, hk) != rd
     with pytest.raises(ValueError):
-        report_data_for(b"short", keys)
+        report_data_for(b"short", keys, hk)
+    with pytest.raises(ValueError):
+        report_data_for(nonce, keys, "")

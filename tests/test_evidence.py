@@ -30,10 +30,10 @@ def _attest(app, nonce: bytes, kem: KemSuite = KemSuite.X25519) -> AttestRespons
 
 
 def _reasons(sim, response: AttestResponse, nonce: bytes, *, policy: Policy | None = None, registry: VerifierRegistry | None = None, now: float | None = None):
-    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, policy=policy or sim.policy,
+    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, hotkey=sim.hotkey, policy=policy or sim.policy,
                        registry=registry or sim.verifiers, now=time.time() if now is None else now)
     with pytest.raises(AttestationError) as e:
-        check_attestation(response, nonce=nonce, policy=policy or sim.policy, registry=registry or sim.verifiers, now=now)
+        check_attestation(response, hotkey=sim.hotkey, nonce=nonce, policy=policy or sim.policy, registry=registry or sim.verifiers, now=now)
     assert not verdict.accepted
     assert e.value.reason == verdict.reason_code
     return verdict
@@ -55,16 +55,16 @@ def test_genuine_evidence_is_accepted(sim, kem) -> None:
     app = sim.app()
     nonce = new_nonce()
     resp = _attest(app, nonce, kem)
-    session = check_attestation(resp, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=kem)
+    session = check_attestation(resp, hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=kem)
     assert session.verdict.accepted and session.verdict.reason_code == "accepted"
     claims = session.verdict.claims
     assert claims.tee_type is TeeType.SIMULATED
     assert claims.measurement == sim.measurement
-    assert claims.report_data == report_data_for(nonce, resp.keys)
+    assert claims.report_data == report_data_for(nonce, resp.keys, sim.hotkey)
     assert not claims.debug
     assert abs(claims.issued_at - time.time()) < 5
     assert session.keys == resp.keys and session.keys.kem == kem.value
-    assert session.evidence_hash == resp.evidence.digest()
+    assert session.evidence_hash == claims.evidence_digest and len(claims.evidence_digest) == 32
     assert set(resp.models) == set(sim.registry.ids())
 
 
@@ -84,7 +84,7 @@ def test_forged_evidence_claims_trusted_key_id(sim, tmp_path) -> None:
     app = sim.app()
     nonce = new_nonce()
     keys = app.attest(AttestRequest(nonce, KemSuite.X25519.value)).keys
-    forged = _report(Ed25519PrivateKey.generate(), report_data=report_data_for(nonce, keys), measurement=sim.measurement,
+    forged = _report(Ed25519PrivateKey.generate(), report_data=report_data_for(nonce, keys, sim.hotkey), measurement=sim.measurement,
                      key_id=hashlib.sha256(sim.dev_public).digest())
     v = _reasons(sim, AttestResponse(forged, keys), nonce)
     assert v.reason_codes == ("bad-signature",)
@@ -145,7 +145,7 @@ def test_replayed_evidence(sim) -> None:
     app = sim.app()
     n1 = new_nonce()
     old = _attest(app, n1)
-    check_attestation(old, nonce=n1, policy=sim.policy, registry=sim.verifiers)  # genuine for its own nonce
+    check_attestation(old, hotkey=sim.hotkey, nonce=n1, policy=sim.policy, registry=sim.verifiers)  # genuine for its own nonce
     n2 = new_nonce()
     v = _reasons(sim, old, n2)
     assert v.reason_codes == ("report-data-mismatch",)
@@ -170,7 +170,7 @@ def test_stale_evidence(sim) -> None:
     app = sim.app()
     nonce = new_nonce()
     keys = app.attest(AttestRequest(nonce, KemSuite.X25519.value)).keys
-    rd = report_data_for(nonce, keys)
+    rd = report_data_for(nonce, keys, sim.hotkey)
     now = time.time()
     old = _report(dev_key, report_data=rd, measurement=sim.measurement, issued_at_ms=int((now - sim.policy.max_evidence_age_seconds - 30) * 1000))
     v = _reasons(sim, AttestResponse(old, keys), nonce, now=now)
@@ -180,7 +180,7 @@ def test_stale_evidence(sim) -> None:
     assert v.reason_codes == ("stale-evidence",)
     # The same report is fine within the window (so the test really is about age).
     recent = _report(dev_key, report_data=rd, measurement=sim.measurement, issued_at_ms=int((now - 10) * 1000))
-    check_attestation(AttestResponse(recent, keys), nonce=nonce, policy=sim.policy, registry=sim.verifiers, now=now)
+    check_attestation(AttestResponse(recent, keys), hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers, now=now)
 
 
 def test_measurement_not_in_policy(sim) -> None:
@@ -215,7 +215,7 @@ def test_debug_enclave(sim) -> None:
     v = _reasons(sim, resp, nonce)
     assert v.reason_codes == ("debug-enclave",)
     assert v.claims.debug
-    check_attestation(resp, nonce=nonce, policy=sim.policy_with(allow_debug=True), registry=sim.verifiers)
+    check_attestation(resp, hotkey=sim.hotkey, nonce=nonce, policy=sim.policy_with(allow_debug=True), registry=sim.verifiers)
 
 
 def test_several_reasons_are_all_named(sim) -> None:
@@ -248,7 +248,7 @@ measurements = ["0x{m}"]
     assert p.max_evidence_age_seconds == 30
     assert p.simulated.allow and p.simulated.measurements == {sim.measurement}
     nonce = new_nonce()
-    check_attestation(_attest(sim.app(), nonce), nonce=nonce, policy=p, registry=sim.verifiers)
+    check_attestation(_attest(sim.app(), nonce), hotkey=sim.hotkey, nonce=nonce, policy=p, registry=sim.verifiers)
     for bad in ("[general\n", "[simulated]\nmeasurements = [\"zz\"]\n", "[simulated]\nmeasurements = \"ab\"\n"):
         with pytest.raises(ConfigError):
             Policy.from_toml(bad)
@@ -261,7 +261,7 @@ def test_bad_keys_in_attest_response_are_refused(sim) -> None:
     resp = app.attest(AttestRequest(nonce, KemSuite.X25519.value))
     keys = EnclavePublicKeys("rsa", resp.keys.hpke_public, resp.keys.signing_public)
     with pytest.raises(AttestationError):
-        check_attestation(dataclasses.replace(resp, keys=keys), nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+        check_attestation(dataclasses.replace(resp, keys=keys), hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
 
 
 def test_a_kem_downgrade_by_the_operator_is_refused(sim) -> None:
@@ -270,5 +270,5 @@ def test_a_kem_downgrade_by_the_operator_is_refused(sim) -> None:
     nonce = new_nonce()
     downgraded = _attest(app, nonce, KemSuite.X25519)
     with pytest.raises(AttestationError) as e:
-        check_attestation(downgraded, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=KemSuite.MLKEM768_X25519)
+        check_attestation(downgraded, hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=KemSuite.MLKEM768_X25519)
     assert e.value.reason == "kem-mismatch"

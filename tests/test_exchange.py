@@ -26,7 +26,7 @@ from omron_tee.protocol import (
 def attested(sim, app, kem=KemSuite.X25519):
     nonce = new_nonce()
     resp = AttestResponse.from_json(app.attest(AttestRequest(nonce, kem.value)).to_json())
-    return check_attestation(resp, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=kem)
+    return check_attestation(resp, hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=kem)
 
 
 def roundtrip(app, request: InferRequest) -> InferResponse:
@@ -110,7 +110,7 @@ class LyingApp(TrustedApp):
 
 @pytest.mark.parametrize("field,word", [("input_hash", "input hash"), ("nonce", "nonce"), ("model_hash", "model hash"), ("evidence_hash", "evidence hash"), ("output_hash", "output hash")])
 def test_receipt_mismatch_is_bad_receipt(sim, registry, field, word) -> None:
-    app = LyingApp(sim.backend(), registry)
+    app = LyingApp(sim.backend(), registry, hotkey=sim.hotkey)
     app.field = field
     session = attested(sim, app)
     spec = registry.get("diabetes-mlp")

@@ -24,6 +24,8 @@ from omron_tee.validator.forward import Prober
 
 WEIRD: list[Any] = [None, 0, -1, 2**70, 1.5, "", "zz", "AAAA", [], {}, True, "00" * 32, [1, 2]]
 
+SIM_HOTKEY = "5SimulatedMinerHotkeyForTheTestSuite00000000000"  # conftest.SimEnv.hotkey: what sim.app() attests for
+
 
 def _walk(doc, path):
     for k in path[:-1]:
@@ -65,7 +67,7 @@ def _genuine(sim, registry):
     app = sim.app()
     nonce = new_nonce()
     attest = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305"))
-    session = check_attestation(attest, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+    session = check_attestation(attest, hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
     spec = registry.get("digits-mlp")
     x = sample_input(spec, np.random.default_rng(0))
     request, pending = seal_request(session, spec.model_id, x)
@@ -76,7 +78,7 @@ def _genuine(sim, registry):
 def test_receipt_file_checker_never_crashes(sim, registry) -> None:
     app, attest, nonce, spec, pending, response = _genuine(sim, registry)
     result = open_result(pending, response, model_hash=spec.sha256)
-    doc = PrivateResult(spec.model_id, result.output, result.receipt, "5Miner", attest.evidence, attest.keys, nonce).to_json()
+    doc = PrivateResult(spec.model_id, result.output, result.receipt, SIM_HOTKEY, attest.evidence, attest.keys, nonce).to_json()
     assert verify_receipt_file(json.loads(json.dumps(doc)), policy=sim.policy, verifiers=sim.verifiers).ok
     harmless = {"miner_hotkey", "model_id"}
     n = 0
@@ -97,7 +99,7 @@ class FakeTransport:
         self.corrupt_attest = corrupt_attest
         self.corrupt_infer = corrupt_infer
 
-    async def post(self, base_url, path, payload, *, receiver, timeout=None):
+    async def post(self, base_url, path, payload, *, receiver, timeout=None, max_bytes=None):
         if path == "/attest":
             out = self.app.attest(AttestRequest.from_json(payload)).to_json()
             return self.corrupt_attest(out) if self.corrupt_attest else out
@@ -109,7 +111,7 @@ class FakeTransport:
 
 
 def _neuron() -> Neuron:
-    return Neuron(1, "5Miner", "5Cold", 0.0, False, Endpoint("127.0.0.1", 9), 0.0, 0.0, 0.0, 0)
+    return Neuron(1, SIM_HOTKEY, "5Cold", 0.0, False, Endpoint("127.0.0.1", 9), 0.0, 0.0, 0.0, 0)
 
 
 def _prober(sim, transport) -> Prober:
@@ -188,7 +190,7 @@ def test_prober_survives_a_receipt_it_cannot_even_encode(sim, registry) -> None:
             result = super()._run(payload, keys)
             return dataclasses.replace(result, receipt=dataclasses.replace(result.receipt, issued_at_ms=2**70))
 
-    app = Broken(sim.backend(), registry)
+    app = Broken(sim.backend(), registry, hotkey=sim.hotkey)
 
     async def go():
         return await _prober(sim, FakeTransport(app)).probe(_neuron())
@@ -204,7 +206,7 @@ def test_receipt_file_labels_cannot_name_another_model_and_files_are_private(sim
 
     app, attest, nonce, spec, pending, response = _genuine(sim, registry)
     result = open_result(pending, response, model_hash=spec.sha256)
-    res = PrivateResult(spec.model_id, result.output, result.receipt, "5Miner", attest.evidence, attest.keys, nonce)
+    res = PrivateResult(spec.model_id, result.output, result.receipt, SIM_HOTKEY, attest.evidence, attest.keys, nonce)
     path = tmp_path / "r.json"
     res.save(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -221,7 +223,7 @@ def test_receipt_evidence_is_judged_now_not_at_the_enclaves_time(sim, registry) 
     evidence (no age check offline) nor chooses when collateral is judged (now, unless asked)."""
     app, attest, nonce, spec, pending, response = _genuine(sim, registry)
     result = open_result(pending, response, model_hash=spec.sha256)
-    doc = PrivateResult(spec.model_id, result.output, result.receipt, "5Miner", attest.evidence, attest.keys, nonce).to_json()
+    doc = PrivateResult(spec.model_id, result.output, result.receipt, SIM_HOTKEY, attest.evidence, attest.keys, nonce).to_json()
     import time as _time
 
     later = _time.time() + 10 * sim.policy.max_evidence_age_seconds

@@ -43,7 +43,7 @@ def net(tmp_path, make_wallet, sim):
     mg = chain.metagraph()
     assert mg.by_hotkey(validator.hotkey.ss58_address).validator_permit
     assert not mg.by_hotkey(plain.hotkey.ss58_address).validator_permit
-    app = sim.app()
+    app = sim.app(hotkey=miner.hotkey.ss58_address)
     verifier = RequestVerifier(miner.hotkey.ss58_address, validator_admission(chain))
     client = TestClient(build_app(app, verifier), raise_server_exceptions=False)
     ns = type("Net", (), dict(chain=chain, miner=miner, validator=validator, plain=plain, outsider=outsider, app=app, client=client, sim=sim))
@@ -80,7 +80,7 @@ def test_permitted_validator_gets_verifiable_evidence(net) -> None:
     body = _attest_body(nonce)
     resp = _post(net, "/attest", body, _signed(net.validator, body, net.miner.hotkey.ss58_address))
     assert resp.status_code == 200, resp.text
-    session = check_attestation(AttestResponse.from_json(resp.json()), nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
+    session = check_attestation(AttestResponse.from_json(resp.json()), hotkey=net.miner.hotkey.ss58_address, nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
     assert session.verdict.accepted
 
 
@@ -161,7 +161,7 @@ def test_sealed_request_over_http(net, registry) -> None:
     nonce = new_nonce()
     body = _attest_body(nonce)
     session = check_attestation(AttestResponse.from_json(_post(net, "/attest", body, _signed(net.validator, body, rcv)).json()),
-                                nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
+                                hotkey=rcv, nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
     spec = registry.get("breast-cancer-mlp")
     x = sample_input(spec, np.random.default_rng(0))
     request, pending = seal_request(session, spec.model_id, x)
@@ -188,7 +188,7 @@ def test_bad_reply_key_is_a_named_refusal(net, registry) -> None:
     nonce = new_nonce()
     body = _attest_body(nonce)
     session = check_attestation(AttestResponse.from_json(_post(net, "/attest", body, _signed(net.validator, body, rcv)).json()),
-                                nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
+                                hotkey=rcv, nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
     spec = registry.get("digits-mlp")
     payload = InferencePayload(new_nonce(), spec.model_id, Tensor.from_array(sample_input(spec, np.random.default_rng(0))),
                                KemSuite.X25519.value, bytes(32), session.evidence_hash)
@@ -262,7 +262,7 @@ def test_signed_client_against_uvicorn(sim, make_wallet, free_port) -> None:
         try:
             nonce = new_nonce()
             raw = await client.post(fast_url, "/attest", AttestRequest(nonce, KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
-            check_attestation(AttestResponse.from_json(raw), nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+            check_attestation(AttestResponse.from_json(raw), hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
             # Keep-alive: a second signed request on the same client works (fresh nonce each time).
             await client.post(fast_url, "/attest", AttestRequest(new_nonce(), KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
             with pytest.raises(MinerError) as e:
@@ -277,7 +277,7 @@ def test_signed_client_against_uvicorn(sim, make_wallet, free_port) -> None:
             # Slow: the attestation is quick, the inference is not.
             nonce = new_nonce()
             raw = await client.post(slow_url, "/attest", AttestRequest(nonce, KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
-            session = check_attestation(AttestResponse.from_json(raw), nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+            session = check_attestation(AttestResponse.from_json(raw), hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
             spec = sim.registry.get("digits-mlp")
             request, _ = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(0)))
             t0 = time.monotonic()

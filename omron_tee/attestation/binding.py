@@ -2,8 +2,10 @@
 
 Every TEE lets the enclave put 64 bytes of its choosing into its signed
 report. We put a hash that commits to a domain tag, the verifier's fresh
-nonce and the enclave's channel keys, so that evidence proves *these* keys
-live in *this* enclave *now*. Verifiers recompute it and compare.
+nonce, the miner's hotkey and the enclave's channel keys, so that evidence
+proves *these* keys live in *this* enclave *now*, serving *this* hotkey.
+Verifiers recompute it and compare. Without the hotkey, a registered miner
+with no enclave could relay another miner's enclave and be scored for it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-DOMAIN_TAG = b"omron-tee/attest/v1"
+DOMAIN_TAG = b"omron-tee/attest/v2"
 NONCE_LEN = 32
 REPORT_DATA_LEN = 64
 
@@ -34,15 +36,17 @@ def _lp(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def report_data_for(nonce: bytes, keys: EnclavePublicKeys) -> bytes:
-    """The 64 report-data bytes binding ``nonce`` and ``keys`` (SHA-512)."""
+def report_data_for(nonce: bytes, keys: EnclavePublicKeys, hotkey: str) -> bytes:
+    """The 64 report-data bytes binding ``nonce``, the miner's ``hotkey`` (ss58) and ``keys`` (SHA-512)."""
     if len(nonce) != NONCE_LEN:
         raise ValueError(f"nonce must be {NONCE_LEN} bytes, got {len(nonce)}")
+    if not hotkey:
+        raise ValueError("the binding needs the miner's hotkey")
     h = hashlib.sha512()
-    for part in (DOMAIN_TAG, nonce, keys.kem.encode(), keys.hpke_public, keys.signing_public):
+    for part in (DOMAIN_TAG, nonce, hotkey.encode(), keys.kem.encode(), keys.hpke_public, keys.signing_public):
         h.update(_lp(part))
     return h.digest()
 
 
-def binding_matches(report_data: bytes, nonce: bytes, keys: EnclavePublicKeys) -> bool:
-    return hmac.compare_digest(report_data, report_data_for(nonce, keys))
+def binding_matches(report_data: bytes, nonce: bytes, keys: EnclavePublicKeys, hotkey: str) -> bool:
+    return hmac.compare_digest(report_data, report_data_for(nonce, keys, hotkey))

@@ -18,7 +18,8 @@ from typing import Any
 
 from omron_tee.attestation.abi import dcap_common, nvidia as nv_abi, simulated as sim_abi, snp as snp_abi
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType
-from omron_tee.errors import AttestationError, ConfigError, OmronTeeError, ParseError, ProtocolError
+from omron_tee import untrusted
+from omron_tee.errors import LIBRARY_DECODE_ERRORS, AttestationError, ConfigError, OmronTeeError, ParseError, ProtocolError
 
 TYPES = ("auto", "sgx", "tdx", "sev-snp", "nvidia", "simulated")
 
@@ -117,7 +118,7 @@ def detect_type(data: bytes) -> TeeType:
         return TeeType.TDX if dcap_common.peek_version_and_tee(data)[1] == dcap_common.TEE_TYPE_TDX else TeeType.SGX
     if data.startswith(sim_abi.MAGIC):
         return TeeType.SIMULATED
-    if len(data) == snp_abi.REPORT_LEN and int.from_bytes(data[:4], "little") in snp_abi.SUPPORTED_VERSIONS:
+    if snp_abi.REPORT_LEN <= len(data) <= snp_abi.MAX_DELIVERED_LEN and int.from_bytes(data[:4], "little") in snp_abi.SUPPORTED_VERSIONS:
         return TeeType.SEV_SNP
     if data[:2] == bytes([nv_abi.SPDM_VERSION_1_1, nv_abi.GET_MEASUREMENTS]):
         return TeeType.NVIDIA
@@ -129,8 +130,8 @@ def load_evidence(path: str, kind: str, certs_path: str | None) -> Evidence:
     stripped = data.strip()
     if stripped.startswith(b"{"):
         try:
-            ev = Evidence.from_json(json.loads(stripped))
-        except (ValueError, ProtocolError) as e:
+            ev = Evidence.from_json(untrusted.loads(stripped, "evidence JSON"))
+        except ProtocolError as e:
             raise ConfigError(f"{path}: not Evidence JSON ({e})") from None
         if kind not in ("auto", ev.tee_type.value):
             raise ConfigError(f"{path} holds {ev.tee_type.value} evidence, not {kind}")
@@ -189,13 +190,16 @@ def judge(evidence: Evidence, *, policy: Any, store: Any, now: float, report_dat
         verified = True
     except ParseError as e:
         reasons.append((e.reason, str(e)))
-    except AttestationError as e:
-        reasons.append((e.reason, str(e)))
+    except (AttestationError, *LIBRARY_DECODE_ERRORS) as e:
+        if isinstance(e, AttestationError):
+            reasons.append((e.reason, str(e)))
+        else:  # a library meeting bytes it did not expect: refused, never a traceback
+            reasons.append(("evidence-malformed", f"{evidence.tee_type.value} evidence cannot be read ({type(e).__name__}: {str(e)[:160]})"))
         verifier = _verifier_for(registry, evidence.tee_type)
         if verifier is not None and hasattr(verifier, "describe"):
             try:
                 claims = verifier.describe(evidence)
-            except AttestationError:
+            except (AttestationError, *LIBRARY_DECODE_ERRORS):
                 claims = None
     if verified and claims is not None:
         reasons.extend(policy.check(claims, now=now))

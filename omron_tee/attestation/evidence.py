@@ -33,6 +33,13 @@ class TeeType(str, enum.Enum):
             raise ProtocolError(f"unknown TEE type {value!r}; expected one of: {names}") from None
 
 
+# Bounds on what a peer may send: the largest real evidence (an SNP report with its
+# certificate table, an NVIDIA SPDM transcript with a 5-certificate chain) is ~16 KB.
+MAX_QUOTE_BYTES = 64 * 1024
+MAX_CERTIFICATES_BYTES = 256 * 1024
+MAX_ATTACHED = 8
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -62,21 +69,6 @@ class Evidence:
     certificates: bytes = b""
     attached: tuple["Evidence", ...] = ()
 
-    def digest(self) -> bytes:
-        """SHA-256 over a canonical encoding; receipts name evidence by it."""
-        h = hashlib.sha256()
-        h.update(b"omron-tee/evidence/v1\0")
-        self._feed(h)
-        return h.digest()
-
-    def _feed(self, h: "hashlib._Hash") -> None:
-        for part in (self.tee_type.value.encode(), self.quote, self.certificates):
-            h.update(len(part).to_bytes(8, "big"))
-            h.update(part)
-        h.update(len(self.attached).to_bytes(4, "big"))
-        for item in self.attached:
-            item._feed(h)
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"tee_type": self.tee_type.value, "quote": _b64(self.quote)}
         if self.certificates:
@@ -86,18 +78,48 @@ class Evidence:
         return out
 
     @classmethod
-    def from_json(cls, data: Any) -> "Evidence":
+    def from_json(cls, data: Any, *, _depth: int = 0) -> "Evidence":
         if not isinstance(data, dict):
             raise ProtocolError("evidence must be a JSON object")
         attached = data.get("attached", [])
-        if not isinstance(attached, list) or len(attached) > 8:
-            raise ProtocolError("evidence.attached must be a list of at most 8 items")
+        if not isinstance(attached, list) or len(attached) > MAX_ATTACHED:
+            raise ProtocolError(f"evidence.attached must be a list of at most {MAX_ATTACHED} items")
+        if attached and _depth >= 1:
+            # Devices attach to the CPU TEE's evidence, never to each other: one level only.
+            raise ProtocolError("attached evidence cannot itself carry attached evidence", reason="too-deep")
+        tee_type = data.get("tee_type")
+        if not isinstance(tee_type, str):
+            raise ProtocolError("evidence.tee_type must be a string")
+        quote = _unb64(data.get("quote"), "evidence.quote")
+        certificates = _unb64(data.get("certificates", ""), "evidence.certificates")
+        if len(quote) > MAX_QUOTE_BYTES or len(certificates) > MAX_CERTIFICATES_BYTES:
+            raise ProtocolError(f"evidence exceeds {MAX_QUOTE_BYTES} bytes of quote or {MAX_CERTIFICATES_BYTES} of certificates", reason="too-large")
         return cls(
-            tee_type=TeeType.parse(str(data.get("tee_type"))),
-            quote=_unb64(data.get("quote"), "evidence.quote"),
-            certificates=_unb64(data.get("certificates", ""), "evidence.certificates"),
-            attached=tuple(cls.from_json(a) for a in attached),
+            tee_type=TeeType.parse(tee_type[:32]),
+            quote=quote,
+            certificates=certificates,
+            attached=tuple(cls.from_json(a, _depth=_depth + 1) for a in attached),
         )
+
+
+CANONICAL_TAG = b"omron-tee/evidence/v2\0"
+
+
+def canonical_digest(tee_type: TeeType, parts: list[bytes], attached: tuple[bytes, ...] = ()) -> bytes:
+    """SHA-256 of the length-prefixed ``parts`` a verifier checked, then of attached evidence's digests."""
+    h = hashlib.sha256(CANONICAL_TAG)
+    h.update(_lp(tee_type.value.encode()))
+    h.update(len(parts).to_bytes(4, "big"))
+    for part in parts:
+        h.update(_lp(part))
+    h.update(len(attached).to_bytes(4, "big"))
+    for d in attached:
+        h.update(_lp(d))
+    return h.digest()
+
+
+def _lp(part: bytes) -> bytes:
+    return len(part).to_bytes(8, "big") + part
 
 
 @dataclass(frozen=True)
@@ -118,6 +140,14 @@ class Claims:
     issued_at: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     attached: tuple["Claims", ...] = ()
+    # SHA-256 over the canonical form of what was verified (signed bytes, signature,
+    # the certificates the chain was built from): the same claims always give the same
+    # digest, whatever unsigned bytes (padding, PEM whitespace, unused certificates)
+    # travelled with them. Receipts and sessions bind this, never the raw bytes.
+    evidence_digest: bytes = b""
+    # The hardware's own identity where the evidence proves one (SEV-SNP chip id,
+    # Intel PPID, NVIDIA device certificate), so one machine cannot back many hotkeys.
+    platform_id: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -130,6 +160,8 @@ class Claims:
             "issued_at": self.issued_at,
             "details": self.details,
             "attached": [c.to_json() for c in self.attached],
+            "evidence_digest": self.evidence_digest.hex(),
+            "platform_id": self.platform_id.hex(),
         }
 
 

@@ -61,19 +61,22 @@ class PrivateCompletionClient:
         except MinerError as e:
             raise OmronTeeError(f"validator: {e}", reason=e.reason) from None
         accepted, rejected = [], []
-        for c in raw.get("candidates", []) if isinstance(raw, dict) else []:
-            hotkey = str(c.get("hotkey"))
+        for c in (raw.get("candidates", []) if isinstance(raw, dict) else [])[:8]:
+            hotkey = str(c.get("hotkey"))[:64] if isinstance(c, dict) else "?"
             try:
+                if not isinstance(c, dict):
+                    raise ProtocolError("a candidate must be a JSON object")
                 resp = AttestResponse.from_json(c.get("attest"))
-                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), policy=self.policy, registry=self.verifiers, kem=self.kem)
+                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), hotkey=hotkey, policy=self.policy, registry=self.verifiers, kem=self.kem)
                 if model_id not in resp.models:
                     raise ProtocolError(f"miner does not serve {model_id}")
             except (AttestationError, ProtocolError) as e:
                 rejected.append(Rejection(hotkey, e.reason, str(e)))
                 continue
             accepted.append((hotkey, session, resp, session.attest_nonce))
-        for f in raw.get("failures", []) if isinstance(raw, dict) else []:
-            rejected.append(Rejection(str(f.get("hotkey")), str(f.get("reason")), "did not answer the attestation request"))
+        for f in (raw.get("failures", []) if isinstance(raw, dict) else [])[:8]:
+            if isinstance(f, dict):
+                rejected.append(Rejection(str(f.get("hotkey"))[:64], str(f.get("reason"))[:64], "did not answer the attestation request"))
         self.last_rejected = tuple(rejected)
         if not accepted:
             detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from omron_tee.channel import KemSuite, Receipt, request_info, seal
-from omron_tee.errors import ModelError, OmronTeeError, ProtocolError
+from omron_tee.errors import LIBRARY_DECODE_ERRORS, ChannelError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.llm.model import RUNTIME
 from omron_tee.llm.stream import KEY_LEN, ChunkSealer, CompletionPayload, frame, output_hash, prompt_hash, stream_info
-from omron_tee.protocol import InferRequest, b64, dumps
+from omron_tee.protocol import InferRequest, ReplyRoute, b64, dumps, loads
 
 # The dev fault "wrong output" (simulated enclaves only) changes the completion from this token on.
 WRONG_OUTPUT_FROM = 2
@@ -28,9 +28,11 @@ WRONG_OUTPUT_FROM = 2
 
 @dataclass(frozen=True)
 class OpenedRequest:
-    payload: CompletionPayload
+    route: ReplyRoute
+    payload: CompletionPayload | None  # None: refused, for ``refusal``, inside the sealed stream
     keys: Any  # the EnclaveKeys the request was sealed to
     reply_kem: KemSuite
+    refusal: str | None = None
 
 
 class LlmService:
@@ -45,19 +47,31 @@ class LlmService:
         keys = self.app.keys(request.key_id)
         plaintext = keys.hpke.open(request.sealed, request_info(request.key_id))
         try:
-            payload = CompletionPayload.decode(plaintext)
-        except ProtocolError:
-            # Answered in the clear: say nothing of what was inside.
+            fields = loads(plaintext, "sealed completion request")
+            route = ReplyRoute.from_dict(fields)
+            kem = KemSuite.parse(route.reply_kem)
+            # Sealing the header now proves the reply key usable before the stream starts.
+            seal(kem, route.reply_public, b"", stream_info(route.nonce))
+        except (ProtocolError, ChannelError):
+            # Answered in the clear (no usable reply key): say nothing of what was inside.
             raise ProtocolError("the sealed request is not a well-formed completion request") from None
-        return OpenedRequest(payload, keys, KemSuite.parse(payload.reply_kem))
+        try:
+            return OpenedRequest(route, CompletionPayload.from_dict(fields), keys, kem)
+        except (OmronTeeError, *LIBRARY_DECODE_ERRORS) as e:
+            reason = e.reason if isinstance(e, OmronTeeError) else "malformed-message"
+            return OpenedRequest(route, None, keys, kem, refusal=f"{reason}: {e}")
 
     async def frames(self, opened: OpenedRequest) -> AsyncIterator[bytes]:
         """The sealed stream: header, then one chunk per token, then the final chunk with the receipt."""
-        p = opened.payload
+        route = opened.route
         key = os.urandom(KEY_LEN)
-        header = dumps({"key": b64(key), "model": p.model_id})
-        yield frame(seal(opened.reply_kem, p.reply_public, header, stream_info(p.nonce)))
-        sealer = ChunkSealer(key, p.nonce)
+        header = dumps({"key": b64(key), "model": opened.payload.model_id if opened.payload else ""})
+        yield frame(seal(opened.reply_kem, route.reply_public, header, stream_info(route.nonce)))
+        sealer = ChunkSealer(key, route.nonce)
+        if opened.payload is None:  # malformed inside: a named refusal, sealed like any answer
+            yield sealer.seal({"t": [], "b": "", "n_tokens": 0, "n_prompt": 0, "finish": "error", "error": opened.refusal}, final=True)
+            return
+        p = opened.payload
         faults = getattr(self.app, "faults", None)
         if faults is not None and faults.delay_s:
             await asyncio.sleep(faults.delay_s)

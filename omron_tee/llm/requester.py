@@ -125,6 +125,10 @@ class StreamReader:
             return None
         if self.ttft_s is None and toks:
             self.ttft_s = time.perf_counter() - self.started
+        if len(self.tokens) + len(toks) > self.pending.max_tokens:
+            # Anyone can seal a stream to our reply key: only the receipt at the end is the
+            # enclave's, so the stream is bounded by what was asked for, before that.
+            raise ChannelError(f"the stream carries more than the {self.pending.max_tokens} tokens asked for", reason="stream-malformed")
         self.tokens.extend(toks)
         self._data.append(piece)
         return TokenChunk(self._opener.seq, toks, piece)

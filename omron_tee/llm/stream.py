@@ -62,6 +62,10 @@ def output_hash(tokens: list[int], text: bytes) -> bytes:
     return hashlib.sha256(OUTPUT_TAG + struct.pack(">I", len(tokens)) + ids + struct.pack(">I", len(text)) + text).digest()
 
 
+MAX_TOKENS_FIELD = 1 << 16
+MAX_PROMPT_CHARS = 1 << 20
+
+
 @dataclass(frozen=True)
 class CompletionPayload:
     """The plaintext sealed to the enclave for one private completion."""
@@ -88,17 +92,24 @@ class CompletionPayload:
 
     @classmethod
     def decode(cls, raw: bytes) -> "CompletionPayload":
-        d = loads(raw, "sealed completion request")
+        return cls.from_dict(loads(raw, "sealed completion request"))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "CompletionPayload":
         what = "sealed completion request"
         if _field(d, "kind", what) != "completion":
             raise ChannelError("sealed request is not a completion request", reason="malformed-message")
         prompt = _field(d, "prompt", what)
         max_tokens = _field(d, "max_tokens", what)
-        if not isinstance(prompt, str) or not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
-            raise ChannelError("sealed completion request has a malformed prompt or max_tokens", reason="malformed-message")
+        model = _field(d, "model", what)
+        if not isinstance(prompt, str) or not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not isinstance(model, str):
+            raise ChannelError("sealed completion request has a malformed prompt, model or max_tokens", reason="malformed-message")
+        if not 1 <= max_tokens <= MAX_TOKENS_FIELD or len(prompt) > MAX_PROMPT_CHARS:
+            # The runtime has tighter limits of its own; these keep the receipt's encoding in range.
+            raise ChannelError(f"max_tokens must be 1 to {MAX_TOKENS_FIELD} and the prompt at most {MAX_PROMPT_CHARS} characters", reason="bad-input")
         return cls(
             nonce=_nonce(_field(d, "nonce", what), f"{what} nonce"),
-            model_id=str(_field(d, "model", what)),
+            model_id=model[:128],
             prompt=prompt,
             max_tokens=max_tokens,
             reply_kem=str(_field(d, "reply_kem", what)),

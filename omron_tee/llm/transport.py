@@ -12,13 +12,17 @@ from omron_tee.errors import ChannelError, MinerError
 from omron_tee.llm.requester import Completion, PendingCompletion, StreamReader, TokenChunk
 from omron_tee.protocol import dumps
 from omron_tee.wire.auth import Signer
+from omron_tee.wire.client import CLIENT_KEEP_ALIVE_S, MAX_ERROR_BYTES, ReplyTooLarge, read_capped, refusal
 
 
 def new_http(timeout: float = 30.0, max_connections: int = 64) -> httpx.AsyncClient:
+    # Keep-alive shorter than the servers' (no reuse racing a close) and no compressed
+    # encodings (no inflating a peer's bomb): as wire.client's pools.
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=CLIENT_KEEP_ALIVE_S),
         trust_env=False,
+        headers={"Accept-Encoding": "identity"},
     )
 
 
@@ -40,14 +44,12 @@ async def open_stream(http: httpx.AsyncClient, signer: Signer, base_url: str, pa
         raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason="unreachable") from None
     if resp.status_code != 200:
         try:
-            await resp.aread()
-            err = resp.json()["error"]
-            reason, message = str(err["reason"]), str(err["message"])
-        except (ValueError, KeyError, TypeError, httpx.HTTPError):
-            reason, message = "http-error", f"HTTP {resp.status_code}"
+            raw = await read_capped(resp, MAX_ERROR_BYTES)
+        except (ReplyTooLarge, MinerError, httpx.HTTPError):
+            raw = b""
         finally:
             await resp.aclose()
-        raise MinerError(f"{base_url}{path} refused: {message}", reason=reason)
+        raise refusal(base_url, path, resp.status_code, raw)
     return resp
 
 

@@ -16,11 +16,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from omron_tee.errors import OmronTeeError
 from omron_tee.llm.enclave import LlmService
 from omron_tee.protocol import InferRequest, loads
 from omron_tee.wire.auth import RequestVerifier
-from omron_tee.wire.server import error_response, read_body
+from omron_tee.wire.server import authenticated, guarded
 
 log = logging.getLogger("omron_tee.miner")
 
@@ -31,14 +30,9 @@ def add_llm_routes(api: FastAPI, app_core: Any, verifier: RequestVerifier) -> Ll
     service = LlmService(app_core)
 
     async def infer_stream(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-            verifier.verify(request.headers, body, method=request.method, path=request.url.path)
-            opened = service.open(InferRequest.from_json(loads(body, "request body")))
-        except OmronTeeError as e:
-            log.info("refused POST /infer_stream: %s (%s)", e.reason, e)
-            return error_response(e)
+        _, body = await authenticated(request, verifier)
+        opened = service.open(InferRequest.from_json(loads(body, "request body")))
         return StreamingResponse(service.frames(opened), media_type=STREAM_MEDIA_TYPE, headers={"Cache-Control": "no-store"})
 
-    api.add_api_route("/infer_stream", infer_stream, methods=["POST"])
+    api.add_api_route("/infer_stream", guarded(infer_stream, log), methods=["POST"])
     return service

@@ -16,6 +16,7 @@ from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.select import select_backend
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.wire.server import server_config
 from omron_tee.llm.neuron import add_miner_args as add_llm_args, serve_llm
 from omron_tee.miner.server import build_app, validator_admission
 from omron_tee.miner.trusted_app import DevFaults, TrustedApp
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> None:
         if zk_model_ids(registry, model_ids):
             provers = load_provers(registry, model_ids, cache_dir=args.zk_circuits, srs_path=args.zk_srs, network=network,
                                    input_visibility=args.zk_input_visibility)
-    app_core = TrustedApp(backend, registry, model_ids, faults=faults, provers=provers)
+    app_core = TrustedApp(backend, registry, model_ids, hotkey=hotkey, faults=faults, provers=provers)
 
     if is_local(network):
         uid = chain.register(wallet)
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
         log.info("zk proofs (EZKL, private input, public output) for %s", ",".join(provers))
     if faults.any or args.dev_variant:
         log.warning("development faults on: delay=%.3fs wrong_output=%s bad_proof=%s variant=%r", faults.delay_s, faults.wrong_output, faults.bad_proof, args.dev_variant)
-    uvicorn.run(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port, log_level="warning", access_log=False)
+    uvicorn.Server(server_config(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port)).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,9 @@ from omron_tee.attestation.binding import report_data_for
 from omron_tee.channel import KemSuite, Receipt, key_id, reply_info, request_info, seal
 from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.keys import EnclaveKeys
-from omron_tee.errors import ChannelError, ModelError, OmronTeeError, ProtocolError
+from omron_tee.errors import AuthError, ChannelError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.models import ModelRegistry, load_runtime
-from omron_tee.protocol import AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, Tensor
+from omron_tee.protocol import AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, ReplyRoute, Tensor, loads
 
 log = logging.getLogger("omron_tee.miner")
 
@@ -50,9 +50,13 @@ class TrustedApp:
         registry: ModelRegistry,
         model_ids: list[str] | None = None,
         *,
+        hotkey: str,
         faults: DevFaults = DevFaults(),
         provers: Mapping[str, Any] | None = None,
     ) -> None:
+        if not hotkey:
+            raise ValueError("the trusted app serves one miner hotkey, learnt at start")
+        self.hotkey = hotkey
         self.backend = backend
         self.registry = registry
         ids = model_ids if model_ids else registry.ids()
@@ -83,8 +87,12 @@ class TrustedApp:
         return {m: ("tee", "zk") if m in self.provers else ("tee",) for m in self.specs}
 
     def attest(self, request: AttestRequest) -> AttestResponse:
+        if request.hotkey and request.hotkey != self.hotkey:
+            # Another miner relaying our enclave: evidence for its hotkey would never verify,
+            # and evidence for ours would not help it, so say no in the clear.
+            raise AuthError("this enclave attests only for the hotkey it serves", reason="hotkey-mismatch")
         keys = self._keys_for(KemSuite.parse(request.kem))
-        evidence = self.backend.attest(report_data_for(request.nonce, keys.public))
+        evidence = self.backend.attest(report_data_for(request.nonce, keys.public, self.hotkey))
         return AttestResponse(evidence=evidence, keys=keys.public, models=self.models, proof_systems=self.proof_systems)
 
     def keys(self, key_id_: bytes) -> EnclaveKeys:
@@ -100,25 +108,32 @@ class TrustedApp:
         # that the operator cannot tell a spot check's error from a user's.
         plaintext = keys.hpke.open(request.sealed, request_info(request.key_id))
         try:
-            payload = InferencePayload.decode(plaintext)
-        except ProtocolError:
+            fields = loads(plaintext, "sealed request")
+            route = ReplyRoute.from_dict(fields)
+            reply_kem = KemSuite.parse(route.reply_kem)
+        except (ProtocolError, ChannelError):
             # Answered in the clear (there is no reply key to seal to): say nothing of what
             # was inside, not even a tensor's shape.
             raise ProtocolError("the sealed request is not a well-formed request") from None
-        try:
-            reply_kem = KemSuite.parse(payload.reply_kem)
-            if payload.proof_system == "zk":
-                # Proving takes about a second of every core: keep the server answering meanwhile.
-                result = await asyncio.to_thread(self._run, payload, keys)
-            else:
-                result = self._run(payload, keys)
-        except ChannelError:
-            raise
-        except OmronTeeError as e:
-            result = InferenceResult(output=None, receipt=None, error=f"{e.reason}: {e}")
+        result = await self._answer(fields, keys)
         if self.faults.delay_s:
             await asyncio.sleep(self.faults.delay_s)
-        return InferResponse(sealed=seal(reply_kem, payload.reply_public, result.encode(), reply_info(payload.nonce)))
+        # An unusable reply key is a ChannelError (bad-key), refused in the clear.
+        return InferResponse(sealed=seal(reply_kem, route.reply_public, result.encode(), reply_info(route.nonce)))
+
+    async def _answer(self, fields: Any, keys: EnclaveKeys) -> InferenceResult:
+        """The result, or a named refusal; either way sealed to the requester by the caller."""
+        try:
+            payload = InferencePayload.from_dict(fields)
+            if payload.proof_system == "zk":
+                # Proving takes about a second of every core: keep the server answering meanwhile.
+                return await asyncio.to_thread(self._run, payload, keys)
+            return self._run(payload, keys)
+        except OmronTeeError as e:
+            return InferenceResult(output=None, receipt=None, error=f"{e.reason}: {e}")
+        except Exception as e:  # noqa: BLE001 - a runtime meeting input it rejects: refuse, sealed
+            log.warning("sealed request refused inside the enclave: %s", type(e).__name__)
+            return InferenceResult(output=None, receipt=None, error=f"malformed-request: the model could not run this input ({type(e).__name__})")
 
     def _run(self, payload: InferencePayload, keys: EnclaveKeys) -> InferenceResult:
         spec = self.specs.get(payload.model_id)

@@ -18,6 +18,9 @@ import onnxruntime as ort
 from omron_tee.errors import ModelError
 from omron_tee.models.registry import ModelSpec, read_pinned
 
+# Belt and braces beside ORT_DISABLE_TELEMETRY (omron_tee/__init__.py): no telemetry events.
+ort.disable_telemetry_events()
+
 # Basic optimisations only rewrite the graph without changing arithmetic
 # (constant folding, dead nodes); extended/all fuse kernels, which can change
 # float rounding and differs between onnxruntime versions.

@@ -8,6 +8,7 @@ reported to ``on_event`` so callers can show what happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -23,6 +24,8 @@ from omron_tee.validator.scoring import Outcome, ScoreBook
 from omron_tee.validator.weights import WeightVector, compute_weights
 
 log = logging.getLogger("omron_tee.validator")
+
+MAX_BACKOFF = 16.0  # a failing miner is probed at least every MAX_BACKOFF intervals
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Validator:
     def sync(self) -> Metagraph:
         self.metagraph = self.chain.metagraph()
         self._synced_at = time.monotonic()
+        # A deregistered hotkey's hardware may serve a newly registered one.
+        self.prober.identities.retain({n.hotkey for n in self.metagraph.neurons})
         return self.metagraph
 
     def miners(self) -> list[Neuron]:
@@ -104,17 +109,56 @@ class Validator:
         return self.scores.update(outcome)
 
     async def step(self, n: int) -> list[ProbeEvent]:
-        """Probe ``n`` miners concurrently and score them."""
+        """Probe ``n`` miners concurrently and score them (one round: it lasts as long as its slowest
+        probe, at most a probe's deadline; ``probe_continuously`` lets no miner hold up another)."""
         targets = self.pick(n)
         results = await asyncio.gather(*(self.prober.probe(m) for m in targets))
-        events = []
-        for r in results:
-            old, new = self.record(r.outcome)
-            ev = ProbeEvent(r, old, new)
-            events.append(ev)
-            self.on_event(ev)
+        events = [self._scored(r) for r in results]
         self.scores.flush()
         return events
+
+    def _scored(self, r: ProbeResult) -> ProbeEvent:
+        old, new = self.record(r.outcome)
+        ev = ProbeEvent(r, old, new)
+        self.on_event(ev)
+        return ev
+
+    async def probe_continuously(self, stop: asyncio.Event, *, interval: float, max_backoff: float = MAX_BACKOFF) -> None:
+        """Probe every miner on its own lane until ``stop`` is set.
+
+        Each miner is probed, scored, then left alone for ``interval`` (times a random factor
+        of 0.5 to 1.5, so probes are not predictable), so a miner that stalls until its
+        deadline delays only its own next probe. A miner whose probe failed waits twice as
+        long as before, up to ``max_backoff`` times the interval (its score is decaying
+        anyway); one success brings it back to the normal pace. Scores are flushed about
+        once a second; the metagraph decides which lanes exist.
+        """
+        lanes: dict[str, asyncio.Task] = {}
+        try:
+            while not stop.is_set():
+                for m in self.miners():
+                    if m.hotkey not in lanes or lanes[m.hotkey].done():
+                        lanes[m.hotkey] = asyncio.create_task(self._lane(m.hotkey, stop, interval, max_backoff))
+                self.scores.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+        finally:
+            for t in lanes.values():
+                t.cancel()
+            await asyncio.gather(*lanes.values(), return_exceptions=True)
+            self.scores.flush()
+
+    async def _lane(self, hotkey: str, stop: asyncio.Event, interval: float, max_backoff: float) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            neuron = next((n for n in self.miners() if n.hotkey == hotkey), None)
+            if neuron is None:
+                return  # deregistered, or no longer serving: the supervisor starts a lane if it returns
+            ev = self._scored(await self.prober.probe(neuron))
+            failed = not ev.result.outcome.ok and ev.result.outcome.kind == "benchmark"
+            backoff = min(backoff * 2.0, max_backoff) if failed else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval * backoff * random.uniform(0.5, 1.5))
 
     def due_for_weights(self) -> bool:
         block = self.chain.block()

@@ -13,6 +13,8 @@ fault, and nothing here logs an input or an output.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +30,15 @@ from omron_tee.errors import AttestationError, MinerError, OmronTeeError
 from omron_tee.exchange import AttestedSession, check_attestation, new_nonce, open_result, seal_request
 from omron_tee.models import ModelRegistry, load_runtime, outputs_match, sample_input
 from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse
+from omron_tee.validator.identity import ENCLAVE_SHARED, IdentityRegistry, identities_of
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.client import SignedClient
+
+log = logging.getLogger("omron_tee.validator")
+
+MAX_UNCHARGED_FAULTS = 3
+# Evidence with every attachment allowed is well under this; a reply past it is refused unread.
+MAX_ATTEST_REPLY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class Prober:
         self.zk_timeout = max(timeout, zk_timeout)
         self.zk_share = zk_share  # share of unspecified probes sent as zk to miners that offer it
         self._offers: dict[str, AttestResponse] = {}  # what each miner last advertised
+        self._faults: dict[str, int] = {}  # hotkey -> validator faults in a row while probing it
+        self.identities = IdentityRegistry()  # which hotkey each enclave key and machine backs
 
     def forget(self, hotkey: str) -> None:
         self._sessions.pop(hotkey, None)
@@ -82,8 +93,17 @@ class Prober:
     async def attest(self, neuron: Neuron, nonce: bytes) -> tuple[AttestResponse, float]:
         assert neuron.endpoint is not None
         t0 = time.perf_counter()
-        raw = await self.client.post(neuron.endpoint.url, "/attest", AttestRequest(nonce, self.kem.value).to_json(), receiver=neuron.hotkey, timeout=self.timeout)
+        raw = await self.client.post(neuron.endpoint.url, "/attest", AttestRequest(nonce, self.kem.value, neuron.hotkey).to_json(), receiver=neuron.hotkey,
+                                     timeout=self.timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
         return AttestResponse.from_json(raw), time.perf_counter() - t0
+
+    def verify_attestation(self, neuron: Neuron, response: AttestResponse, nonce: bytes) -> AttestedSession:
+        """The session if ``response`` attests ``neuron`` for ``nonce`` and its enclave backs no other hotkey."""
+        session = check_attestation(response, nonce=nonce, hotkey=neuron.hotkey, policy=self.policy, registry=self.verifiers, kem=self.kem, ttl=self.session_ttl)
+        conflict = self.identities.claim(neuron.hotkey, identities_of(session.keys, session.verdict.claims))
+        if conflict is not None:
+            raise AttestationError(conflict, reason=ENCLAVE_SHARED)
+        return session
 
     def _pick_proof_system(self, neuron: Neuron, model_id: str | None) -> tuple[str, str | None]:
         """For a probe that names no proof system: zk for ``zk_share`` of them, if the miner offered zk when it last attested."""
@@ -96,13 +116,42 @@ class Prober:
         return ("zk", str(self.rng.choice(offered))) if offered else ("tee", model_id)
 
     async def probe(self, neuron: Neuron, model_id: str | None = None, proof_system: str | None = None) -> ProbeResult:
-        """One benchmark exchange. ``proof_system`` None: "tee", or "zk" for a share of probes (``zk_share``)."""
+        """One benchmark exchange. ``proof_system`` None: "tee", or "zk" for a share of probes (``zk_share``).
+
+        Never raises for anything the miner sends, and never takes longer than its
+        deadline (both requests' timeouts and a little slack), however the miner behaves.
+        """
         if proof_system is None:
             proof_system, model_id = self._pick_proof_system(neuron, model_id)
         zk = proof_system == "zk"
         if zk and not self.zk_verifiers:
             raise ValueError("a zk probe needs zk verifiers (omron_tee.zk.verifier.ZkVerifier per model)")
         model_id = model_id or str(self.rng.choice(sorted(self.zk_verifiers) if zk else self.model_ids))
+        deadline = self.timeout + (self.zk_timeout if zk else self.timeout) + 1.0
+        try:
+            async with asyncio.timeout(deadline):
+                result = await self._probe(neuron, model_id, proof_system)
+        except TimeoutError:
+            result = self._fail(neuron, model_id, "timeout", f"the exchange took longer than its {deadline:.1f} s deadline", None, proof_system=proof_system)
+        except Exception as e:  # noqa: BLE001 - a bug of ours met by a miner's bytes: see _validator_fault
+            return self._validator_fault(neuron, model_id, proof_system, e)
+        self._faults.pop(neuron.hotkey, None)
+        return result
+
+    def _validator_fault(self, neuron: Neuron, model_id: str, proof_system: str, error: Exception) -> ProbeResult:
+        """An unexpected error in our own code. Not the miner's fault the first times (never
+        charge an honest miner for our bug), but a miner that keeps triggering one is charged,
+        so no miner can hold its weight by steering every probe into a validator bug."""
+        n = self._faults.get(neuron.hotkey, 0) + 1
+        self._faults[neuron.hotkey] = n
+        log.error("validator fault while probing uid %d (%d in a row): %s", neuron.uid, n, type(error).__name__)
+        if n >= MAX_UNCHARGED_FAULTS:
+            return self._fail(neuron, model_id, "internal-error", f"probing this miner failed in the validator {n} times in a row ({type(error).__name__})", None, proof_system=proof_system)
+        outcome = Outcome(neuron.hotkey, neuron.uid, False, "validator-fault", None, None, None, kind="validator-fault", proof_system=proof_system)
+        return ProbeResult(outcome, model_id, f"validator fault ({type(error).__name__}), not charged to the miner")
+
+    async def _probe(self, neuron: Neuron, model_id: str, proof_system: str) -> ProbeResult:
+        zk = proof_system == "zk"
         spec = self.models.get(model_id)
         if neuron.endpoint is None:
             return self._fail(neuron, model_id, "not-serving", "miner has no endpoint on chain", None)
@@ -114,7 +163,7 @@ class Prober:
                 nonce = new_nonce()
                 response, rtt = await self.attest(neuron, nonce)
                 try:
-                    session = check_attestation(response, nonce=nonce, policy=self.policy, registry=self.verifiers, kem=self.kem, ttl=self.session_ttl)
+                    session = self.verify_attestation(neuron, response, nonce)
                 except AttestationError as e:
                     self.forget(neuron.hotkey)
                     return self._fail(neuron, model_id, e.reason, f"attestation rejected: {e}", False)

@@ -36,17 +36,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from omron_tee.channel import KemSuite
 from omron_tee.errors import AuthError, MinerError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.llm.model import MAX_NEW_TOKENS
 from omron_tee.llm.requester import Completion, StreamReader, TokenChunk
 from omron_tee.llm.transport import open_stream, raw_bytes
 from omron_tee.exchange import candidate_nonce
 from omron_tee.protocol import AttestRequest, AttestResponse, _field, _nonce, dumps, loads
+from omron_tee.validator.forward import MAX_ATTEST_REPLY_BYTES
 from omron_tee.validator.llm_forward import llm_state
 from omron_tee.validator.relay import MAX_CANDIDATES, all_failed, parse_relay_request, record_failure, relay_targets
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
-from omron_tee.wire.server import error_response, json_response, read_body
+from omron_tee.wire.server import error_response, guarded, json_response, read_body
 
 log = logging.getLogger("omron_tee.validator.api")
 
@@ -81,7 +83,8 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
                 raise AuthError("unknown API key", reason="bad-api-key")
             caller = "key:" + digest.hex()[:16]
         else:
-            caller = verifier.verify(request.headers, body, method=request.method, path=request.url.path)
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            caller = verifier.verify(request.headers, body, method=request.method, path=path)
         limiter.take(caller)
         return caller
 
@@ -100,7 +103,8 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
             data = loads(body, "request body")
             model = check_model(_field(data, "model", "attest request"))
             nonce = _nonce(_field(data, "nonce", "attest request"), "attest request nonce")
-            kem = str(data.get("kem", validator.prober.kem.value))
+            kem_raw = data.get("kem", validator.prober.kem.value)
+            kem = KemSuite.parse(kem_raw if isinstance(kem_raw, str) else "").value  # refuse a bad suite here, not at every miner
             count = data.get("count", 3)
             if not isinstance(count, int) or not 1 <= count <= MAX_CANDIDATES:
                 raise ProtocolError(f"count must be an integer from 1 to {MAX_CANDIDATES}")
@@ -110,7 +114,8 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
         targets = state.candidates(model, MAX_CANDIDATES)
 
         async def one(n):
-            raw = await (relay or prober.client).post(n.endpoint.url, "/attest", AttestRequest(candidate_nonce(nonce, n.hotkey), kem).to_json(), receiver=n.hotkey, timeout=prober.timeout)
+            raw = await (relay or prober.client).post(n.endpoint.url, "/attest", AttestRequest(candidate_nonce(nonce, n.hotkey), kem, n.hotkey).to_json(), receiver=n.hotkey,
+                                                     timeout=prober.timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
             resp = AttestResponse.from_json(raw)  # shape check only: the client verifies it
             state.served[n.hotkey] = resp.models
             return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw, "serves": model in resp.models}
@@ -188,9 +193,9 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
             "omron_tee": _provenance(c, neuron),
         })
 
-    api.add_api_route("/v1/llm/attest", llm_attest, methods=["POST"])
-    api.add_api_route("/v1/llm/infer_stream", llm_infer_stream, methods=["POST"])
-    api.add_api_route("/v1/completions", completions, methods=["POST"])
+    api.add_api_route("/v1/llm/attest", guarded(llm_attest, log), methods=["POST"])
+    api.add_api_route("/v1/llm/infer_stream", guarded(llm_infer_stream, log), methods=["POST"])
+    api.add_api_route("/v1/completions", guarded(completions, log), methods=["POST"])
 
 
 async def _relay(resp: Any, validator: Any, neuron: Any, t0: float) -> AsyncIterator[bytes]:

@@ -15,6 +15,7 @@ the validator itself is the requester (and so reads the prompt).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import weakref
@@ -23,14 +24,14 @@ from typing import Any
 
 from omron_tee.chain.base import Neuron
 from omron_tee.errors import AttestationError, MinerError, ModelError, OmronTeeError
-from omron_tee.exchange import AttestedSession, check_attestation, new_nonce
+from omron_tee.exchange import AttestedSession, new_nonce
 from omron_tee.llm.model import LlamaRuntime, llm_ids, load_llm
 from omron_tee.llm.prompts import BENCH_PROMPTS
 from omron_tee.llm.requester import Completion, PendingCompletion, TokenChunk, seal_completion
 from omron_tee.llm.scoring import judge
 from omron_tee.llm.transport import new_http, open_stream, read_completion
 from omron_tee.protocol import AttestRequest, AttestResponse
-from omron_tee.validator.forward import ProbeResult
+from omron_tee.validator.forward import MAX_ATTEST_REPLY_BYTES, ProbeResult
 from omron_tee.validator.scoring import Outcome
 
 BENCH_MAX_TOKENS = 16
@@ -68,8 +69,8 @@ class LlmState:
 
     async def attest(self, neuron: Neuron, nonce: bytes) -> AttestResponse:
         assert neuron.endpoint is not None
-        raw = await self.prober.client.post(neuron.endpoint.url, "/attest", AttestRequest(nonce, self.prober.kem.value).to_json(),
-                                            receiver=neuron.hotkey, timeout=self.prober.timeout)
+        raw = await self.prober.client.post(neuron.endpoint.url, "/attest", AttestRequest(nonce, self.prober.kem.value, neuron.hotkey).to_json(),
+                                            receiver=neuron.hotkey, timeout=self.prober.timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
         resp = AttestResponse.from_json(raw)
         self.served[neuron.hotkey] = resp.models
         return resp
@@ -80,7 +81,7 @@ class LlmState:
         resp = await self.attest(neuron, nonce)
         if model_id not in resp.models:  # checked first: a miner is not scored on a model it does not offer
             raise ModelError(f"miner does not serve {model_id!r}", reason="model-not-served")
-        return check_attestation(resp, nonce=nonce, policy=self.prober.policy, registry=self.prober.verifiers, kem=self.prober.kem)
+        return self.prober.verify_attestation(neuron, resp, nonce)
 
     async def complete(self, neuron: Neuron, session: AttestedSession, model_id: str, prompt: str, max_tokens: int, *,
                        on_chunk=None, timeout: float | None = None) -> Completion:
@@ -108,6 +109,8 @@ class LlmState:
             await self._http.aclose()
             self._http = None
 
+
+log = logging.getLogger("omron_tee.validator")
 
 _STATES: "weakref.WeakKeyDictionary[Any, LlmState]" = weakref.WeakKeyDictionary()
 
@@ -167,12 +170,19 @@ class LlmProber:
             if isinstance(e, AttestationError):
                 return _fail(neuron, mid, e.reason, f"attestation rejected: {e}", False)
             return _fail(neuron, mid, e.reason, str(e), None)
+        deadline = self.state.timeout + 1.0
         try:
-            c = await self.state.complete(neuron, session, mid, prompt, self.max_tokens)
-        except MinerError as e:
-            return _fail(neuron, mid, e.reason, str(e), True)
+            # A deadline for the whole stream: a miner that trickles tokens cannot hold the round.
+            async with asyncio.timeout(deadline):
+                c = await self.state.complete(neuron, session, mid, prompt, self.max_tokens)
+        except TimeoutError:
+            return _fail(neuron, mid, "timeout", f"the completion took longer than its {deadline:.1f} s deadline", True)
         except OmronTeeError as e:
             return _fail(neuron, mid, e.reason, str(e), True)
+        except Exception as e:  # noqa: BLE001 - our bug met by a miner's bytes: logged, not charged
+            log.error("validator fault in an LLM probe of uid %d: %s", neuron.uid, type(e).__name__)
+            return ProbeResult(Outcome(neuron.hotkey, neuron.uid, False, "validator-fault", None, True, None, kind="validator-fault", workload="llm"),
+                               mid, f"validator fault ({type(e).__name__}), not charged to the miner")
         j = judge(expected, c.tokens, self.max_tokens)
         speed = _speed(c)
         if not j.correct:

@@ -23,12 +23,13 @@ from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.models import ModelRegistry
 from omron_tee.validator import llm_neuron
-from omron_tee.validator.api import build_api
+from omron_tee.validator.api import ADMIT_MODES, ApiQuota, build_api, metagraph_quota
 from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
 from omron_tee.validator.forward import Prober
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
+from omron_tee.wire.server import server_config
 from omron_tee.zk import service as zk_service
 
 
@@ -44,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--validator.policy", dest="policy", default=None,
                    help="attestation policy file (TOML, see docs/POLICY.md); required off local networks. "
                    "On the embedded chain the default accepts simulated enclaves of this release.")
-    v.add_argument("--validator.sample_size", dest="sample_size", type=int, default=8, help="miners probed per round (default: %(default)s)")
-    v.add_argument("--validator.interval", dest="interval", type=float, default=2.0, help="seconds between rounds (default: %(default)s)")
+    v.add_argument("--validator.sample_size", dest="sample_size", type=int, default=8, help="LLM miners probed per LLM round (default: %(default)s)")
+    v.add_argument("--validator.interval", dest="interval", type=float, default=2.0,
+                   help="seconds between two probes of one miner, randomised by ±50%%; a failing miner waits up to 16 times longer (default: %(default)s)")
     v.add_argument("--validator.weights_interval", dest="weights_interval", type=int, default=100, help="blocks between weight settings (default: %(default)s)")
     v.add_argument("--validator.top_k", dest="top_k", type=int, default=16, help="only the top K miners get weight (default: %(default)s)")
     v.add_argument("--validator.timeout", dest="timeout", type=float, default=5.0, help="seconds a miner has to answer (default: %(default)s)")
@@ -55,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--validator.kem", dest="kem", default=KemSuite.X25519.value, choices=[k.value for k in KemSuite], help="HPKE suite (default: %(default)s)")
     v.add_argument("--validator.api_ip", dest="api_ip", default="127.0.0.1", help="third-party API address (default: %(default)s)")
     v.add_argument("--validator.api_port", dest="api_port", type=int, default=8092, help="third-party API port; 0 turns the API off (default: %(default)s)")
+    v.add_argument("--validator.api_admit", dest="api_admit", choices=ADMIT_MODES, default="anyone",
+                   help="who may call the API: any hotkey, registered hotkeys of the subnet, or staked ones (rate by stake share) (default: %(default)s)")
+    v.add_argument("--validator.api_rate", dest="api_rate", type=float, default=20.0, help="requests/s per caller hotkey (default: %(default)s)")
+    v.add_argument("--validator.api_burst", dest="api_burst", type=float, default=40.0, help="burst per caller hotkey (default: %(default)s)")
+    v.add_argument("--validator.api_global_rate", dest="api_global_rate", type=float, default=200.0,
+                   help="requests/s for all callers together, so fresh hotkeys share one budget (default: %(default)s)")
     v.add_argument("--chain.dev_stake", dest="dev_stake", type=float, default=1000.0,
                    help="embedded chain only: stake (TAO) this validator gives itself from the development faucet when it has none, so it holds a permit (default: %(default)s)")
     v.add_argument("--neuron.data_dir", dest="data_dir", default=str(DEFAULT_HOME / "validator"), help="where scores persist (default: %(default)s)")
@@ -139,20 +147,34 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     server_task = None
     if args.api_port:
         check_port_free(args.api_ip, args.api_port, "--validator.api_port")
-        api = build_api(validator, RequestVerifier(hotkey, Admission.anyone()))
-        server = uvicorn.Server(uvicorn.Config(api, host=args.api_ip, port=args.api_port, log_level="warning", access_log=False))
+        quota_kw = dict(rate=args.api_rate, burst=args.api_burst, global_rate=args.api_global_rate, global_burst=2 * args.api_global_rate, admit=args.api_admit)
+        quota = metagraph_quota(validator, **quota_kw) if args.api_admit != "anyone" else ApiQuota(**quota_kw)
+        api = build_api(validator, RequestVerifier(hotkey, Admission.anyone()), quota=quota)
+        server = uvicorn.Server(server_config(api, host=args.api_ip, port=args.api_port))
         server_task = asyncio.create_task(server.serve())
         if is_local(network):
             chain.serve(wallet, Endpoint(args.api_ip, args.api_port))
         log.info("third-party API on http://%s:%d", args.api_ip, args.api_port)
+    # Tensor and zk probes run on one lane per miner (Validator.probe_continuously), so no
+    # miner, however slow, delays the probing of another; this loop keeps the permit in
+    # view, runs the LLM rounds and sets weights.
+    stop: asyncio.Event | None = None
+    lanes: asyncio.Task | None = None
     try:
         while True:
             mg = validator.sync()
             me = mg.by_hotkey(hotkey)
-            if me is None or not me.validator_permit:
-                log.warning("this hotkey holds no validator permit: miners would refuse it, so no probing this round")
+            permitted = me is not None and me.validator_permit
+            if not permitted and lanes is not None:
+                stop.set()  # type: ignore[union-attr]
+                await lanes
+                lanes = None
+            if not permitted:
+                log.warning("this hotkey holds no validator permit: miners would refuse it, so no probing now")
             elif validator.miners():
-                await validator.step(min(args.sample_size, len(validator.miners())))
+                if lanes is None:
+                    stop = asyncio.Event()
+                    lanes = asyncio.create_task(validator.probe_continuously(stop, interval=args.interval))
                 await llm_rounds.maybe_step(args.sample_size)
             else:
                 log.info("no miner serves yet; waiting")
@@ -160,6 +182,9 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
                 validator.set_weights()
             await asyncio.sleep(args.interval)
     finally:
+        if lanes is not None:
+            stop.set()  # type: ignore[union-attr]
+            await lanes
         scores.close()
         await client.aclose()
         if server_task:

@@ -35,6 +35,7 @@ ALPHA = 0.1  # how far one verified answer moves the score toward its target
 FAILURE_DECAY = 0.2  # fraction of the score a failure takes away
 RT_WEIGHT = 0.5  # share of the target that response time can take away
 LATENCY_WINDOW = 64
+MAX_REASONS = 48
 ACTIVE_WINDOW_S = 3600.0  # miners not probed for this long drop out of the latency comparison
 
 
@@ -49,7 +50,7 @@ class Outcome:
     latency_s: float | None
     attestation_accepted: bool | None  # None: the exchange failed before a verdict
     correct: bool | None  # None: not checked (relayed third-party traffic, or failed earlier)
-    kind: str = "benchmark"  # or "relay"
+    kind: str = "benchmark"  # "relay" (counted, never scored), "validator-fault" (our bug: counted, never scored)
     proof_system: str = "tee"  # "zk": latency_s includes proving, and is compared with zk latencies
     prove_s: float | None = None  # zk: proving time the enclave reported
     workload: str = "tensor"  # or "llm": a completion's latency is compared with LLM latencies only
@@ -149,7 +150,10 @@ class ScoreBook:
                 rec.correct += 1
             elif outcome.correct is False:
                 rec.incorrect += 1
-            rec.reasons[outcome.reason] = rec.reasons.get(outcome.reason, 0) + 1
+            # Reasons can come from a miner's own refusals: a bounded table, so a miner
+            # inventing a new reason per probe cannot grow the record without end.
+            reason = outcome.reason if outcome.reason in rec.reasons or len(rec.reasons) < MAX_REASONS else "other"
+            rec.reasons[reason] = rec.reasons.get(reason, 0) + 1
             if not outcome.ok:
                 rec.failures += 1
             if outcome.kind == "benchmark":

@@ -1,8 +1,23 @@
-"""Client side: signed JSON requests over httpx, with keep-alive, bounded concurrency and timeouts."""
+"""Client side: signed JSON requests over httpx, bounded in time and size.
+
+A peer is hostile until its answer is checked, so every request here has:
+
+- a deadline for the whole exchange (connect, send, every byte of the answer),
+  not httpx's per-read timeouts, which a peer that trickles one byte a second
+  never trips;
+- a cap on the answer's size, enforced while reading (the declared length
+  first, then the bytes counted as they arrive), with compressed encodings
+  refused rather than inflated;
+- keep-alive connections that expire well before the server side's, and one
+  retry when a reused connection turns out to have been closed under us, so
+  the race between our reuse and the peer's idle close is never charged to an
+  honest peer.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -10,6 +25,38 @@ import httpx
 from omron_tee.errors import MinerError, ProtocolError
 from omron_tee.protocol import dumps, loads
 from omron_tee.wire.auth import Signer
+
+# Peers (uvicorn) close idle connections after SERVER_KEEP_ALIVE_S; we stop reusing
+# ours after CLIENT_KEEP_ALIVE_S, so we never send on a connection being closed.
+SERVER_KEEP_ALIVE_S = 15.0
+CLIENT_KEEP_ALIVE_S = 4.0
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+MAX_ERROR_BYTES = 16 * 1024
+
+# Transport failures that mean "the connection went away before an answer": worth one
+# retry on a fresh connection (a closed keep-alive connection looks exactly like this).
+_RETRYABLE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class ReplyTooLarge(Exception):
+    pass
+
+
+async def read_capped(resp: httpx.Response, limit: int) -> bytes:
+    """The body of ``resp``, refused (``ReplyTooLarge``) past ``limit`` bytes without reading further."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise MinerError(f"the answer uses content encoding {encoding[:16]!r}; only identity is accepted", reason="malformed-reply")
+    declared = resp.headers.get("content-length")
+    if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
+        raise ReplyTooLarge
+    chunks, size = [], 0
+    async for chunk in resp.aiter_raw():
+        size += len(chunk)
+        if size > limit:
+            raise ReplyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class SignedClient:
@@ -20,52 +67,101 @@ class SignedClient:
     64-connection pool cost the validator more CPU than all its cryptography.
     """
 
-    def __init__(self, signer: Signer, *, max_concurrency: int = 64, per_peer: int = 8, timeout: float = 10.0) -> None:
+    def __init__(self, signer: Signer, *, max_concurrency: int = 64, per_peer: int = 8, timeout: float = 10.0,
+                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self.signer = signer
         self._limit = asyncio.Semaphore(max_concurrency)
         self._per_peer = per_peer
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 3.0))
+        self._timeout = timeout
+        self._max_reply = max_reply_bytes
         self._pools: dict[str, httpx.AsyncClient] = {}
 
     def _pool(self, base_url: str) -> httpx.AsyncClient:
         pool = self._pools.get(base_url)
         if pool is None:
             pool = httpx.AsyncClient(
-                timeout=self._timeout,
-                limits=httpx.Limits(max_connections=self._per_peer, max_keepalive_connections=self._per_peer),
+                # The deadline below bounds the whole exchange; these only end a dead connection sooner.
+                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 3.0)),
+                limits=httpx.Limits(max_connections=self._per_peer, max_keepalive_connections=self._per_peer, keepalive_expiry=CLIENT_KEEP_ALIVE_S),
                 # trust_env=False: no proxies from the environment for peer-to-peer calls.
                 trust_env=False,
+                headers={"Accept-Encoding": "identity"},
             )
             self._pools[base_url] = pool
         return pool
 
-    async def post(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None) -> Any:
-        """POST ``payload`` as JSON; returns the parsed reply or raises ``MinerError`` with a reason."""
+    async def post(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None,
+                   max_bytes: int | None = None) -> Any:
+        """POST ``payload`` as JSON; the parsed reply, or ``MinerError`` with a reason.
+
+        ``timeout`` is a deadline for the whole exchange; ``max_bytes`` caps the reply.
+        Reasons: timeout, unreachable, disconnected, too-large, malformed-reply, http-error,
+        or the peer's own reason for refusing.
+        """
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        limit = self._max_reply if max_bytes is None else max_bytes
         body = dumps(payload)
-        headers = self.signer.headers("POST", path, body, receiver)
-        headers["Content-Type"] = "application/json"
         async with self._limit:
-            try:
-                kwargs: dict[str, Any] = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=min(timeout, 3.0))}
-                resp = await self._pool(base_url).post(base_url + path, content=body, headers=headers, **kwargs)
-            except httpx.TimeoutException:
-                raise MinerError(f"no answer from {base_url} within the timeout", reason="timeout") from None
-            except httpx.TransportError as e:
-                raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason="unreachable") from None
-        if resp.status_code != 200:
-            reason, message = "http-error", f"HTTP {resp.status_code}"
-            try:
-                err = resp.json()["error"]
-                reason, message = str(err["reason"]), str(err["message"])
-            except (ValueError, KeyError, TypeError):
-                pass
-            raise MinerError(f"{base_url}{path} refused: {message}", reason=reason)
+            for attempt in (0, 1):
+                headers = self.signer.headers("POST", path, body, receiver)  # fresh btauth/1 nonce per attempt
+                headers["Content-Type"] = "application/json"
+                try:
+                    return await self._exchange(base_url, path, body, headers, deadline, limit)
+                except _RETRYABLE as e:
+                    if attempt == 0 and deadline - time.monotonic() > 0.05:
+                        continue
+                    raise MinerError(f"{base_url} closed the connection before answering ({type(e).__name__})", reason="disconnected") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _exchange(self, base_url: str, path: str, body: bytes, headers: dict[str, str], deadline: float, limit: int) -> Any:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MinerError(f"no answer from {base_url} within the deadline", reason="timeout")
         try:
-            return loads(resp.content, "reply")
+            async with asyncio.timeout(left):
+                # httpx's own timeouts no shorter than the deadline: the deadline alone decides.
+                per_read = httpx.Timeout(left, connect=min(left, 3.0))
+                async with self._pool(base_url).stream("POST", base_url + path, content=body, headers=headers, timeout=per_read) as resp:
+                    if resp.status_code != 200:
+                        raise refusal(base_url, path, resp.status_code, await _read_error(resp))
+                    raw = await read_capped(resp, limit)
+        except TimeoutError:
+            raise MinerError(f"no answer from {base_url} within the deadline", reason="timeout") from None
+        except httpx.TimeoutException:
+            raise MinerError(f"no answer from {base_url} within the timeout", reason="timeout") from None
+        except ReplyTooLarge:
+            raise MinerError(f"the answer from {base_url} exceeds {limit} bytes", reason="too-large") from None
+        except _RETRYABLE:
+            raise
+        except httpx.TransportError as e:
+            raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason="unreachable") from None
+        try:
+            return loads(raw, "reply", max_bytes=limit)
         except ProtocolError as e:
-            raise MinerError(str(e), reason="malformed-reply") from None
+            reason = e.reason if e.reason in ("too-deep", "too-large") else "malformed-reply"
+            raise MinerError(str(e), reason=reason) from None
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()
+
+
+async def _read_error(resp: httpx.Response) -> bytes:
+    try:
+        return await read_capped(resp, MAX_ERROR_BYTES)
+    except (ReplyTooLarge, MinerError):
+        return b""
+
+
+def refusal(base_url: str, path: str, status: int, raw: bytes) -> MinerError:
+    """The peer's named refusal (``{"error": {"reason", "message"}}``), or ``http-error``."""
+    reason, message = "http-error", f"HTTP {status}"
+    try:
+        err = loads(raw, "error body", max_bytes=MAX_ERROR_BYTES)["error"]
+        r, m = err["reason"], err["message"]
+        if isinstance(r, str) and isinstance(m, str) and 0 < len(r) <= 64:
+            reason, message = r, m[:500]
+    except (ProtocolError, KeyError, TypeError):
+        pass
+    return MinerError(f"{base_url}{path} refused: {message}", reason=reason)

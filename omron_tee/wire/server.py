@@ -11,12 +11,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import uvicorn
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from omron_tee.errors import AuthError, ChannelError, MinerError, ModelError, OmronTeeError, ProtocolError, RateLimited
 from omron_tee.protocol import dumps, loads
 from omron_tee.wire.auth import RequestVerifier
+from omron_tee.wire.client import SERVER_KEEP_ALIVE_S
 
 MAX_BODY = 8 * 1024 * 1024
 
@@ -28,6 +30,12 @@ _STATUS: list[tuple[type, int]] = [
     (ModelError, 422),
     (MinerError, 502),
 ]
+
+
+def server_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
+    """How every omron-tee HTTP server runs: quiet, and keeping idle connections open
+    longer than our clients reuse them (``wire.client``), so reuse never races a close."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=SERVER_KEEP_ALIVE_S)
 
 
 def error_response(e: OmronTeeError) -> JSONResponse:
@@ -65,20 +73,39 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
-def signed_route(verifier: RequestVerifier, handler: Handler, log: logging.Logger) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap ``handler(caller_hotkey, parsed_json) -> json-able`` with btauth/1 and error mapping."""
+Route = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(handler: Route, log: logging.Logger) -> Route:
+    """The one path every route takes: an ``OmronTeeError`` becomes its named JSON refusal,
+    anything else (a bug of ours) a JSON ``internal-error`` with no message that might
+    carry data, and the log gets the reason only, never a traceback or a body."""
 
     async def route(request: Request) -> Response:
         try:
-            body = await read_body(request)
-            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            caller = verifier.verify(request.headers, body, method=request.method, path=path)
-            return json_response(await handler(caller, loads(body, "request body")))
+            return await handler(request)
         except OmronTeeError as e:
             log.info("refused %s %s: %s (%s)", request.method, request.url.path, e.reason, e)
             return error_response(e)
-        except Exception as e:  # a bug of ours: still a JSON error, and no message that might carry data
+        except Exception as e:  # noqa: BLE001
             log.error("internal error on %s %s: %s", request.method, request.url.path, type(e).__name__)
             return error_response(OmronTeeError(f"internal error ({type(e).__name__})", reason="internal-error"))
 
     return route
+
+
+async def authenticated(request: Request, verifier: RequestVerifier) -> tuple[str, bytes]:
+    """(caller hotkey, body) of a btauth/1-signed request; the signature covers the path with its query."""
+    body = await read_body(request)
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return verifier.verify(request.headers, body, method=request.method, path=path), body
+
+
+def signed_route(verifier: RequestVerifier, handler: Handler, log: logging.Logger) -> Route:
+    """Wrap ``handler(caller_hotkey, parsed_json) -> json-able`` with btauth/1 and error mapping."""
+
+    async def route(request: Request) -> Response:
+        caller, body = await authenticated(request, verifier)
+        return json_response(await handler(caller, loads(body, "request body")))
+
+    return guarded(route, log)

@@ -17,6 +17,7 @@ from omron_tee.attestation.verify.registry import VerifierRegistry
 pytestmark = pytest.mark.vectors
 
 NOW = 1_790_000_000.0
+HOTKEY = "5AppraiseTestMinerHotkey0000000000000000000000"
 KEYS = EnclavePublicKeys(kem="X25519-HKDF-SHA256", hpke_public=b"h" * 32, signing_public=b"s" * 32)
 POLICY = Policy.from_mapping({"sev-snp": {"allow_any_measurement": True}, "nvidia": {"allow_any_measurement": True}})
 
@@ -29,7 +30,7 @@ def env():
 
 
 def _evidence(snp, gpu, nonce, *, cpu_rd=None, gpu_nonce=None, attach=True):
-    rd = report_data_for(nonce, KEYS) if cpu_rd is None else cpu_rd
+    rd = report_data_for(nonce, KEYS, HOTKEY) if cpu_rd is None else cpu_rd
     cpu = snp.evidence(report_data=rd)
     if not attach:
         return cpu
@@ -40,16 +41,16 @@ def _evidence(snp, gpu, nonce, *, cpu_rd=None, gpu_nonce=None, attach=True):
 def test_cpu_with_attached_gpu_bound_to_the_exchange(env):
     snp, gpu, registry = env
     nonce = os.urandom(NONCE_LEN)
-    verdict = appraise(_evidence(snp, gpu, nonce), nonce=nonce, keys=KEYS, policy=POLICY, registry=registry, now=NOW)
+    verdict = appraise(_evidence(snp, gpu, nonce), nonce=nonce, keys=KEYS, hotkey=HOTKEY, policy=POLICY, registry=registry, now=NOW)
     assert verdict.accepted, verdict.reasons
-    assert verdict.claims.attached[0].report_data == gpu_nonce_for(report_data_for(nonce, KEYS))
+    assert verdict.claims.attached[0].report_data == gpu_nonce_for(report_data_for(nonce, KEYS, HOTKEY))
 
 
 def test_gpu_nonce_from_another_exchange_is_refused(env):
     snp, gpu, registry = env
     nonce = os.urandom(NONCE_LEN)
-    ev = _evidence(snp, gpu, nonce, gpu_nonce=gpu_nonce_for(report_data_for(os.urandom(NONCE_LEN), KEYS)))
-    verdict = appraise(ev, nonce=nonce, keys=KEYS, policy=POLICY, registry=registry, now=NOW)
+    ev = _evidence(snp, gpu, nonce, gpu_nonce=gpu_nonce_for(report_data_for(os.urandom(NONCE_LEN), KEYS, HOTKEY)))
+    verdict = appraise(ev, nonce=nonce, keys=KEYS, hotkey=HOTKEY, policy=POLICY, registry=registry, now=NOW)
     assert not verdict.accepted and verdict.reason_codes == ("report-data-mismatch",)
     assert "nvidia" in verdict.reasons[0]
 
@@ -57,18 +58,18 @@ def test_gpu_nonce_from_another_exchange_is_refused(env):
 def test_cpu_report_data_from_another_exchange_is_refused(env):
     snp, gpu, registry = env
     nonce = os.urandom(NONCE_LEN)
-    verdict = appraise(_evidence(snp, gpu, nonce, attach=False), nonce=os.urandom(NONCE_LEN), keys=KEYS, policy=POLICY, registry=registry, now=NOW)
+    verdict = appraise(_evidence(snp, gpu, nonce, attach=False), nonce=os.urandom(NONCE_LEN), keys=KEYS, hotkey=HOTKEY, policy=POLICY, registry=registry, now=NOW)
     assert verdict.reason_codes == ("report-data-mismatch",)
     other_keys = EnclavePublicKeys(kem=KEYS.kem, hpke_public=b"x" * 32, signing_public=KEYS.signing_public)
-    verdict = appraise(_evidence(snp, gpu, nonce, attach=False), nonce=nonce, keys=other_keys, policy=POLICY, registry=registry, now=NOW)
+    verdict = appraise(_evidence(snp, gpu, nonce, attach=False), nonce=nonce, keys=other_keys, hotkey=HOTKEY, policy=POLICY, registry=registry, now=NOW)
     assert verdict.reason_codes == ("report-data-mismatch",)
 
 
 def test_gpu_evidence_alone_is_refused(env):
     snp, gpu, registry = env
     nonce = os.urandom(NONCE_LEN)
-    g = gpu.evidence(nonce=gpu_nonce_for(report_data_for(nonce, KEYS)))
-    verdict = appraise(g, nonce=nonce, keys=KEYS, policy=POLICY, registry=registry, now=NOW)
+    g = gpu.evidence(nonce=gpu_nonce_for(report_data_for(nonce, KEYS, HOTKEY)))
+    verdict = appraise(g, nonce=nonce, keys=KEYS, hotkey=HOTKEY, policy=POLICY, registry=registry, now=NOW)
     assert not verdict.accepted and "report-data-mismatch" in verdict.reason_codes
 
 
@@ -78,7 +79,7 @@ def test_verification_failure_of_the_attached_gpu_refuses_all(env):
     ev = _evidence(snp, gpu, nonce)
     bad_gpu = Evidence(ev.attached[0].tee_type, ev.attached[0].quote[:-1] + b"\0", ev.attached[0].certificates)
     ev = Evidence(ev.tee_type, ev.quote, ev.certificates, attached=(bad_gpu,))
-    verdict = appraise(ev, nonce=nonce, keys=KEYS, policy=POLICY, registry=registry, now=NOW)
+    verdict = appraise(ev, nonce=nonce, keys=KEYS, hotkey=HOTKEY, policy=POLICY, registry=registry, now=NOW)
     assert not verdict.accepted and verdict.reason_codes == ("bad-signature",)
 
 
@@ -86,5 +87,5 @@ def test_policy_refusals_of_the_gpu_are_named(env):
     snp, gpu, registry = env
     nonce = os.urandom(NONCE_LEN)
     strict = Policy.from_mapping({"sev-snp": {"allow_any_measurement": True}, "nvidia": {"measurements": ["00" * 48]}})
-    verdict = appraise(_evidence(snp, gpu, nonce), nonce=nonce, keys=KEYS, policy=strict, registry=registry, now=NOW)
+    verdict = appraise(_evidence(snp, gpu, nonce), nonce=nonce, keys=KEYS, hotkey=HOTKEY, policy=strict, registry=registry, now=NOW)
     assert verdict.reason_codes == ("measurement-not-allowed",) and "NVIDIA" in verdict.reasons[0]

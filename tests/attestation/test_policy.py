@@ -70,7 +70,20 @@ def test_inspection_policy():
     p = inspection_policy()
     assert p.check(_claims(TeeType.TDX, details={"mr_seam": "00"}), now=0) == []
     assert [r for r, _ in p.check(_claims(TeeType.TDX, tcb_status="OutOfDate"), now=0)] == ["tcb-status-not-accepted"]
-    assert [r for r, _ in p.check(_claims(TeeType.SEV_SNP, debug=True, details={"signing_key": "vcek"}), now=0)] == ["debug-enclave"]
+    assert [r for r, _ in p.check(_claims(TeeType.SEV_SNP, debug=True, details={"signing_key": "vcek", "policy": {"migrate_ma": False}}), now=0)] == ["debug-enclave"]
+
+
+def test_snp_policy_bits_fail_closed():
+    """A required or forbidden guest-policy bit that the claims do not state is refused, not assumed."""
+    p = Policy.from_toml("[sev_snp]\nallow_any_measurement = true\nrequired_policy_bits = [\"smt\"]\n")
+    ok = {"signing_key": "vcek", "policy": {"migrate_ma": False, "smt": True}}
+    assert p.check(_claims(TeeType.SEV_SNP, details=ok), now=0) == []
+    for details in ({"signing_key": "vcek"}, {"signing_key": "vcek", "policy": {"smt": True}}, {"signing_key": "vcek", "policy": "junk"},
+                    {"signing_key": "vcek", "policy": {"migrate_ma": "no", "smt": True}}):
+        reasons = p.check(_claims(TeeType.SEV_SNP, details=details), now=0)
+        assert reasons and {r for r, _ in reasons} == {"guest-policy"}, details
+        assert any("not stated" in m for _, m in reasons)
+    assert [r for r, _ in p.check(_claims(TeeType.SEV_SNP, details={**ok, "policy": {"migrate_ma": True, "smt": True}}), now=0)] == ["guest-policy"]
 
 
 def _doc_blocks() -> list[str]:

@@ -102,9 +102,8 @@ def test_dcap_every_region(tee, intel_store):
         _refuses(verify, _pem_swap(quote, i), f"PCK chain byte {i}")
     if tee == "tdx":
         end = len(quote) - 70
-        for i in range(end, len(quote)):  # the zero padding after the signature data
-            with pytest.raises(ParseError):
-                parse(_flip(quote, i))
+        for i in range(end, len(quote)):  # the padding after the signature data: no signature covers it
+            assert parse(_flip(quote, i)).signed_bytes == parsed.signed_bytes
 
 
 def test_snp_every_byte():
@@ -153,14 +152,11 @@ def test_truncated_and_extended(path, parse, padded):
             parse(data[:n])
     for n in range(len(data) - padded, len(data)):  # a shorter zero padding is still a quote
         assert parse(data[:n]).signed_bytes == parse(data).signed_bytes
-    for tail in (b"\x01", b"\xff" * 17):
-        with pytest.raises(ParseError):
-            parse(data + tail)
-    if path in (vectors.SGX_QUOTE, vectors.TDX_QUOTE):
-        assert parse(data + bytes(64)).signed_bytes == parse(data).signed_bytes  # zero padding is tolerated
-    else:
-        with pytest.raises(ParseError):
-            parse(data + bytes(1))
+    # Bytes after the signed structure (padding, a larger delivery buffer, what real hosts
+    # append) are covered by no signature: skipped, as dcap-qvl, go-tdx-guest, go-sev-guest
+    # and NVIDIA's verifier skip them. test_unsigned_trailing_bytes checks verdicts and digests.
+    for tail in (b"\x01", b"\xff" * 17, bytes(64)):
+        assert parse(data + tail).signed_bytes == parse(data).signed_bytes
 
 
 def test_zero_padded_quote_still_verifies(intel_store):

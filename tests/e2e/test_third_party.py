@@ -25,7 +25,7 @@ from omron_tee.exchange import candidate_nonce, check_attestation, new_nonce, op
 from omron_tee.localnet import policy_toml
 from omron_tee.models import ModelRegistry
 from omron_tee.protocol import AttestResponse, InferResponse, b64, dumps
-from omron_tee.validator.api import build_api
+from omron_tee.validator.api import ApiQuota, build_api
 from omron_tee.validator.neuron import build_verifiers
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
@@ -117,7 +117,9 @@ def test_private_inference_through_the_validator(net, tmp_path, caplog, capfd) -
     np.testing.assert_allclose(r.output, MODELS.runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
     assert r.miner_hotkey == m["honest"].hotkey
     r.receipt.verify(r.keys.signing_public)
-    assert r.receipt.evidence_hash == r.evidence.digest()
+    # The receipt names the canonical digest of the evidence the client verified.
+    claims = api.verifiers.verify(r.evidence, now=time.time())
+    assert r.receipt.evidence_hash == claims.evidence_digest
     # The client itself refused the unapproved build's evidence.
     assert [(j.hotkey, j.reason) for j in r.rejected] == [(m["unapproved"].hotkey, "measurement-not-allowed")]
     # The slow miner was tried first and timed out; the relay moved on within the deadline.
@@ -171,7 +173,7 @@ def test_relay_fails_over_and_says_what_it_tried(net, tmp_path) -> None:
                 raw = await http.post(api.url, "/v1/attest", {"model": spec.model_id, "nonce": b64(nonce), "count": 8}, receiver=api.v.hotkey)
                 cands = {c["hotkey"]: AttestResponse.from_json(c["attest"]) for c in raw["candidates"]}
                 failures = {f["hotkey"]: f["reason"] for f in raw["failures"]}
-                sessions = {h: check_attestation(cands[h], nonce=candidate_nonce(nonce, h), policy=api.policy, registry=api.verifiers) for h in (m["slow"].hotkey, m["honest"].hotkey)}
+                sessions = {h: check_attestation(cands[h], hotkey=h, nonce=candidate_nonce(nonce, h), policy=api.policy, registry=api.verifiers) for h in (m["slow"].hotkey, m["honest"].hotkey)}
                 x = _secret_input(spec)
                 reqs = {h: seal_request(s, spec.model_id, x) for h, s in sessions.items()}
                 attempts = [
@@ -209,7 +211,7 @@ def test_api_rate_limit_and_auth(net, tmp_path, make_wallet) -> None:
     spec = MODELS.get("digits-mlp")
 
     async def go():
-        async with Api(net, tmp_path / "scores.sqlite", rate=0.01, burst=2) as api:
+        async with Api(net, tmp_path / "scores.sqlite", quota=ApiQuota(rate=0.01, burst=2)) as api:
             def signed(wallet, body, receiver):
                 h = http_auth.sign(wallet, method="POST", path="/v1/attest", body=body, receiver_ss58=receiver)
                 return {**h, "Content-Type": "application/json"}
@@ -351,7 +353,7 @@ def test_a_clients_bad_requests_do_not_cost_miners_score(net, tmp_path) -> None:
                 nonce = new_nonce()
                 raw = await http.post(api.url, "/v1/attest", {"model": spec.model_id, "nonce": b64(nonce), "count": 2}, receiver=api.v.hotkey)
                 att = next(AttestResponse.from_json(c["attest"]) for c in raw["candidates"] if c["hotkey"] == honest)
-                session = check_attestation(att, nonce=candidate_nonce(nonce, honest), policy=api.policy, registry=api.verifiers)
+                session = check_attestation(att, hotkey=honest, nonce=candidate_nonce(nonce, honest), policy=api.policy, registry=api.verifiers)
                 garbage = {"key_id": b64(session.key_id), "sealed": b64(b"\x00" * 1100)}
                 unknown = {"key_id": b64(b"\x01" * 16), "sealed": b64(b"\x00" * 1100)}
                 tried = []

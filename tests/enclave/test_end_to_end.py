@@ -65,6 +65,8 @@ def store(vectors) -> CollateralStore:
     s.load_path(vectors.root / "intel-tdx/tdx_quote_collateral.json")
     return s
 
+MINER_HOTKEY = "5EndToEndTestMinerHotkey00000000000000000000000"
+
 
 def exchange(backend, *, policy: str, store: CollateralStore, now: float, simulated_keys=()):
     """What a validator does with a miner: fresh nonce, the trusted app's evidence, appraisal."""
@@ -74,13 +76,13 @@ def exchange(backend, *, policy: str, store: CollateralStore, now: float, simula
     from omron_tee.protocol import AttestRequest
 
     registry_models = ModelRegistry.builtin()
-    app = TrustedApp(backend, registry_models, registry_models.ids()[:1])
+    app = TrustedApp(backend, registry_models, registry_models.ids()[:1], hotkey=MINER_HOTKEY)
     nonce = os.urandom(32)
     response = app.attest(AttestRequest(nonce=nonce, kem=KemSuite.X25519.value))
     registry = verify_defaults.default_registry(simulated_keys, collateral=store)
-    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, policy=Policy.from_toml(policy), registry=registry, now=now)
+    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, hotkey=MINER_HOTKEY, policy=Policy.from_toml(policy), registry=registry, now=now)
     # The binding the validator expects, which the enclave must have handed to its platform.
-    return response, verdict, report_data_for(nonce, response.keys)
+    return response, verdict, report_data_for(nonce, response.keys, MINER_HOTKEY)
 
 
 def test_sgx_gramine_evidence_is_verified_and_refused_only_for_the_binding(gramine, store, vectors):

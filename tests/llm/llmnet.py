@@ -106,7 +106,7 @@ async def llm_net(tmp: Path, registry: ModelRegistry, roles: dict[str, DevFaults
         for name, faults in roles.items():
             w = create_wallet(f"miner-{name}", "default", wallets)
             uid = chain.register(w)
-            app = TrustedApp(SimulatedBackend(key_path, measurement), registry, [MODEL], faults=faults)
+            app = TrustedApp(SimulatedBackend(key_path, measurement), registry, [MODEL], hotkey=w.hotkey.ss58_address, faults=faults)
             port = free_port()
             net._servers.append(await _serve(build_app(app, RequestVerifier(w.hotkey.ss58_address, Admission.anyone())), port))
             chain.serve(w, Endpoint("127.0.0.1", port))

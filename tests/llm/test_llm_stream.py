@@ -28,6 +28,7 @@ from llmnet import MODEL
 
 PROMPT = "Water boils at a temperature of"
 N = 8
+HOTKEY = "5LlmStreamTestMinerHotkey000000000000000000000"
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +38,14 @@ def env(llm_registry, llm_runtime):
     m = trusted_app_measurement([(MODEL, llm_registry.get(MODEL).sha256)])
     policy = Policy(simulated=SimulatedPolicy(allow=True, trusted_keys=frozenset([dev_public_key(key)]), measurements=frozenset([m])))
     verifiers = VerifierRegistry([SimulatedVerifier([dev_public_key(key)])])
-    app = TrustedApp(SimulatedBackend(key, m), llm_registry, [MODEL])
+    app = TrustedApp(SimulatedBackend(key, m), llm_registry, [MODEL], hotkey=HOTKEY)
     return app, policy, verifiers, llm_registry.get(MODEL)
 
 
 def session(env, kem=KemSuite.X25519):
     app, policy, verifiers, _ = env
     n = new_nonce()
-    return check_attestation(app.attest(AttestRequest(n, kem.value)), nonce=n, policy=policy, registry=verifiers, kem=kem)
+    return check_attestation(app.attest(AttestRequest(n, kem.value)), hotkey=HOTKEY, nonce=n, policy=policy, registry=verifiers, kem=kem)
 
 
 def frames_for(env, prompt=PROMPT, n=N, service=None, kem=KemSuite.X25519):
@@ -200,9 +201,9 @@ def test_tampered_request_is_refused_before_streaming(env) -> None:
 
 def test_wrong_output_fault_changes_the_completion_but_signs_it(env, llm_registry, llm_runtime) -> None:
     app, policy, verifiers, spec = env
-    faulty = TrustedApp(app.backend, llm_registry, [MODEL], faults=DevFaults(wrong_output=True))
+    faulty = TrustedApp(app.backend, llm_registry, [MODEL], hotkey=HOTKEY, faults=DevFaults(wrong_output=True))
     n = new_nonce()
-    s = check_attestation(faulty.attest(AttestRequest(n, KemSuite.X25519.value)), nonce=n, policy=policy, registry=verifiers)
+    s = check_attestation(faulty.attest(AttestRequest(n, KemSuite.X25519.value)), hotkey=HOTKEY, nonce=n, policy=policy, registry=verifiers)
     request, pending = seal_completion(s, MODEL, PROMPT, N)
     svc = LlmService(faulty)
 

@@ -32,7 +32,7 @@ class InProcessClient:
     def __init__(self) -> None:
         self.apps: dict[str, TrustedApp] = {}
 
-    async def post(self, base_url: str, path: str, payload, *, receiver=None, timeout=None):
+    async def post(self, base_url: str, path: str, payload, *, receiver=None, timeout=None, max_bytes=None):
         app = self.apps[base_url]
         body = json.loads(json.dumps(payload))
         if path == "/attest":
@@ -50,7 +50,7 @@ def net(sim, registry, prover, verifier, tmp_path):
     def add(name: str, faults: DevFaults = DevFaults(), zk: bool = True) -> Neuron:
         uid = len(miners) + 1
         n = Neuron(uid, f"hotkey-{name}", "coldkey", 0.0, False, Endpoint("127.0.0.1", 9000 + uid), 0.0, 0.0, 0.0, 0)
-        client.apps[n.endpoint.url] = TrustedApp(sim.backend(), registry, None, faults=faults, provers={ZK_MODEL: prover} if zk else None)
+        client.apps[n.endpoint.url] = TrustedApp(sim.backend(), registry, None, hotkey=n.hotkey, faults=faults, provers={ZK_MODEL: prover} if zk else None)
         miners[name] = n
         return n
 
@@ -63,7 +63,7 @@ def net(sim, registry, prover, verifier, tmp_path):
 
 
 def test_miner_advertises_proof_systems(sim, registry, prover) -> None:
-    app = TrustedApp(sim.backend(), registry, None, provers={ZK_MODEL: prover, "digits-mlp": prover})
+    app = TrustedApp(sim.backend(), registry, None, hotkey=sim.hotkey, provers={ZK_MODEL: prover, "digits-mlp": prover})
     resp = AttestResponse.from_json(app.attest(AttestRequest(new_nonce(), KemSuite.X25519.value)).to_json())
     assert resp.proof_systems[ZK_MODEL] == ("tee", "zk")
     assert resp.proof_systems["digits-mlp"] == ("tee",)  # it does not declare zk: no prover taken
@@ -76,9 +76,9 @@ def test_miner_advertises_proof_systems(sim, registry, prover) -> None:
 
 def test_zk_served_and_verified_end_to_end(sim, registry, prover, verifier) -> None:
     """Requester side by hand: the input stays sealed, the proof comes back sealed and verifies."""
-    app = TrustedApp(sim.backend(), registry, None, provers={ZK_MODEL: prover})
+    app = TrustedApp(sim.backend(), registry, None, hotkey=sim.hotkey, provers={ZK_MODEL: prover})
     nonce = new_nonce()
-    session = check_attestation(AttestResponse.from_json(app.attest(AttestRequest(nonce, KemSuite.X25519.value)).to_json()), nonce=nonce, policy=sim.policy, registry=sim.verifiers)
+    session = check_attestation(AttestResponse.from_json(app.attest(AttestRequest(nonce, KemSuite.X25519.value)).to_json()), hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
     spec = registry.get(ZK_MODEL)
     x = sample_input(spec, np.random.default_rng(5))
     request, pending = seal_request(session, ZK_MODEL, x, proof_system="zk")
@@ -170,7 +170,7 @@ def test_zk_share_sends_zk_probes_to_miners_that_offer_it(sim, registry, prover,
     miners = []
     for uid, provers in ((1, {ZK_MODEL: prover}), (2, None)):
         n = Neuron(uid, f"hotkey-{uid}", "coldkey", 0.0, False, Endpoint("127.0.0.1", 9100 + uid), 0.0, 0.0, 0.0, 0)
-        client.apps[n.endpoint.url] = TrustedApp(sim.backend(), registry, None, provers=provers)
+        client.apps[n.endpoint.url] = TrustedApp(sim.backend(), registry, None, hotkey=n.hotkey, provers=provers)
         miners.append(n)
     first = [asyncio.run(prober.probe(n)) for n in miners]  # nothing known yet: TEE
     assert [r.outcome.proof_system for r in first] == ["tee", "tee"] and all(r.outcome.ok for r in first)

@@ -6,7 +6,7 @@ Quoting Library API" (quote v4 and v5); all integers little-endian.
 Quote::
 
     header (48)  | body (v3/v4: fixed by TEE type; v5: u16 type, u32 size, body)
-    u32 signature_data_len | signature data | optional zero padding
+    u32 signature_data_len | signature data | unsigned trailing bytes (ignored)
 
 Signature data for attestation key type 2 (ECDSA-256 with P-256)::
 
@@ -260,8 +260,6 @@ def _fast_signature_data(data: bytes, pos: int, end_of_data: int, version: int) 
         if cert_type not in _KNOWN_CERT_TYPES or cert_size > MAX_CERT_DATA_LEN or p + cert_size != end:
             raise _Unusual
         cert = CertificationData(cert_type, data[p:end])
-        if end < end_of_data and any(data[end:end_of_data]):
-            raise _Unusual
     except struct.error:
         raise _Unusual from None
     qe = QeReportCertificationData(qe_report, qe_raw, qe_sig, auth, cert)
@@ -295,10 +293,10 @@ def parse_signature_data(r: Reader, version: int) -> SignatureData:
         qe = _parse_qe_report_cert_data(s, "signature_data.qe_report_certification_data")
     s.expect_end("signature_data")
     r.pos = end
-    # Quote generation may hand back a fixed-size buffer: trailing bytes are
-    # tolerated only as zero padding (they are not covered by any signature).
-    if r.remaining and any(r.data[r.pos : r.end]):
-        raise r.error("padding", f"{r.remaining} trailing bytes after the signature data are not zero padding")
+    # Quote generation may hand back a fixed-size buffer, and quotes from real
+    # Sapphire Rapids hosts carry bytes after the signature data: no signature
+    # covers them, so they are skipped (as dcap-qvl and go-tdx-guest do) and the
+    # canonical evidence digest leaves them out.
     r.pos = r.end
     return SignatureData(signature, att_key, qe)
 

@@ -32,6 +32,7 @@ GET_MEASUREMENTS = 0xE0
 MEASUREMENTS = 0x60
 REQUEST_LEN = 37
 NONCE_LEN = 32
+MAX_TRAILING_LEN = 4096
 SIGNATURE_LEN = 96  # ECDSA P-384, r || s
 MAX_OPAQUE_LEN = 1024  # DSP0274: OpaqueLength shall not exceed 1024
 DMTF_MEASUREMENT_SPEC = 0x01
@@ -246,11 +247,16 @@ def parse(data: bytes) -> NvidiaReport:
         raise r.error("response.opaque_length", f"declares {opaque_len} bytes, {r.remaining} remain")
     opaque = _parse_opaque(Reader(data, STRUCTURE, start=r.pos, end=r.pos + opaque_len))
     r.pos += opaque_len
-    if r.remaining != SIGNATURE_LEN:
+    if r.remaining < SIGNATURE_LEN:
         raise r.error("response.signature", f"expected {SIGNATURE_LEN} bytes (ECDSA P-384), found {r.remaining}")
+    signed_end = r.pos
     signature = r.bytes(SIGNATURE_LEN, "response.signature")
+    # Drivers may hand the transcript over with bytes after the signature: nothing signs
+    # them, so they are skipped (as NVIDIA's verifier slices the signature by length).
+    if r.remaining > MAX_TRAILING_LEN:
+        raise r.error("trailing", f"{r.remaining} bytes after the signature exceed {MAX_TRAILING_LEN}")
     response = MeasurementsResponse(version, param1, param2, blocks, nonce, opaque, signature)
-    return NvidiaReport(request, response, data[: len(data) - SIGNATURE_LEN])
+    return NvidiaReport(request, response, data[:signed_end])
 
 
 def decode_report_text(text: str | bytes) -> bytes:

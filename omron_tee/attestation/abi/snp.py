@@ -23,6 +23,7 @@ from omron_tee.errors import ParseError
 
 STRUCTURE = "SEV-SNP report"
 REPORT_LEN = 0x4A0
+MAX_DELIVERED_LEN = 4096  # the largest buffer a host hands a report over in (the firmware's response is 4000)
 SIGNED_LEN = 0x2A0
 SUPPORTED_VERSIONS = (2, 3, 4, 5)
 SIG_ALGO_ECDSA_P384_SHA384 = 1
@@ -301,8 +302,14 @@ def _fast(data: bytes) -> SnpReport:
 
 def parse(data: bytes) -> SnpReport:
     data = require_bytes(data, STRUCTURE)
-    if len(data) != REPORT_LEN:
+    if len(data) < REPORT_LEN:
         raise ParseError(STRUCTURE, "length", f"expected {REPORT_LEN} bytes, got {len(data)}")
+    if len(data) > MAX_DELIVERED_LEN:
+        raise ParseError(STRUCTURE, "length", f"{len(data)} bytes is more than any SNP report buffer ({MAX_DELIVERED_LEN})")
+    # Some hosts hand the report over in a larger buffer (the firmware's 4000-byte
+    # MSG_REPORT_RSP, or padding): no signature covers bytes past 0x4A0, so they are
+    # ignored, as go-sev-guest does, and can change no verdict or digest.
+    data = data[:REPORT_LEN]
     try:
         return _fast(data)
     except _Unusual:

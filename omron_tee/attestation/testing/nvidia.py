@@ -30,10 +30,12 @@ from omron_tee.attestation.collateral.store import CollateralStore
 from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.attestation.testing import vectors
 from omron_tee.attestation.testing.guard import require_test_session
-from omron_tee.attestation.verify.nvidia import OID_TCG_DICE_FWID, NvidiaVerifier
+from omron_tee.attestation.verify.nvidia import OID_TCG_DICE_FWID, OID_TCG_DICE_FWID_BLACKWELL, NvidiaVerifier
 
 DAY = 86400.0
 NAMES = ("NVIDIA Device Identity CA", "NVIDIA GH100 Identity", "NVIDIA GH100 Provisioner ICA 1", "GH100 A01 GSP BROM", "GH100 A01 GSP FMC LF")
+# Blackwell (GB20x) device chains, built the same way; their leaf carries the FWID in 2.23.133.5.4.1.1.
+BLACKWELL_NAMES = ("NVIDIA Device Identity CA", "NVIDIA GB202 Identity", "NVIDIA GB202 Provisioner ICA 1", "GB202 A01 GSP BROM", "GB202 A01 GSP FMC LF")
 
 
 def _t(ts: float) -> dt.datetime:
@@ -47,16 +49,19 @@ def _name(cn: str) -> x509.Name:
 @dataclass
 class NvidiaTestPki:
     now: float
+    architecture: str = "hopper"  # or "blackwell"
 
     def __post_init__(self) -> None:
+        names = BLACKWELL_NAMES if self.architecture == "blackwell" else NAMES
+        fwid_oid = OID_TCG_DICE_FWID_BLACKWELL if self.architecture == "blackwell" else OID_TCG_DICE_FWID
         template = abi.parse(vectors.nvidia_report_bytes())
         self.template = template
         self.fwid = template.fwid or bytes(48)
-        self.keys = [ec.generate_private_key(ec.SECP384R1()) for _ in NAMES]
+        self.keys = [ec.generate_private_key(ec.SECP384R1()) for _ in names]
         self.certs: list[x509.Certificate] = []
-        for i, cn in enumerate(NAMES):  # root first
+        for i, cn in enumerate(names):  # root first
             issuer = self.certs[i - 1] if i else None
-            leaf = i == len(NAMES) - 1
+            leaf = i == len(names) - 1
             b = (
                 x509.CertificateBuilder()
                 .subject_name(_name(cn))
@@ -68,7 +73,7 @@ class NvidiaTestPki:
                 .add_extension(x509.BasicConstraints(ca=not leaf, path_length=None), critical=True)
             )
             if leaf:
-                b = b.add_extension(x509.UnrecognizedExtension(OID_TCG_DICE_FWID, b"\x30\x42TEST-DICE-TCBINFO" + self.fwid), critical=False)
+                b = b.add_extension(x509.UnrecognizedExtension(fwid_oid, b"\x30\x42TEST-DICE-TCBINFO" + self.fwid), critical=False)
             self.certs.append(b.sign(self.keys[i - 1] if i else self.keys[0], hashes.SHA384()))
         self.responder_key = ec.generate_private_key(ec.SECP384R1())
 

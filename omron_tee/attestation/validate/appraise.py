@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 from omron_tee.attestation.binding import EnclavePublicKeys, report_data_for
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, Verdict
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
-from omron_tee.errors import AttestationError
+from omron_tee.errors import LIBRARY_DECODE_ERRORS, AttestationError
 
 GPU_NONCE_LEN = 32
+log = logging.getLogger("omron_tee.attestation")
 
 
 def gpu_nonce_for(report_data: bytes) -> bytes:
@@ -35,7 +37,7 @@ def binding_reasons(claims: Claims, expected: bytes) -> list[tuple[str, str]]:
     if claims.tee_type is TeeType.NVIDIA:
         reasons.append(("report-data-mismatch", "GPU evidence alone cannot bind the exchange's keys; attach it to CPU TEE evidence"))
     elif not hmac.compare_digest(claims.report_data, expected):
-        reasons.append(("report-data-mismatch", "report data does not bind this exchange's nonce and keys (replayed or forged evidence)"))
+        reasons.append(("report-data-mismatch", "report data does not bind this exchange's nonce, the miner's hotkey and the keys (replayed, relayed or forged evidence)"))
     for sub in claims.attached:
         if sub.tee_type is TeeType.NVIDIA:
             if not hmac.compare_digest(sub.report_data, gpu_nonce_for(expected)):
@@ -50,17 +52,26 @@ def appraise(
     *,
     nonce: bytes,
     keys: EnclavePublicKeys,
+    hotkey: str,
     policy: Policy,
     registry: VerifierRegistry,
     now: float,
 ) -> Verdict:
-    """Judge ``evidence`` for the exchange that sent ``nonce``; never raises for bad evidence."""
+    """Judge ``evidence`` for the exchange that sent ``nonce`` to the miner ``hotkey``.
+
+    Never raises for bad evidence: whatever a verifier throws on hostile bytes
+    (a library's ``ValueError`` included) becomes a refusal with a named reason.
+    """
     try:
         claims = registry.verify(evidence, now=now)
     except AttestationError as e:
         return Verdict(accepted=False, claims=None, reasons=(str(e),), reason_codes=(e.reason,))
+    except LIBRARY_DECODE_ERRORS as e:
+        # Fail closed: a verifier meeting bytes it did not expect is a refusal, not a crash.
+        log.warning("the %s verifier failed on malformed evidence: %s", evidence.tee_type.value, type(e).__name__)
+        return Verdict(accepted=False, claims=None, reasons=(f"{evidence.tee_type.value} evidence cannot be read ({type(e).__name__})",), reason_codes=("evidence-malformed",))
     reasons = policy.check(claims, now=now)
-    reasons.extend(binding_reasons(claims, report_data_for(nonce, keys)))
+    reasons.extend(binding_reasons(claims, report_data_for(nonce, keys, hotkey)))
     return Verdict(
         accepted=not reasons,
         claims=claims,

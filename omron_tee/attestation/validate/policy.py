@@ -379,12 +379,16 @@ class SnpPolicy:
         missing = [k for k, _ in self.min_tcb if k != "fmc" and reported.get(k) is None]
         if low or missing:
             out.append(("tcb-too-old", "SEV-SNP reported TCB is below the policy's minimum: " + ", ".join(low + [f"{k} unknown" for k in missing])))
-        bits = d.get("policy", {})
-        for name in sorted(self.required_policy_bits):
-            if not bits.get(name):
+        bits = d.get("policy")
+        bits = bits if isinstance(bits, dict) else {}
+        # Fail closed: a bit the claims do not state is neither "set" nor "clear".
+        for name in sorted(self.required_policy_bits | self.forbidden_policy_bits):
+            value = bits.get(name)
+            if not isinstance(value, bool):
+                out.append(("guest-policy", f"SEV-SNP guest policy bit {name} is not stated by the claims; the policy needs it known"))
+            elif name in self.required_policy_bits and not value:
                 out.append(("guest-policy", f"SEV-SNP guest policy bit {name} is clear; the policy requires it"))
-        for name in sorted(self.forbidden_policy_bits):
-            if bits.get(name):
+            elif name in self.forbidden_policy_bits and value:
                 out.append(("guest-policy", f"SEV-SNP guest policy bit {name} is set; the policy forbids it"))
         if self.host_data and bytes.fromhex(d.get("host_data", "")) not in self.host_data:
             out.append(("host-data-not-allowed", f"SEV-SNP HOST_DATA {d.get('host_data', '')[:16]}… is not in the policy"))

@@ -21,17 +21,20 @@ to run outside a test session.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import dcap_qvl
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from omron_tee.attestation.abi import dcap_common, sgx, tdx
 from omron_tee.attestation.collateral.intel import pck_ca_of
 from omron_tee.attestation.collateral.store import CollateralStore
-from omron_tee.attestation.evidence import Claims, Evidence, TeeType
+from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.errors import AttestationError, CollateralError, ParseError, VerificationError
 
 QvlVerify = Callable[[bytes, Any, int], Any]
@@ -81,6 +84,14 @@ def map_dcap_error(message: str) -> AttestationError:
     return ver("evidence-unverified", "did not verify")
 
 
+@dataclass(frozen=True)
+class PckIdentity:
+    fmspc: str  # hex, upper case
+    ca: str  # "processor" or "platform"
+    ppid: bytes  # the platform's PPID from the PCK certificate's SGX extensions (empty if absent)
+    chain: tuple[bytes, ...]  # DER of the leaf and its CA
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -95,7 +106,7 @@ class DcapVerifier:
         self.store = store
         self._qvl_verify: QvlVerify = dcap_qvl.verify
         self._trust_root = INTEL_ROOT
-        self._pck_memo: dict[bytes, tuple[str, str]] = {}
+        self._pck_memo: dict[bytes, PckIdentity] = {}
         self._memo_lock = threading.Lock()
 
     # --- parsing (no cryptography) --------------------------------------
@@ -103,8 +114,8 @@ class DcapVerifier:
     def parse(self, quote: bytes) -> Any:
         raise NotImplementedError
 
-    def _pck_identity(self, pem: bytes | None) -> tuple[str, str]:
-        """(FMSPC, PCK CA) of the quote's PCK leaf; memoised by chain hash (one PCK per platform)."""
+    def _pck_identity(self, pem: bytes | None) -> "PckIdentity":
+        """What the quote's PCK chain says of its platform; memoised by chain (one PCK per platform)."""
         if pem is None:
             raise VerificationError(
                 "quote carries no PCK certificate chain (certification data type 5); only such quotes can be verified offline",
@@ -117,13 +128,20 @@ class DcapVerifier:
         try:
             ext = dcap_qvl.parse_pck_extension_from_pem(pem)
             leaf = x509.load_pem_x509_certificate(pem)
-        except ValueError as e:
-            raise VerificationError(f"PCK certificate in the quote cannot be read: {e}", reason="bad-certificate") from None
-        cns = leaf.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        ca = pck_ca_of(str(cns[0].value)) if cns else None
+            # cryptography parses names lazily: a malformed issuer raises here, not at load.
+            cns = leaf.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            ca = pck_ca_of(str(cns[0].value)) if cns else None
+            fmspc = bytes(ext.fmspc).hex().upper()
+            ppid = bytes(ext.ppid) if getattr(ext, "ppid", None) is not None else b""
+            # The certificates the chain is built from, as DER: the leaf and its CA. The
+            # root in the quote is not used (dcap-qvl has Intel's built in), nor is the PEM
+            # text around them, so neither may change the canonical evidence digest.
+            chain = tuple(c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(pem) if c.subject != c.issuer)
+        except (ValueError, TypeError, IndexError, UnicodeError) as e:
+            raise VerificationError(f"PCK certificate in the quote cannot be read: {str(e)[:200]}", reason="bad-certificate") from None
         if ca is None:
             raise VerificationError("PCK certificate is not issued by an Intel PCK Processor or Platform CA", reason="untrusted-chain")
-        ident = (bytes(ext.fmspc).hex().upper(), ca)
+        ident = PckIdentity(fmspc, ca, ppid, chain)
         with self._memo_lock:
             if len(self._pck_memo) > 1024:
                 self._pck_memo.clear()
@@ -141,11 +159,12 @@ class DcapVerifier:
         if evidence.tee_type is not self.tee_type:
             raise VerificationError(f"{evidence.tee_type.value} evidence given to the {self.tee_type.value} verifier", reason="unsupported-tee")
         quote = self.parse(evidence.quote)
-        fmspc, ca = self._pck_identity(quote.pck_chain_pem)
+        pck = self._pck_identity(quote.pck_chain_pem)
+        fmspc, ca = pck.fmspc, pck.ca
         coll = self.store.intel(self._tee, fmspc, ca, now=now)
         try:
             report = self._qvl_verify(evidence.quote, coll.qvl, int(now))
-        except ValueError as e:
+        except (ValueError, TypeError, RuntimeError) as e:
             raise map_dcap_error(str(e)) from None
         extra = {
             "fmspc": fmspc,
@@ -155,7 +174,13 @@ class DcapVerifier:
             "tcb_evaluation_data_number": coll.tcb_evaluation_data_number,
             "verified": True,
         }
-        return self._claims(quote, tcb_status=str(report.status), advisory_ids=tuple(report.advisory_ids), extra=extra)
+        claims = self._claims(quote, tcb_status=str(report.status), advisory_ids=tuple(report.advisory_ids), extra=extra)
+        sig = quote.signature_data
+        digest = canonical_digest(self.tee_type, [
+            quote.signed_bytes, sig.signature, sig.attestation_key,
+            sig.qe.qe_report_raw, sig.qe.qe_report_signature, sig.qe.qe_auth_data, *pck.chain,
+        ])
+        return dataclasses.replace(claims, evidence_digest=digest, platform_id=pck.ppid)
 
     def _claims(self, quote: Any, *, tcb_status: str, advisory_ids: tuple[str, ...], extra: dict[str, Any]) -> Claims:
         raise NotImplementedError

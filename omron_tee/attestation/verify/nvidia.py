@@ -31,6 +31,7 @@ index order (each ``index || value type || u16 length || value``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from typing import Any
@@ -40,19 +41,24 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from omron_tee.attestation.abi import nvidia as abi
 from omron_tee.attestation.collateral.nvidia import driver_rim_id, issuer_key_hash, vbios_rim_id
 from omron_tee.attestation.collateral.store import CollateralStore
-from omron_tee.attestation.evidence import Claims, Evidence, TeeType
+from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.attestation.verify import roots
 from omron_tee.attestation.verify.certs import check_validity, load_certificates, name_of, verify_issued_by
 from omron_tee.errors import VerificationError
 
+# The TCG DICE TcbInfo extension carrying the FWID: Hopper's device certificates use
+# 2.23.133.5.4.1, Blackwell's (GB20x) 2.23.133.5.4.1.1. The FWID is the last 48 bytes of
+# the value in both, as NVIDIA's verifiers read it.
 OID_TCG_DICE_FWID = x509.ObjectIdentifier("2.23.133.5.4.1")
+OID_TCG_DICE_FWID_BLACKWELL = x509.ObjectIdentifier("2.23.133.5.4.1.1")
+FWID_OIDS = (OID_TCG_DICE_FWID, OID_TCG_DICE_FWID_BLACKWELL)
 TCB_STATUS = "NotRated"
 OCSP_CLOCK_SKEW = 300.0
 
@@ -139,12 +145,13 @@ class NvidiaVerifier:
         if not fwid:
             return
         try:
-            ext = leaf.extensions.get_extension_for_oid(OID_TCG_DICE_FWID).value
-        except x509.ExtensionNotFound:
-            raise VerificationError("the report carries an FWID but the device certificate has none", reason="fwid-mismatch") from None
-        raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
-        # Hopper: the FWID is the last 48 bytes of the DICE TcbInfo extension (as in NVIDIA's verifier).
-        if raw[-len(fwid):] != fwid:
+            extensions = leaf.extensions
+        except ValueError:
+            raise VerificationError("the device certificate's extensions cannot be read", reason="bad-certificate") from None
+        raws = [e.value.value for e in extensions if e.oid in FWID_OIDS and isinstance(e.value, x509.UnrecognizedExtension)]
+        if not raws:
+            raise VerificationError("the report carries an FWID but the device certificate has none", reason="fwid-mismatch")
+        if not any(len(raw) >= len(fwid) and raw[-len(fwid):] == fwid for raw in raws):
             raise VerificationError("the FWID in the report differs from the device certificate's", reason="fwid-mismatch")
 
     @staticmethod
@@ -229,7 +236,13 @@ class NvidiaVerifier:
             "rim": "not-compared",
             "verified": True,
         }
-        return self._claims(report, TCB_STATUS, extra)
+        # What was verified: the signed transcript, its signature, and the chain below the
+        # pinned root. The device's identity is the key that certifies its firmware's
+        # alias key (the leaf's issuer: fused into the GPU, the same across firmware).
+        chain = [c.public_bytes(Encoding.DER) for c in certs[:-1]]
+        digest = canonical_digest(TeeType.NVIDIA, [report.signed_bytes, report.response.signature, *chain])
+        device = hashlib.sha256(certs[1].public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
+        return dataclasses.replace(self._claims(report, TCB_STATUS, extra), evidence_digest=digest, platform_id=device)
 
     def describe(self, evidence: Evidence) -> Claims:
         return self._claims(abi.parse(evidence.quote), "Unverified", {"verified": False})

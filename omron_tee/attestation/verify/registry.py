@@ -7,9 +7,10 @@ A new TEE type plugs in here without touching the protocol.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
-from omron_tee.attestation.evidence import Claims, Evidence, TeeType
+from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.errors import VerificationError
 
 
@@ -41,7 +42,10 @@ class VerifierRegistry:
                 reason="unsupported-tee",
             )
         claims = verifier.verify(evidence, now=now)
+        if not claims.evidence_digest:
+            raise VerificationError(f"the {evidence.tee_type.value} verifier gave no canonical evidence digest", reason="evidence-unverified")
         if evidence.attached:
             attached = tuple(self.verify(e, now=now) for e in evidence.attached)
-            claims = Claims(**{**claims.__dict__, "attached": attached})
+            digest = canonical_digest(claims.tee_type, [claims.evidence_digest], tuple(c.evidence_digest for c in attached))
+            claims = dataclasses.replace(claims, attached=attached, evidence_digest=digest)
         return claims

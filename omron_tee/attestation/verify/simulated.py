@@ -8,7 +8,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from omron_tee.attestation.abi import simulated as abi
-from omron_tee.attestation.evidence import Claims, Evidence, TeeType
+from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.errors import VerificationError
 
 
@@ -44,4 +44,5 @@ class SimulatedVerifier:
             tcb_status="Simulated",
             issued_at=report.issued_at_ms / 1000.0,
             details={"key_id": report.key_id.hex(), "version": report.version},
+            evidence_digest=canonical_digest(TeeType.SIMULATED, [report.signed_bytes, report.signature]),
         )

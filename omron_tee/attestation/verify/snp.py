@@ -25,19 +25,20 @@ layer's. AMD publishes no TCB status such as Intel's "UpToDate": the claims'
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from omron_tee.attestation.abi import snp as abi
 from omron_tee.attestation.collateral import amd as amd_coll
 from omron_tee.attestation.collateral.store import CollateralStore
-from omron_tee.attestation.evidence import Claims, Evidence, TeeType
+from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.attestation.verify import roots
 from omron_tee.attestation.verify.certs import (
     check_validity,
@@ -220,7 +221,16 @@ class SnpVerifier:
         csp = amd_coll.leaf_csp_id(leaf) if signer == "vlek" else None
         if csp:
             extra["vlek_csp_id"] = csp
-        return self._claims(report, TCB_STATUS, extra)
+        # What was verified: the signed report bytes, its signature and the key's certificate
+        # (not the unsigned bytes after the report, nor certificates the chain did not use).
+        digest = canonical_digest(TeeType.SEV_SNP, [
+            report.signed_bytes,
+            report.signature_r.to_bytes(72, "little"),
+            report.signature_s.to_bytes(72, "little"),
+            leaf.public_bytes(serialization.Encoding.DER),
+        ])
+        platform = report.chip_id if any(report.chip_id) and not report.mask_chip_key else b""
+        return dataclasses.replace(self._claims(report, TCB_STATUS, extra), evidence_digest=digest, platform_id=platform)
 
     @staticmethod
     def _check_leaf_binding(report: abi.SnpReport, leaf: x509.Certificate, signer: str, product: str) -> None:

@@ -1,0 +1,153 @@
+"""The hostile-miner suite: every misbehaviour is named, penalised, bounded, and harms no one else.
+
+Against real processes on loopback (tests/hostile/conftest.py): for each
+hostile miner the validator's probe fails with the behaviour's named reason
+and its score decays; the round ends within its deadline however the miner
+stalls; the honest miners are verified and correct in the same rounds; the
+validator process itself runs on through all of it. Throughput of honest
+probing with and without the attackers is measured in
+bench/bench_hostile.py, not timed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+from omron_tee.devnet.hostile import EXPECTED_REASONS
+from omron_tee.validator.scoring import FAILURE_DECAY
+
+SEEDED_SCORE = 0.5  # what each miner's score is before the rounds, so a penalty shows
+ROUND_BOUND_S = 12.0  # far below what a trickler would take (1000 s), far above a probe's 3 s deadline
+
+
+def _rounds(net, tmp_path, rounds: int):
+    async def go():
+        v = net.validator(tmp_path / "scores.sqlite", timeout=1.0)
+        try:
+            for m in net.members.values():
+                v.scores.record(m.hotkey, m.uid).score = SEEDED_SCORE
+            miners = v.miners()
+            events, durations = [], []
+            for _ in range(rounds):
+                t0 = time.monotonic()
+                events.extend(await v.step(len(miners)))
+                durations.append(time.monotonic() - t0)
+            return v, events, durations
+        finally:
+            await v.prober.client.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def outcome(hostile_net, tmp_path_factory):
+    return _rounds(hostile_net, tmp_path_factory.mktemp("rounds"), rounds=2)
+
+
+def test_every_hostile_miner_is_named_and_penalised(hostile_net, outcome) -> None:
+    v, events, _ = outcome
+    by_name: dict[str, list] = {}
+    for ev in events:
+        by_name.setdefault(hostile_net.by_hotkey(ev.result.outcome.hotkey).name, []).append(ev)
+    assert set(by_name) == set(hostile_net.members), "every miner was probed"
+    shared = {}
+    for name, evs in by_name.items():
+        m = hostile_net.members[name]
+        reasons = [e.result.outcome.reason for e in evs]
+        if m.behaviour == "honest":
+            assert reasons == ["ok", "ok"], (name, [e.result.message for e in evs])
+            assert evs[-1].new_score > SEEDED_SCORE * (1 - FAILURE_DECAY)
+            continue
+        if m.behaviour == "shared-enclave":
+            shared[name] = reasons
+            continue
+        want = EXPECTED_REASONS[m.behaviour]
+        assert reasons == [want, want], (name, reasons, [e.result.message for e in evs])
+        assert all(not e.result.outcome.ok and e.result.outcome.kind == "benchmark" for e in evs)
+        # Charged: each failure takes FAILURE_DECAY of the score.
+        assert evs[0].old_score == pytest.approx(SEEDED_SCORE)
+        assert evs[-1].new_score == pytest.approx(SEEDED_SCORE * (1 - FAILURE_DECAY) ** 2), name
+    # One enclave behind two hotkeys: whichever was probed first keeps it, the other is refused.
+    assert sorted(map(tuple, shared.values())) == [("enclave-shared", "enclave-shared"), ("ok", "ok")], shared
+
+
+def test_no_miner_stalls_a_round(outcome) -> None:
+    """The trickler sends a byte a second for 1000 s; the endless one never stops: the rounds end anyway."""
+    _, _, durations = outcome
+    assert len(durations) == 2 and max(durations) < ROUND_BOUND_S, durations
+
+
+def test_failures_do_not_reach_the_honest_miners_scores_or_weights(hostile_net, outcome) -> None:
+    v, _, _ = outcome
+    ev = v.set_weights()
+    assert ev.error is None, ev.error
+    w = ev.weights.as_dict()
+    honest = [hostile_net.members[h].uid for h in ("honest-a", "honest-b")]
+    others = [m.uid for m in hostile_net.members.values() if m.behaviour not in ("honest", "shared-enclave")]
+    # Every hostile miner started at the honest miners' score; two rounds later it holds less weight than either.
+    assert min(w.get(u, 0.0) for u in honest) > max(w.get(u, 0.0) for u in others), w
+
+
+def test_the_validator_process_runs_on_among_hostile_miners(hostile_net, tmp_path) -> None:
+    """The validator neuron itself, as operators run it, probing every hostile miner for several rounds."""
+    cmd = [sys.executable, "-m", "omron_tee.validator", *hostile_net.chain_args(), *hostile_net.wallet_args("validator"),
+           "--validator.timeout", "1.0", "--validator.interval", "0.2", "--validator.sample_size", str(len(hostile_net.members)),
+           "--validator.api_port", "0", "--neuron.data_dir", str(tmp_path / "data"), "--logging.debug"]
+    log = tmp_path / "validator.log"
+    with open(log, "wb") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    reasons = ("too-deep", "bad-certificate", "too-large", "malformed-reply", "disconnected", "timeout", "report-data-mismatch", "enclave-shared")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not all(r in log.read_text() for r in reasons):
+            assert p.poll() is None, "the validator process ended:\n" + log.read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(2.0)  # and a little longer among them
+        assert p.poll() is None, "the validator process ended:\n" + log.read_text()[-3000:]
+    finally:
+        p.terminate()
+        p.wait(timeout=15)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    for reason in reasons:
+        assert reason in text, (reason, text[-3000:])
+
+
+def test_a_relayed_request_keeps_the_clients_deadline_among_stalling_miners(hostile_net, tmp_path) -> None:
+    """A relayed request with deadline_ms=2000 was once answered after 19 s (a trickling miner)."""
+    from omron_tee.config import create_wallet
+    from omron_tee.errors import MinerError
+    from omron_tee.protocol import InferRequest
+    from omron_tee.validator.api import running_api
+    from omron_tee.wire.auth import Signer
+    from omron_tee.wire.client import SignedClient
+
+    stallers = [hostile_net.members[n] for n in ("trickle", "endless", "oversized")]
+
+    async def go():
+        v = hostile_net.validator(tmp_path / "scores.sqlite", timeout=5.0)
+        client = SignedClient(Signer(create_wallet("third-party", "default", tmp_path / "w")), timeout=30.0)
+        junk = InferRequest(bytes(16), bytes(64)).to_json()
+        body = {"model": "digits-mlp", "deadline_ms": 2000, "attempts": [{"hotkey": m.hotkey, "request": junk} for m in stallers]}
+        port = __import__("socket").socket()
+        port.bind(("127.0.0.1", 0))
+        free = port.getsockname()[1]
+        port.close()
+        try:
+            async with running_api(v, port=free) as url:
+                t0 = time.monotonic()
+                with pytest.raises(MinerError) as e:
+                    await client.post(url, "/v1/infer", body, receiver=v.hotkey, timeout=30.0)
+                return e.value.reason, str(e.value), time.monotonic() - t0
+        finally:
+            await client.aclose()
+            await v.prober.client.aclose()
+
+    reason, message, elapsed = asyncio.run(go())
+    assert reason == "all-miners-failed", message
+    assert elapsed < 6.0, elapsed  # the client's 2 s and the time to say so; 19 s before deadlines covered whole exchanges

@@ -1,0 +1,193 @@
+"""Every decoder of bytes from the network, fuzzed: deep nesting, huge sizes, random mutations.
+
+The rule: whatever arrives, a decoder returns a value or raises the project's
+own ``OmronTeeError`` with a named reason; never ``RecursionError``,
+``ValueError``, ``TypeError``, ``KeyError``, ``struct.error`` or anything else,
+and never after building a value larger than its bound. Covered: the bounded
+JSON decoder itself, every wire message (attest request/response, infer
+request/response, the third-party relay request), every sealed payload
+(inference request and result, completion request), receipts, receipt files
+and evidence JSON. The binary evidence parsers are fuzzed in
+tests/attestation/test_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from omron_tee import untrusted
+from omron_tee.attestation.evidence import Evidence
+from omron_tee.channel import Receipt
+from omron_tee.client import verify_receipt_file
+from omron_tee.errors import OmronTeeError
+from omron_tee.llm.stream import CompletionPayload
+from omron_tee.protocol import (
+    AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, ReplyRoute, Tensor, loads,
+)
+from omron_tee.validator.relay import parse_relay_request
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+COUNT = {"examples": 0}  # how many inputs the decoders saw, for the closing note
+
+
+def _b64(n: int) -> str:
+    return base64.b64encode(os.urandom(n)).decode()
+
+
+# Genuine-shaped messages: the mutations start from these, so they reach the deep fields.
+SAMPLES = {
+    "attest-request": {"v": 1, "nonce": _b64(32), "kem": "x25519-hkdf-sha256-chacha20poly1305", "hotkey": "5Miner"},
+    "attest-response": {"evidence": {"tee_type": "simulated", "quote": _b64(226), "attached": [{"tee_type": "nvidia", "quote": _b64(300)}]},
+                        "keys": {"kem": "x25519-hkdf-sha256-chacha20poly1305", "hpke_public": _b64(32), "signing_public": _b64(32)},
+                        "models": ["digits-mlp"], "proof_systems": {"digits-mlp": ["tee", "zk"]}},
+    "infer-request": {"v": 1, "key_id": _b64(16), "sealed": _b64(100)},
+    "infer-response": {"v": 1, "sealed": _b64(100)},
+    "payload": {"nonce": _b64(32), "model": "digits-mlp", "input": {"dtype": "float32", "shape": [1, 4], "data": _b64(16)},
+                "reply_kem": "x25519-hkdf-sha256-chacha20poly1305", "reply_public": _b64(32), "evidence_hash": _b64(32), "proof_system": "tee"},
+    "result": {"output": {"dtype": "float32", "shape": [2], "data": _b64(8)}, "receipt": None, "error": None, "proof": _b64(10), "prove_ms": 1.0},
+    "completion": {"kind": "completion", "nonce": _b64(32), "model": "m", "prompt": "hi", "max_tokens": 8,
+                   "reply_kem": "x25519-hkdf-sha256-chacha20poly1305", "reply_public": _b64(32), "evidence_hash": _b64(32)},
+    "receipt": {"nonce": os.urandom(32).hex(), "model_hash": os.urandom(32).hex(), "input_hash": os.urandom(32).hex(),
+                "output_hash": os.urandom(32).hex(), "evidence_hash": os.urandom(32).hex(), "issued_at_ms": 1, "signature": os.urandom(64).hex()},
+    "relay": {"model": "digits-mlp", "deadline_ms": 1000, "attempts": [{"hotkey": "5Miner", "request": {"v": 1, "key_id": _b64(16), "sealed": _b64(50)}}]},
+}
+
+DECODERS = {
+    "attest-request": AttestRequest.from_json,
+    "attest-response": AttestResponse.from_json,
+    "infer-request": InferRequest.from_json,
+    "infer-response": InferResponse.from_json,
+    "payload": lambda d: (ReplyRoute.from_dict(d), InferencePayload.from_dict(d)),
+    "result": lambda d: InferenceResult.decode(_encoded(d)),
+    "completion": CompletionPayload.from_dict,
+    "receipt": Receipt.from_json,
+    "relay": lambda d: parse_relay_request(d, default_deadline_ms=1000),
+    "evidence": Evidence.from_json,
+    "tensor": Tensor.from_json,
+}
+SAMPLES["evidence"] = SAMPLES["attest-response"]["evidence"]
+SAMPLES["tensor"] = SAMPLES["payload"]["input"]
+
+
+def _encoded(value) -> bytes:
+    try:
+        return json.dumps(value).encode()
+    except RecursionError:  # too deep for the encoder: the same nesting, written out by hand
+        return b"[" * 200_000 + b"]" * 200_000
+
+
+def decode(name: str, value) -> None:
+    COUNT["examples"] += 1
+    try:
+        DECODERS[name](value)
+    except OmronTeeError as e:
+        assert e.reason and isinstance(e.reason, str)
+
+
+def nested(depth: int, leaf=0):
+    v = leaf
+    for i in range(depth):
+        v = [v] if i % 2 else {"k": v}
+    return v
+
+
+JSONS = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=True) | st.text(max_size=20) | st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()),
+    lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=12), kids, max_size=5),
+    max_leaves=30,
+)
+
+
+@st.composite
+def mutated(draw, sample):
+    """``sample`` with up to 4 of its fields replaced by arbitrary JSON, deleted, or nested deep."""
+    doc = json.loads(json.dumps(sample))
+    for _ in range(draw(st.integers(1, 4))):
+        node, keys = doc, []
+        while isinstance(node, (dict, list)) and node and draw(st.booleans()):
+            k = draw(st.sampled_from(sorted(node) if isinstance(node, dict) else list(range(len(node)))))
+            keys.append(k)
+            node = node[k]
+        if not keys:
+            return draw(JSONS)
+        parent = doc
+        for k in keys[:-1]:
+            parent = parent[k]
+        op = draw(st.sampled_from(["replace", "delete", "deep", "huge"]))
+        if op == "delete":
+            del parent[keys[-1]]
+        elif op == "deep":
+            parent[keys[-1]] = nested(draw(st.integers(30, 300)))  # deeper ones: test_message_decoders_on_classic_attacks
+        elif op == "huge":
+            parent[keys[-1]] = draw(st.sampled_from([[2**20] * 8, 2**70, -1, "A" * 100_000, [0] * 50_000]))
+        else:
+            parent[keys[-1]] = draw(JSONS)
+    return doc
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+@FUZZ
+@given(data=st.data())
+def test_message_decoders_raise_only_named_errors(name, data) -> None:
+    decode(name, data.draw(mutated(SAMPLES[name])))
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_message_decoders_on_classic_attacks(name) -> None:
+    for value in (None, [], {}, "x", 2**70, nested(5000), nested(200_000), {"": nested(900)}, [[]] * 100_000):
+        decode(name, value)
+
+
+@FUZZ
+@given(raw=st.binary(max_size=2000) | st.text(max_size=500).map(str.encode))
+def test_bounded_json_on_arbitrary_bytes(raw) -> None:
+    COUNT["examples"] += 1
+    try:
+        loads(raw, "fuzz")
+    except OmronTeeError as e:
+        assert e.reason in ("malformed-message", "too-deep", "too-large")
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"[" * 100_000 + b"]" * 100_000, "too-deep"),
+    (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "too-deep"),
+    (json.dumps(nested(40)).encode(), "too-deep"),
+    (b"[" + b"0," * 300_000 + b"0]", "too-large"),
+    (b"\xff\xfe garbage", "malformed-message"),
+    (b"1" * 5000, "malformed-message"),  # an integer past Python's digit limit
+    (b'"' + b"a" * 20 + b"\\ud800\\u" + b'"', "malformed-message"),
+])
+def test_bounded_json_refuses_with_a_reason(body, reason) -> None:
+    with pytest.raises(OmronTeeError) as e:
+        loads(body, "reply")
+    assert e.value.reason == reason
+
+
+def test_bounded_json_size_limit_is_checked_before_decoding() -> None:
+    with pytest.raises(OmronTeeError) as e:
+        untrusted.loads(b" " * 101, "reply", max_bytes=100)
+    assert e.value.reason == "too-large"
+    assert untrusted.loads(json.dumps(nested(31)).encode(), "ok") is not None
+
+
+def test_receipt_files_with_hostile_shapes_are_refused_not_raised(sim) -> None:
+    for doc in (nested(50_000), {"omron_tee_receipt": 1, "receipt": nested(3000)}, {"omron_tee_receipt": 1, "evidence": {"attached": [{"attached": [{}]}]}}):
+        check = verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers)
+        assert not check.ok and check.reasons
+
+
+def test_tensor_shapes_whose_product_wraps_int64_are_refused() -> None:
+    """[2^20]*4 elements overflowed int64 in np.prod and passed as 0 bytes of data."""
+    for shape in ([2**20] * 4, [2**20] * 8, [2**16, 2**16, 2**16, 2**16]):
+        with pytest.raises(OmronTeeError) as e:
+            Tensor.from_json({"dtype": "float32", "shape": shape, "data": ""})
+        assert e.value.reason == "too-large"
+    for dtype in (["float32"], {"a": 1}, None, 5):
+        with pytest.raises(OmronTeeError) as e:
+            Tensor.from_json({"dtype": dtype, "shape": [1], "data": _b64(4)})
+        assert e.value.reason == "malformed-message"

@@ -1,0 +1,271 @@
+"""The trust boundary piece by piece: what the enclave, the routes, the API quota, the identity
+registry and the signed client do with hostile input (the hostile-miner suite runs them together)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bittensor import http_auth
+
+from omron_tee.attestation.binding import EnclavePublicKeys
+from omron_tee.attestation.evidence import Claims, TeeType
+from omron_tee.channel import KemSuite, request_info, seal
+from omron_tee.errors import AuthError, ChannelError, MinerError, RateLimited
+from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.llm.enclave import LlmService
+from omron_tee.llm.requester import StreamReader, seal_completion
+from omron_tee.miner.server import build_app
+from omron_tee.protocol import AttestRequest, InferencePayload, InferRequest, Tensor, b64, dumps
+from omron_tee.validator.api import ApiQuota
+from omron_tee.validator.identity import Identity, IdentityRegistry, identities_of
+from omron_tee.wire.auth import Admission, RequestVerifier, Signer
+from omron_tee.wire.client import SignedClient
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+
+def _session(sim, app, kem=KemSuite.X25519):
+    nonce = new_nonce()
+    return check_attestation(app.attest(AttestRequest(nonce, kem.value, sim.hotkey)), hotkey=sim.hotkey, nonce=nonce,
+                             policy=sim.policy, registry=sim.verifiers, kem=kem)
+
+
+def _sealed(session, fields: dict) -> tuple[InferRequest, object]:
+    """A sealed request whose plaintext is ``fields`` over a genuine request's reply route."""
+    _, pending = seal_request(session, "digits-mlp", np.zeros((1, 64), dtype=np.float32))
+    good = InferencePayload(pending.nonce, "digits-mlp", Tensor.from_array(np.zeros((1, 64), dtype=np.float32)), session.kem.value,
+                            pending.reply_key.public_bytes, session.evidence_hash)
+    doc = {**__import__("json").loads(good.encode()), **fields}
+    sealed = seal(session.kem, session.keys.hpke_public, dumps(doc), request_info(session.key_id))
+    return InferRequest(session.key_id, sealed), pending
+
+
+# --- the enclave: every malformed sealed payload gets a sealed, named refusal -------------------
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"input": {"dtype": "float32", "shape": [2**20] * 4, "data": ""}}, "too-large"),
+    ({"input": {"dtype": ["float32"], "shape": [1, 64], "data": b64(bytes(256))}}, "malformed-message"),
+    ({"input": {"dtype": "float32", "shape": [1, 63], "data": b64(bytes(252))}}, "model"),  # the model's input is (1, 64)
+    ({"model": ["digits-mlp"]}, "malformed-message"),
+    ({"proof_system": {"x": 1}}, "malformed-message"),
+    ({"evidence_hash": 5}, "malformed-message"),
+])
+def test_malformed_sealed_payloads_get_sealed_named_refusals(sim, fields, reason, caplog) -> None:
+    app = sim.app()
+    session = _session(sim, app)
+    request, pending = _sealed(session, fields)
+    response = asyncio.run(app.infer(request))  # no exception: an answer, sealed to the requester
+    with pytest.raises(ChannelError) as e:
+        open_result(pending, response, model_hash=sim.registry.get("digits-mlp").sha256)
+    assert e.value.reason == "enclave-refused" and reason in str(e.value)
+    assert "Traceback" not in caplog.text and "float32" not in caplog.text
+
+
+def test_a_sealed_request_without_a_reply_route_is_refused_in_the_clear_saying_nothing(sim) -> None:
+    app = sim.app()
+    session = _session(sim, app)
+    sealed = seal(session.kem, session.keys.hpke_public, dumps({"input": {"shape": [1, 2, 3]}}), request_info(session.key_id))
+    with pytest.raises(Exception) as e:
+        asyncio.run(app.infer(InferRequest(session.key_id, sealed)))
+    assert getattr(e.value, "reason", None) == "malformed-message" and "shape" not in str(e.value)
+
+
+def test_the_enclave_refuses_to_attest_for_another_hotkey(sim) -> None:
+    with pytest.raises(AuthError) as e:
+        sim.app().attest(AttestRequest(new_nonce(), KemSuite.X25519.value, "5SomeOtherMiner"))
+    assert e.value.reason == "hotkey-mismatch"
+
+
+@pytest.mark.parametrize("max_tokens", [-1, 0, 2**70, 1 << 17])
+def test_completion_requests_out_of_range_end_in_a_sealed_refusal(sim, max_tokens) -> None:
+    """max_tokens of -1 or 2^70 aborted the stream after its header with a struct.error traceback."""
+    app = sim.app()
+    session = _session(sim, app)
+    request, pending = seal_completion(session, "gemma-3-270m", "hello", 8)
+    import dataclasses
+    import json
+
+    from omron_tee.llm.stream import CompletionPayload
+
+    payload = CompletionPayload(pending.nonce, "gemma-3-270m", "hello", 8, session.kem.value, pending.reply_key.public_bytes, session.evidence_hash)
+    doc = {**json.loads(payload.encode()), "max_tokens": max_tokens}
+    request = InferRequest(session.key_id, seal(session.kem, session.keys.hpke_public, dumps(doc), request_info(session.key_id)))
+    pending = dataclasses.replace(pending, max_tokens=8)
+    svc = LlmService(app)
+
+    async def frames():
+        return [f async for f in svc.frames(svc.open(request))]
+
+    reader = StreamReader(pending, model_hash=bytes(32))
+    with pytest.raises(ChannelError) as e:
+        for f in asyncio.run(frames()):
+            reader.feed(f)
+    assert e.value.reason == "enclave-refused" and "bad-input" in str(e.value)
+
+
+# --- every route goes through one guarded path --------------------------------------------------
+
+
+def test_deep_json_on_every_miner_route_is_a_json_refusal(sim, make_wallet) -> None:
+    me, caller = make_wallet("m"), make_wallet("c")
+    app = sim.app(hotkey=me.hotkey.ss58_address)
+    client = TestClient(build_app(app, RequestVerifier(me.hotkey.ss58_address, Admission.anyone())), raise_server_exceptions=False)
+    body = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/attest", "/infer", "/infer_stream"):
+        headers = http_auth.sign(caller, method="POST", path=path, body=body, receiver_ss58=me.hotkey.ss58_address)
+        r = client.post(path, content=body, headers={**headers, "Content-Type": "application/json"})
+        assert r.status_code == 400 and r.headers["content-type"].startswith("application/json"), (path, r.text[:200])
+        assert r.json()["error"]["reason"] == "too-deep"
+
+
+# --- the validator API's quota ------------------------------------------------------------------
+
+
+def test_fresh_hotkeys_share_one_global_budget() -> None:
+    """128 self-made hotkeys used to see no 429 at all: each had its own fresh burst."""
+    q = ApiQuota(rate=20, burst=40, global_rate=0.001, global_burst=50)
+    refused = 0
+    for i in range(128):
+        try:
+            q.take(f"5Fresh{i}")
+        except RateLimited:
+            refused += 1
+    assert refused == 128 - 50
+
+
+def test_registered_and_staked_admission() -> None:
+    stakes = {"5Registered": 0.0, "5Whale": 900.0, "5Minnow": 100.0}
+    q = ApiQuota(admit="registered", stake_of=stakes.get, total_stake=lambda: sum(stakes.values()))
+    q.take("5Registered")
+    with pytest.raises(AuthError) as e:
+        q.take("5Stranger")
+    assert e.value.reason == "caller-not-registered"
+    staked = ApiQuota(admit="staked", global_rate=100, global_burst=10_000, stake_of=stakes.get, total_stake=lambda: sum(stakes.values()))
+    with pytest.raises(AuthError) as e:
+        staked.take("5Registered")
+    assert e.value.reason == "caller-not-staked"
+
+    def burst(hotkey: str) -> int:
+        n = 0
+        try:
+            while n < 10_000:
+                staked.take(hotkey)
+                n += 1
+        except RateLimited:
+            pass
+        return n
+
+    # The stake share sets the rate (and a burst of twice that): 90 % and 10 % of 100/s.
+    assert 180 <= burst("5Whale") <= 181 and 20 <= burst("5Minnow") <= 21
+
+
+# --- one enclave, one hotkey --------------------------------------------------------------------
+
+
+def _claims(platform: bytes) -> Claims:
+    return Claims(TeeType.SEV_SNP, bytes(48), bytes(64), False, platform_id=platform, evidence_digest=bytes(32))
+
+
+def test_identity_registry_refuses_a_second_hotkey_for_one_machine_or_key() -> None:
+    reg = IdentityRegistry()
+    keys_a = EnclavePublicKeys("k", os.urandom(32), os.urandom(32))
+    keys_b = EnclavePublicKeys("k", os.urandom(32), os.urandom(32))
+    chip = os.urandom(64)
+    assert reg.claim("A", identities_of(keys_a, _claims(chip))) is None
+    assert reg.claim("A", identities_of(keys_a, _claims(chip))) is None  # the same miner again: fine
+    conflict = reg.claim("B", identities_of(keys_b, _claims(chip)))  # new keys, same chip
+    assert conflict is not None and "hardware" in conflict
+    assert "enclave keys" in reg.claim("B", identities_of(keys_a, _claims(os.urandom(64))))  # same keys, another chip
+    reg.retain({"B"})  # A deregistered: its machine may serve B now
+    assert reg.claim("B", identities_of(keys_b, _claims(chip))) is None
+    assert reg.owner(Identity("platform:sev-snp", chip)) == "B"
+
+
+def test_identity_registry_is_bounded_per_hotkey() -> None:
+    reg = IdentityRegistry()
+    for _ in range(500):  # an enclave restarting forever: new keys each time
+        assert reg.claim("A", identities_of(EnclavePublicKeys("k", os.urandom(32), os.urandom(32)), _claims(b""))) is None
+    assert len(reg._owner) <= 64  # noqa: SLF001
+
+
+# --- the signed client: the keep-alive race, retried on a fresh connection ----------------------
+
+
+async def _against(handle, go, make_wallet):
+    """``go(url, client)`` against a raw asyncio server running ``handle`` on a loopback port."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    client = SignedClient(Signer(make_wallet("c")), timeout=2.0)
+    try:
+        return await go(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", client)
+    finally:
+        await client.aclose()
+        server.close()
+
+
+def test_a_connection_closed_under_a_reused_request_is_retried_not_charged(make_wallet) -> None:
+    """The server answers the first request on each connection, then closes the next one unanswered
+    (what an idle close racing our reuse looks like): the client retries once, on a new connection."""
+    served = {"connections": 0}
+
+    async def handle(reader, writer):
+        served["connections"] += 1
+        first = True
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                await reader.readexactly(length)
+                if not first:
+                    break  # close without answering
+                first = False
+                body = b'{"ok": true}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def go(url: str, client: SignedClient):
+        assert await client.post(url, "/x", {}, receiver=None) == {"ok": True}
+        assert await client.post(url, "/x", {}, receiver=None) == {"ok": True}  # reused, closed, retried
+        return served["connections"]
+
+    assert asyncio.run(_against(handle, go, make_wallet)) == 2
+
+
+def test_a_peer_that_always_closes_mid_reply_is_named(make_wallet) -> None:
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":")
+        await writer.drain()
+        writer.close()
+
+    async def go(url: str, client: SignedClient):
+        with pytest.raises(MinerError) as e:
+            await client.post(url, "/x", {}, receiver=None)
+        return e.value.reason
+
+    assert asyncio.run(_against(handle, go, make_wallet)) == "disconnected"
+
+
+# --- onnxruntime's telemetry is off -------------------------------------------------------------
+
+
+def test_onnxruntime_writes_no_telemetry(tmp_path: Path) -> None:
+    code = "from omron_tee.models import ModelRegistry, load_runtime; r = ModelRegistry.builtin(); load_runtime(r.get('digits-mlp'))"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    assert not (tmp_path / ".cache" / "Microsoft").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
