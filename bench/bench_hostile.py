@@ -63,10 +63,14 @@ async def phase(net: network.HostileNet, scores: Path, *, hostile: bool, seconds
     await v.prober.client.aclose()
     v.scores.close()
     ok_honest = [e for e in events if e.result.outcome.hotkey in honest and e.result.outcome.ok]
-    bad = [e for e in events if e.result.outcome.hotkey not in honest]
+    # Attacks: every probe of a hostile miner that failed (the sybil keeping the shared
+    # enclave answers correctly: counted in verified_rate, not here).
+    bad = [e for e in events if e.result.outcome.hotkey not in honest and not e.result.outcome.ok]
     return {
         "hostile": hostile,
         "honest_rate": len(ok_honest) / wall,
+        # Every verified probe (the sybil that keeps the shared enclave answers correctly too).
+        "verified_rate": sum(1 for e in events if e.result.outcome.ok) / wall,
         "honest_failures": sum(1 for e in events if e.result.outcome.hotkey in honest and not e.result.outcome.ok),
         "cpu_ms_per_honest": 1000 * cpu / max(1, len(ok_honest)),
         "cpu_share": cpu / wall,
@@ -93,7 +97,9 @@ async def run(args: argparse.Namespace) -> int:
             without = statistics.mean(r["honest_rate"] for r in results if not r["hostile"])
             with_ = statistics.mean(r["honest_rate"] for r in results if r["hostile"])
             reasons = sum((r["reasons"] for r in results if r["hostile"]), Counter())
-            print(f"interval {interval} s: honest probe rate with attackers / without = {with_:.1f} / {without:.1f} = {100 * with_ / without:.1f} % (goal >= 90 %)")
+            verified_with = statistics.mean(r["verified_rate"] for r in results if r["hostile"])
+            print(f"interval {interval} s: honest probe rate with attackers / without = {with_:.1f} / {without:.1f} = {100 * with_ / without:.1f} % (goal >= 90 %); "
+                  f"all verified probes with attackers / without = {verified_with:.1f} / {without:.1f} = {100 * verified_with / without:.1f} %")
             print(f"  attacks tried: {sum(reasons.values())}; named reasons:")
             for (behaviour, reason), n in sorted(reasons.items()):
                 print(f"    {behaviour:<16} {reason:<22} {n}")

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +29,7 @@ from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.client import PrivateInferenceClient, verify_receipt_file
 from omron_tee.config import create_wallet, run_async
+from omron_tee.devnet.processes import free_port, stop_all
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.llm.demo import add_localnet_args as add_llm_args, run_llm_demo
 from omron_tee.models import ModelRegistry, sample_input
@@ -65,12 +63,6 @@ ROLES = [
 
 def role_for(i: int, roles: list[MinerRole] = ROLES) -> MinerRole:
     return roles[i] if i < len(roles) else MinerRole(f"honest-{i}", (), "correct and fast")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Console:
@@ -165,14 +157,7 @@ class LocalNet:
         self.console.step("all miners serving")
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_all(self.procs)
         if hasattr(self, "chain"):
             self.chain.close()
 

@@ -12,9 +12,6 @@ hotkeys present one ``shared-enclave``.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +25,7 @@ from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet, dev_attestation_key_path
 from omron_tee.devnet.hostile import BEHAVIOURS
+from omron_tee.devnet.processes import free_port, stop_all
 from omron_tee.enclave.measurement import code_digest
 
 NETUID = 1
@@ -37,12 +35,6 @@ HOSTILE = {b: b for b in BEHAVIOURS if b != "shared-enclave"} | {"shared-1": "sh
 
 def honest_names(n: int) -> tuple[str, ...]:
     return tuple(f"honest-{chr(ord('a') + i)}" for i in range(n))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -97,14 +89,7 @@ class HostileNet:
         return "\n".join(p.read_text(errors="replace") for p in (self.dir / "logs").glob("*.log"))
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_all(self.procs)
         self.chain.close()
 
 
@@ -150,7 +135,7 @@ def start(d: Path, *, honest: int = 2, hostile: dict[str, str] | None = None, ve
     names = honest_names(honest)
     for name, behaviour in [*((h, "honest") for h in names), *hostile.items()]:
         w = create_wallet(f"miner-{name}", "default", wallet_path)
-        net.members[name] = Member(name, behaviour, w, chain.register(w), _free_port())
+        net.members[name] = Member(name, behaviour, w, chain.register(w), free_port())
     try:
         for name in names:
             m = net.members[name]

@@ -26,6 +26,7 @@ from omron_tee.validator.weights import WeightVector, compute_weights
 log = logging.getLogger("omron_tee.validator")
 
 MAX_BACKOFF = 16.0  # a failing miner is probed at least every MAX_BACKOFF intervals
+FAILURE_GAP_S = 0.25  # the shortest pause after a failed probe, before its backoff
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,9 @@ class Validator:
         Each miner is probed, scored, then left alone for ``interval`` (times a random factor
         of 0.5 to 1.5, so probes are not predictable), so a miner that stalls until its
         deadline delays only its own next probe. A miner whose probe failed waits twice as
-        long as before, up to ``max_backoff`` times the interval (its score is decaying
-        anyway); one success brings it back to the normal pace. Scores are flushed about
+        long as before, up to ``max_backoff`` times the interval or ``FAILURE_GAP_S``,
+        whichever is longer (its score is decaying anyway); one success brings it back to
+        the normal pace. Scores are flushed about
         once a second; the metagraph decides which lanes exist.
         """
         lanes: dict[str, asyncio.Task] = {}
@@ -157,8 +159,11 @@ class Validator:
             ev = self._scored(await self.prober.probe(neuron))
             failed = not ev.result.outcome.ok and ev.result.outcome.kind == "benchmark"
             backoff = min(backoff * 2.0, max_backoff) if failed else 1.0
+            # A failing miner waits at least FAILURE_GAP_S times its backoff, even when the
+            # validator probes as fast as it can: attackers cannot share its CPU equally.
+            wait = max(interval, FAILURE_GAP_S) * backoff if failed else interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval * backoff * random.uniform(0.5, 1.5))
+                await asyncio.wait_for(stop.wait(), timeout=wait * random.uniform(0.5, 1.5))
 
     def due_for_weights(self) -> bool:
         block = self.chain.block()

@@ -145,3 +145,31 @@ def test_verifiers_report_the_hardware_identity(intel_store):
     nv_chain = load_certificates(vectors.NVIDIA_CHAIN.read_bytes(), "chain")
     nv = NvidiaVerifier().verify(vectors.nvidia_evidence(), now=time.time())
     assert nv.platform_id == hashlib.sha256(nv_chain[1].public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
+
+
+def test_evidence_verify_never_raises_on_mutated_evidence(tmp_path, capsys):
+    """`omron-tee evidence verify` on broken evidence of every kind: an exit code and a reason, never a traceback."""
+    import random
+
+    from omron_tee.cli import main
+
+    rng = random.Random(7)
+    seeds = {
+        "sgx": vectors.SGX_QUOTE.read_bytes(),
+        "tdx": vectors.TDX_QUOTE.read_bytes(),
+        "snp": vectors.SNP_REPORT.read_bytes(),
+        "nvidia": vectors.nvidia_report_bytes(),
+        "pck-issuer": flipped_pck_issuer(vectors.SGX_QUOTE.read_bytes()),
+    }
+    runs = 0
+    for name, seed in seeds.items():
+        for i in range(12):
+            data = bytearray(seed)
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            path = tmp_path / f"{name}-{i}.bin"
+            path.write_bytes(bytes(data[: rng.choice([len(data), rng.randrange(1, len(data))])]))
+            assert main(["evidence", "verify", str(path), "--json"]) in (0, 1, 2)
+            runs += 1
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and runs == 60

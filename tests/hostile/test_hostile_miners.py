@@ -151,3 +151,42 @@ def test_a_relayed_request_keeps_the_clients_deadline_among_stalling_miners(host
     reason, message, elapsed = asyncio.run(go())
     assert reason == "all-miners-failed", message
     assert elapsed < 6.0, elapsed  # the client's 2 s and the time to say so; 19 s before deadlines covered whole exchanges
+
+
+def test_a_third_party_client_skips_a_hostile_candidate_and_gets_its_answer(hostile_net, tmp_path) -> None:
+    """A flipped-certificate quote relayed through /v1/attest made PrivateInferenceClient.infer raise."""
+    import numpy as np
+
+    from omron_tee.client import PrivateInferenceClient
+    from omron_tee.config import create_wallet
+    from omron_tee.models import ModelRegistry, sample_input
+    from omron_tee.validator.api import running_api
+
+    m = hostile_net.members
+    spec = ModelRegistry.builtin().get("digits-mlp")
+    x = sample_input(spec, np.random.default_rng(1))
+
+    async def go():
+        v = hostile_net.validator(tmp_path / "scores.sqlite", timeout=2.0)
+        for rank, name in enumerate(("bad-certificate", "deep-json", "relay", "honest-a")):  # the API offers the best-scored first
+            v.scores.record(m[name].hotkey, m[name].uid).score = 1.0 - rank / 10
+        sock = __import__("socket").socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        try:
+            async with running_api(v, port=port) as url:
+                client = PrivateInferenceClient(url, v.hotkey, create_wallet("tp", "default", tmp_path / "w"), policy=v.prober.policy, verifiers=v.prober.verifiers)
+                try:
+                    return await client.infer(spec.model_id, x, model_hash=spec.sha256, candidates=4)
+                finally:
+                    await client.aclose()
+        finally:
+            await v.prober.client.aclose()
+
+    result = asyncio.run(go())
+    assert result.miner_hotkey == m["honest-a"].hotkey
+    rejected = {r.hotkey: r.reason for r in result.rejected}
+    assert rejected[m["bad-certificate"].hotkey] == "bad-certificate"
+    assert rejected[m["relay"].hotkey] == "report-data-mismatch"
+    assert rejected[m["deep-json"].hotkey] == "too-deep"
