@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omron_tee.attestation.testing import vectors  # noqa: E402
 from omron_tee.devnet import network  # noqa: E402
-from omron_tee.validator.core import ProbeEvent, Validator  # noqa: E402
+from omron_tee.validator.core import ProbeEvent  # noqa: E402
 
 
 def rss_mb() -> float:

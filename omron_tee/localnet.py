@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from omron_tee.attestation.validate.policy import simulated_policy_toml
 from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.client import PrivateInferenceClient, verify_receipt_file
@@ -181,7 +182,7 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
     models = ModelRegistry.builtin()
     policy = local_dev_policy(net.chain_path, models)
     verifiers = build_verifiers(policy)
-    (net.dir / "policy.toml").write_text(policy_toml(policy))
+    (net.dir / "policy.toml").write_text(simulated_policy_toml(policy))
     signer = Signer(net.validator_wallet)
     client = SignedClient(signer, max_concurrency=64, timeout=5.0)
     zk_verifiers = {}
@@ -329,16 +330,6 @@ async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRe
         finally:
             await c.aclose()
     return result
-
-
-def policy_toml(policy: Any) -> str:
-    keys = ", ".join(f'"{k.hex()}"' for k in sorted(policy.simulated.trusted_keys))
-    meas = ", ".join(f'"{m.hex()}"' for m in sorted(policy.simulated.measurements))
-    return (
-        "# Attestation policy of this local network (development only).\n"
-        f"[general]\nmax_evidence_age_seconds = {policy.max_evidence_age_seconds:g}\nallow_debug = false\n\n"
-        f"[simulated]\nallow = true\ntrusted_keys = [{keys}]\nmeasurements = [{meas}]\n"
-    )
 
 
 def build_summary(net: LocalNet, validator: Validator, scores: ScoreBook, elapsed: float, third_party: dict[str, Any], *, zk: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -269,3 +269,66 @@ def test_onnxruntime_writes_no_telemetry(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     assert not (tmp_path / ".cache" / "Microsoft").exists()
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+# --- a bug of ours is not the miner's fault, unless one miner keeps triggering it ----------------
+
+
+def test_validator_faults_are_not_charged_until_one_miner_repeats_them(sim, tmp_path) -> None:
+    from omron_tee.chain.base import Endpoint, Neuron
+    from omron_tee.validator.forward import MAX_UNCHARGED_FAULTS, Prober
+    from omron_tee.validator.scoring import ScoreBook
+
+    prober = Prober(None, policy=sim.policy, verifiers=sim.verifiers, models=sim.registry, model_ids=["digits-mlp"], seed=0)  # type: ignore[arg-type]
+    neuron = Neuron(1, sim.hotkey, "5Cold", 0.0, False, Endpoint("127.0.0.1", 9), 0.0, 0.0, 0.0, 0)
+    book = ScoreBook(tmp_path / "scores.sqlite")
+    book.record(neuron.hotkey, 1).score = 0.5
+
+    async def buggy(*args, **kwargs):
+        raise RuntimeError("a bug of ours")
+
+    prober._probe = buggy  # type: ignore[method-assign]
+    outcomes = [asyncio.run(prober.probe(neuron)).outcome for _ in range(MAX_UNCHARGED_FAULTS)]
+    scores = [book.update(o)[1] for o in outcomes]
+    assert [o.reason for o in outcomes] == ["validator-fault"] * (MAX_UNCHARGED_FAULTS - 1) + ["internal-error"]
+    assert scores[: MAX_UNCHARGED_FAULTS - 1] == [0.5] * (MAX_UNCHARGED_FAULTS - 1)  # not charged
+    assert scores[-1] < 0.5  # the same miner every time: charged
+
+
+# --- streamed answers (LLM) are bounded too -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("behaviour", "reason"), [("trickle", "timeout"), ("flood", "too-large")])
+def test_a_streamed_answer_is_cut_off_at_its_deadline_or_size(make_wallet, behaviour, reason) -> None:
+    import httpx
+
+    from omron_tee.llm.transport import raw_bytes
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(10_000):
+                data = b"x" if behaviour == "trickle" else b"y" * 65536
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await writer.drain()
+                if behaviour == "trickle":
+                    await asyncio.sleep(0.2)  # a byte at a time: no read ever times out
+        except ConnectionError:
+            pass
+        writer.close()
+
+    async def go():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/s"
+        try:
+            async with httpx.AsyncClient(trust_env=False) as http:
+                resp = await http.send(http.build_request("POST", url, content=b"{}"), stream=True)
+                with pytest.raises(MinerError) as e:
+                    async for _ in raw_bytes(resp, deadline_s=1.0, max_bytes=1 << 20):
+                        pass
+                return e.value.reason
+        finally:
+            server.close()
+
+    assert asyncio.run(go()) == reason

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from omron_tee.attestation.validate.policy import simulated_policy_toml
 from omron_tee.chain.base import Endpoint
 from omron_tee.config import create_wallet
 from omron_tee.enclave.measurement import trusted_app_measurement
@@ -115,9 +116,7 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
     # This release's LLM-serving build joins the policy's allow-list (validator and client alike).
     policy = with_measurement(validator.prober.policy, measurement)
     validator.prober.policy = policy
-    from omron_tee.localnet import policy_toml
-
-    (net.dir / "policy.toml").write_text(policy_toml(policy))  # so `omron-tee receipt verify` accepts the LLM receipt too
+    (net.dir / "policy.toml").write_text(simulated_policy_toml(policy))  # so `omron-tee receipt verify` accepts the LLM receipt too
     validator.sync()
     by_hotkey = {n.hotkey: n for n in validator.miners()}
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from omron_tee.errors import ModelError
-from omron_tee.models.registry import ModelRegistry, ModelSpec, sha256_file
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.models.spec import ModelSpec, sha256_file
 from omron_tee.models.runtime import register_runtime, runtimes
 
 RUNTIME = "llm"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -53,10 +54,32 @@ async def open_stream(http: httpx.AsyncClient, signer: Signer, base_url: str, pa
     return resp
 
 
-async def raw_bytes(resp: httpx.Response) -> AsyncIterator[bytes]:
-    """The body's bytes as they arrive; transport failures become ``MinerError``."""
+# A whole completion (at most the runtime's token limit, each chunk padded to its bucket) is
+# far below this; a stream past it is a miner filling our memory, not an answer.
+MAX_STREAM_BYTES = 8 * 1024 * 1024
+STREAM_DEADLINE_S = 120.0
+
+
+async def raw_bytes(resp: httpx.Response, *, deadline_s: float = STREAM_DEADLINE_S, max_bytes: int = MAX_STREAM_BYTES) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive, within ``deadline_s`` for the whole stream and ``max_bytes``
+    in all (a miner that trickles or never stops is cut off); failures become ``MinerError``."""
+    end = time.monotonic() + deadline_s
+    size = 0
+    chunks = resp.aiter_raw().__aiter__()
     try:
-        async for data in resp.aiter_raw():
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise MinerError(f"the stream ran past its {deadline_s:g} s deadline", reason="timeout")
+            try:
+                data = await asyncio.wait_for(chunks.__anext__(), left)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise MinerError(f"the stream ran past its {deadline_s:g} s deadline", reason="timeout") from None
+            size += len(data)
+            if size > max_bytes:
+                raise MinerError(f"the stream exceeds {max_bytes} bytes", reason="too-large")
             yield data
     except httpx.TimeoutException:
         raise MinerError("the stream stalled past the timeout", reason="timeout") from None

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from omron_tee.errors import ModelError
-from omron_tee.models.registry import ModelSpec, read_pinned
+from omron_tee.models.spec import ModelSpec, read_pinned
 
 # Belt and braces beside ORT_DISABLE_TELEMETRY (omron_tee/__init__.py): no telemetry events.
 ort.disable_telemetry_events()

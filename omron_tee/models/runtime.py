@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from omron_tee.errors import ModelError
-from omron_tee.models.registry import ModelSpec
+from omron_tee.models.spec import ModelSpec
 
 
 class Runtime(Protocol):

@@ -149,7 +149,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
                 continue
             tried.append({"hotkey": hotkey, "reason": "ok"})
             return StreamingResponse(
-                _relay(resp, validator, neuron, t0),
+                _relay(resp, validator, neuron, t0, deadline_s=max(0.05, left - (time.perf_counter() - t0))),
                 media_type=STREAM_MEDIA_TYPE,
                 headers={"X-Omron-Miner": hotkey, "X-Omron-Tried": json.dumps(tried), "Cache-Control": "no-store"},
             )
@@ -198,10 +198,10 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
     api.add_api_route("/v1/completions", guarded(completions, log), methods=["POST"])
 
 
-async def _relay(resp: Any, validator: Any, neuron: Any, t0: float) -> AsyncIterator[bytes]:
+async def _relay(resp: Any, validator: Any, neuron: Any, t0: float, *, deadline_s: float) -> AsyncIterator[bytes]:
     ok = False
     try:
-        async for data in raw_bytes(resp):
+        async for data in raw_bytes(resp, deadline_s=deadline_s):  # the client's deadline holds for the whole stream
             yield data
         ok = True
     except MinerError:

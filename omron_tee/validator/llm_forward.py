@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omron_tee.chain.base import Neuron
-from omron_tee.errors import AttestationError, MinerError, ModelError, OmronTeeError
+from omron_tee.errors import AttestationError, ModelError, OmronTeeError
 from omron_tee.exchange import AttestedSession, new_nonce
 from omron_tee.llm.model import LlamaRuntime, llm_ids, load_llm
 from omron_tee.llm.prompts import BENCH_PROMPTS

@@ -41,7 +41,7 @@ import numpy as np
 
 from omron_tee.config import is_local
 from omron_tee.errors import ConfigError
-from omron_tee.models.registry import ModelSpec, read_pinned
+from omron_tee.models.spec import ModelSpec, read_pinned
 from omron_tee.zk.errors import ZkError
 
 log = logging.getLogger("omron_tee.zk")

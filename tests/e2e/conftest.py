@@ -170,7 +170,7 @@ def net(tmp_path_factory) -> Net:
         code_digest.cache_clear()
         code_digest()  # now, not lazily later: the miners measured the code as it is now
         n.policy_file = d / "policy.toml"
-        from omron_tee.localnet import policy_toml
+        from omron_tee.attestation.validate.policy import simulated_policy_toml as policy_toml
 
         n.policy_file.write_text(policy_toml(n.policy()))
         yield n

@@ -22,7 +22,7 @@ from bittensor import http_auth
 from omron_tee.client import PrivateInferenceClient, verify_receipt_file
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError
 from omron_tee.exchange import candidate_nonce, check_attestation, new_nonce, open_result, seal_request
-from omron_tee.localnet import policy_toml
+from omron_tee.attestation.validate.policy import simulated_policy_toml as policy_toml
 from omron_tee.models import ModelRegistry
 from omron_tee.protocol import AttestResponse, InferResponse, b64, dumps
 from omron_tee.validator.api import ApiQuota, build_api

@@ -94,7 +94,7 @@ def test_neurons_serve_and_score_private_completions(tmp_path, llm_runtime) -> N
         assert "tokens match the reference" in text, text[-2000:]
         assert PROMPT not in text and expected[1].decode() not in text  # no prompt or completion in the logs
         # the same from the command line: streamed to stdout, receipt saved and checked offline
-        from omron_tee.localnet import policy_toml
+        from omron_tee.attestation.validate.policy import simulated_policy_toml as policy_toml
 
         (tmp_path / "policy.toml").write_text(policy_toml(policy))
         cli = [sys.executable, "-m", "omron_tee.cli", "llm"]

@@ -573,3 +573,14 @@ def inspection_policy(*, allow_debug: bool = False) -> Policy:
         sev_snp=SnpPolicy(allow_any_measurement=True),
         nvidia=NvidiaPolicy(allow_any_measurement=True),
     )
+
+
+def simulated_policy_toml(policy: Policy) -> str:
+    """A policy file accepting ``policy``'s simulated enclaves (development networks only)."""
+    keys = ", ".join(f'"{k.hex()}"' for k in sorted(policy.simulated.trusted_keys))
+    meas = ", ".join(f'"{m.hex()}"' for m in sorted(policy.simulated.measurements))
+    return (
+        "# Attestation policy of this local network (development only).\n"
+        f"[general]\nmax_evidence_age_seconds = {policy.max_evidence_age_seconds:g}\nallow_debug = false\n\n"
+        f"[simulated]\nallow = true\ntrusted_keys = [{keys}]\nmeasurements = [{meas}]\n"
+    )
