@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from omron_tee.attestation.validate.policy import simulated_policy_toml
@@ -30,7 +29,7 @@ from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.client import PrivateInferenceClient, verify_receipt_file
 from omron_tee.config import create_wallet, run_async
-from omron_tee.devnet.processes import free_port, stop_all
+from omron_tee.devnet.processes import StartFailed, free_port, stop_all, wait_serving
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.llm.demo import add_localnet_args as add_llm_args, run_llm_demo
 from omron_tee.models import ModelRegistry, sample_input
@@ -140,21 +139,11 @@ class LocalNet:
             self.console.say(f"    uid {self.uids[w.hotkey.ss58_address]}  {role.name:<11} {role.description:<28} port {port}  log {logs / f'miner{i}.log'}")
 
     def wait_for_miners(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        pending = dict(enumerate(self.ports))
-        while pending and time.monotonic() < deadline:
-            for i, port in list(pending.items()):
-                if self.procs[i].poll() is not None:
-                    log = (self.dir / "logs" / f"miner{i}.log").read_text()[-800:]
-                    raise OmronTeeError(f"miner {i} exited during start-up:\n{log}")
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5, trust_env=False)
-                    del pending[i]
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.2)
-        if pending:
-            raise OmronTeeError(f"miners {sorted(pending)} did not start within {timeout:.0f}s (see {self.dir / 'logs'})")
+        try:
+            wait_serving({f"miner {i}": port for i, port in enumerate(self.ports)}, {f"miner {i}": p for i, p in enumerate(self.procs)},
+                         timeout=timeout, tail=lambda name: (self.dir / "logs" / f"miner{name.split()[-1]}.log").read_text()[-800:])
+        except StartFailed as e:
+            raise OmronTeeError(f"{e} (see {self.dir / 'logs'})") from None
         self.console.step("all miners serving")
 
     def stop(self) -> None:

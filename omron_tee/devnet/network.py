@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bittensor as bt
-import httpx
 
 from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet, dev_attestation_key_path
 from omron_tee.devnet.hostile import BEHAVIOURS
-from omron_tee.devnet.processes import free_port, stop_all
+from omron_tee.devnet.processes import free_port, stop_all, wait_serving
 from omron_tee.enclave.measurement import code_digest
 
 NETUID = 1
@@ -59,6 +58,7 @@ class HostileNet:
     validator_wallet: bt.Wallet
     members: dict[str, Member] = field(default_factory=dict)
     procs: list[subprocess.Popen] = field(default_factory=list)
+    served_by: dict[str, subprocess.Popen] = field(default_factory=dict)  # member name -> its process
 
     def by_hotkey(self, hotkey: str) -> Member:
         return next(m for m in self.members.values() if m.hotkey == hotkey)
@@ -102,22 +102,7 @@ def _spawn(net: HostileNet, cmd: list[str], log: str) -> subprocess.Popen:
 
 
 def _wait_healthy(net: HostileNet, members: list[Member], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    pending = list(members)
-    while pending:
-        for p in net.procs:
-            if p.poll() is not None:
-                raise RuntimeError(f"a process exited during start-up:\n{net.logs()[-3000:]}")
-        for m in list(pending):
-            try:
-                if httpx.get(f"http://127.0.0.1:{m.port}/health", timeout=0.5, trust_env=False).status_code == 200:
-                    pending.remove(m)
-            except httpx.HTTPError:
-                pass
-        if pending:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{[m.name for m in pending]} did not start within {timeout:.0f}s:\n{net.logs()[-3000:]}")
-            time.sleep(0.1)
+    wait_serving({m.name: m.port for m in members}, net.served_by, timeout=timeout, tail=lambda name: net.logs()[-3000:])
 
 
 
@@ -139,8 +124,8 @@ def start(d: Path, *, honest: int = 2, hostile: dict[str, str] | None = None, ve
     try:
         for name in names:
             m = net.members[name]
-            _spawn(net, [sys.executable, "-m", "omron_tee.miner", *net.chain_args(), *net.wallet_args(f"miner-{name}"),
-                         "--axon.port", str(m.port), "--enclave", "simulated", "--zk.off"], name)
+            net.served_by[name] = _spawn(net, [sys.executable, "-m", "omron_tee.miner", *net.chain_args(), *net.wallet_args(f"miner-{name}"),
+                                               "--axon.port", str(m.port), "--enclave", "simulated", "--zk.off"], name)
         _wait_healthy(net, [net.members[h] for h in names])  # the honest miners made the dev key by now
         bad = [m for m in net.members.values() if m.behaviour != "honest"]
         if bad:
@@ -152,10 +137,11 @@ def start(d: Path, *, honest: int = 2, hostile: dict[str, str] | None = None, ve
                 "miners": [{"behaviour": m.behaviour, "hotkey": m.hotkey, "victim": net.members[names[0]].hotkey} for m in bad],
             }
             (d / "hostile.json").write_text(json.dumps(config))
-            _spawn(net, [sys.executable, "-m", "omron_tee.devnet.hostile", str(d / "hostile.json")], "hostile")
+            hostile_proc = _spawn(net, [sys.executable, "-m", "omron_tee.devnet.hostile", str(d / "hostile.json")], "hostile")
+            net.served_by.update({m.name: hostile_proc for m in bad})
             deadline = time.monotonic() + 60
             while not ports_file.exists():
-                if time.monotonic() > deadline or net.procs[-1].poll() is not None:
+                if time.monotonic() > deadline or hostile_proc.poll() is not None:
                     raise RuntimeError(f"the hostile miners did not start:\n{net.logs()[-3000:]}")
                 time.sleep(0.05)
             ports = json.loads(ports_file.read_text())

@@ -35,6 +35,7 @@ from omron_tee.errors import AuthError, ConfigError, MinerError, OmronTeeError, 
 from omron_tee.exchange import candidate_nonce
 from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse, _field, _nonce
 from omron_tee.validator.core import Validator
+from omron_tee.validator.forward import MAX_ATTEST_REPLY_BYTES
 from omron_tee.validator.llm_api import add_llm_api, openai_models
 from omron_tee.validator.relay import MAX_CANDIDATES, REQUEST_FAULTS, all_failed, parse_relay_request, record_failure, record_success, relay_targets
 from omron_tee.validator.scoring import Outcome
@@ -152,7 +153,7 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, quota: ApiQuot
         async def one(n):
             assert n.endpoint is not None
             request = AttestRequest(candidate_nonce(nonce, n.hotkey), kem, n.hotkey)
-            raw = await relay.post(n.endpoint.url, "/attest", request.to_json(), receiver=n.hotkey, timeout=prober.timeout)
+            raw = await relay.post(n.endpoint.url, "/attest", request.to_json(), receiver=n.hotkey, timeout=prober.timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
             AttestResponse.from_json(raw)  # shape check only: the client verifies it
             return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw}
 

@@ -15,17 +15,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bittensor as bt
-import httpx
 import pytest
 
 from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet
+from omron_tee.devnet import processes
 from omron_tee.enclave.measurement import code_digest
 
 NETUID = 1
@@ -127,22 +126,8 @@ def start_miner(net: Net, m: Miner, flags: tuple[str, ...]) -> None:
 
 
 def wait_serving(miners: list[Miner], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    pending = list(miners)
-    while pending:
-        for m in list(pending):
-            assert m.proc is not None
-            if m.proc.poll() is not None:
-                raise RuntimeError(f"miner {m.role} exited during start-up:\n{m.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{m.port}/health", timeout=0.5, trust_env=False).status_code == 200:
-                    pending.remove(m)
-            except httpx.HTTPError:
-                pass
-        if pending:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"miners {[m.role for m in pending]} did not start within {timeout:.0f}s")
-            time.sleep(0.1)
+    processes.wait_serving({m.role: m.port for m in miners}, {m.role: m.proc for m in miners if m.proc is not None},
+                           timeout=timeout, tail=lambda role: next(m for m in miners if m.role == role).log.read_text()[-2000:])
 
 
 @pytest.fixture(scope="package")

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from omron_tee.devnet.hostile import EXPECTED_REASONS
+from omron_tee.devnet.processes import free_port
 from omron_tee.validator.scoring import FAILURE_DECAY
 
 SEEDED_SCORE = 0.5  # what each miner's score is before the rounds, so a penalty shows
@@ -134,12 +135,8 @@ def test_a_relayed_request_keeps_the_clients_deadline_among_stalling_miners(host
         client = SignedClient(Signer(create_wallet("third-party", "default", tmp_path / "w")), timeout=30.0)
         junk = InferRequest(bytes(16), bytes(64)).to_json()
         body = {"model": "digits-mlp", "deadline_ms": 2000, "attempts": [{"hotkey": m.hotkey, "request": junk} for m in stallers]}
-        port = __import__("socket").socket()
-        port.bind(("127.0.0.1", 0))
-        free = port.getsockname()[1]
-        port.close()
         try:
-            async with running_api(v, port=free) as url:
+            async with running_api(v, port=free_port()) as url:
                 t0 = time.monotonic()
                 with pytest.raises(MinerError) as e:
                     await client.post(url, "/v1/infer", body, receiver=v.hotkey, timeout=30.0)
@@ -170,12 +167,8 @@ def test_a_third_party_client_skips_a_hostile_candidate_and_gets_its_answer(host
         v = hostile_net.validator(tmp_path / "scores.sqlite", timeout=2.0)
         for rank, name in enumerate(("bad-certificate", "deep-json", "relay", "honest-a")):  # the API offers the best-scored first
             v.scores.record(m[name].hotkey, m[name].uid).score = 1.0 - rank / 10
-        sock = __import__("socket").socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
         try:
-            async with running_api(v, port=port) as url:
+            async with running_api(v, port=free_port()) as url:
                 client = PrivateInferenceClient(url, v.hotkey, create_wallet("tp", "default", tmp_path / "w"), policy=v.prober.policy, verifiers=v.prober.verifiers)
                 try:
                     return await client.infer(spec.model_id, x, model_hash=spec.sha256, candidates=4)
