@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from omron_tee.errors import ChannelError
+from omron_tee.reasons import Reason
 
 REQUEST_INFO = b"omron-tee/request/v1"
 REPLY_INFO = b"omron-tee/reply/v1"
@@ -41,7 +42,7 @@ class KemSuite(str, enum.Enum):
         try:
             return cls(value)
         except ValueError:
-            raise ChannelError(f"unsupported HPKE suite {value!r}", reason="unsupported-suite") from None
+            raise ChannelError(f"unsupported HPKE suite {value!r}", reason=Reason.UNSUPPORTED_SUITE) from None
 
     @property
     def suite(self) -> hpke.Suite:
@@ -65,7 +66,7 @@ def _public_key(kem: KemSuite, data: bytes):
             x25519.X25519PublicKey.from_public_bytes(data[_MLKEM768_PUB_LEN:]),
         )
     except ValueError:
-        raise ChannelError(f"not a valid {kem.value} public key", reason="bad-key") from None
+        raise ChannelError(f"not a valid {kem.value} public key", reason=Reason.BAD_KEY) from None
 
 
 class HpkeKeyPair:
@@ -91,7 +92,7 @@ class HpkeKeyPair:
         except Exception:
             # cryptography raises InvalidTag or ValueError here; either way the
             # ciphertext was not sealed to this key for this context.
-            raise ChannelError("ciphertext does not open with this key (tampered, or sealed to another key)", reason="tampered-ciphertext") from None
+            raise ChannelError("ciphertext does not open with this key (tampered, or sealed to another key)", reason=Reason.TAMPERED_CIPHERTEXT) from None
         return unpad(padded)
 
 
@@ -103,7 +104,7 @@ def seal(kem: KemSuite, recipient_public: bytes, plaintext: bytes, info: bytes) 
         return kem.suite.encrypt(padded, key, info=info)
     except ValueError:
         # A well-formed but unusable key (e.g. a low-order X25519 point): the peer's fault, not ours.
-        raise ChannelError(f"cannot seal to this {kem.value} public key", reason="bad-key") from None
+        raise ChannelError(f"cannot seal to this {kem.value} public key", reason=Reason.BAD_KEY) from None
 
 
 def bucket_size(n: int) -> int:
@@ -116,17 +117,17 @@ def bucket_size(n: int) -> int:
 
 def pad(plaintext: bytes) -> bytes:
     if len(plaintext) > MAX_PLAINTEXT:
-        raise ChannelError(f"message of {len(plaintext)} bytes exceeds the {MAX_PLAINTEXT}-byte limit", reason="too-large")
+        raise ChannelError(f"message of {len(plaintext)} bytes exceeds the {MAX_PLAINTEXT}-byte limit", reason=Reason.TOO_LARGE)
     size = bucket_size(len(plaintext))
     return struct.pack(">I", len(plaintext)) + plaintext + bytes(size - 4 - len(plaintext))
 
 
 def unpad(padded: bytes) -> bytes:
     if len(padded) < 4:
-        raise ChannelError("sealed message is too short", reason="malformed-message")
+        raise ChannelError("sealed message is too short", reason=Reason.MALFORMED_MESSAGE)
     (n,) = struct.unpack_from(">I", padded)
     if n > len(padded) - 4:
-        raise ChannelError("sealed message has an impossible length", reason="malformed-message")
+        raise ChannelError("sealed message has an impossible length", reason=Reason.MALFORMED_MESSAGE)
     return padded[4 : 4 + n]
 
 
@@ -172,7 +173,7 @@ class Receipt:
         try:
             Ed25519PublicKey.from_public_bytes(signing_public).verify(self.signature, self.signed_bytes())
         except (InvalidSignature, ValueError):
-            raise ChannelError("receipt signature does not verify with the attested enclave key", reason="bad-receipt") from None
+            raise ChannelError("receipt signature does not verify with the attested enclave key", reason=Reason.BAD_RECEIPT) from None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -188,15 +189,15 @@ class Receipt:
     @classmethod
     def from_json(cls, data: object) -> "Receipt":
         if not isinstance(data, dict):
-            raise ChannelError("receipt must be a JSON object", reason="malformed-message")
+            raise ChannelError("receipt must be a JSON object", reason=Reason.MALFORMED_MESSAGE)
         try:
             fields = {k: bytes.fromhex(str(data[k])) for k in ("nonce", "model_hash", "input_hash", "output_hash", "evidence_hash", "signature")}
             r = cls(issued_at_ms=int(data["issued_at_ms"]), **fields)
         except (KeyError, ValueError, TypeError):
-            raise ChannelError("receipt is missing a field or has a malformed one", reason="malformed-message") from None
+            raise ChannelError("receipt is missing a field or has a malformed one", reason=Reason.MALFORMED_MESSAGE) from None
         for name in ("nonce", "model_hash", "input_hash", "output_hash", "evidence_hash"):
             if len(getattr(r, name)) != 32:
-                raise ChannelError(f"receipt.{name} must be 32 bytes", reason="malformed-message")
+                raise ChannelError(f"receipt.{name} must be 32 bytes", reason=Reason.MALFORMED_MESSAGE)
         if not 0 <= r.issued_at_ms < 1 << 64:
-            raise ChannelError("receipt.issued_at_ms is out of range", reason="malformed-message")
+            raise ChannelError("receipt.issued_at_ms is out of range", reason=Reason.MALFORMED_MESSAGE)
         return r

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from omron_tee.errors import OmronTeeError
+from omron_tee.reasons import Reason
 
 # Subcommand groups that live beside the code they drive; each has register(subparsers).
 _PLUGINS = ["omron_tee.attestation.cli", "omron_tee.enclave.cli", "omron_tee.zk.cli", "omron_tee.llm.cli"]
@@ -70,15 +71,15 @@ def _receipt_verify(args: argparse.Namespace) -> int:
     try:
         data = json.loads(Path(args.file).read_text())
     except OSError as e:
-        raise OmronTeeError(f"cannot read {args.file}: {e.strerror}", reason="config") from None
+        raise OmronTeeError(f"cannot read {args.file}: {e.strerror}", reason=Reason.CONFIG) from None
     except ValueError:
-        raise OmronTeeError(f"{args.file} is not JSON", reason="config") from None
+        raise OmronTeeError(f"{args.file} is not JSON", reason=Reason.CONFIG) from None
     policy = Policy.load(args.policy)
     now = parse_time(args.now) if args.now else None
     try:
         model_hash = bytes.fromhex(args.model_sha256) if args.model_sha256 else None
     except ValueError:
-        raise OmronTeeError(f"--model-sha256 {args.model_sha256!r} is not hex", reason="config") from None
+        raise OmronTeeError(f"--model-sha256 {args.model_sha256!r} is not hex", reason=Reason.CONFIG) from None
     verifiers = build_verifiers(policy)
     if isinstance(data, dict) and data.get("kind") == "llm-completion":
         from omron_tee.llm.client import verify_completion_file  # also checks the completion text

@@ -36,6 +36,7 @@ from omron_tee.exchange import AttestedSession, candidate_nonce, check_attestati
 from omron_tee.protocol import AttestResponse, InferResponse, Tensor, b64, keys_from_json, keys_to_json
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
+from omron_tee.reasons import Reason
 
 RECEIPT_FILE_VERSION = 1
 
@@ -149,7 +150,7 @@ class PrivateInferenceClient:
                 rejected.append(Rejection(str(f.get("hotkey"))[:64], str(f.get("reason"))[:64], "did not answer the attestation request"))
         if not accepted:
             detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"
-            raise AttestationError(f"no miner's enclave passed this client's policy ({detail})", reason="no-attested-miner")
+            raise AttestationError(f"no miner's enclave passed this client's policy ({detail})", reason=Reason.NO_ATTESTED_MINER)
         attempts, pendings = [], {}
         for hotkey, session, _ in accepted:
             request, pending = seal_request(session, model_id, x)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from omron_tee.reasons import Reason
+
 # What parsers of other libraries (cryptography's lazy X.509 fields, dcap-qvl, the json
 # and struct modules) raise on hostile bytes. Code that hands a peer's bytes to them
 # catches these and names a reason, so no such error escapes to a caller.
@@ -21,7 +23,7 @@ LIBRARY_DECODE_ERRORS: tuple[type[BaseException], ...] = (
 class OmronTeeError(Exception):
     """Base class of every error omron-tee raises on purpose."""
 
-    reason: str = "error"
+    reason: str = Reason.ERROR
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -32,25 +34,25 @@ class OmronTeeError(Exception):
 class ConfigError(OmronTeeError):
     """A flag, file or setting is missing or invalid."""
 
-    reason = "config"
+    reason = Reason.CONFIG
 
 
 class ProtocolError(OmronTeeError):
     """A message does not have the shape the protocol requires."""
 
-    reason = "malformed-message"
+    reason = Reason.MALFORMED_MESSAGE
 
 
 class AttestationError(OmronTeeError):
     """Evidence could not be parsed, verified or did not satisfy the policy."""
 
-    reason = "attestation-failed"
+    reason = Reason.ATTESTATION_FAILED
 
 
 class ParseError(AttestationError):
     """Evidence bytes are not a well-formed structure (the abi layer)."""
 
-    reason = "evidence-malformed"
+    reason = Reason.EVIDENCE_MALFORMED
 
     def __init__(self, structure: str, field: str, message: str) -> None:
         super().__init__(f"{structure}: field '{field}': {message}")
@@ -61,58 +63,58 @@ class ParseError(AttestationError):
 class VerificationError(AttestationError):
     """A signature, certificate chain or collateral check failed (the verify layer)."""
 
-    reason = "evidence-unverified"
+    reason = Reason.EVIDENCE_UNVERIFIED
 
 
 class CollateralError(VerificationError):
     """Collateral (certificates, CRLs, TCB info) is missing, expired or wrong."""
 
-    reason = "collateral"
+    reason = Reason.COLLATERAL
 
 
 class PolicyError(AttestationError):
     """Verified evidence does not satisfy the policy (the validate layer)."""
 
-    reason = "policy"
+    reason = Reason.POLICY
 
 
 class ChannelError(OmronTeeError):
     """A sealed message could not be opened, or a receipt does not verify."""
 
-    reason = "channel"
+    reason = Reason.CHANNEL
 
 
 class EnclaveError(OmronTeeError):
     """The enclave backend could not produce evidence or is not usable here."""
 
-    reason = "enclave"
+    reason = Reason.ENCLAVE
 
 
 class ModelError(OmronTeeError):
     """A model is unknown, its file does not match its hash, or its input is invalid."""
 
-    reason = "model"
+    reason = Reason.MODEL
 
 
 class ChainError(OmronTeeError):
     """The chain could not be reached or refused an operation."""
 
-    reason = "chain"
+    reason = Reason.CHAIN
 
 
 class RateLimited(ChainError):
     """An operation was refused because it came too soon after the last one."""
 
-    reason = "rate-limited"
+    reason = Reason.RATE_LIMITED
 
 
 class AuthError(OmronTeeError):
     """A request's btauth/1 signature, freshness or sender was refused."""
 
-    reason = "unauthorized"
+    reason = Reason.UNAUTHORIZED
 
 
 class MinerError(OmronTeeError):
     """A miner failed to answer correctly (down, slow, refused, wrong)."""
 
-    reason = "miner-failed"
+    reason = Reason.MINER_FAILED

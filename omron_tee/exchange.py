@@ -23,6 +23,7 @@ from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel import HpkeKeyPair, KemSuite, Receipt, key_id, reply_info, request_info, seal
 from omron_tee.errors import AttestationError, ChannelError, ProtocolError
 from omron_tee.protocol import AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, Tensor
+from omron_tee.reasons import Reason
 
 # How long an attested session may be reused before the requester must re-attest.
 DEFAULT_SESSION_TTL = 60.0
@@ -89,7 +90,7 @@ def check_attestation(
     if not verdict.accepted or verdict.claims is None:
         raise AttestationError("; ".join(verdict.reasons), reason=verdict.reason_code)
     if response.keys.kem != kem.value:
-        raise AttestationError(f"the enclave answered with {response.keys.kem!r} keys, not the {kem.value!r} asked for", reason="kem-mismatch")
+        raise AttestationError(f"the enclave answered with {response.keys.kem!r} keys, not the {kem.value!r} asked for", reason=Reason.KEM_MISMATCH)
     return AttestedSession(
         keys=response.keys,
         # The canonical digest of what was verified: unsigned bytes cannot give the same
@@ -152,11 +153,11 @@ def open_result(pending: PendingRequest, response: InferResponse, *, model_hash:
     try:
         result = InferenceResult.decode(plaintext)
     except (ProtocolError, ChannelError) as e:
-        raise ChannelError(f"sealed result is malformed: {e}", reason="malformed-result") from None
+        raise ChannelError(f"sealed result is malformed: {e}", reason=Reason.MALFORMED_RESULT) from None
     if result.error is not None:
-        raise ChannelError(f"the enclave refused the request: {result.error}", reason="enclave-refused")
+        raise ChannelError(f"the enclave refused the request: {result.error}", reason=Reason.ENCLAVE_REFUSED)
     if result.output is None or result.receipt is None:
-        raise ChannelError("sealed result has no output or no receipt", reason="malformed-result")
+        raise ChannelError("sealed result has no output or no receipt", reason=Reason.MALFORMED_RESULT)
     receipt = result.receipt
     receipt.verify(pending.session.keys.signing_public)
     mismatches = [
@@ -171,5 +172,5 @@ def open_result(pending: PendingRequest, response: InferResponse, *, model_hash:
         if got != want
     ]
     if mismatches:
-        raise ChannelError(f"receipt does not match the request: {', '.join(mismatches)}", reason="bad-receipt")
+        raise ChannelError(f"receipt does not match the request: {', '.join(mismatches)}", reason=Reason.BAD_RECEIPT)
     return VerifiedResult(output=result.output.to_array(), receipt=receipt, proof=result.proof, prove_ms=result.prove_ms)

@@ -40,6 +40,7 @@ from omron_tee.validator.neuron import build_verifiers, local_dev_policy
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
+from omron_tee.reasons import Reason
 
 NETUID = 1
 VALIDATOR_STAKE = 1000.0
@@ -272,7 +273,7 @@ async def _zk_round(net: LocalNet, validator: Validator, n: int, console: Consol
             done += 1
             o = r.outcome
             role = net.roles.get(o.hotkey)
-            if o.reason == "zk-unsupported":  # it never offered zk: not a fault, not scored
+            if o.reason == Reason.ZK_UNSUPPORTED:  # it never offered zk: not a fault, not scored
                 console.event(f"[zk {done:>2}/{n}] uid {o.uid} {role.name if role else '?':<10} {model_id:<16} skipped: offers the TEE proof system only", True)
                 continue
             old, new = validator.record(o)

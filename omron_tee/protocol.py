@@ -28,6 +28,7 @@ from omron_tee.attestation.evidence import Evidence
 from omron_tee.channel import Receipt
 from omron_tee import untrusted
 from omron_tee.errors import ProtocolError
+from omron_tee.reasons import Reason
 
 PROTOCOL_VERSION = 1
 MAX_TENSOR_BYTES = 4 * 1024 * 1024
@@ -115,7 +116,7 @@ class Tensor:
         for d in shape:
             expected *= d
         if expected > MAX_TENSOR_BYTES:
-            raise ProtocolError(f"tensor of shape {shape} exceeds {MAX_TENSOR_BYTES} bytes", reason="too-large")
+            raise ProtocolError(f"tensor of shape {shape} exceeds {MAX_TENSOR_BYTES} bytes", reason=Reason.TOO_LARGE)
         raw = unb64(_field(data, "data", "tensor"), "tensor.data")
         if len(raw) != expected:
             raise ProtocolError(f"tensor data has {len(raw)} bytes, shape {shape} of {dtype} needs {expected}")

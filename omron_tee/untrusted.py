@@ -22,14 +22,12 @@ from typing import Any
 import numpy as np
 
 from omron_tee.errors import ProtocolError
+from omron_tee.reasons import Reason
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_JSON_DEPTH = 32  # our deepest message (a relayed attestation of attached evidence) is under 8
 MAX_JSON_ITEMS = 200_000  # containers and their members, all levels together
 
-TOO_DEEP = "too-deep"
-TOO_LARGE = "too-large"
-MALFORMED = "malformed-message"
 
 
 def check_shape(value: Any, what: str, *, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> None:
@@ -45,10 +43,10 @@ def check_shape(value: Any, what: str, *, max_depth: int = MAX_JSON_DEPTH, max_i
         else:
             continue
         if depth > max_depth:
-            raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=TOO_DEEP)
+            raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=Reason.TOO_DEEP)
         items += len(node)
         if items > max_items:
-            raise ProtocolError(f"{what} has more than {max_items} elements", reason=TOO_LARGE)
+            raise ProtocolError(f"{what} has more than {max_items} elements", reason=Reason.TOO_LARGE)
         stack.extend((m, depth + 1) for m in members if isinstance(m, (dict, list)))
 
 
@@ -72,18 +70,18 @@ def nesting_depth(body: bytes) -> int:
 def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> Any:
     """``body`` decoded as JSON, or ``ProtocolError`` (reasons: malformed-message, too-deep, too-large)."""
     if len(body) > max_bytes:
-        raise ProtocolError(f"{what} exceeds {max_bytes} bytes", reason=TOO_LARGE)
+        raise ProtocolError(f"{what} exceeds {max_bytes} bytes", reason=Reason.TOO_LARGE)
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
     # Fast path: fewer brackets than the depth limit cannot nest past it.
     if raw.count(b"[") + raw.count(b"{") > max_depth and nesting_depth(raw) > max_depth:
-        raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=TOO_DEEP)
+        raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=Reason.TOO_DEEP)
     try:
         value = json.loads(body)
     except RecursionError:
-        raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=TOO_DEEP) from None
+        raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=Reason.TOO_DEEP) from None
     except MemoryError:
-        raise ProtocolError(f"{what} is too large to decode", reason=TOO_LARGE) from None
+        raise ProtocolError(f"{what} is too large to decode", reason=Reason.TOO_LARGE) from None
     except (ValueError, UnicodeDecodeError, TypeError):
-        raise ProtocolError(f"{what} is not valid JSON", reason=MALFORMED) from None
+        raise ProtocolError(f"{what} is not valid JSON", reason=Reason.MALFORMED_MESSAGE) from None
     check_shape(value, what, max_depth=max_depth, max_items=max_items)
     return value

@@ -17,15 +17,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "omron_tee"
 
 _ALL = ("attestation", "channel", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client",
-        "config", "localnet", "cli", "devnet", "zk", "llm", "untrusted", "errors")
+        "config", "localnet", "cli", "devnet", "zk", "llm", "untrusted", "errors", "reasons")
 
 
 def _except(*allowed: str) -> set[str]:
-    return {f"omron_tee.{p}" for p in _ALL if p not in allowed}
+    """Every package but ``allowed`` (and ``reasons``, which every layer may name)."""
+    return {f"omron_tee.{p}" for p in _ALL if p not in allowed and p != "reasons"}
 
 
 # module (or package) -> module prefixes it must never import
 FORBIDDEN: dict[str, set[str]] = {
+    "omron_tee.reasons": _except() | {"omron_tee.reasons"},
     "omron_tee.errors": _except("errors"),
     "omron_tee.untrusted": _except("errors", "untrusted"),
     "omron_tee.config": _except("errors", "config"),

@@ -20,6 +20,7 @@ from omron_tee.attestation.abi import dcap_common, nvidia as nv_abi, simulated a
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType
 from omron_tee import untrusted
 from omron_tee.errors import LIBRARY_DECODE_ERRORS, AttestationError, ConfigError, OmronTeeError, ParseError, ProtocolError
+from omron_tee.reasons import Reason
 
 TYPES = ("auto", "sgx", "tdx", "sev-snp", "nvidia", "simulated")
 
@@ -194,7 +195,7 @@ def judge(evidence: Evidence, *, policy: Any, store: Any, now: float, report_dat
         if isinstance(e, AttestationError):
             reasons.append((e.reason, str(e)))
         else:  # a library meeting bytes it did not expect: refused, never a traceback
-            reasons.append(("evidence-malformed", f"{evidence.tee_type.value} evidence cannot be read ({type(e).__name__}: {str(e)[:160]})"))
+            reasons.append((Reason.EVIDENCE_MALFORMED, f"{evidence.tee_type.value} evidence cannot be read ({type(e).__name__}: {str(e)[:160]})"))
         verifier = _verifier_for(registry, evidence.tee_type)
         if verifier is not None and hasattr(verifier, "describe"):
             try:
@@ -204,7 +205,7 @@ def judge(evidence: Evidence, *, policy: Any, store: Any, now: float, report_dat
     if verified and claims is not None:
         reasons.extend(policy.check(claims, now=now))
     if report_data is not None and claims is not None and claims.report_data != report_data:
-        reasons.append(("report-data-mismatch", f"report data is {claims.report_data.hex()}, expected {report_data.hex()}"))
+        reasons.append((Reason.REPORT_DATA_MISMATCH, f"report data is {claims.report_data.hex()}, expected {report_data.hex()}"))
     out: dict[str, Any] = {
         "tee_type": evidence.tee_type.value,
         "verdict": "accepted" if verified and not reasons else "rejected",
@@ -344,7 +345,7 @@ def cmd_collateral_fetch(args: argparse.Namespace) -> int:
             registry.verify(ev, now=now)
             print(f"{path}: {ev.tee_type.value} evidence verifies with the cached collateral")
         except AttestationError as e:
-            failed += e.reason in ("collateral-missing", "collateral-unavailable")
+            failed += e.reason in (Reason.COLLATERAL_MISSING, Reason.COLLATERAL_UNAVAILABLE)
             print(f"{path}: {ev.tee_type.value} evidence does not verify: {e}")
     for rel, _ in store.files():
         if rel not in before:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omron_tee.errors import ProtocolError
+from omron_tee.reasons import Reason
 
 
 class TeeType(str, enum.Enum):
@@ -86,14 +87,14 @@ class Evidence:
             raise ProtocolError(f"evidence.attached must be a list of at most {MAX_ATTACHED} items")
         if attached and _depth >= 1:
             # Devices attach to the CPU TEE's evidence, never to each other: one level only.
-            raise ProtocolError("attached evidence cannot itself carry attached evidence", reason="too-deep")
+            raise ProtocolError("attached evidence cannot itself carry attached evidence", reason=Reason.TOO_DEEP)
         tee_type = data.get("tee_type")
         if not isinstance(tee_type, str):
             raise ProtocolError("evidence.tee_type must be a string")
         quote = _unb64(data.get("quote"), "evidence.quote")
         certificates = _unb64(data.get("certificates", ""), "evidence.certificates")
         if len(quote) > MAX_QUOTE_BYTES or len(certificates) > MAX_CERTIFICATES_BYTES:
-            raise ProtocolError(f"evidence exceeds {MAX_QUOTE_BYTES} bytes of quote or {MAX_CERTIFICATES_BYTES} of certificates", reason="too-large")
+            raise ProtocolError(f"evidence exceeds {MAX_QUOTE_BYTES} bytes of quote or {MAX_CERTIFICATES_BYTES} of certificates", reason=Reason.TOO_LARGE)
         return cls(
             tee_type=TeeType.parse(tee_type[:32]),
             quote=quote,

@@ -62,6 +62,7 @@ from omron_tee.chain.base import (
     hotkey_address,
 )
 from omron_tee.errors import ChainError, ConfigError, RateLimited
+from omron_tee.reasons import Reason
 
 if TYPE_CHECKING:
     import bittensor as bt
@@ -677,7 +678,7 @@ class EmbeddedChain(Chain):
                     f"hotkey {hotkey} (uid {uid}) has no validator permit on embedded netuid "
                     f"{self.netuid}: permits go to the top {self.params.max_validators} hotkeys by "
                     "stake (> 0); add stake with register(stake=...) or add_stake",
-                    reason="no-validator-permit",
+                    reason=Reason.NO_VALIDATOR_PERMIT,
                 )
             self._check_rate_limit(hotkey, uid, weights_set_at, block)
             unknown = sorted(set(normalised) - set(stakes))

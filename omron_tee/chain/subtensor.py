@@ -35,6 +35,7 @@ from omron_tee.chain.base import (
     hotkey_address,
 )
 from omron_tee.errors import ChainError, ConfigError, OmronTeeError, RateLimited
+from omron_tee.reasons import Reason
 
 T = TypeVar("T")
 
@@ -204,7 +205,7 @@ class SubtensorChain(Chain):
         if isinstance(error, (bt.RpcConnectionError, OSError)):
             return ChainError(
                 f"cannot reach subtensor at {self.endpoint} ({_unreachable_reason(error)}): {self._hint()}",
-                reason="chain-unreachable",
+                reason=Reason.CHAIN_UNREACHABLE,
             )
         if isinstance(error, bt.ChainError):
             detail = error.message.strip().rstrip(".")
@@ -215,11 +216,7 @@ class SubtensorChain(Chain):
                 detail = f"{detail}; {error.remediation}"
             if error.code is bt.ErrorCode.RATE_LIMITED:
                 return RateLimited(f"{what} refused by subtensor: {detail}")
-            reason = (
-                "no-validator-permit"
-                if error.name == "NeuronNoValidatorPermit"
-                else "chain"
-            )
+            reason = Reason.NO_VALIDATOR_PERMIT if error.name == "NeuronNoValidatorPermit" else Reason.CHAIN
             return ChainError(f"{what} refused by subtensor: {detail}", reason=reason)
         return ChainError(f"{what} failed on subtensor {self.endpoint}: {error}")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from omron_tee.enclave.host import DeviceFiles, HostPaths, OsDeviceFiles
 from omron_tee.errors import EnclaveError
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.enclave")
 
@@ -107,7 +108,7 @@ class ConfigfsTsm:
             f"configfs-tsm: no consistent report after {self.attempts} attempts ({last}). "
             "Another process is writing to this miner's report entries or the quote service stays busy; "
             "make sure only one attestation agent runs in this VM, then retry.",
-            reason="enclave-busy",
+            reason=Reason.ENCLAVE_BUSY,
         )
 
     # -- one attempt -----------------------------------------------------------
@@ -121,7 +122,7 @@ class ConfigfsTsm:
                 raise EnclaveError(
                     f"configfs-tsm provider is {provider!r}, expected {self.provider!r}: this VM is not the "
                     f"kind of TEE this backend speaks for (pick the matching --enclave, or use auto)",
-                    reason="enclave-wrong-platform",
+                    reason=Reason.ENCLAVE_WRONG_PLATFORM,
                 )
             before = self._read_int(entry, "generation")
             writes = 0
@@ -146,13 +147,13 @@ class ConfigfsTsm:
                 raise EnclaveError(
                     f"configfs-tsm returned an empty outblob from {entry}: the {self.provider} driver produced no report; "
                     "check the kernel log (dmesg) for the driver's error",
-                    reason="enclave-bad-output",
+                    reason=Reason.ENCLAVE_BAD_OUTPUT,
                 )
             if len(outblob) < min_outblob:
                 raise EnclaveError(
                     f"configfs-tsm outblob is {len(outblob)} bytes, but a {self.provider} report is at least {min_outblob}: "
                     "the report was truncated; check the kernel log (dmesg) and the host's quote service",
-                    reason="enclave-bad-output",
+                    reason=Reason.ENCLAVE_BAD_OUTPUT,
                 )
             return TsmReport(provider=provider, outblob=outblob, auxblob=aux, generation=before + writes)
         finally:
@@ -186,13 +187,13 @@ class ConfigfsTsm:
             if e.errno == errno.ENOENT:
                 raise EnclaveError(
                     f"configfs-tsm is not available: {self.report_dir} does not exist. {tsm_missing_advice(self.provider, self.paths)}",
-                    reason="enclave-unavailable",
+                    reason=Reason.ENCLAVE_UNAVAILABLE,
                 ) from None
             if e.errno == errno.ENXIO:
                 raise EnclaveError(
                     f"configfs-tsm has no report provider registered: load the guest driver (modprobe {_hint(self.provider)}); "
                     "if it refuses to load, this VM is not a confidential guest of that kind",
-                    reason="enclave-unavailable",
+                    reason=Reason.ENCLAVE_UNAVAILABLE,
                 ) from None
             raise self._error(e, "creating a report entry in", entry) from None
 
@@ -208,14 +209,14 @@ class ConfigfsTsm:
         try:
             return raw.decode("ascii").strip()
         except UnicodeDecodeError:
-            raise EnclaveError(f"configfs-tsm attribute {entry / name} is not text", reason="enclave-bad-output") from None
+            raise EnclaveError(f"configfs-tsm attribute {entry / name} is not text", reason=Reason.ENCLAVE_BAD_OUTPUT) from None
 
     def _read_int(self, entry: Path, name: str) -> int:
         text = self._read_text(entry, name)
         try:
             return int(text, 10)
         except ValueError:
-            raise EnclaveError(f"configfs-tsm attribute {entry / name} holds {text!r}, not a number", reason="enclave-bad-output") from None
+            raise EnclaveError(f"configfs-tsm attribute {entry / name} holds {text!r}, not a number", reason=Reason.ENCLAVE_BAD_OUTPUT) from None
 
     def _write(self, entry: Path, name: str, data: bytes) -> None:
         path = entry / name
@@ -226,7 +227,7 @@ class ConfigfsTsm:
                 raise EnclaveError(
                     f"the {self.provider} provider refused privlevel {data.decode().strip()}: it must lie between "
                     f"privlevel_floor (this guest's VMPL) and {PRIVLEVEL_MAX}",
-                    reason="config",
+                    reason=Reason.CONFIG,
                 ) from None
             raise self._error(e, "writing", path) from None
 
@@ -238,19 +239,19 @@ class ConfigfsTsm:
             return EnclaveError(
                 f"permission denied {action} {path}: configfs-tsm is writable by root only; run the miner as root "
                 "inside the confidential VM (or give its user ownership of the report directory)",
-                reason="enclave-permission",
+                reason=Reason.ENCLAVE_PERMISSION,
             )
         if code == errno.ENOENT:
             return EnclaveError(
                 f"{path} does not exist: this kernel's configfs-tsm lacks the '{path.name}' attribute "
                 f"(needs Linux {CONFIGFS_TSM_KERNEL[0]}.{CONFIGFS_TSM_KERNEL[1]}+ with the {_hint(self.provider)} driver)",
-                reason="enclave-unavailable",
+                reason=Reason.ENCLAVE_UNAVAILABLE,
             )
         if code == errno.EINVAL and path.name in ("outblob", "auxblob"):
             return EnclaveError(
                 f"the {self.provider} driver refused the report request ({action} {path}: invalid argument); "
                 "the kernel log (dmesg) says why (for SNP: a VMPCK that is disabled or a privlevel below the floor)",
-                reason="enclave-refused",
+                reason=Reason.ENCLAVE_REFUSED,
             )
         if code == errno.EIO:
             extra = (
@@ -259,14 +260,14 @@ class ConfigfsTsm:
                 if self.provider == "tdx_guest"
                 else "the platform firmware or the host failed the request; see dmesg"
             )
-            return EnclaveError(f"I/O error {action} {path}: {extra}", reason="enclave-io")
+            return EnclaveError(f"I/O error {action} {path}: {extra}", reason=Reason.ENCLAVE_IO)
         if code == errno.ETIMEDOUT:
             return EnclaveError(
                 f"timed out {action} {path}: the host did not produce a quote in time (TDX waits 30 s for the host's QGS); "
                 "check the host's quote service and its PCCS",
-                reason="enclave-io",
+                reason=Reason.ENCLAVE_IO,
             )
-        return EnclaveError(f"{action} {path} failed: {e.strerror or e}", reason="enclave-io")
+        return EnclaveError(f"{action} {path} failed: {e.strerror or e}", reason=Reason.ENCLAVE_IO)
 
 
 def tsm_missing_advice(provider: str, paths: HostPaths) -> str:

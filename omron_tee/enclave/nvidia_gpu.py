@@ -34,6 +34,7 @@ from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.enclave.base import Availability, EnclaveBackend
 from omron_tee.enclave.host import HostPaths
 from omron_tee.errors import EnclaveError
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.enclave")
 
@@ -118,7 +119,7 @@ class NvmlEvidenceSource:
             try:
                 self._nvml = self._importer()
             except ImportError:
-                raise EnclaveError(f"NVIDIA GPU evidence needs NVIDIA's NVML binding: {PIP_HINT}", reason="enclave-unavailable") from None
+                raise EnclaveError(f"NVIDIA GPU evidence needs NVIDIA's NVML binding: {PIP_HINT}", reason=Reason.ENCLAVE_UNAVAILABLE) from None
         return self._nvml
 
     def status(self) -> GpuStatus:
@@ -188,16 +189,16 @@ class NvmlEvidenceSource:
         try:
             nvml.nvmlInit()
         except errors as e:
-            raise EnclaveError(f"NVML cannot start: {_nvml_error_text(nvml, e)}", reason="enclave-unavailable") from None
+            raise EnclaveError(f"NVML cannot start: {_nvml_error_text(nvml, e)}", reason=Reason.ENCLAVE_UNAVAILABLE) from None
         try:
             state = nvml.nvmlSystemGetConfComputeState()
             if not state.ccFeature:
-                raise EnclaveError("the GPUs are not in confidential computing mode: enable CC mode on the host and restart the VM", reason="enclave-unavailable")
+                raise EnclaveError("the GPUs are not in confidential computing mode: enable CC mode on the host and restart the VM", reason=Reason.ENCLAVE_UNAVAILABLE)
             count = int(nvml.nvmlDeviceGetCount())
             if count == 0:
-                raise EnclaveError("NVML sees no GPU", reason="enclave-unavailable")
+                raise EnclaveError("NVML sees no GPU", reason=Reason.ENCLAVE_UNAVAILABLE)
             if count > MAX_GPUS:
-                raise EnclaveError(f"{count} GPUs: evidence can carry at most {MAX_GPUS}", reason="config")
+                raise EnclaveError(f"{count} GPUs: evidence can carry at most {MAX_GPUS}", reason=Reason.CONFIG)
             out: list[GpuEvidence] = []
             for i in range(count):
                 handle = nvml.nvmlDeviceGetHandleByIndex(i)
@@ -208,7 +209,7 @@ class NvmlEvidenceSource:
                 out.append(GpuEvidence(index=i, report=report, cert_chain=chain))
             return out
         except errors as e:
-            raise EnclaveError(f"collecting GPU evidence failed: {_nvml_error_text(nvml, e)}", reason="enclave-io") from None
+            raise EnclaveError(f"collecting GPU evidence failed: {_nvml_error_text(nvml, e)}", reason=Reason.ENCLAVE_IO) from None
         finally:
             self._shutdown(nvml)
 
@@ -218,10 +219,10 @@ def check_gpu_evidence(ev: GpuEvidence, nonce: bytes) -> None:
     if len(ev.report) <= SPDM_REQUEST_LEN or ev.report[0] != _SPDM_VERSION_11 or ev.report[1] != _SPDM_GET_MEASUREMENTS:
         raise EnclaveError(
             f"GPU {ev.index} returned {len(ev.report)} bytes that do not start with an SPDM 1.1 GET_MEASUREMENTS request",
-            reason="enclave-bad-output",
+            reason=Reason.ENCLAVE_BAD_OUTPUT,
         )
     if b"-----BEGIN CERTIFICATE-----" not in ev.cert_chain:
-        raise EnclaveError(f"GPU {ev.index} returned no PEM certificate chain", reason="enclave-bad-output")
+        raise EnclaveError(f"GPU {ev.index} returned no PEM certificate chain", reason=Reason.ENCLAVE_BAD_OUTPUT)
     if ev.request_nonce() != nonce:
         log.warning("GPU %d's evidence carries another nonce than the one requested: validators will refuse it", ev.index)
 
@@ -236,7 +237,7 @@ class NvidiaGpus:
         nonce = gpu_nonce(report_data)
         collected = self.source.collect(nonce)
         if not collected:
-            raise EnclaveError("no GPU evidence was returned", reason="enclave-unavailable")
+            raise EnclaveError("no GPU evidence was returned", reason=Reason.ENCLAVE_UNAVAILABLE)
         out = []
         for ev in collected:
             check_gpu_evidence(ev, nonce)
@@ -259,7 +260,7 @@ class CompositeBackend(EnclaveBackend):
 
     def __init__(self, cpu: EnclaveBackend, gpus: NvidiaGpus) -> None:
         if cpu.tee_type not in (TeeType.TDX, TeeType.SEV_SNP, TeeType.SIMULATED):
-            raise EnclaveError(f"NVIDIA CC GPUs work inside TDX or SEV-SNP VMs, not with {cpu.tee_type.value}", reason="config")
+            raise EnclaveError(f"NVIDIA CC GPUs work inside TDX or SEV-SNP VMs, not with {cpu.tee_type.value}", reason=Reason.CONFIG)
         self.cpu = cpu
         self.gpus = gpus
         self.tee_type = cpu.tee_type
@@ -268,7 +269,7 @@ class CompositeBackend(EnclaveBackend):
         cpu = self.cpu.attest(report_data)
         gpus = self.gpus.attest(report_data)
         if len(cpu.attached) + len(gpus) > MAX_GPUS:
-            raise EnclaveError(f"evidence can carry at most {MAX_GPUS} attached items", reason="config")
+            raise EnclaveError(f"evidence can carry at most {MAX_GPUS} attached items", reason=Reason.CONFIG)
         return dataclasses.replace(cpu, attached=cpu.attached + gpus)
 
     def measurement(self) -> bytes | None:

@@ -22,6 +22,7 @@ from omron_tee.enclave.sgx_gramine import GramineSgxBackend
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.enclave.tdx import TdxBackend
 from omron_tee.errors import EnclaveError
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.enclave")
 
@@ -54,7 +55,7 @@ def _make_cpu(tee: TeeType, paths: HostPaths) -> EnclaveBackend:
 
 
 def _unusable(tee: TeeType, found: Availability) -> EnclaveError:
-    return EnclaveError(f"--enclave {tee.value}: not usable on this machine: {found.detail}", reason="enclave-unavailable")
+    return EnclaveError(f"--enclave {tee.value}: not usable on this machine: {found.detail}", reason=Reason.ENCLAVE_UNAVAILABLE)
 
 
 def select_backend(
@@ -77,7 +78,7 @@ def select_backend(
     paths = paths or HostPaths()
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise EnclaveError(f"unknown --enclave {kind!r}; expected one of: {', '.join(KINDS)}", reason="config")
+        raise EnclaveError(f"unknown --enclave {kind!r}; expected one of: {', '.join(KINDS)}", reason=Reason.CONFIG)
     if kind == "simulated":
         return _simulated(network, simulated, why="--enclave simulated")
     nvml = gpu_source if isinstance(gpu_source, NvmlEvidenceSource) else None
@@ -94,12 +95,12 @@ def select_backend(
         if status.usable:
             if cpu.tee_type not in (TeeType.TDX, TeeType.SEV_SNP):
                 if required:
-                    raise EnclaveError(f"NVIDIA CC GPUs attest inside TDX or SEV-SNP VMs, not beside {cpu.tee_type.value}", reason="config")
+                    raise EnclaveError(f"NVIDIA CC GPUs attest inside TDX or SEV-SNP VMs, not beside {cpu.tee_type.value}", reason=Reason.CONFIG)
                 return cpu
             log.info("attaching NVIDIA GPU evidence: %s", status.detail)
             return CompositeBackend(cpu, NvidiaGpus(gpu_source))
         if required or gpus is True:
-            raise EnclaveError(f"NVIDIA GPU evidence was required but is not available: {status.detail}", reason="enclave-unavailable")
+            raise EnclaveError(f"NVIDIA GPU evidence was required but is not available: {status.detail}", reason=Reason.ENCLAVE_UNAVAILABLE)
         return cpu
 
     if kind in ("sgx", "tdx", "sev-snp"):
@@ -119,7 +120,7 @@ def select_backend(
             raise EnclaveError(
                 "--enclave nvidia needs a confidential VM (TDX or SEV-SNP) around the GPU: the trusted app's keys live in "
                 f"CPU memory, and NVIDIA CC mode only runs inside one. Found: {reasons}",
-                reason="enclave-unavailable",
+                reason=Reason.ENCLAVE_UNAVAILABLE,
             )
         return with_gpus(_make_cpu(cpu_tees[0], paths), required=True)
 
@@ -137,10 +138,10 @@ def _simulated(network: str, factory: Callable[[], EnclaveBackend] | None, *, wh
         raise EnclaveError(
             f"{why}; the simulated enclave is refused on network '{network}' (validators there accept only hardware "
             "evidence): run the miner on SGX (Gramine), TDX or SEV-SNP hardware, see docs/ENCLAVES.md",
-            reason="enclave-unavailable",
+            reason=Reason.ENCLAVE_UNAVAILABLE,
         )
     if factory is None:
-        raise EnclaveError(f"{why}; the simulated enclave needs its development key and measurement, which were not given", reason="config")
+        raise EnclaveError(f"{why}; the simulated enclave needs its development key and measurement, which were not given", reason=Reason.CONFIG)
     if not why.startswith("--enclave simulated"):
         log.warning("%s: falling back to the SIMULATED enclave (development only, network '%s')", why, network)
     return factory()

@@ -34,6 +34,7 @@ from omron_tee.enclave.configfs_tsm import PRIVLEVEL_MAX, ConfigfsTsm, tsm_avail
 from omron_tee.enclave.host import DeviceFiles, HostPaths
 from omron_tee.enclave.tdx import MEASUREMENT_PROBE
 from omron_tee.errors import EnclaveError
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.enclave")
 
@@ -80,10 +81,10 @@ class SnpReportSummary:
 
 def summarize_snp_report(report: bytes) -> SnpReportSummary:
     if len(report) < REPORT_LEN:
-        raise EnclaveError(f"SEV-SNP report is {len(report)} bytes, shorter than {REPORT_LEN}", reason="enclave-bad-output")
+        raise EnclaveError(f"SEV-SNP report is {len(report)} bytes, shorter than {REPORT_LEN}", reason=Reason.ENCLAVE_BAD_OUTPUT)
     (version,) = struct.unpack_from("<I", report, _VERSION)
     if version < 2:
-        raise EnclaveError(f"SEV-SNP report version {version} is older than 2 (not an SNP report)", reason="enclave-bad-output")
+        raise EnclaveError(f"SEV-SNP report version {version} is older than 2 (not an SNP report)", reason=Reason.ENCLAVE_BAD_OUTPUT)
     (policy,) = struct.unpack_from("<Q", report, _POLICY)
     (vmpl,) = struct.unpack_from("<I", report, _VMPL)
     return SnpReportSummary(
@@ -123,7 +124,7 @@ def parse_cert_table(blob: bytes) -> list[CertEntry]:
     pos = 0
     while True:
         if pos + _ENTRY.size > len(blob):
-            raise EnclaveError("SNP certificate table has no terminating all-zero entry", reason="enclave-bad-output")
+            raise EnclaveError("SNP certificate table has no terminating all-zero entry", reason=Reason.ENCLAVE_BAD_OUTPUT)
         raw, offset, length = _ENTRY.unpack_from(blob, pos)
         pos += _ENTRY.size
         if raw == bytes(16) and offset == 0 and length == 0:
@@ -131,7 +132,7 @@ def parse_cert_table(blob: bytes) -> list[CertEntry]:
         if offset < pos or offset + length > len(blob) or length == 0:
             raise EnclaveError(
                 f"SNP certificate table entry {len(entries)} points at bytes {offset}..{offset + length} outside the table's data",
-                reason="enclave-bad-output",
+                reason=Reason.ENCLAVE_BAD_OUTPUT,
             )
         entries.append(CertEntry(_guid(raw), blob[offset : offset + length]))
 
@@ -164,7 +165,7 @@ def cert_table_to_pem(entries: list[CertEntry]) -> bytes:
     for e in entries:
         if e.name in _PEM_ORDER and e.name not in by_name:
             if not e.data.startswith(b"\x30"):
-                raise EnclaveError(f"SNP certificate table entry {e.name} is not DER (does not start with a SEQUENCE)", reason="enclave-bad-output")
+                raise EnclaveError(f"SNP certificate table entry {e.name} is not DER (does not start with a SEQUENCE)", reason=Reason.ENCLAVE_BAD_OUTPUT)
             by_name[e.name] = e.data
     return b"".join(der_to_pem(by_name[n]) for n in _PEM_ORDER if n in by_name)
 
@@ -188,7 +189,7 @@ class SevSnpBackend(EnclaveBackend):
         backoff_s: float = 0.05,
     ) -> None:
         if privlevel is not None and not 0 <= privlevel <= PRIVLEVEL_MAX:
-            raise EnclaveError(f"SNP privlevel (VMPL) must be 0 to {PRIVLEVEL_MAX}, got {privlevel}", reason="config")
+            raise EnclaveError(f"SNP privlevel (VMPL) must be 0 to {PRIVLEVEL_MAX}, got {privlevel}", reason=Reason.CONFIG)
         self.paths = paths or HostPaths()
         self.privlevel = privlevel
         self._tsm = ConfigfsTsm(PROVIDER, paths=self.paths, files=files, attempts=attempts, backoff_s=backoff_s)

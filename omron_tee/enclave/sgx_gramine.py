@@ -25,6 +25,7 @@ from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.enclave.base import Availability, EnclaveBackend
 from omron_tee.enclave.host import DeviceFiles, HostPaths, OsDeviceFiles
 from omron_tee.errors import EnclaveError
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.enclave")
 
@@ -61,10 +62,10 @@ class SgxQuoteSummary:
 
 def summarize_sgx_quote(quote: bytes) -> SgxQuoteSummary:
     if len(quote) < MIN_QUOTE_LEN:
-        raise EnclaveError(f"SGX quote is {len(quote)} bytes, shorter than the minimum {MIN_QUOTE_LEN}", reason="enclave-bad-output")
+        raise EnclaveError(f"SGX quote is {len(quote)} bytes, shorter than the minimum {MIN_QUOTE_LEN}", reason=Reason.ENCLAVE_BAD_OUTPUT)
     version, _key_type, tee_type = struct.unpack_from("<HHI", quote, 0)
     if tee_type != 0 or version not in (3, 4):
-        raise EnclaveError(f"not an SGX quote (version {version}, tee_type {tee_type:#x})", reason="enclave-bad-output")
+        raise EnclaveError(f"not an SGX quote (version {version}, tee_type {tee_type:#x})", reason=Reason.ENCLAVE_BAD_OUTPUT)
     body = quote[QUOTE_HEADER_LEN : QUOTE_HEADER_LEN + REPORT_BODY_LEN]
     prod_id, svn = struct.unpack_from("<HH", body, _ISVPRODID)
     return SgxQuoteSummary(
@@ -99,7 +100,7 @@ class GramineSgxBackend(EnclaveBackend):
         if kind != "dcap":
             raise EnclaveError(
                 f"Gramine reports attestation type {kind!r}: {_TYPE_ADVICE.get(kind, 'only dcap is supported')}",
-                reason="enclave-unavailable",
+                reason=Reason.ENCLAVE_UNAVAILABLE,
             )
 
     def _path(self, name: str) -> Path:
@@ -114,7 +115,7 @@ class GramineSgxBackend(EnclaveBackend):
                 raise EnclaveError(
                     f"{path} does not exist: this process is not running inside Gramine; start the miner with "
                     "gramine-sgx (see gramine/README.md)",
-                    reason="enclave-unavailable",
+                    reason=Reason.ENCLAVE_UNAVAILABLE,
                 ) from None
             raise self._error(e, "reading", path) from None
         return raw.decode("ascii", "replace").strip("\0 \n")
@@ -129,7 +130,7 @@ class GramineSgxBackend(EnclaveBackend):
             raise EnclaveError(
                 "Gramine returned an empty quote: the host's quoting service failed; check that the host runs the AESM "
                 "service with the DCAP quote provider (libsgx-dcap-ql) and that its PCCS is reachable",
-                reason="enclave-bad-output",
+                reason=Reason.ENCLAVE_BAD_OUTPUT,
             )
         summary = summarize_sgx_quote(quote)
         if summary.report_data != report_data:
@@ -141,7 +142,7 @@ class GramineSgxBackend(EnclaveBackend):
         if self._measurement is None:
             info = self._read("my_target_info")
             if len(info) < 32:
-                raise EnclaveError(f"{self._path('my_target_info')} is {len(info)} bytes, expected {TARGET_INFO_LEN}", reason="enclave-bad-output")
+                raise EnclaveError(f"{self._path('my_target_info')} is {len(info)} bytes, expected {TARGET_INFO_LEN}", reason=Reason.ENCLAVE_BAD_OUTPUT)
             self._measurement = info[:32]
         return self._measurement
 
@@ -161,16 +162,16 @@ class GramineSgxBackend(EnclaveBackend):
 
     def _error(self, e: OSError, action: str, path: Path) -> EnclaveError:
         if e.errno in (errno.EACCES, errno.EPERM):
-            return EnclaveError(f"permission denied {action} {path}: Gramine refused access; check the manifest's attestation settings", reason="enclave-permission")
+            return EnclaveError(f"permission denied {action} {path}: Gramine refused access; check the manifest's attestation settings", reason=Reason.ENCLAVE_PERMISSION)
         if e.errno == errno.ENOENT:
             return EnclaveError(
                 f"{path} does not exist: the manifest has no DCAP remote attestation (set sgx.remote_attestation = \"dcap\")",
-                reason="enclave-unavailable",
+                reason=Reason.ENCLAVE_UNAVAILABLE,
             )
         return EnclaveError(
             f"{action} {path} failed: {e.strerror or e}. Gramine gets quotes from the host's AESM service: check that "
             "aesmd runs with the DCAP quote provider and that the PCCS it is configured for (/etc/sgx_default_qcnl.conf) answers",
-            reason="enclave-io",
+            reason=Reason.ENCLAVE_IO,
         )
 
     @classmethod

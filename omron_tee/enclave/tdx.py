@@ -23,6 +23,7 @@ from omron_tee.enclave.base import Availability, EnclaveBackend
 from omron_tee.enclave.configfs_tsm import ConfigfsTsm, tsm_availability
 from omron_tee.enclave.host import DeviceFiles, HostPaths
 from omron_tee.errors import EnclaveError
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.enclave")
 
@@ -64,18 +65,18 @@ class TdQuoteSummary:
 def summarize_td_quote(quote: bytes) -> TdQuoteSummary:
     """Read the TD report body of a v4/v5 TDX quote; EnclaveError if it is not one."""
     if len(quote) < MIN_QUOTE_LEN:
-        raise EnclaveError(f"TDX quote is {len(quote)} bytes, shorter than the minimum {MIN_QUOTE_LEN}", reason="enclave-bad-output")
+        raise EnclaveError(f"TDX quote is {len(quote)} bytes, shorter than the minimum {MIN_QUOTE_LEN}", reason=Reason.ENCLAVE_BAD_OUTPUT)
     version, _key_type, tee_type = struct.unpack_from("<HHI", quote, 0)
     if tee_type != TDX_TEE_TYPE:
-        raise EnclaveError(f"quote tee_type is {tee_type:#x}, not TDX ({TDX_TEE_TYPE:#x})", reason="enclave-bad-output")
+        raise EnclaveError(f"quote tee_type is {tee_type:#x}, not TDX ({TDX_TEE_TYPE:#x})", reason=Reason.ENCLAVE_BAD_OUTPUT)
     if version == 4:
         base = HEADER_LEN
     elif version == 5:
         base = HEADER_LEN + V5_DESCRIPTOR_LEN
         if len(quote) < base + TD10_BODY_LEN + 4:
-            raise EnclaveError(f"TDX v5 quote is {len(quote)} bytes, too short for its body", reason="enclave-bad-output")
+            raise EnclaveError(f"TDX v5 quote is {len(quote)} bytes, too short for its body", reason=Reason.ENCLAVE_BAD_OUTPUT)
     else:
-        raise EnclaveError(f"TDX quote version {version} is not 4 or 5", reason="enclave-bad-output")
+        raise EnclaveError(f"TDX quote version {version} is not 4 or 5", reason=Reason.ENCLAVE_BAD_OUTPUT)
 
     def mr(off: int) -> bytes:
         return quote[base + off : base + off + _MR]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from omron_tee.errors import OmronTeeError
+from omron_tee.reasons import Reason
 
 
 def register(subparsers: Any) -> None:
@@ -57,11 +58,11 @@ def _complete(args: argparse.Namespace) -> int:
         except ValueError:
             sha = b""
         if len(sha) != 32:
-            raise OmronTeeError("--model-sha256 must be 64 hex characters", reason="config")
+            raise OmronTeeError("--model-sha256 must be 64 hex characters", reason=Reason.CONFIG)
     elif model == DEFAULT_MODEL_ID:
         sha = DEFAULT_SHA256
     else:
-        raise OmronTeeError("--model-sha256 is required for a model other than the default", reason="config")
+        raise OmronTeeError("--model-sha256 is required for a model other than the default", reason=Reason.CONFIG)
     wallet = load_wallet(args)
 
     async def go() -> Completion:
@@ -100,7 +101,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         data = json.loads(Path(args.file).read_text())
     except (OSError, ValueError) as e:
-        raise OmronTeeError(f"cannot read {args.file}: {e}", reason="config") from None
+        raise OmronTeeError(f"cannot read {args.file}: {e}", reason=Reason.CONFIG) from None
     policy = Policy.load(args.policy)
     check = verify_completion_file(data, policy=policy, verifiers=build_verifiers(policy))
     print(f"completion receipt for model {check.model_id} from miner {check.miner_hotkey}: {'VALID' if check.ok else 'INVALID'}")

@@ -37,6 +37,7 @@ from omron_tee.llm.transport import new_http, open_stream, raw_bytes
 from omron_tee.protocol import AttestResponse, b64, keys_to_json
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
+from omron_tee.reasons import Reason
 
 
 class PrivateCompletionClient:
@@ -80,7 +81,7 @@ class PrivateCompletionClient:
         self.last_rejected = tuple(rejected)
         if not accepted:
             detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"
-            raise AttestationError(f"no LLM miner's enclave passed this client's policy ({detail})", reason="no-attested-miner")
+            raise AttestationError(f"no LLM miner's enclave passed this client's policy ({detail})", reason=Reason.NO_ATTESTED_MINER)
         return accepted
 
     async def stream(self, model_id: str, prompt: str, *, max_tokens: int, model_hash: bytes, candidates: int = 3,

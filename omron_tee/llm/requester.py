@@ -19,6 +19,7 @@ from omron_tee.errors import ChannelError, OmronTeeError
 from omron_tee.exchange import AttestedSession, new_nonce
 from omron_tee.llm.stream import KEY_LEN, ChunkOpener, CompletionPayload, FrameReader, output_hash, prompt_hash, stream_info
 from omron_tee.protocol import InferRequest, loads, unb64
+from omron_tee.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -109,17 +110,17 @@ class StreamReader:
             except (KeyError, TypeError, ValueError):
                 key = b""
             if len(key) != KEY_LEN:
-                raise ChannelError("stream header carries no valid stream key", reason="stream-malformed")
+                raise ChannelError("stream header carries no valid stream key", reason=Reason.STREAM_MALFORMED)
             self._opener = ChunkOpener(key, self.pending.nonce)
             return None
         if self.result is not None:
-            raise ChannelError("data after the final chunk of the stream", reason="stream-tampered")
+            raise ChannelError("data after the final chunk of the stream", reason=Reason.STREAM_TAMPERED)
         chunk, final = self._opener.open(data)
         try:
             toks = tuple(int(t) for t in chunk.get("t", []))
             piece = unb64(chunk.get("b", ""), "stream chunk bytes")
         except (TypeError, ValueError, OmronTeeError):
-            raise ChannelError("stream chunk has malformed tokens", reason="stream-malformed") from None
+            raise ChannelError("stream chunk has malformed tokens", reason=Reason.STREAM_MALFORMED) from None
         if final:
             self._finish(chunk)
             return None
@@ -128,7 +129,7 @@ class StreamReader:
         if len(self.tokens) + len(toks) > self.pending.max_tokens:
             # Anyone can seal a stream to our reply key: only the receipt at the end is the
             # enclave's, so the stream is bounded by what was asked for, before that.
-            raise ChannelError(f"the stream carries more than the {self.pending.max_tokens} tokens asked for", reason="stream-malformed")
+            raise ChannelError(f"the stream carries more than the {self.pending.max_tokens} tokens asked for", reason=Reason.STREAM_MALFORMED)
         self.tokens.extend(toks)
         self._data.append(piece)
         return TokenChunk(self._opener.seq, toks, piece)
@@ -136,13 +137,13 @@ class StreamReader:
     def _finish(self, chunk: dict) -> None:
         elapsed = time.perf_counter() - self.started
         if chunk.get("error"):
-            raise ChannelError(f"the enclave refused the request: {chunk['error']}", reason="enclave-refused")
+            raise ChannelError(f"the enclave refused the request: {chunk['error']}", reason=Reason.ENCLAVE_REFUSED)
         if chunk.get("n_tokens") != len(self.tokens):
-            raise ChannelError(f"the final chunk counts {chunk.get('n_tokens')} tokens, {len(self.tokens)} arrived", reason="stream-truncated")
+            raise ChannelError(f"the final chunk counts {chunk.get('n_tokens')} tokens, {len(self.tokens)} arrived", reason=Reason.STREAM_TRUNCATED)
         try:
             receipt = Receipt.from_json(chunk.get("receipt"))
         except OmronTeeError:
-            raise ChannelError("the final chunk has no valid receipt", reason="bad-receipt") from None
+            raise ChannelError("the final chunk has no valid receipt", reason=Reason.BAD_RECEIPT) from None
         receipt.verify(self.pending.session.keys.signing_public)
         text = b"".join(self._data)
         mismatches = [
@@ -157,7 +158,7 @@ class StreamReader:
             if got != want
         ]
         if mismatches:
-            raise ChannelError(f"receipt does not match the request: {', '.join(mismatches)}", reason="bad-receipt")
+            raise ChannelError(f"receipt does not match the request: {', '.join(mismatches)}", reason=Reason.BAD_RECEIPT)
         self.result = Completion(
             model_id=self.pending.model_id,
             text=text.decode("utf-8", errors="replace"),
@@ -174,7 +175,7 @@ class StreamReader:
         """The verified completion; ``ChannelError`` (stream-truncated) if the stream ended early."""
         if self.result is None:
             got = "no header" if self._opener is None else f"{len(self.tokens)} tokens and no final chunk"
-            raise ChannelError(f"the stream ended before its final chunk ({got})", reason="stream-truncated")
+            raise ChannelError(f"the stream ended before its final chunk ({got})", reason=Reason.STREAM_TRUNCATED)
         if self._frames.pending:
-            raise ChannelError("trailing bytes after the final chunk", reason="stream-tampered")
+            raise ChannelError("trailing bytes after the final chunk", reason=Reason.STREAM_TAMPERED)
         return self.result

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from omron_tee.errors import ChannelError
 from omron_tee.protocol import _field, _nonce, b64, dumps, loads, unb64
+from omron_tee.reasons import Reason
 
 STREAM_INFO = b"omron-tee/llm-stream/v1"
 CHUNK_TAG = b"omron-tee/llm-chunk/v1"
@@ -98,15 +99,15 @@ class CompletionPayload:
     def from_dict(cls, d: Any) -> "CompletionPayload":
         what = "sealed completion request"
         if _field(d, "kind", what) != "completion":
-            raise ChannelError("sealed request is not a completion request", reason="malformed-message")
+            raise ChannelError("sealed request is not a completion request", reason=Reason.MALFORMED_MESSAGE)
         prompt = _field(d, "prompt", what)
         max_tokens = _field(d, "max_tokens", what)
         model = _field(d, "model", what)
         if not isinstance(prompt, str) or not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not isinstance(model, str):
-            raise ChannelError("sealed completion request has a malformed prompt, model or max_tokens", reason="malformed-message")
+            raise ChannelError("sealed completion request has a malformed prompt, model or max_tokens", reason=Reason.MALFORMED_MESSAGE)
         if not 1 <= max_tokens <= MAX_TOKENS_FIELD or len(prompt) > MAX_PROMPT_CHARS:
             # The runtime has tighter limits of its own; these keep the receipt's encoding in range.
-            raise ChannelError(f"max_tokens must be 1 to {MAX_TOKENS_FIELD} and the prompt at most {MAX_PROMPT_CHARS} characters", reason="bad-input")
+            raise ChannelError(f"max_tokens must be 1 to {MAX_TOKENS_FIELD} and the prompt at most {MAX_PROMPT_CHARS} characters", reason=Reason.BAD_INPUT)
         return cls(
             nonce=_nonce(_field(d, "nonce", what), f"{what} nonce"),
             model_id=model[:128],
@@ -137,7 +138,7 @@ class FrameReader:
         while len(self._buf) >= 4:
             (n,) = struct.unpack_from(">I", self._buf)
             if n > MAX_FRAME:
-                raise ChannelError(f"stream frame of {n} bytes exceeds {MAX_FRAME}", reason="stream-malformed")
+                raise ChannelError(f"stream frame of {n} bytes exceeds {MAX_FRAME}", reason=Reason.STREAM_MALFORMED)
             if len(self._buf) < 4 + n:
                 break
             out.append(bytes(self._buf[4 : 4 + n]))
@@ -158,10 +159,10 @@ def _pad(plaintext: bytes) -> bytes:
 
 def _unpad(padded: bytes) -> bytes:
     if len(padded) < 4:
-        raise ChannelError("stream chunk is too short", reason="stream-malformed")
+        raise ChannelError("stream chunk is too short", reason=Reason.STREAM_MALFORMED)
     (n,) = struct.unpack_from(">I", padded)
     if n > len(padded) - 4:
-        raise ChannelError("stream chunk has an impossible length", reason="stream-malformed")
+        raise ChannelError("stream chunk has an impossible length", reason=Reason.STREAM_MALFORMED)
     return padded[4 : 4 + n]
 
 
@@ -180,7 +181,7 @@ class ChunkSealer:
 
     def seal(self, chunk: dict[str, Any], *, final: bool = False) -> bytes:
         if self.closed:
-            raise ChannelError("stream already ended", reason="stream-closed")
+            raise ChannelError("stream already ended", reason=Reason.STREAM_CLOSED)
         self.seq += 1
         flag = FLAG_FINAL if final else FLAG_MORE
         body = dumps({"i": self.seq, **chunk})
@@ -200,18 +201,18 @@ class ChunkOpener:
 
     def open(self, data: bytes) -> tuple[dict[str, Any], bool]:
         if self.final:
-            raise ChannelError("data after the final chunk of the stream", reason="stream-tampered")
+            raise ChannelError("data after the final chunk of the stream", reason=Reason.STREAM_TAMPERED)
         if len(data) < 1 + 16 or data[0] not in (FLAG_MORE, FLAG_FINAL):
-            raise ChannelError("malformed stream chunk", reason="stream-malformed")
+            raise ChannelError("malformed stream chunk", reason=Reason.STREAM_MALFORMED)
         flag = data[0]
         seq = self.seq + 1
         try:
             padded = self._aead.decrypt(seq.to_bytes(12, "big"), data[1:], _aad(self._nonce, seq, flag))
         except InvalidTag:
-            raise ChannelError(f"stream chunk {seq} does not authenticate (tampered, reordered or missing chunk)", reason="stream-tampered") from None
+            raise ChannelError(f"stream chunk {seq} does not authenticate (tampered, reordered or missing chunk)", reason=Reason.STREAM_TAMPERED) from None
         chunk = loads(_unpad(padded), "stream chunk")
         if not isinstance(chunk, dict) or chunk.get("i") != seq:
-            raise ChannelError(f"stream chunk {seq} is numbered wrongly", reason="stream-tampered")
+            raise ChannelError(f"stream chunk {seq} is numbered wrongly", reason=Reason.STREAM_TAMPERED)
         self.seq = seq
         self.final = flag == FLAG_FINAL
         return chunk, self.final

@@ -14,6 +14,7 @@ from omron_tee.llm.requester import Completion, PendingCompletion, StreamReader,
 from omron_tee.protocol import dumps
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import CLIENT_KEEP_ALIVE_S, MAX_ERROR_BYTES, ReplyTooLarge, read_capped, refusal
+from omron_tee.reasons import Reason
 
 
 def new_http(timeout: float = 30.0, max_connections: int = 64) -> httpx.AsyncClient:
@@ -40,9 +41,9 @@ async def open_stream(http: httpx.AsyncClient, signer: Signer, base_url: str, pa
     try:
         resp = await http.send(req, stream=True)
     except httpx.TimeoutException:
-        raise MinerError(f"no answer from {base_url} within the timeout", reason="timeout") from None
+        raise MinerError(f"no answer from {base_url} within the timeout", reason=Reason.TIMEOUT) from None
     except httpx.TransportError as e:
-        raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason="unreachable") from None
+        raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
     if resp.status_code != 200:
         try:
             raw = await read_capped(resp, MAX_ERROR_BYTES)
@@ -70,21 +71,21 @@ async def raw_bytes(resp: httpx.Response, *, deadline_s: float = STREAM_DEADLINE
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise MinerError(f"the stream ran past its {deadline_s:g} s deadline", reason="timeout")
+                raise MinerError(f"the stream ran past its {deadline_s:g} s deadline", reason=Reason.TIMEOUT)
             try:
                 data = await asyncio.wait_for(chunks.__anext__(), left)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise MinerError(f"the stream ran past its {deadline_s:g} s deadline", reason="timeout") from None
+                raise MinerError(f"the stream ran past its {deadline_s:g} s deadline", reason=Reason.TIMEOUT) from None
             size += len(data)
             if size > max_bytes:
-                raise MinerError(f"the stream exceeds {max_bytes} bytes", reason="too-large")
+                raise MinerError(f"the stream exceeds {max_bytes} bytes", reason=Reason.TOO_LARGE)
             yield data
     except httpx.TimeoutException:
-        raise MinerError("the stream stalled past the timeout", reason="timeout") from None
+        raise MinerError("the stream stalled past the timeout", reason=Reason.TIMEOUT) from None
     except httpx.TransportError as e:
-        raise MinerError(f"the stream broke: {type(e).__name__}", reason="stream-truncated") from None
+        raise MinerError(f"the stream broke: {type(e).__name__}", reason=Reason.STREAM_TRUNCATED) from None
     finally:
         await resp.aclose()
 

@@ -25,6 +25,7 @@ from omron_tee.enclave.keys import EnclaveKeys
 from omron_tee.errors import AuthError, ChannelError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.models import ModelRegistry, load_runtime
 from omron_tee.protocol import AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, ReplyRoute, Tensor, loads
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.miner")
 
@@ -90,7 +91,7 @@ class TrustedApp:
         if request.hotkey and request.hotkey != self.hotkey:
             # Another miner relaying our enclave: evidence for its hotkey would never verify,
             # and evidence for ours would not help it, so say no in the clear.
-            raise AuthError("this enclave attests only for the hotkey it serves", reason="hotkey-mismatch")
+            raise AuthError("this enclave attests only for the hotkey it serves", reason=Reason.HOTKEY_MISMATCH)
         keys = self._keys_for(KemSuite.parse(request.kem))
         evidence = self.backend.attest(report_data_for(request.nonce, keys.public, self.hotkey))
         return AttestResponse(evidence=evidence, keys=keys.public, models=self.models, proof_systems=self.proof_systems)
@@ -99,7 +100,7 @@ class TrustedApp:
         """The channel keys a sealed request names, or ``unknown-key`` (the enclave restarted since)."""
         keys = self._by_key_id.get(key_id_)
         if keys is None:
-            raise ChannelError("this enclave holds no such key (it restarted?): attest again", reason="unknown-key")
+            raise ChannelError("this enclave holds no such key (it restarted?): attest again", reason=Reason.UNKNOWN_KEY)
         return keys
 
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -164,7 +165,7 @@ class TrustedApp:
         """A zk proof of this inference: the input stays private in it, the output is public."""
         prover = self.provers.get(model_id)
         if prover is None:
-            raise ModelError(f"model {model_id!r} is not proven with zk here", reason="zk-unsupported")
+            raise ModelError(f"model {model_id!r} is not proven with zk here", reason=Reason.ZK_UNSUPPORTED)
         if self.faults.mismatched_proof:
             x = x * 0.5  # a valid proof, but of another inference
         zp = prover.prove(x)

@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from omron_tee.errors import ModelError
 from omron_tee.models.spec import ModelSpec, read_pinned
+from omron_tee.reasons import Reason
 
 # Belt and braces beside ORT_DISABLE_TELEMETRY (omron_tee/__init__.py): no telemetry events.
 ort.disable_telemetry_events()
@@ -105,13 +106,13 @@ class OnnxModel:
     def run(self, x: np.ndarray) -> np.ndarray:
         """One inference. Raises ModelError for an input of the wrong type, dtype or shape."""
         if not isinstance(x, np.ndarray):
-            raise ModelError(f"{self._what}: input must be a numpy array, got {type(x).__name__}", reason="bad-input")
+            raise ModelError(f"{self._what}: input must be a numpy array, got {type(x).__name__}", reason=Reason.BAD_INPUT)
         if x.dtype != self._dtype:
-            raise ModelError(f"{self._what}: input dtype: expected {self.spec.input_dtype}, got {x.dtype}", reason="bad-input")
+            raise ModelError(f"{self._what}: input dtype: expected {self.spec.input_dtype}, got {x.dtype}", reason=Reason.BAD_INPUT)
         if x.shape != self.spec.input_shape:
-            raise ModelError(f"{self._what}: input shape: expected {list(self.spec.input_shape)}, got {list(x.shape)}", reason="bad-input")
+            raise ModelError(f"{self._what}: input shape: expected {list(self.spec.input_shape)}, got {list(x.shape)}", reason=Reason.BAD_INPUT)
         if self._is_float and not np.isfinite(x).all():
-            raise ModelError(f"{self._what}: input contains NaN or infinity", reason="bad-input")
+            raise ModelError(f"{self._what}: input contains NaN or infinity", reason=Reason.BAD_INPUT)
         try:
             out = self._session.run(self._fetch, {self._feed_name: np.ascontiguousarray(x)})[0]
         except Exception as e:

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from omron_tee.errors import ModelError
 from omron_tee.models.runtime import Runtime, load_runtime
 from omron_tee.models.spec import ModelSpec, read_pinned, sha256_file
+from omron_tee.reasons import Reason
 
 __all__ = ["ASSETS_DIR", "MANIFEST_PATH", "ModelRegistry", "ModelSpec", "read_pinned", "sha256_file", "spec_from_manifest_entry"]
 
@@ -225,7 +226,7 @@ class ModelRegistry:
         spec = self._specs.get(model_id)
         if spec is None:
             known = ", ".join(sorted(self._specs)) or "none"
-            raise ModelError(f"unknown model {model_id!r}; known models: {known}", reason="unknown-model")
+            raise ModelError(f"unknown model {model_id!r}; known models: {known}", reason=Reason.UNKNOWN_MODEL)
         return spec
 
     def by_sha256(self, sha256: bytes) -> ModelSpec | None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from omron_tee.errors import ModelError
 from omron_tee.models.spec import ModelSpec
+from omron_tee.reasons import Reason
 
 
 class Runtime(Protocol):
@@ -46,6 +47,6 @@ def load_runtime(spec: ModelSpec) -> Runtime:
         raise ModelError(
             f"model {spec.model_id!r} needs runtime {spec.runtime!r}, which this build does not have; "
             f"available runtimes: {', '.join(runtimes())}",
-            reason="unknown-runtime",
+            reason=Reason.UNKNOWN_RUNTIME,
         )
     return factory(spec)

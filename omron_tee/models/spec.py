@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omron_tee.errors import ModelError
+from omron_tee.reasons import Reason
 
 PROOF_SYSTEMS = ("tee", "zk")
 # The dtypes the wire protocol can carry (omron_tee.protocol.Tensor).
@@ -46,7 +47,7 @@ def read_pinned(path: Path, sha256: bytes, what: str) -> bytes:
         raise ModelError(
             f"{what}: file {path} has sha256 {got.hex()}, but the spec pins {sha256.hex()}; "
             "the file was modified or replaced - restore it or re-register it",
-            reason="model-hash-mismatch",
+            reason=Reason.MODEL_HASH_MISMATCH,
         )
     return data
 

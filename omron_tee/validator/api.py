@@ -42,6 +42,7 @@ from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.client import SignedClient
 from omron_tee.wire.server import json_response, server_config, signed_route
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.validator.api")
 
@@ -106,10 +107,10 @@ class ApiQuota:
         if self.admit != "anyone" and not caller.startswith("key:"):  # API keys are admitted by their operator
             stake = self._stake_of(caller)  # type: ignore[misc]
             if stake is None:
-                raise AuthError("this API admits registered hotkeys of the subnet only", reason="caller-not-registered")
+                raise AuthError("this API admits registered hotkeys of the subnet only", reason=Reason.CALLER_NOT_REGISTERED)
             if self.admit == "staked":
                 if stake <= 0:
-                    raise AuthError("this API admits hotkeys with stake only", reason="caller-not-staked")
+                    raise AuthError("this API admits hotkeys with stake only", reason=Reason.CALLER_NOT_STAKED)
                 total = max(self._total(), stake)  # type: ignore[misc]
                 rate = min(self.global_rate, max(self.rate_floor, self.global_rate * stake / total))
                 burst = 2.0 * rate
@@ -161,7 +162,7 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, quota: ApiQuot
         candidates, failures = [], []
         for n, r in zip(targets, results):
             if isinstance(r, BaseException):
-                reason = getattr(r, "reason", "error")
+                reason = getattr(r, "reason", Reason.ERROR)
                 failures.append({"hotkey": n.hotkey, "reason": reason})
                 if reason not in REQUEST_FAULTS:
                     validator.record(Outcome(n.hotkey, n.uid, False, reason, None, None, None, kind="relay"))

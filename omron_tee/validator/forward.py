@@ -30,9 +30,10 @@ from omron_tee.errors import AttestationError, MinerError, OmronTeeError
 from omron_tee.exchange import AttestedSession, check_attestation, new_nonce, open_result, seal_request
 from omron_tee.models import ModelRegistry, load_runtime, outputs_match, sample_input
 from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse
-from omron_tee.validator.identity import ENCLAVE_SHARED, IdentityRegistry, identities_of
+from omron_tee.validator.identity import IdentityRegistry, identities_of
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.client import SignedClient
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.validator")
 
@@ -102,7 +103,7 @@ class Prober:
         session = check_attestation(response, nonce=nonce, hotkey=neuron.hotkey, policy=self.policy, registry=self.verifiers, kem=self.kem, ttl=self.session_ttl)
         conflict = self.identities.claim(neuron.hotkey, identities_of(session.keys, session.verdict.claims))
         if conflict is not None:
-            raise AttestationError(conflict, reason=ENCLAVE_SHARED)
+            raise AttestationError(conflict, reason=Reason.ENCLAVE_SHARED)
         return session
 
     def _pick_proof_system(self, neuron: Neuron, model_id: str | None) -> tuple[str, str | None]:
@@ -132,7 +133,7 @@ class Prober:
             async with asyncio.timeout(deadline):
                 result = await self._probe(neuron, model_id, proof_system)
         except TimeoutError:
-            result = self._fail(neuron, model_id, "timeout", f"the exchange took longer than its {deadline:.1f} s deadline", None, proof_system=proof_system)
+            result = self._fail(neuron, model_id, Reason.TIMEOUT, f"the exchange took longer than its {deadline:.1f} s deadline", None, proof_system=proof_system)
         except Exception as e:  # noqa: BLE001 - a bug of ours met by a miner's bytes: see _validator_fault
             return self._validator_fault(neuron, model_id, proof_system, e)
         self._faults.pop(neuron.hotkey, None)
@@ -146,15 +147,15 @@ class Prober:
         self._faults[neuron.hotkey] = n
         log.error("validator fault while probing uid %d (%d in a row): %s", neuron.uid, n, type(error).__name__)
         if n >= MAX_UNCHARGED_FAULTS:
-            return self._fail(neuron, model_id, "internal-error", f"probing this miner failed in the validator {n} times in a row ({type(error).__name__})", None, proof_system=proof_system)
-        outcome = Outcome(neuron.hotkey, neuron.uid, False, "validator-fault", None, None, None, kind="validator-fault", proof_system=proof_system)
+            return self._fail(neuron, model_id, Reason.INTERNAL_ERROR, f"probing this miner failed in the validator {n} times in a row ({type(error).__name__})", None, proof_system=proof_system)
+        outcome = Outcome(neuron.hotkey, neuron.uid, False, Reason.VALIDATOR_FAULT, None, None, None, kind="validator-fault", proof_system=proof_system)
         return ProbeResult(outcome, model_id, f"validator fault ({type(error).__name__}), not charged to the miner")
 
     async def _probe(self, neuron: Neuron, model_id: str, proof_system: str) -> ProbeResult:
         zk = proof_system == "zk"
         spec = self.models.get(model_id)
         if neuron.endpoint is None:
-            return self._fail(neuron, model_id, "not-serving", "miner has no endpoint on chain", None)
+            return self._fail(neuron, model_id, Reason.NOT_SERVING, "miner has no endpoint on chain", None)
         attested: bool | None = None
         rtt = 0.0
         try:
@@ -175,7 +176,7 @@ class Prober:
             attested = True
             offer = self._offers.get(neuron.hotkey)
             if zk and (offer is None or not offer.offers(model_id, "zk")):
-                return self._fail(neuron, model_id, "zk-unsupported", f"miner does not offer zk proofs of {model_id}", True, proof_system=proof_system)
+                return self._fail(neuron, model_id, Reason.ZK_UNSUPPORTED, f"miner does not offer zk proofs of {model_id}", True, proof_system=proof_system)
             x = sample_input(spec, self.rng)
             request, pending = seal_request(session, model_id, x, nonce=request_nonce, proof_system=proof_system)
             t0 = time.perf_counter()
@@ -184,7 +185,7 @@ class Prober:
             rtt += time.perf_counter() - t0
             result = open_result(pending, InferResponse.from_json(raw), model_hash=spec.sha256)
         except MinerError as e:
-            if e.reason == "unknown-key":
+            if e.reason == Reason.UNKNOWN_KEY:
                 self.forget(neuron.hotkey)
             return self._fail(neuron, model_id, e.reason, str(e), attested, proof_system=proof_system)
         except OmronTeeError as e:
@@ -195,15 +196,15 @@ class Prober:
             verifier = self.zk_verifiers.get(model_id)
             try:
                 if verifier is None:
-                    raise OmronTeeError(f"no zk verifier for {model_id}", reason="zk-unsupported")
+                    raise OmronTeeError(f"no zk verifier for {model_id}", reason=Reason.ZK_UNSUPPORTED)
                 verifier.verify(result.proof, result.output, input=x)
             except OmronTeeError as e:
-                correct = False if e.reason == "zk-output-mismatch" else None
+                correct = False if e.reason == Reason.ZK_OUTPUT_MISMATCH else None
                 return self._fail(neuron, model_id, e.reason, str(e), True, correct=correct, proof_system=proof_system)
         expected = self.reference[model_id].run(x)
         if not outputs_match(spec, expected, result.output):
-            return self._fail(neuron, model_id, "wrong-output", "output differs from the validator's recomputation", True, correct=False, proof_system=proof_system)
-        outcome = Outcome(neuron.hotkey, neuron.uid, True, "ok", rtt, True, True, proof_system=proof_system, prove_s=prove_s)
+            return self._fail(neuron, model_id, Reason.WRONG_OUTPUT, "output differs from the validator's recomputation", True, correct=False, proof_system=proof_system)
+        outcome = Outcome(neuron.hotkey, neuron.uid, True, Reason.OK, rtt, True, True, proof_system=proof_system, prove_s=prove_s)
         what = f"proof verified, correct in {rtt * 1000:.1f} ms (proving {prove_s * 1000:.0f} ms)" if zk and prove_s is not None else f"verified and correct in {rtt * 1000:.1f} ms"
         return ProbeResult(outcome, model_id, what)
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from omron_tee.attestation.evidence import Claims
 from omron_tee.attestation.binding import EnclavePublicKeys
 
-ENCLAVE_SHARED = "enclave-shared"
 MAX_IDENTITIES_PER_HOTKEY = 64  # an enclave that restarts gets new keys; old ones age out
 
 

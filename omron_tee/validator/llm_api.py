@@ -49,6 +49,7 @@ from omron_tee.validator.relay import MAX_CANDIDATES, all_failed, parse_relay_re
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.server import error_response, guarded, json_response, read_body
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.validator.api")
 
@@ -80,7 +81,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
         if allow_bearer and auth.lower().startswith("bearer "):
             digest = hashlib.sha256(auth[7:].strip().encode()).digest()
             if not any(hmac.compare_digest(digest, d) for d in key_digests):
-                raise AuthError("unknown API key", reason="bad-api-key")
+                raise AuthError("unknown API key", reason=Reason.BAD_API_KEY)
             caller = "key:" + digest.hex()[:16]
         else:
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -91,7 +92,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
     def check_model(model: Any) -> str:
         model = str(model)
         if model not in state.llm_models():
-            raise ModelError(f"unknown LLM {model!r}; offered: {', '.join(state.llm_models()) or 'none'}", reason="unknown-model")
+            raise ModelError(f"unknown LLM {model!r}; offered: {', '.join(state.llm_models()) or 'none'}", reason=Reason.UNKNOWN_MODEL)
         return model
 
     # --- path 1: private, the validator relays ciphertext -----------------------------
@@ -124,7 +125,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
         candidates, failures = [], []
         for n, r in zip(targets, results):
             if isinstance(r, BaseException):
-                failures.append({"hotkey": n.hotkey, "reason": getattr(r, "reason", "error")})
+                failures.append({"hotkey": n.hotkey, "reason": getattr(r, "reason", Reason.ERROR)})
             elif r.pop("serves"):
                 candidates.append(r)
         return json_response({"candidates": candidates[:count], "failures": failures})
@@ -147,7 +148,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
             except MinerError as e:
                 record_failure(validator, neuron, e.reason, tried)
                 continue
-            tried.append({"hotkey": hotkey, "reason": "ok"})
+            tried.append({"hotkey": hotkey, "reason": Reason.OK})
             return StreamingResponse(
                 _relay(resp, validator, neuron, t0, deadline_s=max(0.05, left - (time.perf_counter() - t0))),
                 media_type=STREAM_MEDIA_TYPE,
@@ -185,7 +186,7 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
         except OmronTeeError as e:
             validator.record(Outcome(neuron.hotkey, neuron.uid, False, e.reason, None, True, None, kind="relay"))
             return _openai_error(e)
-        validator.record(Outcome(neuron.hotkey, neuron.uid, True, "ok", None, True, None, kind="relay"))
+        validator.record(Outcome(neuron.hotkey, neuron.uid, True, Reason.OK, None, True, None, kind="relay"))
         return json_response({
             "id": cid, "object": "text_completion", "created": created, "model": model,
             "choices": [{"text": c.text, "index": 0, "logprobs": None, "finish_reason": c.finish_reason}],
@@ -207,7 +208,7 @@ async def _relay(resp: Any, validator: Any, neuron: Any, t0: float, *, deadline_
     except MinerError:
         pass  # the client sees the stream end without its final chunk: truncated
     finally:
-        validator.record(Outcome(neuron.hotkey, neuron.uid, ok, "ok" if ok else "stream-truncated",
+        validator.record(Outcome(neuron.hotkey, neuron.uid, ok, Reason.OK if ok else Reason.STREAM_TRUNCATED,
                                  None, None, None, kind="relay"))  # an LLM stream's length is not a latency
 
 
@@ -224,9 +225,9 @@ def _openai_request(data: Any, check_model) -> tuple[str, str, int, bool]:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= MAX_NEW_TOKENS:
         raise ProtocolError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
     if data.get("temperature", 0) not in (0, 0.0, None):
-        raise ProtocolError("only greedy decoding is served (temperature 0): outputs must be reproducible to be verified", reason="unsupported")
+        raise ProtocolError("only greedy decoding is served (temperature 0): outputs must be reproducible to be verified", reason=Reason.UNSUPPORTED)
     if data.get("n", 1) != 1 or data.get("best_of", 1) not in (1, None) or data.get("echo") or data.get("logprobs") or data.get("stop") or data.get("suffix"):
-        raise ProtocolError("n, best_of, echo, logprobs, stop and suffix are not supported", reason="unsupported")
+        raise ProtocolError("n, best_of, echo, logprobs, stop and suffix are not supported", reason=Reason.UNSUPPORTED)
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
         raise ProtocolError("stream must be true or false")
@@ -247,7 +248,7 @@ async def _start_completion(state: Any, validator: Any, model: str, prompt: str,
             reasons.append(f"uid {neuron.uid}: {e.reason}")
             if model in state.served.get(neuron.hotkey, ()):  # only a known LLM miner is scored on an LLM request
                 validator.record(Outcome(neuron.hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
-    raise MinerError("no attested miner serving this model answered" + (f" ({'; '.join(reasons)})" if reasons else ""), reason="all-miners-failed")
+    raise MinerError("no attested miner serving this model answered" + (f" ({'; '.join(reasons)})" if reasons else ""), reason=Reason.ALL_MINERS_FAILED)
 
 
 async def _sse(resp: Any, reader: StreamReader, cid: str, created: int, model: str, neuron: Any, validator: Any) -> AsyncIterator[bytes]:
@@ -272,7 +273,7 @@ async def _sse(resp: Any, reader: StreamReader, cid: str, created: int, model: s
         yield event({"error": {"message": str(e), "type": e.reason, "code": e.reason}})
         yield b"data: [DONE]\n\n"
         return
-    validator.record(Outcome(neuron.hotkey, neuron.uid, True, "ok", None, True, None, kind="relay"))
+    validator.record(Outcome(neuron.hotkey, neuron.uid, True, Reason.OK, None, True, None, kind="relay"))
     yield chunk_event(decoder.decode(b"", final=True), c.finish_reason, usage=_usage(c), omron_tee=_provenance(c, neuron))
     yield b"data: [DONE]\n\n"
 

@@ -33,6 +33,7 @@ from omron_tee.llm.transport import new_http, open_stream, read_completion
 from omron_tee.protocol import AttestRequest, AttestResponse
 from omron_tee.validator.forward import MAX_ATTEST_REPLY_BYTES, ProbeResult
 from omron_tee.validator.scoring import Outcome
+from omron_tee.reasons import Reason
 
 BENCH_MAX_TOKENS = 16
 
@@ -80,7 +81,7 @@ class LlmState:
         nonce = new_nonce()
         resp = await self.attest(neuron, nonce)
         if model_id not in resp.models:  # checked first: a miner is not scored on a model it does not offer
-            raise ModelError(f"miner does not serve {model_id!r}", reason="model-not-served")
+            raise ModelError(f"miner does not serve {model_id!r}", reason=Reason.MODEL_NOT_SERVED)
         return self.prober.verify_attestation(neuron, resp, nonce)
 
     async def complete(self, neuron: Neuron, session: AttestedSession, model_id: str, prompt: str, max_tokens: int, *,
@@ -176,19 +177,19 @@ class LlmProber:
             async with asyncio.timeout(deadline):
                 c = await self.state.complete(neuron, session, mid, prompt, self.max_tokens)
         except TimeoutError:
-            return _fail(neuron, mid, "timeout", f"the completion took longer than its {deadline:.1f} s deadline", True)
+            return _fail(neuron, mid, Reason.TIMEOUT, f"the completion took longer than its {deadline:.1f} s deadline", True)
         except OmronTeeError as e:
             return _fail(neuron, mid, e.reason, str(e), True)
         except Exception as e:  # noqa: BLE001 - our bug met by a miner's bytes: logged, not charged
             log.error("validator fault in an LLM probe of uid %d: %s", neuron.uid, type(e).__name__)
-            return ProbeResult(Outcome(neuron.hotkey, neuron.uid, False, "validator-fault", None, True, None, kind="validator-fault", workload="llm"),
+            return ProbeResult(Outcome(neuron.hotkey, neuron.uid, False, Reason.VALIDATOR_FAULT, None, True, None, kind="validator-fault", workload="llm"),
                                mid, f"validator fault ({type(e).__name__}), not charged to the miner")
         j = judge(expected, c.tokens, self.max_tokens)
         speed = _speed(c)
         if not j.correct:
-            return _fail(neuron, mid, "wrong-output", f"completion differs from the validator's reference: {j.reason}", True, correct=False)
+            return _fail(neuron, mid, Reason.WRONG_OUTPUT, f"completion differs from the validator's reference: {j.reason}", True, correct=False)
         latency = token_latency(c)
-        outcome = Outcome(neuron.hotkey, neuron.uid, True, "ok", latency, True, True, workload="llm")
+        outcome = Outcome(neuron.hotkey, neuron.uid, True, Reason.OK, latency, True, True, workload="llm")
         return ProbeResult(outcome, mid, f"{len(c.tokens)} tokens match the reference ({j.common_prefix}/{j.reference_len}); {speed}")
 
 

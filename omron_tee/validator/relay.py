@@ -18,13 +18,14 @@ from omron_tee.errors import MinerError, ProtocolError
 from omron_tee.protocol import InferRequest, _field
 from omron_tee.validator.core import Validator
 from omron_tee.validator.scoring import Outcome
+from omron_tee.reasons import Reason
 
 MAX_CANDIDATES = 8
 MAX_DEADLINE_MS = 60_000
 
 # Refusals caused by the client's own request (bad ciphertext, stale key...), not by the
 # miner: not even counted against it in the summaries.
-REQUEST_FAULTS = frozenset({"tampered-ciphertext", "malformed-message", "bad-key", "unknown-key", "unsupported-suite", "too-large"})
+REQUEST_FAULTS = frozenset({Reason.TAMPERED_CIPHERTEXT, Reason.MALFORMED_MESSAGE, Reason.BAD_KEY, Reason.UNKNOWN_KEY, Reason.UNSUPPORTED_SUITE, Reason.TOO_LARGE})
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,10 @@ def relay_targets(validator: Validator, request: RelayRequest, tried: list[dict[
         neuron = by_hotkey.get(hotkey)
         left = deadline - time.monotonic()
         if left <= 0.05:
-            tried.append({"hotkey": hotkey, "reason": "deadline"})
+            tried.append({"hotkey": hotkey, "reason": Reason.DEADLINE})
             return
         if neuron is None or neuron.endpoint is None:
-            tried.append({"hotkey": hotkey, "reason": "not-serving"})
+            tried.append({"hotkey": hotkey, "reason": Reason.NOT_SERVING})
             continue
         yield hotkey, sealed, neuron, left
 
@@ -68,9 +69,9 @@ def record_failure(validator: Validator, neuron: Neuron, reason: str, tried: lis
 
 
 def record_success(validator: Validator, neuron: Neuron, started: float, tried: list[dict[str, str]]) -> None:
-    tried.append({"hotkey": neuron.hotkey, "reason": "ok"})
-    validator.record(Outcome(neuron.hotkey, neuron.uid, True, "ok", time.perf_counter() - started, None, None, kind="relay"))
+    tried.append({"hotkey": neuron.hotkey, "reason": Reason.OK})
+    validator.record(Outcome(neuron.hotkey, neuron.uid, True, Reason.OK, time.perf_counter() - started, None, None, kind="relay"))
 
 
 def all_failed(tried: list[dict[str, str]]) -> MinerError:
-    return MinerError("no miner answered within the deadline: " + ", ".join(f"{t['hotkey'][:8]}…:{t['reason']}" for t in tried), reason="all-miners-failed")
+    return MinerError("no miner answered within the deadline: " + ", ".join(f"{t['hotkey'][:8]}…:{t['reason']}" for t in tried), reason=Reason.ALL_MINERS_FAILED)

@@ -31,6 +31,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omron_tee.reasons import Reason
+
 ALPHA = 0.1  # how far one verified answer moves the score toward its target
 FAILURE_DECAY = 0.2  # fraction of the score a failure takes away
 RT_WEIGHT = 0.5  # share of the target that response time can take away
@@ -152,7 +154,7 @@ class ScoreBook:
                 rec.incorrect += 1
             # Reasons can come from a miner's own refusals: a bounded table, so a miner
             # inventing a new reason per probe cannot grow the record without end.
-            reason = outcome.reason if outcome.reason in rec.reasons or len(rec.reasons) < MAX_REASONS else "other"
+            reason = outcome.reason if outcome.reason in rec.reasons or len(rec.reasons) < MAX_REASONS else Reason.OTHER
             rec.reasons[reason] = rec.reasons.get(reason, 0) + 1
             if not outcome.ok:
                 rec.failures += 1

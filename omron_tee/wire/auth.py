@@ -15,16 +15,17 @@ import bittensor as bt
 from bittensor import http_auth
 
 from omron_tee.errors import AuthError
+from omron_tee.reasons import Reason
 
 # Requests older than this are refused as stale (and replays within it are caught by the nonce store).
 MAX_REQUEST_AGE = 10.0
 
-_REASONS: dict[type, str] = {
-    http_auth.MalformedAuth: "malformed-auth",
-    http_auth.WrongReceiver: "wrong-receiver",
-    http_auth.StaleRequest: "stale-request",
-    http_auth.ReplayedRequest: "replayed-request",
-    http_auth.BadSignature: "bad-signature",
+_REASONS: dict[type, Reason] = {
+    http_auth.MalformedAuth: Reason.MALFORMED_AUTH,
+    http_auth.WrongReceiver: Reason.WRONG_RECEIVER,
+    http_auth.StaleRequest: Reason.STALE_REQUEST,
+    http_auth.ReplayedRequest: Reason.REPLAYED_REQUEST,
+    http_auth.BadSignature: Reason.BAD_SIGNATURE,
 }
 
 
@@ -72,8 +73,8 @@ class RequestVerifier:
                 nonce_store=self._nonces,
             )
         except http_auth.AuthError as e:
-            raise AuthError(str(e), reason=_REASONS.get(type(e), "unauthorized")) from None
+            raise AuthError(str(e), reason=_REASONS.get(type(e), Reason.UNAUTHORIZED)) from None
         refusal = self.admission.check(caller.hotkey_ss58)
         if refusal is not None:
-            raise AuthError(refusal, reason="caller-not-permitted")
+            raise AuthError(refusal, reason=Reason.CALLER_NOT_PERMITTED)
         return caller.hotkey_ss58

@@ -25,6 +25,7 @@ import httpx
 from omron_tee.errors import MinerError, ProtocolError
 from omron_tee.protocol import dumps, loads
 from omron_tee.wire.auth import Signer
+from omron_tee.reasons import Reason
 
 # Peers (uvicorn) close idle connections after SERVER_KEEP_ALIVE_S; we stop reusing
 # ours after CLIENT_KEEP_ALIVE_S, so we never send on a connection being closed.
@@ -46,7 +47,7 @@ async def read_capped(resp: httpx.Response, limit: int) -> bytes:
     """The body of ``resp``, refused (``ReplyTooLarge``) past ``limit`` bytes without reading further."""
     encoding = resp.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise MinerError(f"the answer uses content encoding {encoding[:16]!r}; only identity is accepted", reason="malformed-reply")
+        raise MinerError(f"the answer uses content encoding {encoding[:16]!r}; only identity is accepted", reason=Reason.MALFORMED_REPLY)
     declared = resp.headers.get("content-length")
     if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
         raise ReplyTooLarge
@@ -110,13 +111,13 @@ class SignedClient:
                 except _RETRYABLE as e:
                     if attempt == 0 and deadline - time.monotonic() > 0.05:
                         continue
-                    raise MinerError(f"{base_url} closed the connection before answering ({type(e).__name__})", reason="disconnected") from None
+                    raise MinerError(f"{base_url} closed the connection before answering ({type(e).__name__})", reason=Reason.DISCONNECTED) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _exchange(self, base_url: str, path: str, body: bytes, headers: dict[str, str], deadline: float, limit: int) -> Any:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise MinerError(f"no answer from {base_url} within the deadline", reason="timeout")
+            raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT)
         try:
             async with asyncio.timeout(left):
                 # httpx's own timeouts no shorter than the deadline: the deadline alone decides.
@@ -126,19 +127,19 @@ class SignedClient:
                         raise refusal(base_url, path, resp.status_code, await _read_error(resp))
                     raw = await read_capped(resp, limit)
         except TimeoutError:
-            raise MinerError(f"no answer from {base_url} within the deadline", reason="timeout") from None
+            raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT) from None
         except httpx.TimeoutException:
-            raise MinerError(f"no answer from {base_url} within the timeout", reason="timeout") from None
+            raise MinerError(f"no answer from {base_url} within the timeout", reason=Reason.TIMEOUT) from None
         except ReplyTooLarge:
-            raise MinerError(f"the answer from {base_url} exceeds {limit} bytes", reason="too-large") from None
+            raise MinerError(f"the answer from {base_url} exceeds {limit} bytes", reason=Reason.TOO_LARGE) from None
         except _RETRYABLE:
             raise
         except httpx.TransportError as e:
-            raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason="unreachable") from None
+            raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
         try:
             return loads(raw, "reply", max_bytes=limit)
         except ProtocolError as e:
-            reason = e.reason if e.reason in ("too-deep", "too-large") else "malformed-reply"
+            reason = e.reason if e.reason in (Reason.TOO_DEEP, Reason.TOO_LARGE) else Reason.MALFORMED_REPLY
             raise MinerError(str(e), reason=reason) from None
 
     async def aclose(self) -> None:
@@ -156,7 +157,7 @@ async def _read_error(resp: httpx.Response) -> bytes:
 
 def refusal(base_url: str, path: str, status: int, raw: bytes) -> MinerError:
     """The peer's named refusal (``{"error": {"reason", "message"}}``), or ``http-error``."""
-    reason, message = "http-error", f"HTTP {status}"
+    reason, message = Reason.HTTP_ERROR, f"HTTP {status}"
     try:
         err = loads(raw, "error body", max_bytes=MAX_ERROR_BYTES)["error"]
         r, m = err["reason"], err["message"]

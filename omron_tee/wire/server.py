@@ -19,6 +19,7 @@ from omron_tee.errors import AuthError, ChannelError, MinerError, ModelError, Om
 from omron_tee.protocol import dumps, loads
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.client import SERVER_KEEP_ALIVE_S
+from omron_tee.reasons import Reason
 
 MAX_BODY = 8 * 1024 * 1024
 
@@ -39,14 +40,14 @@ def server_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
 
 
 def error_response(e: OmronTeeError) -> JSONResponse:
-    if e.reason == "too-large":
+    if e.reason == Reason.TOO_LARGE:
         return JSONResponse({"error": {"reason": e.reason, "message": str(e)}}, status_code=413)
     status = 500
     for cls, code in _STATUS:
         if isinstance(e, cls):
             status = code
             break
-    if status == 401 and e.reason == "caller-not-permitted":
+    if status == 401 and e.reason == Reason.CALLER_NOT_PERMITTED:
         status = 403
     return JSONResponse({"error": {"reason": e.reason, "message": str(e)}}, status_code=status)
 
@@ -63,12 +64,12 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     so an oversized body must never be read into memory whole)."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ProtocolError(f"request body exceeds {limit} bytes", reason="too-large")
+        raise ProtocolError(f"request body exceeds {limit} bytes", reason=Reason.TOO_LARGE)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ProtocolError(f"request body exceeds {limit} bytes", reason="too-large")
+            raise ProtocolError(f"request body exceeds {limit} bytes", reason=Reason.TOO_LARGE)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -89,7 +90,7 @@ def guarded(handler: Route, log: logging.Logger) -> Route:
             return error_response(e)
         except Exception as e:  # noqa: BLE001
             log.error("internal error on %s %s: %s", request.method, request.url.path, type(e).__name__)
-            return error_response(OmronTeeError(f"internal error ({type(e).__name__})", reason="internal-error"))
+            return error_response(OmronTeeError(f"internal error ({type(e).__name__})", reason=Reason.INTERNAL_ERROR))
 
     return route
 

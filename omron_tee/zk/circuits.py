@@ -43,6 +43,7 @@ from omron_tee.config import is_local
 from omron_tee.errors import ConfigError
 from omron_tee.models.spec import ModelSpec, read_pinned
 from omron_tee.zk.errors import ZkError
+from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.zk")
 
@@ -76,7 +77,7 @@ def ezkl_module() -> Any:
     try:
         import ezkl
     except ImportError:
-        raise ZkError("the zk proof system needs the 'ezkl' package (pip install ezkl==23.0.5)", reason="zk-unavailable") from None
+        raise ZkError("the zk proof system needs the 'ezkl' package (pip install ezkl==23.0.5)", reason=Reason.ZK_UNAVAILABLE) from None
     return ezkl
 
 
@@ -180,7 +181,7 @@ def dev_srs(logrows: int, *, cache_dir: Path, network: str, create: bool = True)
     with _locked(cache_dir / "dev-srs" / ".lock"):
         if not path.is_file():
             if not create:
-                raise ZkError(f"no development SRS at {path}: build the circuit first (omron-tee circuits build MODEL --dev-srs)", reason="zk-not-built")
+                raise ZkError(f"no development SRS at {path}: build the circuit first (omron-tee circuits build MODEL --dev-srs)", reason=Reason.ZK_NOT_BUILT)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             call(ezkl_module().gen_srs, str(tmp), logrows)
             os.replace(tmp, path)
@@ -332,7 +333,7 @@ def _build_settings(spec: ModelSpec, d: Path, *, max_logrows: int | None, input_
         except Exception as e:  # ezkl raises RuntimeError; the calibration inputs are public samples
             errors.append(f"max_logrows={limit}: {str(e)[:300]}")
     else:
-        raise ZkError(f"cannot calibrate a circuit for {spec.model_id!r}: {'; '.join(errors)}", reason="zk-build-failed")
+        raise ZkError(f"cannot calibrate a circuit for {spec.model_id!r}: {'; '.join(errors)}", reason=Reason.ZK_BUILD_FAILED)
     call(ezkl.compile_circuit, str(model), str(compiled), str(settings))
     s = json.loads(settings.read_text())
     logrows = int(s["run_args"]["logrows"])
@@ -409,7 +410,7 @@ def build_circuit(
     something is missing.
     """
     if "zk" not in spec.proof_systems:
-        raise ZkError(f"model {spec.model_id!r} declares proof systems {list(spec.proof_systems)}, not zk", reason="zk-unsupported")
+        raise ZkError(f"model {spec.model_id!r} declares proof systems {list(spec.proof_systems)}, not zk", reason=Reason.ZK_UNSUPPORTED)
     if spec.runtime != "onnx":
         raise ZkError(f"model {spec.model_id!r} runs on {spec.runtime!r}; zk circuits are built from ONNX models")
     if input_visibility not in VISIBILITIES:
@@ -422,7 +423,7 @@ def build_circuit(
         meta = _read_meta(d)
         if not _meta_current(meta, spec, input_visibility) or not (d / "model.compiled").is_file():
             if not build:
-                raise ZkError(f"no circuit for {spec.model_id!r} in {cache}: run `omron-tee circuits build {spec.model_id}`", reason="zk-not-built")
+                raise ZkError(f"no circuit for {spec.model_id!r} in {cache}: run `omron-tee circuits build {spec.model_id}`", reason=Reason.ZK_NOT_BUILT)
             log.info("building the zk circuit of %s (sha256 %s…)", spec.model_id, spec.sha256_hex[:16])
             meta = _build_settings(spec, d, max_logrows=max_logrows, input_visibility=input_visibility)
         assert meta is not None
@@ -438,16 +439,16 @@ def build_circuit(
         keys_ok = have == want and circuit.vk_path.is_file() and (circuit.pk_path.is_file() or not proving_key)
         if not keys_ok:
             if not build:
-                raise ZkError(f"no keys for {spec.model_id!r} with SRS {srs.path} in {cache}: run `omron-tee circuits build`", reason="zk-not-built")
+                raise ZkError(f"no keys for {spec.model_id!r} with SRS {srs.path} in {cache}: run `omron-tee circuits build`", reason=Reason.ZK_NOT_BUILT)
             kd.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             vk_tmp, pk_tmp = kd / f".vk.{os.getpid()}.tmp", kd / f".pk.{os.getpid()}.tmp"
             try:
                 ok = call(ezkl.setup, str(circuit.compiled_path), str(vk_tmp), str(pk_tmp), srs_path=str(srs.path))
             except Exception as e:
-                raise ZkError(f"ezkl setup failed for {spec.model_id!r} with SRS {srs.path}: {str(e)[:300]}", reason="zk-build-failed") from None
+                raise ZkError(f"ezkl setup failed for {spec.model_id!r} with SRS {srs.path}: {str(e)[:300]}", reason=Reason.ZK_BUILD_FAILED) from None
             if ok is False:
-                raise ZkError(f"ezkl setup failed for {spec.model_id!r}", reason="zk-build-failed")
+                raise ZkError(f"ezkl setup failed for {spec.model_id!r}", reason=Reason.ZK_BUILD_FAILED)
             os.replace(vk_tmp, circuit.vk_path)
             os.replace(pk_tmp, circuit.pk_path)
             _write_atomic(marker, json.dumps(want).encode())

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from omron_tee.zk.circuits import Circuit, call, ezkl_module, input_json
-from omron_tee.zk.errors import ZK_PROVE_FAILED, ZkError
+from omron_tee.zk.errors import ZkError
+from omron_tee.reasons import Reason
 
 # Only these fields of ezkl's proof file are needed to verify; the rest repeats them.
 PROOF_FIELDS = ("protocol", "instances", "proof", "split", "version")
@@ -52,7 +53,7 @@ class ZkProver:
     def __init__(self, circuit: Circuit) -> None:
         for p in (circuit.compiled_path, circuit.pk_path, circuit.srs.path):
             if not p.is_file():
-                raise ZkError(f"zk artifact {p} is missing: build the circuit of {circuit.model_id!r} first", reason="zk-not-built")
+                raise ZkError(f"zk artifact {p} is missing: build the circuit of {circuit.model_id!r} first", reason=Reason.ZK_NOT_BUILT)
         self.circuit = circuit
         self.ezkl = ezkl_module()
 
@@ -70,7 +71,7 @@ class ZkProver:
                     t_w = time.perf_counter() - t0
                     call(self.ezkl.prove, witness, str(c.compiled_path), str(c.pk_path), proof_path, srs_path=str(c.srs.path))
                 except Exception as e:  # the message may quote the witness: name only the kind
-                    raise ZkError(f"zk proving failed for {c.model_id!r} ({type(e).__name__})", reason=ZK_PROVE_FAILED) from None
+                    raise ZkError(f"zk proving failed for {c.model_id!r} ({type(e).__name__})", reason=Reason.ZK_PROVE_FAILED) from None
             raw = Path(proof_path).read_bytes()
         finally:
             for p in (witness, proof_path):

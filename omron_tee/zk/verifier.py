@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from omron_tee.zk.circuits import Circuit, call, ezkl_module
-from omron_tee.zk.errors import ZK_INPUT_MISMATCH, ZK_OUTPUT_MISMATCH, ZK_PROOF_INVALID, ZkError, ZkRefused
+from omron_tee.zk.errors import ZkError, ZkRefused
+from omron_tee.reasons import Reason
 
 MAX_PROOF_BYTES = 1 << 20
 
@@ -42,7 +43,7 @@ class ZkVerifier:
     def __init__(self, circuit: Circuit) -> None:
         for p in (circuit.settings_path, circuit.vk_path, circuit.srs.path):
             if not p.is_file():
-                raise ZkError(f"zk artifact {p} is missing: build the circuit of {circuit.model_id!r} first", reason="zk-not-built")
+                raise ZkError(f"zk artifact {p} is missing: build the circuit of {circuit.model_id!r} first", reason=Reason.ZK_NOT_BUILT)
         self.circuit = circuit
         self.ezkl = ezkl_module()
 
@@ -54,9 +55,9 @@ class ZkVerifier:
         t0 = time.perf_counter()
         c = self.circuit
         if not proof:
-            raise ZkRefused("the answer carries no zk proof", reason=ZK_PROOF_INVALID)
+            raise ZkRefused("the answer carries no zk proof", reason=Reason.ZK_PROOF_INVALID)
         if len(proof) > MAX_PROOF_BYTES:
-            raise ZkRefused(f"zk proof of {len(proof)} bytes exceeds {MAX_PROOF_BYTES}", reason=ZK_PROOF_INVALID)
+            raise ZkRefused(f"zk proof of {len(proof)} bytes exceeds {MAX_PROOF_BYTES}", reason=Reason.ZK_PROOF_INVALID)
         try:
             doc = json.loads(proof)
             flat = [str(f) for inst in doc["instances"] for f in inst]
@@ -65,7 +66,7 @@ class ZkVerifier:
                 raise ValueError
             prefix, felts = flat[:-n_out], flat[-n_out:]  # outputs are the last public instances
         except (ValueError, KeyError, TypeError, IndexError):
-            raise ZkRefused("zk proof is malformed", reason=ZK_PROOF_INVALID) from None
+            raise ZkRefused("zk proof is malformed", reason=Reason.ZK_PROOF_INVALID) from None
         fd, path = tempfile.mkstemp(prefix="omron-zk-", suffix=".proof")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -74,25 +75,25 @@ class ZkVerifier:
                 try:
                     ok = call(self.ezkl.verify, path, str(c.settings_path), str(c.vk_path), srs_path=str(c.srs.path))
                 except Exception as e:  # ezkl raises for undecodable points, unsatisfied constraints, ...
-                    raise ZkRefused(f"zk proof does not verify: {str(e)[:160]}", reason=ZK_PROOF_INVALID) from None
+                    raise ZkRefused(f"zk proof does not verify: {str(e)[:160]}", reason=Reason.ZK_PROOF_INVALID) from None
         finally:
             Path(path).unlink(missing_ok=True)
         if ok is not True:
-            raise ZkRefused("zk proof does not verify", reason=ZK_PROOF_INVALID)
+            raise ZkRefused("zk proof does not verify", reason=Reason.ZK_PROOF_INVALID)
         try:
             proven = c.dequantise(felts)
         except (ZkError, ValueError, RuntimeError):
-            raise ZkRefused("zk proof's public outputs do not fit the circuit", reason=ZK_PROOF_INVALID) from None
+            raise ZkRefused("zk proof's public outputs do not fit the circuit", reason=Reason.ZK_PROOF_INVALID) from None
         if input is not None and c.input_visibility != "private":
             try:
                 want = c.input_instances(input)
             except Exception:  # an input the circuit cannot represent is not the one proven
                 want = None
             if prefix != want:
-                raise ZkRefused("zk proof is not about the requester's input", reason=ZK_INPUT_MISMATCH)
+                raise ZkRefused("zk proof is not about the requester's input", reason=Reason.ZK_INPUT_MISMATCH)
         if not c.within_tolerance(proven, claimed):
             raise ZkRefused(
                 f"zk proof's public output differs from the claimed output by more than {c.atol:.4g}",
-                reason=ZK_OUTPUT_MISMATCH,
+                reason=Reason.ZK_OUTPUT_MISMATCH,
             )
         return ZkVerdict(proven_output=proven, verify_s=time.perf_counter() - t0)

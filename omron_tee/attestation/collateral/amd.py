@@ -24,6 +24,7 @@ from omron_tee.attestation.abi.snp import TcbVersion
 from omron_tee.attestation.collateral.http import LazyHttp
 from omron_tee.attestation.verify.certs import der_octets, der_uint, load_certificates, name_of
 from omron_tee.errors import CollateralError, VerificationError
+from omron_tee.reasons import Reason
 
 AMD_KDS_URL = "https://kdsintf.amd.com"
 PRODUCTS = ("Milan", "Genoa", "Turin")
@@ -77,7 +78,7 @@ def leaf_tcb(cert: x509.Certificate, *, turin_layout: bool) -> TcbVersion:
     for name, oid in (("bootloader", OID_BL_SPL), ("tee", OID_TEE_SPL), ("snp", OID_SNP_SPL), ("microcode", OID_UCODE_SPL)):
         raw = _ext(cert, oid)
         if raw is None:
-            raise VerificationError(f"'{name_of(cert)}' has no {name} SPL extension ({oid})", reason="bad-certificate")
+            raise VerificationError(f"'{name_of(cert)}' has no {name} SPL extension ({oid})", reason=Reason.BAD_CERTIFICATE)
         parts[name] = _spl(raw, cert, name)
     fmc = None
     if turin_layout:
@@ -85,7 +86,7 @@ def leaf_tcb(cert: x509.Certificate, *, turin_layout: bool) -> TcbVersion:
         fmc = _spl(raw, cert, "fmc") if raw is not None else 0
     for k, v in parts.items():
         if not 0 <= v <= 255:
-            raise VerificationError(f"'{name_of(cert)}' {k} SPL {v} is out of range", reason="bad-certificate")
+            raise VerificationError(f"'{name_of(cert)}' {k} SPL {v} is out of range", reason=Reason.BAD_CERTIFICATE)
     if turin_layout:
         b = bytes([fmc or 0, parts["bootloader"], parts["tee"], parts["snp"], 0, 0, 0, parts["microcode"]])
     else:
@@ -129,9 +130,9 @@ class AmdKdsClient:
         try:
             resp = self._http.client.get(url, params=params)
         except httpx.HTTPError as e:
-            raise CollateralError(f"{what}: cannot reach {url}: {e}", reason="collateral-unavailable") from None
+            raise CollateralError(f"{what}: cannot reach {url}: {e}", reason=Reason.COLLATERAL_UNAVAILABLE) from None
         if resp.status_code != 200:
-            raise CollateralError(f"{what}: {url} answered HTTP {resp.status_code}", reason="collateral-unavailable")
+            raise CollateralError(f"{what}: {url} answered HTTP {resp.status_code}", reason=Reason.COLLATERAL_UNAVAILABLE)
         return resp.content
 
     def fetch_vcek(self, product: str, chip_id: bytes, tcb: TcbVersion) -> x509.Certificate:
@@ -148,21 +149,21 @@ class AmdKdsClient:
         try:
             return load_certificates(data, "VCEK from KDS")[0]
         except VerificationError as e:
-            raise CollateralError(str(e), reason="collateral-unavailable") from None
+            raise CollateralError(str(e), reason=Reason.COLLATERAL_UNAVAILABLE) from None
 
     def fetch_cert_chain(self, product: str, signer: str = "vcek") -> list[x509.Certificate]:
         data = self._get(f"/{signer}/v1/{product}/cert_chain", f"{product} {signer} cert chain")
         try:
             return load_certificates(data, "KDS cert chain")
         except VerificationError as e:
-            raise CollateralError(str(e), reason="collateral-unavailable") from None
+            raise CollateralError(str(e), reason=Reason.COLLATERAL_UNAVAILABLE) from None
 
     def fetch_crl(self, product: str, signer: str = "vcek") -> x509.CertificateRevocationList:
         data = self._get(f"/{signer}/v1/{product}/crl", f"{product} {signer} CRL")
         try:
             return x509.load_der_x509_crl(data)
         except ValueError:
-            raise CollateralError(f"{product} CRL from KDS is not a DER CRL", reason="collateral-unavailable") from None
+            raise CollateralError(f"{product} CRL from KDS is not a DER CRL", reason=Reason.COLLATERAL_UNAVAILABLE) from None
 
     def close(self) -> None:
         self._http.close()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from omron_tee.errors import CollateralError
+from omron_tee.reasons import Reason
 
 if TYPE_CHECKING:
     from omron_tee.attestation.collateral.store import CollateralStore
@@ -57,25 +58,25 @@ def is_bundle(data: bytes) -> bool:
 
 def parse(data: bytes) -> list[tuple[str, bytes]]:
     if len(data) > MAX_BUNDLE_BYTES:
-        raise CollateralError(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes", reason="collateral-invalid")
+        raise CollateralError(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes", reason=Reason.COLLATERAL_INVALID)
     try:
         doc: Any = json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise CollateralError("bundle is not JSON", reason="collateral-invalid") from None
+        raise CollateralError("bundle is not JSON", reason=Reason.COLLATERAL_INVALID) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CollateralError(f"not a collateral bundle (format must be {FORMAT!r})", reason="collateral-invalid")
+        raise CollateralError(f"not a collateral bundle (format must be {FORMAT!r})", reason=Reason.COLLATERAL_INVALID)
     entries = doc.get("entries")
     if not isinstance(entries, list):
-        raise CollateralError("bundle has no entries list", reason="collateral-invalid")
+        raise CollateralError("bundle has no entries list", reason=Reason.COLLATERAL_INVALID)
     out = []
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or not isinstance(e.get("path"), str) or not isinstance(e.get("data"), str):
-            raise CollateralError(f"bundle entry {i} needs a path and base64 data", reason="collateral-invalid")
+            raise CollateralError(f"bundle entry {i} needs a path and base64 data", reason=Reason.COLLATERAL_INVALID)
         try:
             blob = base64.b64decode(e["data"], validate=True)
         except ValueError:
-            raise CollateralError(f"bundle entry {e['path']!r}: data is not base64", reason="collateral-invalid") from None
+            raise CollateralError(f"bundle entry {e['path']!r}: data is not base64", reason=Reason.COLLATERAL_INVALID) from None
         if "sha256" in e and hashlib.sha256(blob).hexdigest() != e["sha256"]:
-            raise CollateralError(f"bundle entry {e['path']!r}: sha256 does not match its data", reason="collateral-invalid")
+            raise CollateralError(f"bundle entry {e['path']!r}: sha256 does not match its data", reason=Reason.COLLATERAL_INVALID)
         out.append((e["path"], blob))
     return out

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from omron_tee.attestation.collateral.http import LazyHttp
 from omron_tee.errors import CollateralError
+from omron_tee.reasons import Reason
 
 TEE_NAMES = ("sgx", "tdx")
 PCK_CAS = ("processor", "platform")
@@ -39,11 +40,11 @@ INTEL_ROOT_CA_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGX
 
 def parse_time(value: Any, what: str) -> float:
     if not isinstance(value, str):
-        raise CollateralError(f"Intel collateral: {what} is missing", reason="collateral-invalid")
+        raise CollateralError(f"Intel collateral: {what} is missing", reason=Reason.COLLATERAL_INVALID)
     try:
         t = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise CollateralError(f"Intel collateral: {what} {value!r} is not an RFC 3339 time", reason="collateral-invalid") from None
+        raise CollateralError(f"Intel collateral: {what} {value!r} is not an RFC 3339 time", reason=Reason.COLLATERAL_INVALID) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
     return t.timestamp()
@@ -57,7 +58,7 @@ def _crl(data: bytes, what: str) -> x509.CertificateRevocationList:
     try:
         return x509.load_der_x509_crl(data)
     except ValueError:
-        raise CollateralError(f"Intel collateral: {what} is not a DER CRL", reason="collateral-invalid") from None
+        raise CollateralError(f"Intel collateral: {what} is not a DER CRL", reason=Reason.COLLATERAL_INVALID) from None
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,11 @@ class IntelCollateral:
             try:
                 text = text.decode("utf-8")
             except UnicodeDecodeError:
-                raise CollateralError("Intel collateral is not UTF-8 JSON", reason="collateral-invalid") from None
+                raise CollateralError("Intel collateral is not UTF-8 JSON", reason=Reason.COLLATERAL_INVALID) from None
         try:
             qvl = dcap_qvl.QuoteCollateralV3.from_json(text)
         except (ValueError, TypeError) as e:
-            raise CollateralError(f"not Intel DCAP collateral (dcap-qvl QuoteCollateralV3 JSON): {e}", reason="collateral-invalid") from None
+            raise CollateralError(f"not Intel DCAP collateral (dcap-qvl QuoteCollateralV3 JSON): {e}", reason=Reason.COLLATERAL_INVALID) from None
         return cls.from_qvl(qvl, json_text=text)
 
     @classmethod
@@ -99,22 +100,22 @@ class IntelCollateral:
             tcb = json.loads(qvl.tcb_info)
             qe = json.loads(qvl.qe_identity)
         except ValueError:
-            raise CollateralError("Intel collateral: tcb_info or qe_identity is not JSON", reason="collateral-invalid") from None
+            raise CollateralError("Intel collateral: tcb_info or qe_identity is not JSON", reason=Reason.COLLATERAL_INVALID) from None
         if not isinstance(tcb, dict) or not isinstance(qe, dict):
-            raise CollateralError("Intel collateral: tcb_info and qe_identity must be JSON objects", reason="collateral-invalid")
+            raise CollateralError("Intel collateral: tcb_info and qe_identity must be JSON objects", reason=Reason.COLLATERAL_INVALID)
         tcb_id = str(tcb.get("id", "SGX")).upper()
         tee = {"SGX": "sgx", "TDX": "tdx"}.get(tcb_id)
         if tee is None:
-            raise CollateralError(f"Intel collateral: unknown TCB info id {tcb_id!r}", reason="collateral-invalid")
+            raise CollateralError(f"Intel collateral: unknown TCB info id {tcb_id!r}", reason=Reason.COLLATERAL_INVALID)
         fmspc = str(tcb.get("fmspc", "")).upper()
         if len(fmspc) != 12:
-            raise CollateralError("Intel collateral: TCB info has no 6-byte FMSPC", reason="collateral-invalid")
+            raise CollateralError("Intel collateral: TCB info has no 6-byte FMSPC", reason=Reason.COLLATERAL_INVALID)
         pck_crl = _crl(qvl.pck_crl, "pck_crl")
         root_crl = _crl(qvl.root_ca_crl, "root_ca_crl")
         cns = pck_crl.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         ca = pck_ca_of(str(cns[0].value)) if cns else None
         if ca is None:
-            raise CollateralError("Intel collateral: the PCK CRL is not issued by a PCK Processor or Platform CA", reason="collateral-invalid")
+            raise CollateralError("Intel collateral: the PCK CRL is not issued by a PCK Processor or Platform CA", reason=Reason.COLLATERAL_INVALID)
         nexts = [
             parse_time(tcb.get("nextUpdate"), "tcb_info.nextUpdate"),
             parse_time(qe.get("nextUpdate"), "qe_identity.nextUpdate"),
@@ -140,7 +141,7 @@ def _issuer_chain(resp: httpx.Response, names: tuple[str, ...], what: str) -> st
         v = resp.headers.get(n)
         if v:
             return urllib.parse.unquote(v)
-    raise CollateralError(f"{what}: response has no issuer chain header ({' or '.join(names)})", reason="collateral-unavailable")
+    raise CollateralError(f"{what}: response has no issuer chain header ({' or '.join(names)})", reason=Reason.COLLATERAL_UNAVAILABLE)
 
 
 def _signed_inner(text: str, key: str, what: str) -> tuple[str, bytes]:
@@ -152,7 +153,7 @@ def _signed_inner(text: str, key: str, what: str) -> tuple[str, bytes]:
         _, end = json.JSONDecoder().raw_decode(text, start)
         sig = bytes.fromhex(outer["signature"])
     except (ValueError, KeyError, TypeError):
-        raise CollateralError(f"{what}: body is not {{{key}, signature}} JSON", reason="collateral-unavailable") from None
+        raise CollateralError(f"{what}: body is not {{{key}, signature}} JSON", reason=Reason.COLLATERAL_UNAVAILABLE) from None
     return text[start:end], sig
 
 
@@ -163,7 +164,7 @@ def _crl_bytes(body: bytes, what: str) -> bytes:
         try:
             return x509.load_pem_x509_crl(data).public_bytes(Encoding.DER)
         except ValueError:
-            raise CollateralError(f"{what}: not a CRL", reason="collateral-unavailable") from None
+            raise CollateralError(f"{what}: not a CRL", reason=Reason.COLLATERAL_UNAVAILABLE) from None
     try:
         x509.load_der_x509_crl(body)
         return body
@@ -174,7 +175,7 @@ def _crl_bytes(body: bytes, what: str) -> bytes:
         x509.load_der_x509_crl(der)
         return der
     except (ValueError, UnicodeDecodeError):
-        raise CollateralError(f"{what}: not a CRL (DER, hex or PEM)", reason="collateral-unavailable") from None
+        raise CollateralError(f"{what}: not a CRL (DER, hex or PEM)", reason=Reason.COLLATERAL_UNAVAILABLE) from None
 
 
 class IntelPcsClient:
@@ -199,14 +200,14 @@ class IntelPcsClient:
         try:
             resp = self._http.client.get(url, params=params, headers=self._headers)
         except httpx.HTTPError as e:
-            raise CollateralError(f"{what}: cannot reach {url}: {e}", reason="collateral-unavailable") from None
+            raise CollateralError(f"{what}: cannot reach {url}: {e}", reason=Reason.COLLATERAL_UNAVAILABLE) from None
         if resp.status_code != 200:
-            raise CollateralError(f"{what}: {url} answered HTTP {resp.status_code}", reason="collateral-unavailable")
+            raise CollateralError(f"{what}: {url} answered HTTP {resp.status_code}", reason=Reason.COLLATERAL_UNAVAILABLE)
         return resp
 
     def fetch(self, tee: str, fmspc: str, ca: str) -> IntelCollateral:
         if tee not in TEE_NAMES or ca not in PCK_CAS:
-            raise CollateralError(f"cannot fetch Intel collateral for tee={tee!r} ca={ca!r}", reason="collateral-unavailable")
+            raise CollateralError(f"cannot fetch Intel collateral for tee={tee!r} ca={ca!r}", reason=Reason.COLLATERAL_UNAVAILABLE)
         tcb = self._get(f"/{tee}/certification/v4/tcb", "TCB info", {"fmspc": fmspc.upper()})
         tcb_info, tcb_sig = _signed_inner(tcb.text, "tcbInfo", "TCB info")
         tcb_chain = _issuer_chain(tcb, ("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"), "TCB info")
@@ -220,7 +221,7 @@ class IntelPcsClient:
         try:
             qvl = dcap_qvl.QuoteCollateralV3(crl_chain, root_crl, pck_crl, tcb_chain, tcb_info, tcb_sig, qe_chain, qe_identity, qe_sig)
         except (ValueError, TypeError) as e:
-            raise CollateralError(f"fetched Intel collateral is malformed: {e}", reason="collateral-unavailable") from None
+            raise CollateralError(f"fetched Intel collateral is malformed: {e}", reason=Reason.COLLATERAL_UNAVAILABLE) from None
         return IntelCollateral.from_qvl(qvl)
 
     def _root_ca_crl(self) -> bytes:

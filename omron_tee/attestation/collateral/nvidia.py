@@ -27,6 +27,7 @@ from cryptography.x509 import ocsp
 
 from omron_tee.attestation.collateral.http import LazyHttp
 from omron_tee.errors import CollateralError
+from omron_tee.reasons import Reason
 
 NVIDIA_OCSP_URL = "https://ocsp.ndis.nvidia.com/"
 NVIDIA_RIM_URL = "https://rim.attestation.nvidia.com"
@@ -52,9 +53,9 @@ class CachedOcsp:
         try:
             resp = ocsp.load_der_ocsp_response(der)
         except ValueError:
-            raise CollateralError("not a DER OCSP response", reason="collateral-invalid") from None
+            raise CollateralError("not a DER OCSP response", reason=Reason.COLLATERAL_INVALID) from None
         if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
-            raise CollateralError(f"OCSP response status is {resp.response_status.name}", reason="collateral-invalid")
+            raise CollateralError(f"OCSP response status is {resp.response_status.name}", reason=Reason.COLLATERAL_INVALID)
         if resp.next_update_utc is not None:
             expires = resp.next_update_utc.timestamp()
         else:
@@ -89,9 +90,9 @@ class NvidiaCollateralClient:
         try:
             resp = self._http.client.post(self.ocsp_url, content=body, headers={"Content-Type": "application/ocsp-request"})
         except httpx.HTTPError as e:
-            raise CollateralError(f"OCSP: cannot reach {self.ocsp_url}: {e}", reason="collateral-unavailable") from None
+            raise CollateralError(f"OCSP: cannot reach {self.ocsp_url}: {e}", reason=Reason.COLLATERAL_UNAVAILABLE) from None
         if resp.status_code != 200:
-            raise CollateralError(f"OCSP: {self.ocsp_url} answered HTTP {resp.status_code}", reason="collateral-unavailable")
+            raise CollateralError(f"OCSP: {self.ocsp_url} answered HTTP {resp.status_code}", reason=Reason.COLLATERAL_UNAVAILABLE)
         return CachedOcsp.from_der(resp.content)
 
     def fetch_rim(self, rim_id: str) -> bytes:
@@ -99,13 +100,13 @@ class NvidiaCollateralClient:
         try:
             resp = self._http.client.get(url)
         except httpx.HTTPError as e:
-            raise CollateralError(f"RIM: cannot reach {url}: {e}", reason="collateral-unavailable") from None
+            raise CollateralError(f"RIM: cannot reach {url}: {e}", reason=Reason.COLLATERAL_UNAVAILABLE) from None
         if resp.status_code != 200:
-            raise CollateralError(f"RIM: {url} answered HTTP {resp.status_code}", reason="collateral-unavailable")
+            raise CollateralError(f"RIM: {url} answered HTTP {resp.status_code}", reason=Reason.COLLATERAL_UNAVAILABLE)
         try:
             return base64.b64decode(json.loads(resp.text)["rim"])
         except (ValueError, KeyError, TypeError):
-            raise CollateralError(f"RIM: {url} did not return {{'rim': base64}} JSON", reason="collateral-unavailable") from None
+            raise CollateralError(f"RIM: {url} did not return {{'rim': base64}} JSON", reason=Reason.COLLATERAL_UNAVAILABLE) from None
 
     def close(self) -> None:
         self._http.close()

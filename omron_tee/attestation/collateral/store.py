@@ -42,6 +42,7 @@ from omron_tee.attestation.collateral.intel import IntelCollateral, IntelPcsClie
 from omron_tee.attestation.collateral.nvidia import CachedOcsp, NvidiaCollateralClient, issuer_key_hash
 from omron_tee.attestation.verify.certs import load_certificates, serial_number
 from omron_tee.errors import CollateralError, ConfigError, VerificationError
+from omron_tee.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class CollateralStore:
             return self.add_ocsp(CachedOcsp.from_der(data), persist=persist)
         if rel.startswith("nvidia/rim/"):
             return self.add_rim(Path(rel).stem, data, persist=persist)
-        raise CollateralError(f"unknown collateral path {rel!r} ({top[0]})", reason="collateral-invalid")
+        raise CollateralError(f"unknown collateral path {rel!r} ({top[0]})", reason=Reason.COLLATERAL_INVALID)
 
     def load_path(self, path: str | Path, *, persist: bool = False) -> list[str]:
         """Add collateral from a file or a directory (a store root or loose files)."""
@@ -147,12 +148,12 @@ class CollateralStore:
                         else:
                             loaded.extend(self.add_loose(f.read_bytes(), name=f.name, persist=persist))
                     except CollateralError as e:
-                        if e.reason == "collateral-unknown":
+                        if e.reason == Reason.COLLATERAL_UNKNOWN:
                             log.info("collateral: skipping %s (not collateral)", f)
                             continue
                         raise CollateralError(f"{f}: {e}", reason=e.reason) from None
                     except VerificationError as e:
-                        raise CollateralError(f"{f}: {e}", reason="collateral-invalid") from None
+                        raise CollateralError(f"{f}: {e}", reason=Reason.COLLATERAL_INVALID) from None
             return loaded
         try:
             data = p.read_bytes()
@@ -190,13 +191,13 @@ class CollateralStore:
             return [self.add_ocsp(CachedOcsp.from_der(data), persist=persist)]
         except CollateralError:
             pass
-        raise CollateralError(f"{name}: not collateral omron-tee knows (Intel JSON, bundle, certificate, CRL, OCSP response, RIM)", reason="collateral-unknown")
+        raise CollateralError(f"{name}: not collateral omron-tee knows (Intel JSON, bundle, certificate, CRL, OCSP response, RIM)", reason=Reason.COLLATERAL_UNKNOWN)
 
     # --- persistence -----------------------------------------------------
 
     def _put_file(self, rel: str, data: bytes, persist: bool) -> str:
         if not valid_relpath(rel):
-            raise CollateralError(f"refusing to store collateral under {rel!r}", reason="collateral-invalid")
+            raise CollateralError(f"refusing to store collateral under {rel!r}", reason=Reason.COLLATERAL_INVALID)
         with self._lock:
             self._files[rel] = data
             if persist and self.root is not None:
@@ -256,7 +257,7 @@ class CollateralStore:
         raise CollateralError(
             f"no Intel collateral for {tee.upper()} FMSPC {fmspc.upper()} ({ca} CA) and no PCCS/PCS configured to fetch it "
             f"(collateral present: {have}); give --collateral FILE, DIR or URL, or import a bundle",
-            reason="collateral-missing",
+            reason=Reason.COLLATERAL_MISSING,
         )
 
     def _fetched(self, key: str) -> None:
@@ -278,21 +279,21 @@ class CollateralStore:
     def add_amd_certificate(self, cert: x509.Certificate, *, persist: bool = True) -> str:
         role = amd_coll.classify(cert)
         if role is None:
-            raise CollateralError(f"'{cert.subject.rfc4514_string()}' is not an AMD SEV certificate", reason="collateral-invalid")
+            raise CollateralError(f"'{cert.subject.rfc4514_string()}' is not an AMD SEV certificate", reason=Reason.COLLATERAL_INVALID)
         der = cert.public_bytes(Encoding.DER)
         if role.role in ("ask", "asvk", "ark"):
             if role.role == "ark":
                 # Roots are pinned in the code (verify.roots), never taken from collateral.
                 return f"amd/ark-{role.product} (ignored: roots are built in)"
             if not role.product or not role.product.isalpha():
-                raise CollateralError(f"unknown AMD product in '{role.product}'", reason="collateral-invalid")
+                raise CollateralError(f"unknown AMD product in '{role.product}'", reason=Reason.COLLATERAL_INVALID)
             with self._lock:
                 self._amd_ca[(role.role, role.product)] = cert
             return self._put_file(f"amd/{role.role}-{role.product}.pem", cert.public_bytes(Encoding.PEM), persist)
         if role.role == "vcek":
             hwid = amd_coll.leaf_hwid(cert)
             if hwid is None:
-                raise CollateralError("VCEK has no hwID extension", reason="collateral-invalid")
+                raise CollateralError("VCEK has no hwID extension", reason=Reason.COLLATERAL_INVALID)
             tcb = amd_coll.leaf_tcb(cert, turin_layout=role.product == "Turin")
             with self._lock:
                 self._vcek[(hwid, tcb.raw)] = cert
@@ -344,7 +345,7 @@ class CollateralStore:
         cns = crl.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         issuer = str(cns[0].value) if cns else ""
         if not issuer.startswith("ARK-") or not issuer[4:].isalpha():
-            raise CollateralError(f"CRL issued by '{issuer}' is not an AMD ARK CRL", reason="collateral-invalid")
+            raise CollateralError(f"CRL issued by '{issuer}' is not an AMD ARK CRL", reason=Reason.COLLATERAL_INVALID)
         product = issuer[4:]
         # KDS serves one CRL per product for VCEKs and one for VLEKs; both are ARK-signed.
         signer = "vlek" if _crl_mentions_vlek(crl) else "vcek"
@@ -405,9 +406,9 @@ class CollateralStore:
 
     def add_rim(self, rim_id: str, xml: bytes, *, persist: bool = True) -> str:
         if not _SAFE_NAME.match(rim_id):
-            raise CollateralError(f"bad RIM id {rim_id!r}", reason="collateral-invalid")
+            raise CollateralError(f"bad RIM id {rim_id!r}", reason=Reason.COLLATERAL_INVALID)
         if not xml.lstrip().startswith(b"<"):
-            raise CollateralError(f"RIM {rim_id} is not XML", reason="collateral-invalid")
+            raise CollateralError(f"RIM {rim_id} is not XML", reason=Reason.COLLATERAL_INVALID)
         with self._lock:
             self._rims[rim_id] = xml
         return self._put_file(f"nvidia/rim/{rim_id}.swidtag", xml, persist)
@@ -454,7 +455,7 @@ def _load_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
     except ValueError:
-        raise CollateralError(f"{what}: not a CRL", reason="collateral-invalid") from None
+        raise CollateralError(f"{what}: not a CRL", reason=Reason.COLLATERAL_INVALID) from None
 
 
 def _crl_mentions_vlek(crl: x509.CertificateRevocationList) -> bool:

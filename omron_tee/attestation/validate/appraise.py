@@ -21,6 +21,7 @@ from omron_tee.attestation.evidence import Claims, Evidence, TeeType, Verdict
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.errors import LIBRARY_DECODE_ERRORS, AttestationError
+from omron_tee.reasons import Reason
 
 GPU_NONCE_LEN = 32
 log = logging.getLogger("omron_tee.attestation")
@@ -35,15 +36,15 @@ def binding_reasons(claims: Claims, expected: bytes) -> list[tuple[str, str]]:
     """Reasons ``claims`` (and what is attached to it) do not bind ``expected`` report data."""
     reasons: list[tuple[str, str]] = []
     if claims.tee_type is TeeType.NVIDIA:
-        reasons.append(("report-data-mismatch", "GPU evidence alone cannot bind the exchange's keys; attach it to CPU TEE evidence"))
+        reasons.append((Reason.REPORT_DATA_MISMATCH, "GPU evidence alone cannot bind the exchange's keys; attach it to CPU TEE evidence"))
     elif not hmac.compare_digest(claims.report_data, expected):
-        reasons.append(("report-data-mismatch", "report data does not bind this exchange's nonce, the miner's hotkey and the keys (replayed, relayed or forged evidence)"))
+        reasons.append((Reason.REPORT_DATA_MISMATCH, "report data does not bind this exchange's nonce, the miner's hotkey and the keys (replayed, relayed or forged evidence)"))
     for sub in claims.attached:
         if sub.tee_type is TeeType.NVIDIA:
             if not hmac.compare_digest(sub.report_data, gpu_nonce_for(expected)):
-                reasons.append(("report-data-mismatch", "attached nvidia evidence was not requested with this exchange's GPU nonce"))
+                reasons.append((Reason.REPORT_DATA_MISMATCH, "attached nvidia evidence was not requested with this exchange's GPU nonce"))
         elif not hmac.compare_digest(sub.report_data, expected):
-            reasons.append(("report-data-mismatch", f"attached {sub.tee_type.value} evidence does not bind this exchange"))
+            reasons.append((Reason.REPORT_DATA_MISMATCH, f"attached {sub.tee_type.value} evidence does not bind this exchange"))
     return reasons
 
 
@@ -69,7 +70,7 @@ def appraise(
     except LIBRARY_DECODE_ERRORS as e:
         # Fail closed: a verifier meeting bytes it did not expect is a refusal, not a crash.
         log.warning("the %s verifier failed on malformed evidence: %s", evidence.tee_type.value, type(e).__name__)
-        return Verdict(accepted=False, claims=None, reasons=(f"{evidence.tee_type.value} evidence cannot be read ({type(e).__name__})",), reason_codes=("evidence-malformed",))
+        return Verdict(accepted=False, claims=None, reasons=(f"{evidence.tee_type.value} evidence cannot be read ({type(e).__name__})",), reason_codes=(Reason.EVIDENCE_MALFORMED,))
     reasons = policy.check(claims, now=now)
     reasons.extend(binding_reasons(claims, report_data_for(nonce, keys, hotkey)))
     return Verdict(

@@ -28,8 +28,9 @@ from typing import Any
 
 from omron_tee.attestation.evidence import Claims, TeeType
 from omron_tee.errors import ConfigError
+from omron_tee.reasons import Reason
 
-Reason = tuple[str, str]
+Refusal = tuple[Reason, str]  # (reason, what to tell the operator)
 
 INTEL_TCB_STATUSES = frozenset(
     {
@@ -151,25 +152,25 @@ class TcbPolicy:
         min_eval = _int(sec.get("min_tcb_evaluation_data_number", 0), f"{where}.min_tcb_evaluation_data_number", hi=2**32 - 1)
         return cls(frozenset(statuses), _str_list(sec, "allowed_advisories", where), min_eval)
 
-    def check(self, claims: Claims) -> list[Reason]:
-        out: list[Reason] = []
+    def check(self, claims: Claims) -> list[Refusal]:
+        out: list[Refusal] = []
         if claims.tcb_status not in self.accepted_statuses:
             out.append(
                 (
-                    "tcb-status-not-accepted",
+                    Reason.TCB_STATUS_NOT_ACCEPTED,
                     f"{claims.tee_type.value} TCB status {claims.tcb_status} is not accepted (policy accepts: {', '.join(sorted(self.accepted_statuses))})",
                 )
             )
         if "*" not in self.allowed_advisories:
             bad = [a for a in claims.advisory_ids if a not in self.allowed_advisories]
             if bad:
-                out.append(("advisory-not-allowed", f"{claims.tee_type.value} platform is affected by advisories the policy does not allow: {', '.join(bad)}"))
+                out.append((Reason.ADVISORY_NOT_ALLOWED, f"{claims.tee_type.value} platform is affected by advisories the policy does not allow: {', '.join(bad)}"))
         if self.min_tcb_evaluation_data_number:
             got = claims.details.get("tcb_evaluation_data_number", 0)
             if got < self.min_tcb_evaluation_data_number:
                 out.append(
                     (
-                        "tcb-evaluation-too-old",
+                        Reason.TCB_EVALUATION_TOO_OLD,
                         f"{claims.tee_type.value} collateral has TCB evaluation data number {got}, below the policy's {self.min_tcb_evaluation_data_number}",
                     )
                 )
@@ -218,7 +219,7 @@ class SgxPolicy:
             raise ConfigError("policy sgx.mrenclave: every value must be 32 bytes (64 hex digits)")
         return cls(mrenclaves, tuple(signers), _bool(sec, "allow_any_measurement", False, "sgx"), TcbPolicy.parse(sec, "sgx"))
 
-    def check(self, claims: Claims) -> list[Reason]:
+    def check(self, claims: Claims) -> list[Refusal]:
         out = self.tcb.check(claims)
         if self.allow_any_measurement or claims.measurement in self.mrenclaves:
             return out
@@ -230,11 +231,11 @@ class SgxPolicy:
             return out
         if same_signer:
             need = min(s.min_isv_svn for s in same_signer)
-            out.append(("isv-svn-too-low", f"SGX enclave ISVSVN {svn} is below the policy's minimum {need} for MRSIGNER {_short(mrsigner)} ISVPRODID {prod}"))
+            out.append((Reason.ISV_SVN_TOO_LOW, f"SGX enclave ISVSVN {svn} is below the policy's minimum {need} for MRSIGNER {_short(mrsigner)} ISVPRODID {prod}"))
         else:
             out.append(
                 (
-                    "measurement-not-allowed",
+                    Reason.MEASUREMENT_NOT_ALLOWED,
                     f"SGX MRENCLAVE {_short(claims.measurement)} is not in the policy, nor is MRSIGNER {_short(mrsigner)} with ISVPRODID {prod}",
                 )
             )
@@ -279,13 +280,13 @@ class TdxPolicy:
             TcbPolicy.parse(sec, "tdx"),
         )
 
-    def check(self, claims: Claims) -> list[Reason]:
+    def check(self, claims: Claims) -> list[Refusal]:
         out = self.tcb.check(claims)
         d = claims.details
         if self.mrseams and bytes.fromhex(d.get("mr_seam", "")) not in self.mrseams:
-            out.append(("mrseam-not-allowed", f"TDX module MRSEAM {_short(bytes.fromhex(d.get('mr_seam', '')))} is not in the policy"))
+            out.append((Reason.MRSEAM_NOT_ALLOWED, f"TDX module MRSEAM {_short(bytes.fromhex(d.get('mr_seam', '')))} is not in the policy"))
         if self.require_sept_ve_disable and not d.get("sept_ve_disable"):
-            out.append(("td-attributes", "TD attribute SEPT_VE_DISABLE is clear; the policy requires it"))
+            out.append((Reason.TD_ATTRIBUTES, "TD attribute SEPT_VE_DISABLE is clear; the policy requires it"))
         if self.allow_any_measurement:
             return out
         rtmrs = [bytes.fromhex(d.get(f"rtmr{j}", "")) for j in range(4)]
@@ -295,9 +296,9 @@ class TdxPolicy:
                 return out
         if same_mrtd:
             diff = sorted({f"RTMR{j}" for m in same_mrtd for j, want in enumerate(m.rtmrs) if want is not None and want != rtmrs[j]})
-            out.append(("measurement-not-allowed", f"TDX MRTD {_short(claims.measurement)} is allowed but {', '.join(diff)} differ from the policy"))
+            out.append((Reason.MEASUREMENT_NOT_ALLOWED, f"TDX MRTD {_short(claims.measurement)} is allowed but {', '.join(diff)} differ from the policy"))
         else:
-            out.append(("measurement-not-allowed", f"TDX MRTD {_short(claims.measurement)} is not in the policy"))
+            out.append((Reason.MEASUREMENT_NOT_ALLOWED, f"TDX MRTD {_short(claims.measurement)} is not in the policy"))
         return out
 
 
@@ -369,37 +370,37 @@ class SnpPolicy:
             min_guest_svn=_int(sec.get("min_guest_svn", 0), f"{w}.min_guest_svn", hi=2**32 - 1),
         )
 
-    def check(self, claims: Claims) -> list[Reason]:
-        out: list[Reason] = []
+    def check(self, claims: Claims) -> list[Refusal]:
+        out: list[Refusal] = []
         d = claims.details
         if not self.allow_any_measurement and claims.measurement not in self.measurements:
-            out.append(("measurement-not-allowed", f"SEV-SNP measurement {_short(claims.measurement)} is not in the policy"))
+            out.append((Reason.MEASUREMENT_NOT_ALLOWED, f"SEV-SNP measurement {_short(claims.measurement)} is not in the policy"))
         reported = d.get("reported_tcb", {})
         low = [f"{k} {reported.get(k)} < {v}" for k, v in self.min_tcb if reported.get(k) is not None and reported[k] < v]
         missing = [k for k, _ in self.min_tcb if k != "fmc" and reported.get(k) is None]
         if low or missing:
-            out.append(("tcb-too-old", "SEV-SNP reported TCB is below the policy's minimum: " + ", ".join(low + [f"{k} unknown" for k in missing])))
+            out.append((Reason.TCB_TOO_OLD, "SEV-SNP reported TCB is below the policy's minimum: " + ", ".join(low + [f"{k} unknown" for k in missing])))
         bits = d.get("policy")
         bits = bits if isinstance(bits, dict) else {}
         # Fail closed: a bit the claims do not state is neither "set" nor "clear".
         for name in sorted(self.required_policy_bits | self.forbidden_policy_bits):
             value = bits.get(name)
             if not isinstance(value, bool):
-                out.append(("guest-policy", f"SEV-SNP guest policy bit {name} is not stated by the claims; the policy needs it known"))
+                out.append((Reason.GUEST_POLICY, f"SEV-SNP guest policy bit {name} is not stated by the claims; the policy needs it known"))
             elif name in self.required_policy_bits and not value:
-                out.append(("guest-policy", f"SEV-SNP guest policy bit {name} is clear; the policy requires it"))
+                out.append((Reason.GUEST_POLICY, f"SEV-SNP guest policy bit {name} is clear; the policy requires it"))
             elif name in self.forbidden_policy_bits and value:
-                out.append(("guest-policy", f"SEV-SNP guest policy bit {name} is set; the policy forbids it"))
+                out.append((Reason.GUEST_POLICY, f"SEV-SNP guest policy bit {name} is set; the policy forbids it"))
         if self.host_data and bytes.fromhex(d.get("host_data", "")) not in self.host_data:
-            out.append(("host-data-not-allowed", f"SEV-SNP HOST_DATA {d.get('host_data', '')[:16]}… is not in the policy"))
+            out.append((Reason.HOST_DATA_NOT_ALLOWED, f"SEV-SNP HOST_DATA {d.get('host_data', '')[:16]}… is not in the policy"))
         if self.allowed_vmpls is not None and d.get("vmpl") not in self.allowed_vmpls:
-            out.append(("vmpl-not-allowed", f"SEV-SNP report was requested at VMPL {d.get('vmpl')}; the policy allows {sorted(self.allowed_vmpls)}"))
+            out.append((Reason.VMPL_NOT_ALLOWED, f"SEV-SNP report was requested at VMPL {d.get('vmpl')}; the policy allows {sorted(self.allowed_vmpls)}"))
         if d.get("signing_key") not in self.allowed_signing_keys:
-            out.append(("signing-key-not-allowed", f"SEV-SNP report is signed by a {d.get('signing_key')}; the policy allows {sorted(self.allowed_signing_keys)}"))
+            out.append((Reason.SIGNING_KEY_NOT_ALLOWED, f"SEV-SNP report is signed by a {d.get('signing_key')}; the policy allows {sorted(self.allowed_signing_keys)}"))
         if self.require_crl and not d.get("crl_checked"):
-            out.append(("crl-not-checked", "no current AMD CRL was available to check revocation; the policy requires one"))
+            out.append((Reason.CRL_NOT_CHECKED, "no current AMD CRL was available to check revocation; the policy requires one"))
         if d.get("guest_svn", 0) < self.min_guest_svn:
-            out.append(("guest-svn-too-low", f"SEV-SNP guest SVN {d.get('guest_svn')} is below the policy's minimum {self.min_guest_svn}"))
+            out.append((Reason.GUEST_SVN_TOO_LOW, f"SEV-SNP guest SVN {d.get('guest_svn')} is below the policy's minimum {self.min_guest_svn}"))
         return out
 
 
@@ -437,16 +438,16 @@ class NvidiaPolicy:
             require_ocsp=_bool(sec, "require_ocsp", True, w),
         )
 
-    def check(self, claims: Claims) -> list[Reason]:
-        out: list[Reason] = []
+    def check(self, claims: Claims) -> list[Refusal]:
+        out: list[Refusal] = []
         d = claims.details
         if self.require_ocsp and d.get("ocsp") != "good":
             status = d.get("ocsp", "unknown")
             out.append((f"ocsp-{status}", f"NVIDIA certificate revocation not established ({status}: {d.get('ocsp_detail', '')}); the policy requires OCSP"))
         if self.allowed_driver_versions and d.get("driver_version") not in self.allowed_driver_versions:
-            out.append(("driver-version-not-allowed", f"NVIDIA driver {d.get('driver_version')} is not in the policy"))
+            out.append((Reason.DRIVER_VERSION_NOT_ALLOWED, f"NVIDIA driver {d.get('driver_version')} is not in the policy"))
         if self.allowed_vbios_versions and d.get("vbios_version") not in self.allowed_vbios_versions:
-            out.append(("vbios-version-not-allowed", f"NVIDIA VBIOS {d.get('vbios_version')} is not in the policy"))
+            out.append((Reason.VBIOS_VERSION_NOT_ALLOWED, f"NVIDIA VBIOS {d.get('vbios_version')} is not in the policy"))
         if self.allow_any_measurement or claims.measurement in self.measurements:
             return out
         if self.golden:
@@ -454,9 +455,9 @@ class NvidiaPolicy:
             bad = [str(i) for i, allowed in self.golden if bytes.fromhex(got.get(str(i), "")) not in allowed]
             if not bad:
                 return out
-            out.append(("measurement-not-allowed", f"NVIDIA measurement block(s) {', '.join(bad)} differ from the policy's golden values"))
+            out.append((Reason.MEASUREMENT_NOT_ALLOWED, f"NVIDIA measurement block(s) {', '.join(bad)} differ from the policy's golden values"))
         else:
-            out.append(("measurement-not-allowed", f"NVIDIA measurement digest {_short(claims.measurement)} is not in the policy"))
+            out.append((Reason.MEASUREMENT_NOT_ALLOWED, f"NVIDIA measurement digest {_short(claims.measurement)} is not in the policy"))
         return out
 
 
@@ -523,17 +524,17 @@ class Policy:
             nvidia=NvidiaPolicy.parse(nv) if nv is not None else None,
         )
 
-    def check(self, claims: Claims, *, now: float) -> list[Reason]:
+    def check(self, claims: Claims, *, now: float) -> list[Refusal]:
         """Every reason ``claims`` (and its attached claims) fail this policy."""
-        reasons: list[Reason] = []
+        reasons: list[Refusal] = []
         if claims.debug and not self.allow_debug:
-            reasons.append(("debug-enclave", f"{claims.tee_type.value} evidence comes from a debug enclave"))
+            reasons.append((Reason.DEBUG_ENCLAVE, f"{claims.tee_type.value} evidence comes from a debug enclave"))
         if claims.issued_at is not None:
             age = now - claims.issued_at
             if age > self.max_evidence_age_seconds:
-                reasons.append(("stale-evidence", f"evidence is {age:.0f}s old (policy allows {self.max_evidence_age_seconds:.0f}s)"))
+                reasons.append((Reason.STALE_EVIDENCE, f"evidence is {age:.0f}s old (policy allows {self.max_evidence_age_seconds:.0f}s)"))
             elif age < -5.0:
-                reasons.append(("stale-evidence", f"evidence is dated {-age:.0f}s in the future"))
+                reasons.append((Reason.STALE_EVIDENCE, f"evidence is dated {-age:.0f}s in the future"))
         section = {
             TeeType.SGX: self.sgx,
             TeeType.TDX: self.tdx,
@@ -545,16 +546,16 @@ class Policy:
         elif section.get(claims.tee_type) is not None:
             reasons.extend(section[claims.tee_type].check(claims))  # type: ignore[union-attr]
         else:
-            reasons.append(("unsupported-tee", f"this policy has no rules for {claims.tee_type.value} evidence"))
+            reasons.append((Reason.UNSUPPORTED_TEE, f"this policy has no rules for {claims.tee_type.value} evidence"))
         for sub in claims.attached:
             reasons.extend(self.check(sub, now=now))
         return reasons
 
-    def _check_simulated(self, claims: Claims) -> list[Reason]:
+    def _check_simulated(self, claims: Claims) -> list[Refusal]:
         if not self.simulated.allow:
-            return [("simulated-not-allowed", "simulated evidence is not accepted by this policy (only on a local network)")]
+            return [(Reason.SIMULATED_NOT_ALLOWED, "simulated evidence is not accepted by this policy (only on a local network)")]
         if claims.measurement not in self.simulated.measurements:
-            return [("measurement-not-allowed", f"measurement {claims.measurement.hex()[:16]}… is not in the policy's allow-list")]
+            return [(Reason.MEASUREMENT_NOT_ALLOWED, f"measurement {claims.measurement.hex()[:16]}… is not in the policy's allow-list")]
         return []
 
 

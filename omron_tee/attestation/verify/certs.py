@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
 from omron_tee.errors import VerificationError
+from omron_tee.reasons import Reason
 
 _SERIAL_WARNING = r".*serial number which wasn't positive.*"
 
@@ -43,7 +44,7 @@ def load_certificates(data: bytes, what: str) -> list[x509.Certificate]:
                 return x509.load_pem_x509_certificates(data)
             return [x509.load_der_x509_certificate(data)]
     except ValueError as e:
-        raise VerificationError(f"{what}: not a valid X.509 certificate ({e})", reason="bad-certificate") from None
+        raise VerificationError(f"{what}: not a valid X.509 certificate ({e})", reason=Reason.BAD_CERTIFICATE) from None
 
 
 def serial_number(cert: x509.Certificate) -> int:
@@ -68,14 +69,14 @@ def verify_issued_by(child: x509.Certificate, issuer: x509.Certificate, what: st
     except InvalidSignature:
         raise VerificationError(
             f"{what}: the signature of '{name_of(child)}' does not verify with the key of '{name_of(issuer)}'",
-            reason="bad-certificate-chain",
+            reason=Reason.BAD_CERTIFICATE_CHAIN,
         ) from None
     except ValueError as e:
         raise VerificationError(
-            f"{what}: '{name_of(child)}' is not issued by '{name_of(issuer)}' ({e})", reason="bad-certificate-chain"
+            f"{what}: '{name_of(child)}' is not issued by '{name_of(issuer)}' ({e})", reason=Reason.BAD_CERTIFICATE_CHAIN
         ) from None
     except (TypeError, UnsupportedAlgorithm) as e:
-        raise VerificationError(f"{what}: unsupported signature on '{name_of(child)}' ({e})", reason="bad-certificate-chain") from None
+        raise VerificationError(f"{what}: unsupported signature on '{name_of(child)}' ({e})", reason=Reason.BAD_CERTIFICATE_CHAIN) from None
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -87,11 +88,11 @@ def check_validity(cert: x509.Certificate, now: float, what: str) -> None:
     if t < cert.not_valid_before_utc:
         raise VerificationError(
             f"{what}: '{name_of(cert)}' is not valid before {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}",
-            reason="certificate-not-yet-valid",
+            reason=Reason.CERTIFICATE_NOT_YET_VALID,
         )
     if t > cert.not_valid_after_utc:
         raise VerificationError(
-            f"{what}: '{name_of(cert)}' expired at {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}", reason="certificate-expired"
+            f"{what}: '{name_of(cert)}' expired at {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}", reason=Reason.CERTIFICATE_EXPIRED
         )
 
 
@@ -122,7 +123,7 @@ def der_uint(value: bytes, what: str) -> int:
     short-form length only, which is all these one-to-two-byte values use.
     """
     if len(value) < 3 or value[0] != 0x02 or value[1] != len(value) - 2 or value[1] > 8:
-        raise VerificationError(f"{what}: not a small DER INTEGER", reason="bad-certificate")
+        raise VerificationError(f"{what}: not a small DER INTEGER", reason=Reason.BAD_CERTIFICATE)
     return int.from_bytes(value[2:], "big", signed=True)
 
 

@@ -36,6 +36,7 @@ from omron_tee.attestation.collateral.intel import pck_ca_of
 from omron_tee.attestation.collateral.store import CollateralStore
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.errors import AttestationError, CollateralError, ParseError, VerificationError
+from omron_tee.reasons import Reason
 
 QvlVerify = Callable[[bytes, Any, int], Any]
 INTEL_ROOT = "Intel SGX Root CA"
@@ -54,34 +55,34 @@ def map_dcap_error(message: str) -> AttestationError:
 
     if "debug mode" in d:
         # dcap-qvl (0.7) refuses debug SGX enclaves and debug TDs itself, whatever our policy says.
-        return ver("debug-enclave", "comes from a debug enclave (dcap-qvl refuses debug SGX enclaves and TDs)")
+        return ver(Reason.DEBUG_ENCLAVE, "comes from a debug enclave (dcap-qvl refuses debug SGX enclaves and TDs)")
     if "crlexpired" in d or "crl expired" in d or "revocation list expired" in d:
-        return coll("collateral-expired", "has expired (a CRL is past its nextUpdate)")
+        return coll(Reason.COLLATERAL_EXPIRED, "has expired (a CRL is past its nextUpdate)")
     if "tcbinfo expired" in d or "qe identity expired" in d or "collateral expired" in d:
-        return coll("collateral-expired", "has expired (TCB info or QE identity is past its nextUpdate)")
+        return coll(Reason.COLLATERAL_EXPIRED, "has expired (TCB info or QE identity is past its nextUpdate)")
     if "issue date is in the future" in d or "crlnotvalidyet" in d:
-        return coll("collateral-not-yet-valid", "is not valid yet at the verification time")
+        return coll(Reason.COLLATERAL_NOT_YET_VALID, "is not valid yet at the verification time")
     if "tcb info" in d or "tcbinfo" in d or "qe identity" in d or "qeidentity" in d or "quote_collateral" in d:
-        return coll("collateral-invalid", "does not verify")
+        return coll(Reason.COLLATERAL_INVALID, "does not verify")
     if "fmspc mismatch" in d or "non-sgx tcb info" in d or "non-tdx tcb info" in d:
-        return coll("collateral-mismatch", "is for another platform")
+        return coll(Reason.COLLATERAL_MISMATCH, "is for another platform")
     if "tcb status" in d and "revoked" in d:
-        return ver("tcb-revoked", "platform TCB level is revoked by Intel")
+        return ver(Reason.TCB_REVOKED, "platform TCB level is revoked by Intel")
     if "revoked" in d:
-        return ver("revoked", "certificate is revoked")
+        return ver(Reason.REVOKED, "certificate is revoked")
     if "certexpired" in d or "certificate expired" in d:
-        return ver("certificate-expired", "certificate has expired")
+        return ver(Reason.CERTIFICATE_EXPIRED, "certificate has expired")
     if "certnotvalidyet" in d:
-        return ver("certificate-not-yet-valid", "certificate is not valid yet")
+        return ver(Reason.CERTIFICATE_NOT_YET_VALID, "certificate is not valid yet")
     if "unknownissuer" in d or "certificate chain" in d or "root ca" in d or "badsignature" in d and "cert" in d:
-        return ver("untrusted-chain", "PCK chain does not lead to Intel's root")
+        return ver(Reason.UNTRUSTED_CHAIN, "PCK chain does not lead to Intel's root")
     if "signature" in d or "hash mismatch" in d:
-        return ver("bad-signature", "signature does not verify")
+        return ver(Reason.BAD_SIGNATURE, "signature does not verify")
     if "qe " in d or "qe_" in d:
-        return ver("qe-identity-mismatch", "quoting enclave does not match Intel's QE identity")
+        return ver(Reason.QE_IDENTITY_MISMATCH, "quoting enclave does not match Intel's QE identity")
     if "unsupported" in d or "parse" in d or "decode" in d:
-        return ver("evidence-malformed", "is malformed")
-    return ver("evidence-unverified", "did not verify")
+        return ver(Reason.EVIDENCE_MALFORMED, "is malformed")
+    return ver(Reason.EVIDENCE_UNVERIFIED, "did not verify")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class DcapVerifier:
         if pem is None:
             raise VerificationError(
                 "quote carries no PCK certificate chain (certification data type 5); only such quotes can be verified offline",
-                reason="unsupported-quote",
+                reason=Reason.UNSUPPORTED_QUOTE,
             )
         key = pem  # bytes cache their hash; one PCK chain per platform
         hit = self._pck_memo.get(key)
@@ -138,9 +139,9 @@ class DcapVerifier:
             # text around them, so neither may change the canonical evidence digest.
             chain = tuple(c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(pem) if c.subject != c.issuer)
         except (ValueError, TypeError, IndexError, UnicodeError) as e:
-            raise VerificationError(f"PCK certificate in the quote cannot be read: {str(e)[:200]}", reason="bad-certificate") from None
+            raise VerificationError(f"PCK certificate in the quote cannot be read: {str(e)[:200]}", reason=Reason.BAD_CERTIFICATE) from None
         if ca is None:
-            raise VerificationError("PCK certificate is not issued by an Intel PCK Processor or Platform CA", reason="untrusted-chain")
+            raise VerificationError("PCK certificate is not issued by an Intel PCK Processor or Platform CA", reason=Reason.UNTRUSTED_CHAIN)
         ident = PckIdentity(fmspc, ca, ppid, chain)
         with self._memo_lock:
             if len(self._pck_memo) > 1024:
@@ -157,7 +158,7 @@ class DcapVerifier:
 
     def verify(self, evidence: Evidence, *, now: float) -> Claims:
         if evidence.tee_type is not self.tee_type:
-            raise VerificationError(f"{evidence.tee_type.value} evidence given to the {self.tee_type.value} verifier", reason="unsupported-tee")
+            raise VerificationError(f"{evidence.tee_type.value} evidence given to the {self.tee_type.value} verifier", reason=Reason.UNSUPPORTED_TEE)
         quote = self.parse(evidence.quote)
         pck = self._pck_identity(quote.pck_chain_pem)
         fmspc, ca = pck.fmspc, pck.ca

@@ -52,6 +52,7 @@ from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_
 from omron_tee.attestation.verify import roots
 from omron_tee.attestation.verify.certs import check_validity, load_certificates, name_of, verify_issued_by
 from omron_tee.errors import VerificationError
+from omron_tee.reasons import Reason
 
 # The TCG DICE TcbInfo extension carrying the FWID: Hopper's device certificates use
 # 2.23.133.5.4.1, Blackwell's (GB20x) 2.23.133.5.4.1.1. The FWID is the last 48 bytes of
@@ -108,7 +109,7 @@ class NvidiaVerifier:
 
     def _parse_chain(self, blob: bytes) -> list[x509.Certificate]:
         if not blob:
-            raise VerificationError("NVIDIA evidence carries no device certificate chain", reason="bad-certificate-chain")
+            raise VerificationError("NVIDIA evidence carries no device certificate chain", reason=Reason.BAD_CERTIFICATE_CHAIN)
         certs = load_certificates(blob, "NVIDIA device certificate chain")
         root_der = self._root.public_bytes(Encoding.DER)
         if certs[-1].public_bytes(Encoding.DER) != root_der:
@@ -118,10 +119,10 @@ class NvidiaVerifier:
                 raise VerificationError(
                     f"NVIDIA device chain ends at '{name_of(certs[-1])}', which is not the NVIDIA Device Identity CA "
                     "this verifier trusts (different certificate or key)",
-                    reason="untrusted-chain",
+                    reason=Reason.UNTRUSTED_CHAIN,
                 )
         if len(certs) < 3 or len(certs) > 8:
-            raise VerificationError(f"NVIDIA device chain has {len(certs)} certificates", reason="bad-certificate-chain")
+            raise VerificationError(f"NVIDIA device chain has {len(certs)} certificates", reason=Reason.BAD_CERTIFICATE_CHAIN)
         return certs
 
     def _check_chain(self, blob: bytes, certs: list[x509.Certificate], now: float) -> None:
@@ -147,24 +148,24 @@ class NvidiaVerifier:
         try:
             extensions = leaf.extensions
         except ValueError:
-            raise VerificationError("the device certificate's extensions cannot be read", reason="bad-certificate") from None
+            raise VerificationError("the device certificate's extensions cannot be read", reason=Reason.BAD_CERTIFICATE) from None
         raws = [e.value.value for e in extensions if e.oid in FWID_OIDS and isinstance(e.value, x509.UnrecognizedExtension)]
         if not raws:
-            raise VerificationError("the report carries an FWID but the device certificate has none", reason="fwid-mismatch")
+            raise VerificationError("the report carries an FWID but the device certificate has none", reason=Reason.FWID_MISMATCH)
         if not any(len(raw) >= len(fwid) and raw[-len(fwid):] == fwid for raw in raws):
-            raise VerificationError("the FWID in the report differs from the device certificate's", reason="fwid-mismatch")
+            raise VerificationError("the FWID in the report differs from the device certificate's", reason=Reason.FWID_MISMATCH)
 
     @staticmethod
     def _check_signature(report: abi.NvidiaReport, leaf: x509.Certificate) -> None:
         key = leaf.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
-            raise VerificationError("the device certificate's key is not ECDSA P-384", reason="bad-certificate")
+            raise VerificationError("the device certificate's key is not ECDSA P-384", reason=Reason.BAD_CERTIFICATE)
         sig = report.response.signature
         der = encode_dss_signature(int.from_bytes(sig[:48], "big"), int.from_bytes(sig[48:], "big"))
         try:
             key.verify(der, report.signed_bytes, ec.ECDSA(hashes.SHA384()))
         except InvalidSignature:
-            raise VerificationError("the SPDM measurement signature does not verify with the device key", reason="bad-signature") from None
+            raise VerificationError("the SPDM measurement signature does not verify with the device key", reason=Reason.BAD_SIGNATURE) from None
 
     # --- revocation ------------------------------------------------------
 
@@ -182,9 +183,9 @@ class NvidiaVerifier:
             self._check_ocsp_response(resp, cert, issuer)
             if resp.certificate_status == ocsp.OCSPCertStatus.REVOKED:
                 why = resp.revocation_reason.name if resp.revocation_reason else "unspecified"
-                raise VerificationError(f"'{name_of(cert)}' is revoked (OCSP, reason {why})", reason="revoked")
+                raise VerificationError(f"'{name_of(cert)}' is revoked (OCSP, reason {why})", reason=Reason.REVOKED)
             if resp.certificate_status != ocsp.OCSPCertStatus.GOOD:
-                raise VerificationError(f"OCSP status of '{name_of(cert)}' is UNKNOWN", reason="revoked")
+                raise VerificationError(f"OCSP status of '{name_of(cert)}' is UNKNOWN", reason=Reason.REVOKED)
             if resp.this_update_utc.timestamp() > now + OCSP_CLOCK_SKEW or entry.expires_at < now:
                 stale.append(name_of(cert))
         if missing:
@@ -196,7 +197,7 @@ class NvidiaVerifier:
     @staticmethod
     def _check_ocsp_response(resp: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certificate) -> None:
         if resp.serial_number != cert.serial_number or resp.issuer_key_hash != issuer_key_hash(cert, issuer, resp.hash_algorithm):
-            raise VerificationError(f"OCSP response is not about '{name_of(cert)}'", reason="bad-ocsp")
+            raise VerificationError(f"OCSP response is not about '{name_of(cert)}'", reason=Reason.BAD_OCSP)
         signer = issuer
         for responder in resp.certificates:
             if responder.public_bytes(Encoding.DER) == issuer.public_bytes(Encoding.DER):
@@ -204,23 +205,23 @@ class NvidiaVerifier:
             try:
                 verify_issued_by(responder, issuer, "OCSP responder")
             except VerificationError as e:
-                raise VerificationError(str(e), reason="bad-ocsp") from None
+                raise VerificationError(str(e), reason=Reason.BAD_OCSP) from None
             try:
                 eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
             except x509.ExtensionNotFound:
                 eku = []
             if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
-                raise VerificationError(f"OCSP responder '{name_of(responder)}' is not authorised for OCSP signing", reason="bad-ocsp")
+                raise VerificationError(f"OCSP responder '{name_of(responder)}' is not authorised for OCSP signing", reason=Reason.BAD_OCSP)
             signer = responder
             break
         if not _verify_with(signer.public_key(), resp.signature, resp.tbs_response_bytes, resp.signature_hash_algorithm):
-            raise VerificationError(f"OCSP response for '{name_of(cert)}' is not signed by '{name_of(signer)}'", reason="bad-ocsp")
+            raise VerificationError(f"OCSP response for '{name_of(cert)}' is not signed by '{name_of(signer)}'", reason=Reason.BAD_OCSP)
 
     # --- verification ----------------------------------------------------
 
     def verify(self, evidence: Evidence, *, now: float) -> Claims:
         if evidence.tee_type is not TeeType.NVIDIA:
-            raise VerificationError(f"{evidence.tee_type.value} evidence given to the NVIDIA verifier", reason="unsupported-tee")
+            raise VerificationError(f"{evidence.tee_type.value} evidence given to the NVIDIA verifier", reason=Reason.UNSUPPORTED_TEE)
         report = abi.parse(evidence.quote)
         certs = self._chain(evidence.certificates)
         self._check_chain(evidence.certificates, certs, now)

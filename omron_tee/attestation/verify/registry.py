@@ -12,6 +12,7 @@ from typing import Protocol
 
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.errors import VerificationError
+from omron_tee.reasons import Reason
 
 
 class EvidenceVerifier(Protocol):
@@ -39,11 +40,11 @@ class VerifierRegistry:
         if verifier is None:
             raise VerificationError(
                 f"no verifier is configured for {evidence.tee_type.value} evidence",
-                reason="unsupported-tee",
+                reason=Reason.UNSUPPORTED_TEE,
             )
         claims = verifier.verify(evidence, now=now)
         if not claims.evidence_digest:
-            raise VerificationError(f"the {evidence.tee_type.value} verifier gave no canonical evidence digest", reason="evidence-unverified")
+            raise VerificationError(f"the {evidence.tee_type.value} verifier gave no canonical evidence digest", reason=Reason.EVIDENCE_UNVERIFIED)
         if evidence.attached:
             attached = tuple(self.verify(e, now=now) for e in evidence.attached)
             digest = canonical_digest(claims.tee_type, [claims.evidence_digest], tuple(c.evidence_digest for c in attached))

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from omron_tee.attestation.abi import simulated as abi
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.errors import VerificationError
+from omron_tee.reasons import Reason
 
 
 class SimulatedVerifier:
@@ -30,12 +31,12 @@ class SimulatedVerifier:
         if key is None:
             raise VerificationError(
                 "simulated report is signed by a development key this verifier does not trust",
-                reason="untrusted-signer",
+                reason=Reason.UNTRUSTED_SIGNER,
             )
         try:
             key.verify(report.signature, report.signed_bytes)
         except InvalidSignature:
-            raise VerificationError("simulated report signature does not verify", reason="bad-signature") from None
+            raise VerificationError("simulated report signature does not verify", reason=Reason.BAD_SIGNATURE) from None
         return Claims(
             tee_type=TeeType.SIMULATED,
             measurement=report.measurement,

@@ -48,6 +48,7 @@ from omron_tee.attestation.verify.certs import (
     verify_issued_by,
 )
 from omron_tee.errors import CollateralError, VerificationError
+from omron_tee.reasons import Reason
 
 TCB_STATUS = "NotRated"
 
@@ -127,12 +128,12 @@ class SnpVerifier:
                 "the evidence carries none, the collateral has none"
                 + ("" if self.store is not None and self.store.amd_client is not None else " and AMD KDS is not configured")
                 + "; give --collateral DIR with the VCEK and ASK/ARK",
-                reason="collateral-missing",
+                reason=Reason.COLLATERAL_MISSING,
             )
         if self.store is not None:
             leaves += self.store.amd_vleks()
         if not leaves:
-            raise CollateralError("report is signed by a VLEK and neither the evidence nor the collateral has one", reason="collateral-missing")
+            raise CollateralError("report is signed by a VLEK and neither the evidence nor the collateral has one", reason=Reason.COLLATERAL_MISSING)
         for c in leaves:
             if self._signature_ok(report, c):
                 return c
@@ -147,7 +148,7 @@ class SnpVerifier:
             cert = self.store.amd_intermediate(role, product)
             if cert is not None:
                 return cert
-        raise CollateralError(f"no {role.upper()} certificate for {product}", reason="collateral-missing")
+        raise CollateralError(f"no {role.upper()} certificate for {product}", reason=Reason.COLLATERAL_MISSING)
 
     def _check_chain(self, leaf: x509.Certificate, inter: x509.Certificate, ark: x509.Certificate) -> None:
         key = (id(leaf), id(inter), id(ark))
@@ -177,38 +178,38 @@ class SnpVerifier:
         if crl is None:
             return False
         if crl.issuer != ark.subject or not crl.is_signature_valid(ark.public_key()):  # type: ignore[arg-type]
-            raise CollateralError(f"the {product} CRL is not signed by {name_of(ark)}", reason="collateral-invalid")
+            raise CollateralError(f"the {product} CRL is not signed by {name_of(ark)}", reason=Reason.COLLATERAL_INVALID)
         if crl.next_update_utc is not None and crl.next_update_utc.timestamp() < now:
             raise CollateralError(
-                f"the {product} CRL expired at {crl.next_update_utc:%Y-%m-%dT%H:%M:%SZ} (collateral expired)", reason="collateral-expired"
+                f"the {product} CRL expired at {crl.next_update_utc:%Y-%m-%dT%H:%M:%SZ} (collateral expired)", reason=Reason.COLLATERAL_EXPIRED
             )
         for c in certs:
             if crl.get_revoked_certificate_by_serial_number(serial_number(c)) is not None:
-                raise VerificationError(f"'{name_of(c)}' (serial {serial_number(c)}) is revoked by AMD's {product} CRL", reason="revoked")
+                raise VerificationError(f"'{name_of(c)}' (serial {serial_number(c)}) is revoked by AMD's {product} CRL", reason=Reason.REVOKED)
         return True
 
     # --- verification ----------------------------------------------------
 
     def verify(self, evidence: Evidence, *, now: float) -> Claims:
         if evidence.tee_type is not TeeType.SEV_SNP:
-            raise VerificationError(f"{evidence.tee_type.value} evidence given to the SEV-SNP verifier", reason="unsupported-tee")
+            raise VerificationError(f"{evidence.tee_type.value} evidence given to the SEV-SNP verifier", reason=Reason.UNSUPPORTED_TEE)
         report = abi.parse(evidence.quote)
         if report.signing_key == abi.SIGNING_KEY_NONE:
-            raise VerificationError("the report is unsigned (signing key selector 7)", reason="bad-signature")
+            raise VerificationError("the report is unsigned (signing key selector 7)", reason=Reason.BAD_SIGNATURE)
         given = self._given(evidence.certificates)
         leaf = self._leaf(report, given)
         role = self._role(leaf)
         signer = "vcek" if report.signing_key == abi.SIGNING_KEY_VCEK else "vlek"
         if role is None or role.role != signer:
-            raise VerificationError(f"the report is signed by a {signer.upper()} but the certificate is '{name_of(leaf)}'", reason="bad-certificate")
+            raise VerificationError(f"the report is signed by a {signer.upper()} but the certificate is '{name_of(leaf)}'", reason=Reason.BAD_CERTIFICATE)
         product = role.product or report.product
         if product is None:
-            raise VerificationError("cannot tell the AMD product (no CPUID in the report, no issuer in the certificate)", reason="bad-certificate")
+            raise VerificationError("cannot tell the AMD product (no CPUID in the report, no issuer in the certificate)", reason=Reason.BAD_CERTIFICATE)
         if report.product is not None and role.product is not None and report.product != role.product:
-            raise VerificationError(f"report is from a {report.product} part, its {signer.upper()} is for {role.product}", reason="bad-certificate")
+            raise VerificationError(f"report is from a {report.product} part, its {signer.upper()} is for {role.product}", reason=Reason.BAD_CERTIFICATE)
         ark = self._arks.get(product)
         if ark is None:
-            raise VerificationError(f"no trusted AMD root (ARK) for product {product!r}", reason="untrusted-chain")
+            raise VerificationError(f"no trusted AMD root (ARK) for product {product!r}", reason=Reason.UNTRUSTED_CHAIN)
         inter = self._intermediate("ask" if signer == "vcek" else "asvk", product, given)
         self._check_chain(leaf, inter, ark)
         for c, what in ((ark, "AMD ARK"), (inter, "AMD intermediate"), (leaf, signer.upper())):
@@ -216,7 +217,7 @@ class SnpVerifier:
         crl_checked = self._check_crl(product, signer, ark, [inter, leaf], now)
         self._check_leaf_binding(report, leaf, signer, product)
         if not self._signature_ok(report, leaf):
-            raise VerificationError(f"the report's ECDSA P-384 signature does not verify with the {signer.upper()}", reason="bad-signature")
+            raise VerificationError(f"the report's ECDSA P-384 signature does not verify with the {signer.upper()}", reason=Reason.BAD_SIGNATURE)
         extra = {"product": product, "trust_root": f"ARK-{product}", "crl_checked": crl_checked, "verified": True}
         csp = amd_coll.leaf_csp_id(leaf) if signer == "vlek" else None
         if csp:
@@ -239,13 +240,13 @@ class SnpVerifier:
             hwid = amd_coll.leaf_hwid(leaf)
             chip = report.chip_id[: len(hwid)] if hwid is not None else b""
             if any(report.chip_id) and hwid != chip:
-                raise VerificationError("the VCEK was issued to another chip (hwID differs from the report's chip id)", reason="vcek-mismatch")
+                raise VerificationError("the VCEK was issued to another chip (hwID differs from the report's chip id)", reason=Reason.VCEK_MISMATCH)
         tcb = amd_coll.leaf_tcb(leaf, turin_layout=turin)
         reported = report.tcb(report.reported_tcb_raw, turin_layout=turin)
         if tcb.components() != reported.components():
             raise VerificationError(
                 f"the {signer.upper()} is for TCB {tcb.components()}, the report's reported TCB is {reported.components()}",
-                reason="vcek-mismatch",
+                reason=Reason.VCEK_MISMATCH,
             )
 
     def describe(self, evidence: Evidence) -> Claims:
