@@ -33,7 +33,7 @@ from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel import KemSuite, Receipt
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError, ProtocolError
 from omron_tee.exchange import AttestedSession, candidate_nonce, check_attestation, new_nonce, open_result, seal_request
-from omron_tee.protocol import AttestResponse, InferResponse, Tensor, b64, keys_from_json, keys_to_json
+from omron_tee.protocol import AttestResponse, CandidatesReply, CandidatesRequest, RelayReply, RelayRequest, Tensor, keys_from_json, keys_to_json
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
 from omron_tee.reasons import Reason
@@ -88,15 +88,36 @@ def write_private(path: str | Path, text: str) -> None:
     os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
-MAX_CANDIDATES = 8
+@dataclass(frozen=True)
+class Attested:
+    """A candidate miner whose evidence this client verified itself, against its own policy."""
+
+    hotkey: str
+    session: AttestedSession
+    response: AttestResponse
 
 
-def _list_field(reply: Any, key: str) -> list[Any]:
-    """``reply[key]`` when the validator's reply is an object holding a list there, else refused."""
-    value = reply.get(key, []) if isinstance(reply, dict) else None
-    if not isinstance(value, list):
-        raise ProtocolError(f"the validator's reply has no list '{key}'")
-    return value
+def attested_candidates(reply: Any, *, nonce: bytes, policy: Policy, verifiers: VerifierRegistry, kem: KemSuite,
+                        model_id: str | None = None) -> tuple[list[Attested], list[Rejection]]:
+    """Verify every candidate in a validator's ``CandidatesReply``: those that pass, and why the others did not.
+
+    The validator is trusted for nothing here: its reply is parsed as hostile input, each
+    candidate's evidence must bind ``candidate_nonce(nonce, hotkey)`` and that miner's hotkey,
+    and (``model_id``) the miner must say it serves the model."""
+    parsed, broken = CandidatesReply.from_json(reply)
+    rejected = [Rejection(hotkey, e.reason, str(e)) for hotkey, e in broken]
+    accepted: list[Attested] = []
+    for c in parsed.candidates:
+        try:
+            session = check_attestation(c.attest, nonce=candidate_nonce(nonce, c.hotkey), hotkey=c.hotkey, policy=policy, registry=verifiers, kem=kem)
+            if model_id is not None and model_id not in c.attest.models:
+                raise ProtocolError(f"miner does not serve {model_id}")
+        except (AttestationError, ProtocolError) as e:
+            rejected.append(Rejection(c.hotkey, e.reason, str(e)))
+            continue
+        accepted.append(Attested(c.hotkey, session, c.attest))
+    rejected.extend(Rejection(f.hotkey, f.reason, "did not answer the attestation request") for f in parsed.failures)
+    return accepted, rejected
 
 
 class PrivateInferenceClient:
@@ -130,39 +151,24 @@ class PrivateInferenceClient:
     async def infer(self, model_id: str, x: np.ndarray, *, model_hash: bytes, candidates: int = 3, deadline_s: float = 10.0) -> PrivateResult:
         """Run ``x`` through ``model_id`` on an attested enclave; ``model_hash`` pins the model's sha256."""
         nonce = new_nonce()
-        raw = await self._post("/v1/attest", {"model": model_id, "nonce": b64(nonce), "kem": self.kem.value, "count": candidates})
-        accepted: list[tuple[str, AttestedSession, AttestResponse]] = []
-        rejected: list[Rejection] = []
-        candidates_raw, failures_raw = _list_field(raw, "candidates"), _list_field(raw, "failures")
-        for c in candidates_raw[:MAX_CANDIDATES]:
-            hotkey = str(c.get("hotkey"))[:64] if isinstance(c, dict) else "?"
-            try:
-                if not isinstance(c, dict):
-                    raise ProtocolError("a candidate must be a JSON object")
-                resp = AttestResponse.from_json(c.get("attest"))
-                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), hotkey=hotkey, policy=self.policy, registry=self.verifiers, kem=self.kem)
-            except (AttestationError, ProtocolError) as e:
-                rejected.append(Rejection(hotkey, e.reason, str(e)))
-                continue
-            accepted.append((hotkey, session, resp))
-        for f in failures_raw[:MAX_CANDIDATES]:
-            if isinstance(f, dict):
-                rejected.append(Rejection(str(f.get("hotkey"))[:64], str(f.get("reason"))[:64], "did not answer the attestation request"))
+        raw = await self._post("/v1/attest", CandidatesRequest(model_id, nonce, self.kem.value, candidates).to_json())
+        accepted, rejected = attested_candidates(raw, nonce=nonce, policy=self.policy, verifiers=self.verifiers, kem=self.kem)
         if not accepted:
             detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"
             raise AttestationError(f"no miner's enclave passed this client's policy ({detail})", reason=Reason.NO_ATTESTED_MINER)
         attempts, pendings = [], {}
-        for hotkey, session, _ in accepted:
-            request, pending = seal_request(session, model_id, x)
-            attempts.append({"hotkey": hotkey, "request": request.to_json()})
-            pendings[hotkey] = pending
-        reply = await self._post("/v1/infer", {"model": model_id, "deadline_ms": int(deadline_s * 1000), "attempts": attempts}, timeout=deadline_s + 2.0)
-        hotkey = str(reply.get("hotkey")) if isinstance(reply, dict) else ""
-        if hotkey not in pendings:
+        for a in accepted:
+            request, pending = seal_request(a.session, model_id, x)
+            attempts.append((a.hotkey, request))
+            pendings[a.hotkey] = pending
+        raw_reply = await self._post("/v1/infer", RelayRequest(int(deadline_s * 1000), tuple(attempts), model_id).to_json(), timeout=deadline_s + 2.0)
+        reply = RelayReply.from_json(raw_reply)
+        if reply.hotkey not in pendings:
             raise ProtocolError("the validator answered for a miner this client did not seal to")
-        result = open_result(pendings[hotkey], InferResponse.from_json(reply.get("response")), model_hash=model_hash)
-        session, resp = next((s, r) for h, s, r in accepted if h == hotkey)
-        return PrivateResult(model_id, result.output, result.receipt, hotkey, resp.evidence, resp.keys, session.attest_nonce, tuple(rejected))
+        result = open_result(pendings[reply.hotkey], reply.response, model_hash=model_hash)
+        chosen = next(a for a in accepted if a.hotkey == reply.hotkey)
+        return PrivateResult(model_id, result.output, result.receipt, reply.hotkey, chosen.response.evidence, chosen.response.keys,
+                             chosen.session.attest_nonce, tuple(rejected))
 
     def infer_sync(self, model_id: str, x: np.ndarray, **kwargs: Any) -> PrivateResult:
         async def go() -> PrivateResult:
@@ -246,4 +252,4 @@ def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistr
     return ReceiptCheck(not reasons, tuple(reasons), model_id, hotkey, issued, receipt.model_hash, kind)
 
 
-__all__ = ["PrivateInferenceClient", "PrivateResult", "Rejection", "ReceiptCheck", "verify_receipt_file"]
+__all__ = ["Attested", "PrivateInferenceClient", "PrivateResult", "Rejection", "ReceiptCheck", "attested_candidates", "verify_receipt_file"]

@@ -336,3 +336,147 @@ class InferenceResult:
             proof=proof_bytes,
             prove_ms=float(prove_ms) if isinstance(prove_ms, (int, float)) and not isinstance(prove_ms, bool) else None,
         )
+
+
+# --- the validator's third-party API (/v1) ------------------------------------
+
+MAX_CANDIDATES = 8
+MAX_DEADLINE_MS = 60_000
+
+
+def _short_str(value: Any, what: str, limit: int = 128) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ProtocolError(f"{what} must be a string of 1 to {limit} characters")
+    return value
+
+
+@dataclass(frozen=True)
+class CandidatesRequest:
+    """``POST /v1/attest`` and ``/v1/llm/attest``: attest up to ``count`` miners serving ``model``.
+
+    Each candidate is attested with ``exchange.candidate_nonce(nonce, its hotkey)``."""
+
+    model: str
+    nonce: bytes
+    kem: str
+    count: int = 3
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "nonce": b64(self.nonce), "kem": self.kem, "count": self.count}
+
+    @classmethod
+    def from_json(cls, data: Any, *, default_kem: str) -> "CandidatesRequest":
+        model = _short_str(_field(data, "model", "attest request"), "attest request model")
+        nonce = _nonce(_field(data, "nonce", "attest request"), "attest request nonce")
+        kem = _short_str(data.get("kem", default_kem), "attest request kem", 64)
+        count = data.get("count", 3)
+        if type(count) is not int or not 1 <= count <= MAX_CANDIDATES:
+            raise ProtocolError(f"count must be an integer from 1 to {MAX_CANDIDATES}")
+        return cls(model, nonce, kem, count)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    hotkey: str
+    uid: int
+    attest: AttestResponse
+
+
+@dataclass(frozen=True)
+class Tried:
+    """A miner the validator tried (or skipped) for a third party, and what came of it."""
+
+    hotkey: str
+    reason: str  # "ok", or the failure's reason (a peer's reason may be one this build does not know)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hotkey": self.hotkey, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Tried":
+        return cls(_short_str(_field(data, "hotkey", "tried entry"), "hotkey", MAX_HOTKEY_LEN), _short_str(_field(data, "reason", "tried entry"), "reason", 64))
+
+
+def _bounded_list(data: Any, key: str, what: str, limit: int) -> list[Any]:
+    value = data.get(key, []) if isinstance(data, dict) else None
+    if not isinstance(value, list) or len(value) > limit:
+        raise ProtocolError(f"{what} must hold a list '{key}' of at most {limit} entries")
+    return value
+
+
+@dataclass(frozen=True)
+class CandidatesReply:
+    """The validator's answer to a ``CandidatesRequest``: attested candidates (unverified: the client
+    verifies each itself), and the miners that did not answer."""
+
+    candidates: tuple[Candidate, ...]
+    failures: tuple[Tried, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "candidates": [{"hotkey": c.hotkey, "uid": c.uid, "attest": c.attest.to_json()} for c in self.candidates],
+            "failures": [f.to_json() for f in self.failures],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> tuple["CandidatesReply", list[tuple[str, ProtocolError]]]:
+        """The reply, and the candidates whose entries were malformed (hotkey, why) for the caller to report."""
+        candidates, broken = [], []
+        for c in _bounded_list(data, "candidates", "attest reply", MAX_CANDIDATES):
+            hotkey = str(c.get("hotkey"))[:MAX_HOTKEY_LEN] if isinstance(c, dict) else "?"
+            try:
+                uid = _field(c, "uid", "candidate")
+                if type(uid) is not int:
+                    raise ProtocolError("candidate uid must be an integer")
+                candidates.append(Candidate(_short_str(_field(c, "hotkey", "candidate"), "candidate hotkey", MAX_HOTKEY_LEN), uid,
+                                            AttestResponse.from_json(_field(c, "attest", "candidate"))))
+            except ProtocolError as e:
+                broken.append((hotkey, e))
+        failures = tuple(Tried.from_json(f) for f in _bounded_list(data, "failures", "attest reply", 64))
+        return cls(tuple(candidates), failures), broken
+
+
+@dataclass(frozen=True)
+class RelayRequest:
+    """``POST /v1/infer`` and ``/v1/llm/infer_stream``: one sealed copy per candidate, tried in order within the deadline."""
+
+    deadline_ms: int
+    attempts: tuple[tuple[str, InferRequest], ...]  # (miner hotkey, sealed request), in order
+    model: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "deadline_ms": self.deadline_ms,
+                "attempts": [{"hotkey": h, "request": r.to_json()} for h, r in self.attempts]}
+
+    @classmethod
+    def from_json(cls, data: Any, *, default_deadline_ms: int, max_deadline_ms: int = MAX_DEADLINE_MS) -> "RelayRequest":
+        deadline_ms = data.get("deadline_ms", default_deadline_ms) if isinstance(data, dict) else default_deadline_ms
+        if type(deadline_ms) is not int or not 1 <= deadline_ms <= max_deadline_ms:
+            raise ProtocolError(f"deadline_ms must be an integer from 1 to {max_deadline_ms}")
+        attempts = _field(data, "attempts", "infer request")
+        if not isinstance(attempts, list) or not 1 <= len(attempts) <= MAX_CANDIDATES:
+            raise ProtocolError(f"attempts must be a list of 1 to {MAX_CANDIDATES} sealed requests")
+        parsed = tuple((_short_str(_field(a, "hotkey", "attempt"), "attempt hotkey", MAX_HOTKEY_LEN), InferRequest.from_json(_field(a, "request", "attempt")))
+                       for a in attempts)
+        model = data.get("model", "")
+        return cls(deadline_ms, parsed, model if isinstance(model, str) else "")
+
+
+@dataclass(frozen=True)
+class RelayReply:
+    """The validator's answer to a tensor ``RelayRequest``: which miner answered, its sealed answer, and every miner tried."""
+
+    hotkey: str
+    response: InferResponse
+    tried: tuple[Tried, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hotkey": self.hotkey, "response": self.response.to_json(), "tried": [t.to_json() for t in self.tried]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "RelayReply":
+        return cls(
+            _short_str(_field(data, "hotkey", "infer reply"), "infer reply hotkey", MAX_HOTKEY_LEN),
+            InferResponse.from_json(_field(data, "response", "infer reply")),
+            tuple(Tried.from_json(t) for t in _bounded_list(data, "tried", "infer reply", MAX_CANDIDATES + 1)),
+        )

@@ -5,7 +5,7 @@ own ``OmronTeeError`` with a named reason; never ``RecursionError``,
 ``ValueError``, ``TypeError``, ``KeyError``, ``struct.error`` or anything else,
 and never after building a value larger than its bound. Covered: the bounded
 JSON decoder itself, every wire message (attest request/response, infer
-request/response, the third-party relay request), every sealed payload
+request/response, the third-party API's requests and replies), every sealed payload
 (inference request and result, completion request), receipts, receipt files
 and evidence JSON. The binary evidence parsers are fuzzed in
 tests/attestation/test_fuzz.py.
@@ -29,7 +29,7 @@ from omron_tee.llm.stream import CompletionPayload
 from omron_tee.protocol import (
     AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, ReplyRoute, Tensor, loads,
 )
-from omron_tee.validator.relay import parse_relay_request
+from omron_tee.protocol import CandidatesReply, CandidatesRequest, RelayReply, RelayRequest
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 COUNT = {"examples": 0}  # how many inputs the decoders saw, for the closing note
@@ -66,11 +66,17 @@ DECODERS = {
     "result": lambda d: InferenceResult.decode(_encoded(d)),
     "completion": CompletionPayload.from_dict,
     "receipt": Receipt.from_json,
-    "relay": lambda d: parse_relay_request(d, default_deadline_ms=1000),
+    "relay": lambda d: RelayRequest.from_json(d, default_deadline_ms=1000),
+    "candidates-request": lambda d: CandidatesRequest.from_json(d, default_kem="x25519-hkdf-sha256-chacha20poly1305"),
+    "candidates-reply": CandidatesReply.from_json,
+    "relay-reply": RelayReply.from_json,
     "evidence": Evidence.from_json,
     "tensor": Tensor.from_json,
 }
 SAMPLES["evidence"] = SAMPLES["attest-response"]["evidence"]
+SAMPLES["candidates-request"] = {"model": "digits-mlp", "nonce": _b64(32), "kem": "x25519-hkdf-sha256-chacha20poly1305", "count": 3}
+SAMPLES["candidates-reply"] = {"candidates": [{"hotkey": "5Miner", "uid": 1, "attest": SAMPLES["attest-response"]}], "failures": [{"hotkey": "5Other", "reason": "timeout"}]}
+SAMPLES["relay-reply"] = {"hotkey": "5Miner", "response": SAMPLES["infer-response"], "tried": [{"hotkey": "5Miner", "reason": "ok"}]}
 SAMPLES["tensor"] = SAMPLES["payload"]["input"]
 
 

@@ -28,13 +28,13 @@ import bittensor as bt
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel import KemSuite
-from omron_tee.client import RECEIPT_FILE_VERSION, Rejection, verify_receipt_file, write_private
+from omron_tee.client import RECEIPT_FILE_VERSION, Rejection, attested_candidates, verify_receipt_file, write_private
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError, ProtocolError
-from omron_tee.exchange import AttestedSession, candidate_nonce, check_attestation, new_nonce
+from omron_tee.exchange import AttestedSession, new_nonce
 from omron_tee.llm.requester import Completion, StreamReader, TokenChunk, seal_completion
 from omron_tee.llm.stream import output_hash
 from omron_tee.llm.transport import new_http, open_stream, raw_bytes
-from omron_tee.protocol import AttestResponse, b64, keys_to_json
+from omron_tee.protocol import AttestResponse, CandidatesRequest, RelayRequest, b64, keys_to_json
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
 from omron_tee.reasons import Reason
@@ -57,27 +57,12 @@ class PrivateCompletionClient:
     async def _attested(self, model_id: str, candidates: int) -> list[tuple[str, AttestedSession, AttestResponse, bytes]]:
         nonce = new_nonce()
         try:
-            raw = await self._json.post(self.url, "/v1/llm/attest", {"model": model_id, "nonce": b64(nonce), "kem": self.kem.value, "count": candidates},
+            raw = await self._json.post(self.url, "/v1/llm/attest", CandidatesRequest(model_id, nonce, self.kem.value, candidates).to_json(),
                                         receiver=self.validator_hotkey)
         except MinerError as e:
             raise OmronTeeError(f"validator: {e}", reason=e.reason) from None
-        accepted, rejected = [], []
-        for c in (raw.get("candidates", []) if isinstance(raw, dict) else [])[:8]:
-            hotkey = str(c.get("hotkey"))[:64] if isinstance(c, dict) else "?"
-            try:
-                if not isinstance(c, dict):
-                    raise ProtocolError("a candidate must be a JSON object")
-                resp = AttestResponse.from_json(c.get("attest"))
-                session = check_attestation(resp, nonce=candidate_nonce(nonce, hotkey), hotkey=hotkey, policy=self.policy, registry=self.verifiers, kem=self.kem)
-                if model_id not in resp.models:
-                    raise ProtocolError(f"miner does not serve {model_id}")
-            except (AttestationError, ProtocolError) as e:
-                rejected.append(Rejection(hotkey, e.reason, str(e)))
-                continue
-            accepted.append((hotkey, session, resp, session.attest_nonce))
-        for f in (raw.get("failures", []) if isinstance(raw, dict) else [])[:8]:
-            if isinstance(f, dict):
-                rejected.append(Rejection(str(f.get("hotkey"))[:64], str(f.get("reason"))[:64], "did not answer the attestation request"))
+        found, rejected = attested_candidates(raw, nonce=nonce, policy=self.policy, verifiers=self.verifiers, kem=self.kem, model_id=model_id)
+        accepted = [(a.hotkey, a.session, a.response, a.session.attest_nonce) for a in found]
         self.last_rejected = tuple(rejected)
         if not accepted:
             detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"
@@ -91,12 +76,12 @@ class PrivateCompletionClient:
         attempts, pendings = [], {}
         for hotkey, session, _, _ in accepted:
             request, pending = seal_completion(session, model_id, prompt, max_tokens)
-            attempts.append({"hotkey": hotkey, "request": request.to_json()})
+            attempts.append((hotkey, request))
             pendings[hotkey] = pending
         t0 = time.perf_counter()
         try:
             resp = await open_stream(self._http, self._signer, self.url, "/v1/llm/infer_stream",
-                                     {"model": model_id, "deadline_ms": int(deadline_s * 1000), "attempts": attempts},
+                                     RelayRequest(int(deadline_s * 1000), tuple(attempts), model_id).to_json(),
                                      receiver=self.validator_hotkey, timeout=deadline_s)
         except MinerError as e:
             raise OmronTeeError(f"validator: {e}", reason=e.reason) from None
@@ -105,7 +90,7 @@ class PrivateCompletionClient:
             await resp.aclose()
             raise ProtocolError("the validator answered for a miner this client did not seal to")
         reader = StreamReader(pendings[hotkey], model_hash=model_hash, started=t0)
-        async for data in raw_bytes(resp):
+        async for data in raw_bytes(resp, deadline_s=deadline_s):
             for chunk in reader.feed(data):
                 yield chunk
         completion = reader.close()

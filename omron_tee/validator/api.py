@@ -33,11 +33,11 @@ from fastapi import FastAPI
 from omron_tee.channel import KemSuite
 from omron_tee.errors import AuthError, ConfigError, MinerError, OmronTeeError, ProtocolError, RateLimited
 from omron_tee.exchange import candidate_nonce
-from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse, _field, _nonce
+from omron_tee.protocol import AttestRequest, AttestResponse, Candidate, CandidatesReply, CandidatesRequest, InferResponse, RelayReply, RelayRequest, Tried
 from omron_tee.validator.core import Validator
 from omron_tee.validator.forward import MAX_ATTEST_REPLY_BYTES
 from omron_tee.validator.llm_api import add_llm_api, openai_models
-from omron_tee.validator.relay import MAX_CANDIDATES, REQUEST_FAULTS, all_failed, parse_relay_request, record_failure, record_success, relay_targets
+from omron_tee.validator.relay import REQUEST_FAULTS, all_failed, record_failure, record_success, relay_targets
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.client import SignedClient
@@ -142,38 +142,33 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, quota: ApiQuot
 
     async def attest(caller: str, body: Any) -> Any:
         limiter.take(caller)
-        model = str(_field(body, "model", "attest request"))
-        prober.models.get(model)
-        nonce = _nonce(_field(body, "nonce", "attest request"), "attest request nonce")
-        kem = KemSuite.parse(str(body.get("kem", prober.kem.value))).value  # refuse a bad suite here, not at every miner
-        count = body.get("count", 3)
-        if not isinstance(count, int) or not 1 <= count <= MAX_CANDIDATES:
-            raise ProtocolError(f"count must be an integer from 1 to {MAX_CANDIDATES}")
-        targets = candidates_for(count)
+        ask = CandidatesRequest.from_json(body, default_kem=prober.kem.value)
+        prober.models.get(ask.model)
+        kem = KemSuite.parse(ask.kem).value  # refuse a bad suite here, not at every miner
+        targets = candidates_for(ask.count)
 
-        async def one(n):
+        async def one(n) -> Candidate:
             assert n.endpoint is not None
-            request = AttestRequest(candidate_nonce(nonce, n.hotkey), kem, n.hotkey)
+            request = AttestRequest(candidate_nonce(ask.nonce, n.hotkey), kem, n.hotkey)
             raw = await relay.post(n.endpoint.url, "/attest", request.to_json(), receiver=n.hotkey, timeout=prober.timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
-            AttestResponse.from_json(raw)  # shape check only: the client verifies it
-            return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw}
+            return Candidate(n.hotkey, n.uid, AttestResponse.from_json(raw))  # parsed, not verified: the client verifies it
 
         results = await asyncio.gather(*(one(n) for n in targets), return_exceptions=True)
         candidates, failures = [], []
         for n, r in zip(targets, results):
             if isinstance(r, BaseException):
                 reason = getattr(r, "reason", Reason.ERROR)
-                failures.append({"hotkey": n.hotkey, "reason": reason})
+                failures.append(Tried(n.hotkey, reason))
                 if reason not in REQUEST_FAULTS:
                     validator.record(Outcome(n.hotkey, n.uid, False, reason, None, None, None, kind="relay"))
             else:
                 candidates.append(r)
-        return {"candidates": candidates, "failures": failures}
+        return CandidatesReply(tuple(candidates), tuple(failures)).to_json()
 
     async def infer(caller: str, body: Any) -> Any:
         limiter.take(caller)
-        request = parse_relay_request(body, default_deadline_ms=10_000)
-        tried: list[dict[str, str]] = []
+        request = RelayRequest.from_json(body, default_deadline_ms=10_000)
+        tried: list[Tried] = []
         for hotkey, sealed, neuron, left in relay_targets(validator, request, tried):
             t0 = time.perf_counter()
             try:
@@ -184,7 +179,7 @@ def build_api(validator: Validator, verifier: RequestVerifier, *, quota: ApiQuot
                 log.info("relay to uid %d failed (%s); trying the next miner if any", neuron.uid, e.reason)
                 continue
             record_success(validator, neuron, t0, tried)
-            return {"hotkey": hotkey, "response": response.to_json(), "tried": tried}
+            return RelayReply(hotkey, response, tuple(tried)).to_json()
         raise all_failed(tried)
 
     api.add_api_route("/v1/attest", signed_route(verifier, attest, log), methods=["POST"])

@@ -42,10 +42,10 @@ from omron_tee.llm.model import MAX_NEW_TOKENS
 from omron_tee.llm.requester import Completion, StreamReader, TokenChunk
 from omron_tee.llm.transport import open_stream, raw_bytes
 from omron_tee.exchange import candidate_nonce
-from omron_tee.protocol import AttestRequest, AttestResponse, _field, _nonce, dumps, loads
+from omron_tee.protocol import MAX_CANDIDATES, AttestRequest, AttestResponse, Candidate, CandidatesReply, CandidatesRequest, RelayRequest, Tried, _field, dumps, loads
 from omron_tee.validator.forward import MAX_ATTEST_REPLY_BYTES
 from omron_tee.validator.llm_forward import llm_state
-from omron_tee.validator.relay import MAX_CANDIDATES, all_failed, parse_relay_request, record_failure, relay_targets
+from omron_tee.validator.relay import all_failed, record_failure, relay_targets
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.server import error_response, guarded, json_response, read_body
@@ -98,49 +98,38 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
     # --- path 1: private, the validator relays ciphertext -----------------------------
 
     async def llm_attest(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-            await authenticate(request, body, allow_bearer=False)
-            data = loads(body, "request body")
-            model = check_model(_field(data, "model", "attest request"))
-            nonce = _nonce(_field(data, "nonce", "attest request"), "attest request nonce")
-            kem_raw = data.get("kem", validator.prober.kem.value)
-            kem = KemSuite.parse(kem_raw if isinstance(kem_raw, str) else "").value  # refuse a bad suite here, not at every miner
-            count = data.get("count", 3)
-            if not isinstance(count, int) or not 1 <= count <= MAX_CANDIDATES:
-                raise ProtocolError(f"count must be an integer from 1 to {MAX_CANDIDATES}")
-        except OmronTeeError as e:
-            return error_response(e)
+        body = await read_body(request)
+        await authenticate(request, body, allow_bearer=False)
+        ask = CandidatesRequest.from_json(loads(body, "request body"), default_kem=validator.prober.kem.value)
+        model = check_model(ask.model)
+        kem = KemSuite.parse(ask.kem).value  # refuse a bad suite here, not at every miner
         prober = validator.prober
         targets = state.candidates(model, MAX_CANDIDATES)
 
-        async def one(n):
-            raw = await (relay or prober.client).post(n.endpoint.url, "/attest", AttestRequest(candidate_nonce(nonce, n.hotkey), kem, n.hotkey).to_json(), receiver=n.hotkey,
-                                                     timeout=prober.timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
-            resp = AttestResponse.from_json(raw)  # shape check only: the client verifies it
+        async def one(n) -> Candidate:
+            raw = await (relay or prober.client).post(n.endpoint.url, "/attest", AttestRequest(candidate_nonce(ask.nonce, n.hotkey), kem, n.hotkey).to_json(),
+                                                     receiver=n.hotkey, timeout=prober.timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
+            resp = AttestResponse.from_json(raw)  # parsed, not verified: the client verifies it
             state.served[n.hotkey] = resp.models
-            return {"hotkey": n.hotkey, "uid": n.uid, "attest": raw, "serves": model in resp.models}
+            return Candidate(n.hotkey, n.uid, resp)
 
         results = await asyncio.gather(*(one(n) for n in targets), return_exceptions=True)
         candidates, failures = [], []
         for n, r in zip(targets, results):
             if isinstance(r, BaseException):
-                failures.append({"hotkey": n.hotkey, "reason": getattr(r, "reason", Reason.ERROR)})
-            elif r.pop("serves"):
+                failures.append(Tried(n.hotkey, getattr(r, "reason", Reason.ERROR)))
+            elif model in r.attest.models:
                 candidates.append(r)
-        return json_response({"candidates": candidates[:count], "failures": failures})
+        return json_response(CandidatesReply(tuple(candidates[: ask.count]), tuple(failures)).to_json())
 
     async def llm_infer_stream(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-            await authenticate(request, body, allow_bearer=False)
-            data = loads(body, "request body")
-            check_model(_field(data, "model", "infer request"))
-            request = parse_relay_request(data, default_deadline_ms=30_000, max_deadline_ms=MAX_DEADLINE_MS)
-        except OmronTeeError as e:
-            return error_response(e)
-        tried: list[dict[str, str]] = []
-        for hotkey, req, neuron, left in relay_targets(validator, request, tried):
+        body = await read_body(request)
+        await authenticate(request, body, allow_bearer=False)
+        data = loads(body, "request body")
+        relayed = RelayRequest.from_json(data, default_deadline_ms=30_000, max_deadline_ms=MAX_DEADLINE_MS)
+        check_model(relayed.model or _field(data, "model", "infer request"))
+        tried: list[Tried] = []
+        for hotkey, req, neuron, left in relay_targets(validator, relayed, tried):
             t0 = time.perf_counter()
             try:
                 resp = await open_stream(state.http, validator.prober.client.signer, neuron.endpoint.url, "/infer_stream", req.to_json(),
@@ -148,11 +137,11 @@ def add_llm_api(api: FastAPI, validator: Any, verifier: RequestVerifier, limiter
             except MinerError as e:
                 record_failure(validator, neuron, e.reason, tried)
                 continue
-            tried.append({"hotkey": hotkey, "reason": Reason.OK})
+            tried.append(Tried(hotkey, Reason.OK))
             return StreamingResponse(
                 _relay(resp, validator, neuron, t0, deadline_s=max(0.05, left - (time.perf_counter() - t0))),
                 media_type=STREAM_MEDIA_TYPE,
-                headers={"X-Omron-Miner": hotkey, "X-Omron-Tried": json.dumps(tried), "Cache-Control": "no-store"},
+                headers={"X-Omron-Miner": hotkey, "X-Omron-Tried": json.dumps([t.to_json() for t in tried]), "Cache-Control": "no-store"},
             )
         return error_response(all_failed(tried))
 

@@ -10,42 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 from omron_tee.chain.base import Neuron
-from omron_tee.errors import MinerError, ProtocolError
-from omron_tee.protocol import InferRequest, _field
+from omron_tee.errors import MinerError
+from omron_tee.protocol import InferRequest, RelayRequest, Tried
 from omron_tee.validator.core import Validator
 from omron_tee.validator.scoring import Outcome
 from omron_tee.reasons import Reason
-
-MAX_CANDIDATES = 8
-MAX_DEADLINE_MS = 60_000
 
 # Refusals caused by the client's own request (bad ciphertext, stale key...), not by the
 # miner: not even counted against it in the summaries.
 REQUEST_FAULTS = frozenset({Reason.TAMPERED_CIPHERTEXT, Reason.MALFORMED_MESSAGE, Reason.BAD_KEY, Reason.UNKNOWN_KEY, Reason.UNSUPPORTED_SUITE, Reason.TOO_LARGE})
 
 
-@dataclass(frozen=True)
-class RelayRequest:
-    deadline_ms: int
-    attempts: tuple[tuple[str, InferRequest], ...]  # (miner hotkey, sealed request), in order
-
-
-def parse_relay_request(body: Any, *, default_deadline_ms: int, max_deadline_ms: int = MAX_DEADLINE_MS) -> RelayRequest:
-    deadline_ms = body.get("deadline_ms", default_deadline_ms) if isinstance(body, dict) else default_deadline_ms
-    if not isinstance(deadline_ms, int) or not 1 <= deadline_ms <= max_deadline_ms:
-        raise ProtocolError(f"deadline_ms must be an integer from 1 to {max_deadline_ms}")
-    attempts = _field(body, "attempts", "infer request")
-    if not isinstance(attempts, list) or not 1 <= len(attempts) <= MAX_CANDIDATES:
-        raise ProtocolError(f"attempts must be a list of 1 to {MAX_CANDIDATES} sealed requests")
-    parsed = tuple((str(_field(a, "hotkey", "attempt")), InferRequest.from_json(_field(a, "request", "attempt"))) for a in attempts)
-    return RelayRequest(deadline_ms, parsed)
-
-
-def relay_targets(validator: Validator, request: RelayRequest, tried: list[dict[str, str]]) -> Iterator[tuple[str, InferRequest, Neuron, float]]:
+def relay_targets(validator: Validator, request: RelayRequest, tried: list[Tried]) -> Iterator[tuple[str, InferRequest, Neuron, float]]:
     """The attempts still worth making, with the seconds left; skipped ones are noted in ``tried``."""
     by_hotkey = {n.hotkey: n for n in validator.miners()}
     deadline = time.monotonic() + request.deadline_ms / 1000
@@ -53,25 +31,25 @@ def relay_targets(validator: Validator, request: RelayRequest, tried: list[dict[
         neuron = by_hotkey.get(hotkey)
         left = deadline - time.monotonic()
         if left <= 0.05:
-            tried.append({"hotkey": hotkey, "reason": Reason.DEADLINE})
+            tried.append(Tried(hotkey, Reason.DEADLINE))
             return
         if neuron is None or neuron.endpoint is None:
-            tried.append({"hotkey": hotkey, "reason": Reason.NOT_SERVING})
+            tried.append(Tried(hotkey, Reason.NOT_SERVING))
             continue
         yield hotkey, sealed, neuron, left
 
 
-def record_failure(validator: Validator, neuron: Neuron, reason: str, tried: list[dict[str, str]]) -> None:
+def record_failure(validator: Validator, neuron: Neuron, reason: str, tried: list[Tried]) -> None:
     """Count a relay failure (scoring never holds relayed traffic against a miner: see scoring)."""
-    tried.append({"hotkey": neuron.hotkey, "reason": reason})
+    tried.append(Tried(neuron.hotkey, reason))
     if reason not in REQUEST_FAULTS:
         validator.record(Outcome(neuron.hotkey, neuron.uid, False, reason, None, None, None, kind="relay"))
 
 
-def record_success(validator: Validator, neuron: Neuron, started: float, tried: list[dict[str, str]]) -> None:
-    tried.append({"hotkey": neuron.hotkey, "reason": Reason.OK})
+def record_success(validator: Validator, neuron: Neuron, started: float, tried: list[Tried]) -> None:
+    tried.append(Tried(neuron.hotkey, Reason.OK))
     validator.record(Outcome(neuron.hotkey, neuron.uid, True, Reason.OK, time.perf_counter() - started, None, None, kind="relay"))
 
 
-def all_failed(tried: list[dict[str, str]]) -> MinerError:
-    return MinerError("no miner answered within the deadline: " + ", ".join(f"{t['hotkey'][:8]}…:{t['reason']}" for t in tried), reason=Reason.ALL_MINERS_FAILED)
+def all_failed(tried: list[Tried]) -> MinerError:
+    return MinerError("no miner answered within the deadline: " + ", ".join(f"{t.hotkey[:8]}…:{t.reason}" for t in tried), reason=Reason.ALL_MINERS_FAILED)
