@@ -44,6 +44,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "omron_tee.validator": {"omron_tee.miner", "omron_tee.client", "omron_tee.localnet", "omron_tee.cli", "omron_tee.devnet"},
     "omron_tee.client": {"omron_tee.miner", "omron_tee.validator", "omron_tee.chain", "omron_tee.enclave", "omron_tee.localnet", "omron_tee.cli", "omron_tee.devnet"},
     "omron_tee.devnet": {"omron_tee.localnet", "omron_tee.cli"},
+    # The validator's reward rule is pure and its store is SQLite only: neither knows the network.
+    "omron_tee.validator.reward": _except(),
+    "omron_tee.validator.store": _except(),
     # llm/ is a feature slice across layers; each module obeys its layer's rule.
     "omron_tee.llm.model": _except("errors", "models"),
     "omron_tee.llm.prompts": _except(),

@@ -15,15 +15,13 @@ zk answers (proven with EZKL) are timed the same way, but against the other
 miners' zk times (proving takes seconds, not milliseconds); a proof that does
 not verify or does not prove the claimed output decays the score.
 
-Scores persist in SQLite (WAL) so a validator restart keeps them; updates are
-kept in memory and flushed after each round, so a crash loses at most one
-round.
+The rule itself is pure (``validator.reward``); records persist in SQLite (WAL,
+``validator.store``) so a validator restart keeps them; updates are kept in
+memory and flushed about once a second, so a crash loses at most that.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import statistics
 import threading
 import time
@@ -32,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omron_tee.reasons import Reason
+from omron_tee.validator import reward
+from omron_tee.validator.reward import ALPHA, FAILURE_DECAY, RT_WEIGHT  # noqa: F401 - the rule's constants, re-exported
+from omron_tee.validator.store import ScoreStore
 
-ALPHA = 0.1  # how far one verified answer moves the score toward its target
-FAILURE_DECAY = 0.2  # fraction of the score a failure takes away
-RT_WEIGHT = 0.5  # share of the target that response time can take away
 LATENCY_WINDOW = 64
 MAX_REASONS = 48
 ACTIVE_WINDOW_S = 3600.0  # miners not probed for this long drop out of the latency comparison
@@ -90,21 +88,15 @@ class MinerRecord:
 
 
 class ScoreBook:
+    """Every miner's record, in memory, persisted through ``ScoreStore``; the rule is ``reward``'s."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS miners (hotkey TEXT PRIMARY KEY, uid INTEGER, score REAL, record TEXT, updated REAL)"
-        )
-        self._db.commit()
+        self._store = ScoreStore(self.path)
         self._lock = threading.Lock()
         self.records: dict[str, MinerRecord] = {}
         self._dirty: set[str] = set()
-        for hotkey, uid, score, record in self._db.execute("SELECT hotkey, uid, score, record FROM miners"):
-            r = json.loads(record)
+        for hotkey, uid, score, r in self._store.load():
             self.records[hotkey] = MinerRecord(
                 hotkey=hotkey,
                 uid=uid,
@@ -132,11 +124,7 @@ class ScoreBook:
 
     def _latency_range(self, latency_class: str = "tee") -> tuple[float, float] | None:
         since = time.time() - ACTIVE_WINDOW_S
-        pools = [r.pool(latency_class) for r in self.records.values() if r.last_seen >= since]
-        medians = [statistics.median(p) for p in pools if p]
-        if not medians:
-            return None
-        return min(medians), max(medians)
+        return reward.latency_range(r.pool(latency_class) for r in self.records.values() if r.last_seen >= since)
 
     def update(self, outcome: Outcome) -> tuple[float, float]:
         """Apply one outcome; returns (old score, new score)."""
@@ -158,53 +146,45 @@ class ScoreBook:
             rec.reasons[reason] = rec.reasons.get(reason, 0) + 1
             if not outcome.ok:
                 rec.failures += 1
-            if outcome.kind == "benchmark":
+            scored = outcome.kind == "benchmark"
+            if scored:
                 rec.last_seen = time.time()
-                if outcome.ok and outcome.correct is not False:
-                    if outcome.latency_s is not None:
-                        rec.pool(outcome.latency_class).append(outcome.latency_s)
-                    rec.score = old + ALPHA * (self._target(rec, outcome.latency_class) - old)
-                elif not outcome.ok:
-                    rec.score = old * (1.0 - FAILURE_DECAY)
+                if outcome.ok and outcome.correct is not False and outcome.latency_s is not None:
+                    rec.pool(outcome.latency_class).append(outcome.latency_s)
+            target = self._target(rec, outcome.latency_class) if scored and outcome.ok else 1.0
+            rec.score = reward.next_score(old, scored=scored, ok=outcome.ok, correct=outcome.correct, target=target)
             self._dirty.add(outcome.hotkey)
             return old, rec.score
 
     def _target(self, rec: MinerRecord, latency_class: str = "tee") -> float:
         pool = rec.pool(latency_class)
-        mine = statistics.median(pool) if pool else None
-        rng = self._latency_range(latency_class)
-        if mine is None or rng is None or rng[1] - rng[0] <= 1e-9:
-            return 1.0
-        lo, hi = rng
-        return 1.0 - RT_WEIGHT * min(1.0, max(0.0, (mine - lo) / (hi - lo)))
+        return reward.latency_target(statistics.median(pool) if pool else None, self._latency_range(latency_class))
 
     def flush(self) -> None:
         with self._lock:
-            rows = []
-            for hotkey in self._dirty:
-                r = self.records[hotkey]
-                blob = {
-                    "requests": r.requests,
-                    "attestations_accepted": r.attestations_accepted,
-                    "attestations_rejected": r.attestations_rejected,
-                    "correct": r.correct,
-                    "incorrect": r.incorrect,
-                    "failures": r.failures,
-                    "reasons": r.reasons,
-                    "latencies": list(r.latencies),
-                    "zk_latencies": list(r.zk_latencies),
-                    "llm_latencies": list(r.llm_latencies),
-                    "last_seen": r.last_seen,
-                }
-                rows.append((hotkey, r.uid, r.score, json.dumps(blob), time.time()))
+            rows = [(h, self.records[h].uid, self.records[h].score, _fields(self.records[h])) for h in self._dirty]
             self._dirty.clear()
-        if rows:
-            with self._db:
-                self._db.executemany("INSERT OR REPLACE INTO miners VALUES (?, ?, ?, ?, ?)", rows)
+        self._store.save(rows)
 
     def scores(self) -> dict[str, float]:
         return {h: r.score for h, r in self.records.items()}
 
     def close(self) -> None:
         self.flush()
-        self._db.close()
+        self._store.close()
+
+
+def _fields(r: MinerRecord) -> dict[str, object]:
+    return {
+        "requests": r.requests,
+        "attestations_accepted": r.attestations_accepted,
+        "attestations_rejected": r.attestations_rejected,
+        "correct": r.correct,
+        "incorrect": r.incorrect,
+        "failures": r.failures,
+        "reasons": r.reasons,
+        "latencies": list(r.latencies),
+        "zk_latencies": list(r.zk_latencies),
+        "llm_latencies": list(r.llm_latencies),
+        "last_seen": r.last_seen,
+    }
