@@ -29,7 +29,6 @@ MAX_JSON_DEPTH = 32  # our deepest message (a relayed attestation of attached ev
 MAX_JSON_ITEMS = 200_000  # containers and their members, all levels together
 
 
-
 def check_shape(value: Any, what: str, *, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> None:
     """Refuse a decoded value nested deeper than ``max_depth`` or with more than ``max_items`` members."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -59,8 +58,6 @@ def nesting_depth(body: bytes) -> int:
 
     Decided before decoding, because recursing near the interpreter's limit is itself the
     harm: any finaliser that the garbage collector runs at that moment fails too."""
-    if body.count(b"[") + body.count(b"{") <= 1:
-        return body.count(b"[") + body.count(b"{")
     structural = _JSON_STRING.sub(b"", body)
     steps = np.frombuffer(structural, dtype=np.uint8)
     delta = np.isin(steps, list(_OPEN)).astype(np.int32) - np.isin(steps, list(_CLOSE)).astype(np.int32)

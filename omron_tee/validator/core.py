@@ -132,8 +132,8 @@ class Validator:
         deadline delays only its own next probe. A miner whose probe failed waits twice as
         long as before, up to ``max_backoff`` times the interval or ``FAILURE_GAP_S``,
         whichever is longer (its score is decaying anyway); one success brings it back to
-        the normal pace. Scores are flushed about
-        once a second; the metagraph decides which lanes exist.
+        the normal pace. Scores are flushed about once a second; the metagraph decides which
+        lanes exist.
         """
         lanes: dict[str, asyncio.Task] = {}
         try:

@@ -134,22 +134,27 @@ class Prober:
                 result = await self._probe(neuron, model_id, proof_system)
         except TimeoutError:
             result = self._fail(neuron, model_id, Reason.TIMEOUT, f"the exchange took longer than its {deadline:.1f} s deadline", None, proof_system=proof_system)
-        except Exception as e:  # noqa: BLE001 - a bug of ours met by a miner's bytes: see _validator_fault
-            return self._validator_fault(neuron, model_id, proof_system, e)
-        self._faults.pop(neuron.hotkey, None)
+        except Exception as e:  # noqa: BLE001 - a bug of ours met by a miner's bytes: see validator_fault
+            return self.validator_fault(neuron, model_id, e, proof_system=proof_system)
+        self.no_fault(neuron.hotkey)
         return result
 
-    def _validator_fault(self, neuron: Neuron, model_id: str, proof_system: str, error: Exception) -> ProbeResult:
-        """An unexpected error in our own code. Not the miner's fault the first times (never
-        charge an honest miner for our bug), but a miner that keeps triggering one is charged,
-        so no miner can hold its weight by steering every probe into a validator bug."""
+    def validator_fault(self, neuron: Neuron, model_id: str, error: Exception, *, proof_system: str = "tee", workload: str = "tensor") -> ProbeResult:
+        """An unexpected error in our own code (tensor, zk or LLM probe). Not the miner's fault the
+        first times (never charge an honest miner for our bug), but a miner that keeps triggering
+        one is charged, so no miner can hold its weight by steering every probe into a validator bug."""
         n = self._faults.get(neuron.hotkey, 0) + 1
         self._faults[neuron.hotkey] = n
         log.error("validator fault while probing uid %d (%d in a row): %s", neuron.uid, n, type(error).__name__)
         if n >= MAX_UNCHARGED_FAULTS:
-            return self._fail(neuron, model_id, Reason.INTERNAL_ERROR, f"probing this miner failed in the validator {n} times in a row ({type(error).__name__})", None, proof_system=proof_system)
-        outcome = Outcome(neuron.hotkey, neuron.uid, False, Reason.VALIDATOR_FAULT, None, None, None, kind="validator-fault", proof_system=proof_system)
+            outcome = Outcome(neuron.hotkey, neuron.uid, False, Reason.INTERNAL_ERROR, None, None, None, proof_system=proof_system, workload=workload)
+            return ProbeResult(outcome, model_id, f"probing this miner failed in the validator {n} times in a row ({type(error).__name__})")
+        outcome = Outcome(neuron.hotkey, neuron.uid, False, Reason.VALIDATOR_FAULT, None, None, None, kind="validator-fault", proof_system=proof_system, workload=workload)
         return ProbeResult(outcome, model_id, f"validator fault ({type(error).__name__}), not charged to the miner")
+
+    def no_fault(self, hotkey: str) -> None:
+        """A probe of ``hotkey`` ended without a fault of ours: its count starts again."""
+        self._faults.pop(hotkey, None)
 
     async def _probe(self, neuron: Neuron, model_id: str, proof_system: str) -> ProbeResult:
         zk = proof_system == "zk"

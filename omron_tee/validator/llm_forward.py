@@ -15,7 +15,6 @@ the validator itself is the requester (and so reads the prompt).
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 import weakref
@@ -111,8 +110,6 @@ class LlmState:
             self._http = None
 
 
-log = logging.getLogger("omron_tee.validator")
-
 _STATES: "weakref.WeakKeyDictionary[Any, LlmState]" = weakref.WeakKeyDictionary()
 
 
@@ -180,10 +177,9 @@ class LlmProber:
             return _fail(neuron, mid, Reason.TIMEOUT, f"the completion took longer than its {deadline:.1f} s deadline", True)
         except OmronTeeError as e:
             return _fail(neuron, mid, e.reason, str(e), True)
-        except Exception as e:  # noqa: BLE001 - our bug met by a miner's bytes: logged, not charged
-            log.error("validator fault in an LLM probe of uid %d: %s", neuron.uid, type(e).__name__)
-            return ProbeResult(Outcome(neuron.hotkey, neuron.uid, False, Reason.VALIDATOR_FAULT, None, True, None, kind="validator-fault", workload="llm"),
-                               mid, f"validator fault ({type(e).__name__}), not charged to the miner")
+        except Exception as e:  # noqa: BLE001 - our bug met by a miner's bytes: the tensor probes' rule (Prober.validator_fault)
+            return self.state.prober.validator_fault(neuron, mid, e, workload="llm")
+        self.state.prober.no_fault(neuron.hotkey)
         j = judge(expected, c.tokens, self.max_tokens)
         speed = _speed(c)
         if not j.correct:
