@@ -25,12 +25,13 @@ import numpy as np
 from omron_tee.config import dev_attestation_key_path, run_async
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
-from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
-from omron_tee.localnet import LocalNet, Console
+from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
+from omron_tee.devnet.localnet import LocalNet, Console
 from omron_tee.miner.trusted_app import TrustedApp
-from omron_tee.models import ModelRegistry, load_runtime, sample_input
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.workloads.tensor import TensorWorkload, sample_input
 from omron_tee.protocol import AttestRequest
-from omron_tee.validator.forward import Prober
+from omron_tee.validator.prober import Prober
 from omron_tee.validator.neuron import build_verifiers, local_dev_policy
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
@@ -51,7 +52,12 @@ async def in_process(rounds: int, workdir: Path) -> dict[str, float]:
     verifiers = build_verifiers(policy)
     measurement = trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])
     app = TrustedApp(SimulatedBackend(dev_attestation_key_path(chain_path), measurement), models, hotkey=BENCH_HOTKEY)
-    raw_model = load_runtime(spec)
+    raw_model = models.runtime(MODEL)
+    tensor = TensorWorkload()
+
+    async def answer(req, reader):
+        reader.feed(await app.answer_whole(app.open(req)))
+        return reader.close()
     rng = np.random.default_rng(0)
     x = sample_input(spec, rng)
     session = None
@@ -65,17 +71,17 @@ async def in_process(rounds: int, workdir: Path) -> dict[str, float]:
         nonce = new_nonce()
         resp = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305"))
         session = check_attestation(resp, hotkey=BENCH_HOTKEY, nonce=nonce, policy=policy, registry=verifiers)
-        req, pending = seal_request(session, MODEL, x, nonce=nonce)
-        out = open_result(pending, await app.infer(req), model_hash=spec.sha256)
+        req, pending = seal_request(session, tensor, spec, x, nonce=nonce)
+        out = await answer(req, pending)
         raw_model.run(x)  # the validator's own recomputation
         t_fresh.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        req, pending = seal_request(session, MODEL, x)
-        out = open_result(pending, await app.infer(req), model_hash=spec.sha256)
+        req, pending = seal_request(session, tensor, spec, x)
+        out = await answer(req, pending)
         raw_model.run(x)
         t_reuse.append(time.perf_counter() - t0)
-    assert out.output.shape == tuple(spec.output_shape)
+    assert out.result.output.shape == tuple(spec.output_shape)
     return {"raw": med_ms(t_raw), "fresh": med_ms(t_fresh), "reuse": med_ms(t_reuse)}
 
 

@@ -37,15 +37,15 @@ from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet, dev_attestation_key_path, run_async
 from omron_tee.enclave.simulated import dev_public_key
-from omron_tee.llm.client import PrivateCompletionClient
-from omron_tee.llm.demo import llm_miner_measurement
-from omron_tee.llm.model import DEFAULT_MODEL_ID, PINNED, default_spec, load_llm, with_llm
-from omron_tee.llm.prompts import BENCH_PROMPTS
-from omron_tee.llm.requester import Completion
-from omron_tee.models import ModelRegistry
-from omron_tee.validator.api import build_api
+from omron_tee.client import PrivateClient
+from omron_tee.devnet.llm_demo import llm_miner_measurement
+from omron_tee.exchange.requester import Answer
+from omron_tee.models.llama import DEFAULT_MODEL_ID, PINNED, default_spec, load_llm
+from omron_tee.workloads.llm import BENCH_PROMPTS
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.validator.api.routes import build_api
 from omron_tee.validator.core import Validator
-from omron_tee.validator.forward import Prober
+from omron_tee.validator.prober import Prober
 from omron_tee.validator.neuron import build_verifiers
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
@@ -116,7 +116,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     raise SystemExit("the miner did not start")
                 await asyncio.sleep(0.2)
         registry = ModelRegistry.builtin()
-        with_llm(registry)
+        registry.add(default_spec())
         spec = registry.get(DEFAULT_MODEL_ID)
         measurement = llm_miner_measurement(registry)  # the image ships the ONNX models and the LLM
         policy = Policy(simulated=SimulatedPolicy(allow=True, trusted_keys=frozenset([dev_public_key(dev_attestation_key_path(chain_path))]),
@@ -131,13 +131,15 @@ async def main_async(args: argparse.Namespace) -> None:
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.02)
-        client = PrivateCompletionClient(f"http://127.0.0.1:{api_port}", validator.hotkey, cw, policy=policy, verifiers=verifiers)
+        client = PrivateClient(f"http://127.0.0.1:{api_port}", validator.hotkey, cw, policy=policy, verifiers=verifiers, models=registry)
 
         async def private(prompt: str) -> tuple[float, float, int, float]:
             t0 = time.perf_counter()
-            c = await client.complete(DEFAULT_MODEL_ID, prompt, max_tokens=args.tokens, model_hash=spec.sha256, candidates=1)
-            assert isinstance(c, Completion)
-            return c.ttft_s, c.tokens_per_s, len(c.tokens), time.perf_counter() - t0
+            a = await client.complete(DEFAULT_MODEL_ID, prompt, max_tokens=args.tokens, candidates=1)
+            assert isinstance(a, Answer) and a.ttft_s is not None
+            n = len(a.result.tokens)
+            tps = (n - 1) / (a.elapsed_s - a.ttft_s) if n > 1 and a.elapsed_s > a.ttft_s else 0.0
+            return a.ttft_s, tps, n, time.perf_counter() - t0
 
         print(f"model {DEFAULT_MODEL_ID} ({spec.sha256.hex()[:16]}…), {args.tokens} new tokens per request, "
               f"llama.cpp threads {rt.n_threads} (miner and raw alike), {os.cpu_count()} cores; {args.rounds} rounds, interleaved")

@@ -31,9 +31,11 @@ import numpy as np
 from omron_tee.config import dev_attestation_key_path
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
-from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
 from omron_tee.miner.trusted_app import TrustedApp
-from omron_tee.models import ModelRegistry, load_runtime, outputs_match, sample_input
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.workloads import default_workloads
+from omron_tee.workloads.tensor import outputs_match, sample_input
 from omron_tee.protocol import AttestRequest
 from omron_tee.validator.neuron import build_verifiers, local_dev_policy
 from omron_tee.zk.circuits import build_circuit
@@ -62,15 +64,17 @@ async def bench(rounds: int, zk_rounds: int, cache: Path | None, workdir: Path) 
     verifiers = build_verifiers(policy)
     measurement = trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])
     app = TrustedApp(SimulatedBackend(dev_attestation_key_path(chain_path), measurement), models, hotkey=BENCH_HOTKEY, provers={MODEL: prover})
-    raw_model = load_runtime(spec)
+    raw_model = models.runtime(MODEL)
+    workloads = default_workloads()
     rng = np.random.default_rng(0)
     xs = [sample_input(spec, rng) for _ in range(16)]
 
     async def tee(x: np.ndarray, proof_system: str = "tee") -> None:
         nonce = new_nonce()
         session = check_attestation(app.attest(AttestRequest(nonce, KEM)), hotkey=BENCH_HOTKEY, nonce=nonce, policy=policy, registry=verifiers)
-        req, pending = seal_request(session, MODEL, x, nonce=nonce, proof_system=proof_system)
-        out = open_result(pending, await app.infer(req), model_hash=spec.sha256)
+        req, pending = seal_request(session, workloads.get("zk" if proof_system == "zk" else "tensor"), spec, x, nonce=nonce)
+        pending.feed(await app.answer_whole(app.open(req)))
+        out = pending.close().result
         if proof_system == "zk":
             verifier.verify(out.proof, out.output)
         assert outputs_match(spec, raw_model.run(x), out.output)  # the validator's own recomputation

@@ -1,44 +1,44 @@
-"""The third-party SDK: private, verified inference through a validator.
+"""The third-party SDK: private, verified inference through a validator, for every workload.
 
 The client asks the validator for candidate miners attested with *its own*
 fresh nonce, verifies each one's evidence *itself* against *its own* policy,
 seals its input to each accepted enclave (one copy per candidate, so the
-validator can fail over without ever being able to read it), and checks the
-receipt of whichever answers. The validator relays bytes it cannot read.
+validator can fail over without ever being able to read it), and reads the
+answer's sealed stream itself: every part authenticated and in order, and the
+receipt covering its request and the whole output. The validator relays
+bytes it cannot read.
 
-    client = PrivateInferenceClient("http://127.0.0.1:8092", validator_hotkey, wallet, policy=policy, verifiers=verifiers)
-    result = client.infer_sync("digits-mlp", x, model_hash=spec.sha256)
-    result.output, result.receipt
-    result.save("receipt.json")   # offline: omron-tee receipt verify receipt.json --policy policy.toml
+    client = PrivateClient("http://127.0.0.1:8092", validator_hotkey, wallet, policy=policy, verifiers=verifiers)
+    answer = await client.infer("digits-mlp", x)              # answer.result.output, answer.receipt
+    answer = await client.complete("gemma3-270m", "The capital of France is", max_tokens=16)
+    async for part in client.stream("gemma3-270m", prompt, max_tokens=16): ...   # TokenChunk..., then the Answer
+    client.receipt_file(answer).save("receipt.json")          # offline: omron-tee receipt verify receipt.json --policy policy.toml
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
-import os
-import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import bittensor as bt
 import numpy as np
 
-from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
-from omron_tee.attestation.evidence import Evidence
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
-from omron_tee.channel import KemSuite, Receipt
+from omron_tee.channel.hpke import KemSuite
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError, ProtocolError
-from omron_tee.exchange import AttestedSession, candidate_nonce, check_attestation, new_nonce, open_result, seal_request
-from omron_tee.protocol import AttestResponse, CandidatesReply, CandidatesRequest, RelayReply, RelayRequest, Tensor, keys_from_json, keys_to_json
+from omron_tee.exchange.receipt_file import ReceiptFile
+from omron_tee.exchange.requester import Answer, AttestedSession, candidate_nonce, check_attestation, new_nonce, seal_request
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.protocol import AttestResponse, CandidatesReply, CandidatesRequest, RelayReply, RelayRequest
+from omron_tee.reasons import Reason
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
-from omron_tee.reasons import Reason
-
-RECEIPT_FILE_VERSION = 1
+from omron_tee.workloads import default_workloads
+from omron_tee.workloads.base import Workloads
+from omron_tee.workloads.llm import Prompt
 
 
 @dataclass(frozen=True)
@@ -46,46 +46,6 @@ class Rejection:
     hotkey: str
     reason: str
     message: str
-
-
-@dataclass(frozen=True)
-class PrivateResult:
-    """A verified answer: the output, the enclave's receipt and the evidence that vouches for its key."""
-
-    model_id: str
-    output: np.ndarray
-    receipt: Receipt
-    miner_hotkey: str
-    evidence: Evidence
-    keys: EnclavePublicKeys
-    attest_nonce: bytes
-    rejected: tuple[Rejection, ...] = ()
-
-    def to_json(self, *, include_output: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "omron_tee_receipt": RECEIPT_FILE_VERSION,
-            "model_id": self.model_id,
-            "miner_hotkey": self.miner_hotkey,
-            "receipt": self.receipt.to_json(),
-            "evidence": self.evidence.to_json(),
-            "keys": keys_to_json(self.keys),
-            "attest_nonce": self.attest_nonce.hex(),
-        }
-        if include_output:
-            out["output"] = Tensor.from_array(self.output).to_json()
-        return out
-
-    def save(self, path: str | Path, *, include_output: bool = True) -> None:
-        """Write the receipt file, readable by its owner only (it holds the output unless ``include_output`` is False)."""
-        write_private(path, json.dumps(self.to_json(include_output=include_output), indent=2))
-
-
-def write_private(path: str | Path, text: str) -> None:
-    """Write ``text`` to a file created with mode 0600 (receipts can hold private outputs)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
 @dataclass(frozen=True)
@@ -120,7 +80,7 @@ def attested_candidates(reply: Any, *, nonce: bytes, policy: Policy, verifiers: 
     return accepted, rejected
 
 
-class PrivateInferenceClient:
+class PrivateClient:
     def __init__(
         self,
         validator_url: str,
@@ -129,127 +89,104 @@ class PrivateInferenceClient:
         *,
         policy: Policy,
         verifiers: VerifierRegistry,
+        models: ModelRegistry | None = None,
+        workloads: Workloads | None = None,
         kem: KemSuite = KemSuite.X25519,
-        timeout: float = 10.0,
+        timeout: float = 30.0,
     ) -> None:
         self.url = validator_url.rstrip("/")
         self.validator_hotkey = validator_hotkey
         self.policy = policy
         self.verifiers = verifiers
+        # The models this client pins (by sha256): the receipt must sign exactly these.
+        self.models = models if models is not None else ModelRegistry.builtin()
+        self.workloads = workloads or default_workloads()
         self.kem = kem
         self.timeout = timeout
         self._http = SignedClient(Signer(wallet), max_concurrency=8, timeout=timeout)
+        self.last_rejected: tuple[Rejection, ...] = ()
 
-    async def models(self) -> dict[str, bytes]:
-        """The validator's models and their sha256, as it advertises them."""
-        import httpx
+    async def infer(self, model_id: str, x: np.ndarray, *, workload: str | None = None, candidates: int = 3, deadline_s: float = 10.0) -> Answer:
+        """Run ``x`` through ``model_id`` on an attested enclave (``workload="zk"`` asks for a proof too)."""
+        final = None
+        async for part in self._exchange(model_id, x, workload=workload, candidates=candidates, deadline_s=deadline_s):
+            final = part
+        assert isinstance(final, Answer)
+        return final
 
-        async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as h:
-            resp = await h.get(self.url + "/v1/models")
-        return {m["id"]: bytes.fromhex(m["sha256"]) for m in resp.json()["models"]}
+    async def stream(self, model_id: str, prompt: str, *, max_tokens: int, candidates: int = 3, deadline_s: float = 30.0) -> AsyncIterator[Any]:
+        """A private completion: verified ``TokenChunk`` parts as they arrive, then the checked ``Answer``."""
+        async for part in self._exchange(model_id, Prompt(prompt, max_tokens), workload=None, candidates=candidates, deadline_s=deadline_s):
+            yield part
 
-    async def infer(self, model_id: str, x: np.ndarray, *, model_hash: bytes, candidates: int = 3, deadline_s: float = 10.0) -> PrivateResult:
-        """Run ``x`` through ``model_id`` on an attested enclave; ``model_hash`` pins the model's sha256."""
+    async def complete(self, model_id: str, prompt: str, *, max_tokens: int, **kwargs: Any) -> Answer:
+        final = None
+        async for part in self.stream(model_id, prompt, max_tokens=max_tokens, **kwargs):
+            final = part
+        assert isinstance(final, Answer)
+        return final
+
+    def receipt_file(self, answer: Answer, *, include_output: bool = True) -> ReceiptFile:
+        """The receipt file of an answer this client received (``omron-tee receipt verify`` checks it offline)."""
+        return ReceiptFile.of(answer, self.workloads, include_output=include_output)
+
+    async def _exchange(self, model_id: str, value: Any, *, workload: str | None, candidates: int, deadline_s: float) -> AsyncIterator[Any]:
+        spec = self.models.get(model_id)
+        w = self.workloads.get(workload) if workload else self.workloads.default_for(spec)
         nonce = new_nonce()
         raw = await self._post("/v1/attest", CandidatesRequest(model_id, nonce, self.kem.value, candidates).to_json())
-        accepted, rejected = attested_candidates(raw, nonce=nonce, policy=self.policy, verifiers=self.verifiers, kem=self.kem)
+        accepted, rejected = attested_candidates(raw, nonce=nonce, policy=self.policy, verifiers=self.verifiers, kem=self.kem, model_id=model_id)
+        self.last_rejected = tuple(rejected)
         if not accepted:
             detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"
             raise AttestationError(f"no miner's enclave passed this client's policy ({detail})", reason=Reason.NO_ATTESTED_MINER)
-        attempts, pendings = [], {}
+        attempts, readers = [], {}
         for a in accepted:
-            request, pending = seal_request(a.session, model_id, x)
+            request, reader = seal_request(a.session, w, spec, value)
             attempts.append((a.hotkey, request))
-            pendings[a.hotkey] = pending
-        raw_reply = await self._post("/v1/infer", RelayRequest(int(deadline_s * 1000), tuple(attempts), model_id).to_json(), timeout=deadline_s + 2.0)
-        reply = RelayReply.from_json(raw_reply)
-        if reply.hotkey not in pendings:
-            raise ProtocolError("the validator answered for a miner this client did not seal to")
-        result = open_result(pendings[reply.hotkey], reply.response, model_hash=model_hash)
-        chosen = next(a for a in accepted if a.hotkey == reply.hotkey)
-        return PrivateResult(model_id, result.output, result.receipt, reply.hotkey, chosen.response.evidence, chosen.response.keys,
-                             chosen.session.attest_nonce, tuple(rejected))
+            readers[a.hotkey] = reader
+        relayed = RelayRequest(int(deadline_s * 1000), tuple(attempts), model_id, w.name)
+        try:
+            async with self._http.stream(self.url, "/v1/infer", relayed.to_json(), receiver=self.validator_hotkey, timeout=deadline_s + 2.0,
+                                         max_bytes=w.max_stream) as body:
+                reply = RelayReply.from_headers(body.headers)
+                reader = readers.get(reply.hotkey)
+                if reader is None:
+                    raise ProtocolError("the validator answered for a miner this client did not seal to")
+                reader.restart_clock()
+                async for data in body:
+                    for part in reader.feed(data):
+                        yield part
+        except MinerError as e:
+            # The validator itself refused or failed (or the stream it relayed broke): say so, not "miner".
+            raise OmronTeeError(f"validator: {e}", reason=e.reason) from None
+        answer = reader.close()
+        answer.miner_hotkey = reply.hotkey
+        yield answer
 
-    def infer_sync(self, model_id: str, x: np.ndarray, **kwargs: Any) -> PrivateResult:
-        async def go() -> PrivateResult:
+    def infer_sync(self, model_id: str, x: np.ndarray, **kwargs: Any) -> Answer:
+        return self._sync(self.infer(model_id, x, **kwargs))
+
+    def complete_sync(self, model_id: str, prompt: str, **kwargs: Any) -> Answer:
+        return self._sync(self.complete(model_id, prompt, **kwargs))
+
+    def _sync(self, coro: Any) -> Answer:
+        async def go() -> Answer:
             try:
-                return await self.infer(model_id, x, **kwargs)
+                return await coro
             finally:
                 await self.aclose()
 
         return asyncio.run(go())
 
-    async def _post(self, path: str, payload: Any, *, timeout: float | None = None) -> Any:
+    async def _post(self, path: str, payload: Any) -> Any:
         try:
-            return await self._http.post(self.url, path, payload, receiver=self.validator_hotkey, timeout=timeout)
+            return await self._http.post(self.url, path, payload, receiver=self.validator_hotkey)
         except MinerError as e:
-            # The validator itself refused or failed: say so, not "miner".
             raise OmronTeeError(f"validator: {e}", reason=e.reason) from None
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
 
-@dataclass(frozen=True)
-class ReceiptCheck:
-    ok: bool
-    reasons: tuple[str, ...]
-    model_id: str  # the file's label: unsigned (the receipt signs model_hash)
-    miner_hotkey: str  # bound by the evidence's report data (the enclave attests for this hotkey only)
-    issued_at: float  # the enclave's clock, which the host controls on some TEEs
-    model_hash: bytes = b""
-    kind: str = "tensor"
-
-
-def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistry, now: float | None = None, model_hash: bytes | None = None) -> ReceiptCheck:
-    """Check a saved receipt offline: the evidence against ``policy`` as of ``now`` (default:
-    the present, so collateral and TCB status are today's), the key binding, the receipt's
-    signature, the output hash when the output is included, and that the file's model id, if
-    it names a shipped model, is the model the receipt signs.
-
-    The evidence's age is not checked: it was fresh when the exchange checked it, and the
-    receipt's own time comes from the enclave's clock, which the host sets on SGX, so it
-    cannot date the evidence either.
-    """
-    from omron_tee.attestation.validate.appraise import appraise
-    from omron_tee.models import ModelRegistry
-
-    try:
-        if not isinstance(data, dict) or data.get("omron_tee_receipt") != RECEIPT_FILE_VERSION:
-            raise ProtocolError("not an omron-tee receipt file (version 1)")
-        receipt = Receipt.from_json(data["receipt"])
-        evidence = Evidence.from_json(data["evidence"])
-        keys = keys_from_json(data["keys"])
-        nonce = bytes.fromhex(str(data["attest_nonce"]))
-        if len(nonce) != NONCE_LEN:
-            raise ProtocolError(f"attest_nonce must be {NONCE_LEN} bytes")
-        model_id = str(data["model_id"])
-        hotkey = str(data.get("miner_hotkey", ""))
-        kind = str(data.get("kind", "tensor"))
-        output = Tensor.from_json(data["output"]) if data.get("output") is not None else None
-    except (KeyError, ValueError, TypeError, OmronTeeError) as e:
-        return ReceiptCheck(False, (f"malformed receipt file: {e}",), "", "", 0.0)
-    issued = receipt.issued_at_ms / 1000.0
-    reasons: list[str] = []
-    ageless = dataclasses.replace(policy, max_evidence_age_seconds=float("inf"))
-    if not hotkey:
-        return ReceiptCheck(False, ("malformed receipt file: it names no miner_hotkey (the evidence binds one)",), model_id, "", issued)
-    verdict = appraise(evidence, nonce=nonce, keys=keys, hotkey=hotkey, policy=ageless, registry=verifiers, now=time.time() if now is None else now)
-    reasons.extend(f"evidence: {r}" for r in verdict.reasons)
-    try:
-        receipt.verify(keys.signing_public)
-    except OmronTeeError as e:
-        reasons.append(str(e))
-    if verdict.claims is not None and receipt.evidence_hash != verdict.claims.evidence_digest:
-        reasons.append("receipt names other evidence than the one in the file")
-    if output is not None and output.digest() != receipt.output_hash:
-        reasons.append("the output in the file is not the one the receipt covers")
-    shipped = ModelRegistry.builtin()
-    if model_id in shipped and shipped.get(model_id).sha256 != receipt.model_hash:
-        reasons.append(f"the file says model {model_id!r}, but the receipt signs another model's hash")
-    if model_hash is not None and model_hash != receipt.model_hash:
-        reasons.append("receipt is for another model than the one expected")
-    return ReceiptCheck(not reasons, tuple(reasons), model_id, hotkey, issued, receipt.model_hash, kind)
-
-
-__all__ = ["Attested", "PrivateInferenceClient", "PrivateResult", "Rejection", "ReceiptCheck", "attested_candidates", "verify_receipt_file"]
+__all__ = ["Attested", "PrivateClient", "Rejection", "attested_candidates"]

@@ -19,6 +19,7 @@ class Reason(enum.StrEnum):
     ERROR = "error"
     CONFIG = "config"
     MALFORMED_MESSAGE = "malformed-message"
+    MALFORMED_REQUEST = "malformed-request"  # a sealed input its model cannot run
     ATTESTATION_FAILED = "attestation-failed"
     EVIDENCE_MALFORMED = "evidence-malformed"
     EVIDENCE_UNVERIFIED = "evidence-unverified"

@@ -16,8 +16,11 @@ from omron_tee.attestation.verify.simulated import SimulatedVerifier
 from omron_tee.config import create_wallet
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend, dev_public_key
-from omron_tee.miner.trusted_app import DevFaults, TrustedApp
-from omron_tee.models import ModelRegistry
+from omron_tee.enclave.dev_faults import DevFaults
+from omron_tee.miner.trusted_app import TrustedApp
+from omron_tee.workloads import default_workloads
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.models.testing import fake_llm_spec, fake_runtimes
 
 
 @pytest.fixture(scope="session")
@@ -40,14 +43,15 @@ class SimEnv:
     verifiers: VerifierRegistry
     registry: ModelRegistry
 
-    def backend(self, *, measurement: bytes | None = None, debug: bool = False) -> SimulatedBackend:
-        return SimulatedBackend(self.key_path, measurement or self.measurement, debug=debug)
+    def backend(self, *, measurement: bytes | None = None, debug: bool = False, faults: DevFaults = DevFaults()) -> SimulatedBackend:
+        return SimulatedBackend(self.key_path, measurement or self.measurement, debug=debug, faults=faults)
 
     # The miner hotkey simulated enclaves serve (the report data binds it).
     hotkey: str = "5SimulatedMinerHotkeyForTheTestSuite00000000000"
 
-    def app(self, *, faults: DevFaults = DevFaults(), model_ids: list[str] | None = None, hotkey: str | None = None, **kw) -> TrustedApp:
-        return TrustedApp(self.backend(**kw), self.registry, model_ids, hotkey=hotkey or self.hotkey, faults=faults)
+    def app(self, *, faults: DevFaults = DevFaults(), model_ids: list[str] | None = None, hotkey: str | None = None, provers=None, **kw) -> TrustedApp:
+        return TrustedApp(self.backend(faults=faults, **kw), self.registry, model_ids, hotkey=hotkey or self.hotkey, workloads=default_workloads(),
+                          provers=provers)
 
     def policy_with(self, **changes) -> Policy:
         sim = self.policy.simulated
@@ -63,13 +67,25 @@ class SimEnv:
         )
 
 
-@pytest.fixture
-def sim(tmp_path: Path, registry: ModelRegistry) -> SimEnv:
+def sim_env(tmp_path: Path, registry: ModelRegistry) -> SimEnv:
     key_path = tmp_path / "dev-attestation.key"
     pub = dev_public_key(key_path)
     m = release_measurement(registry)
     policy = Policy(simulated=SimulatedPolicy(allow=True, trusted_keys=frozenset([pub]), measurements=frozenset([m])))
     return SimEnv(key_path, pub, m, policy, VerifierRegistry([SimulatedVerifier([pub])]), registry)
+
+
+@pytest.fixture
+def sim(tmp_path: Path, registry: ModelRegistry) -> SimEnv:
+    return sim_env(tmp_path, registry)
+
+
+@pytest.fixture
+def llm_sim(tmp_path: Path) -> SimEnv:
+    """``sim`` with a fake LLM ("fake-llm", ``models.testing``) served beside the shipped models."""
+    reg = ModelRegistry.builtin(runtimes=fake_runtimes())
+    reg.add(fake_llm_spec(tmp_path / "fake-llm.bin"))
+    return sim_env(tmp_path, reg)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "omron_tee"
 
-_ALL = ("attestation", "channel", "chain", "protocol", "models", "wire", "enclave", "exchange", "miner", "validator", "client",
-        "config", "localnet", "cli", "devnet", "zk", "llm", "untrusted", "errors", "reasons")
+_ALL = ("attestation", "channel", "chain", "protocol", "models", "workloads", "wire", "enclave", "exchange", "miner", "validator", "client",
+        "config", "cli", "devnet", "zk", "untrusted", "errors", "reasons")
 
 
 def _except(*allowed: str) -> set[str]:
@@ -25,44 +25,43 @@ def _except(*allowed: str) -> set[str]:
     return {f"omron_tee.{p}" for p in _ALL if p not in allowed and p != "reasons"}
 
 
-# module (or package) -> module prefixes it must never import
+_NEURON_SIDES = {"omron_tee.client", "omron_tee.cli", "omron_tee.devnet"}
+
+# module (or package) -> module prefixes it must never import (docs/ARCHITECTURE.md draws these layers)
 FORBIDDEN: dict[str, set[str]] = {
     "omron_tee.reasons": _except() | {"omron_tee.reasons"},
     "omron_tee.errors": _except("errors"),
     "omron_tee.untrusted": _except("errors", "untrusted"),
     "omron_tee.config": _except("errors", "config"),
     "omron_tee.attestation": _except("errors", "untrusted", "attestation"),
-    "omron_tee.channel": _except("errors", "channel"),
+    "omron_tee.channel": _except("errors", "untrusted", "channel"),
     "omron_tee.chain": _except("errors", "chain", "config"),
     "omron_tee.models": _except("errors", "models"),
     "omron_tee.protocol": _except("errors", "untrusted", "attestation", "channel", "protocol"),
-    "omron_tee.wire": _except("errors", "untrusted", "channel", "protocol", "wire"),
+    "omron_tee.workloads": _except("errors", "untrusted", "models", "protocol", "workloads"),
+    "omron_tee.wire": _except("errors", "untrusted", "protocol", "wire"),
     "omron_tee.zk": _except("errors", "untrusted", "models", "zk", "config"),
     "omron_tee.enclave": _except("errors", "untrusted", "attestation", "channel", "protocol", "models", "config", "enclave", "zk"),
-    "omron_tee.exchange": _except("errors", "untrusted", "attestation", "channel", "protocol", "models", "exchange"),
-    "omron_tee.miner": {"omron_tee.validator", "omron_tee.client", "omron_tee.localnet", "omron_tee.cli", "omron_tee.devnet"},
-    "omron_tee.validator": {"omron_tee.miner", "omron_tee.client", "omron_tee.localnet", "omron_tee.cli", "omron_tee.devnet"},
-    "omron_tee.client": {"omron_tee.miner", "omron_tee.validator", "omron_tee.chain", "omron_tee.enclave", "omron_tee.localnet", "omron_tee.cli", "omron_tee.devnet"},
-    "omron_tee.devnet": {"omron_tee.localnet", "omron_tee.cli"},
-    # The validator's reward rule is pure and its store is SQLite only: neither knows the network.
+    "omron_tee.exchange": _except("errors", "untrusted", "attestation", "channel", "protocol", "models", "workloads", "wire", "exchange"),
+    "omron_tee.miner": {"omron_tee.validator", *_NEURON_SIDES},
+    "omron_tee.validator": {"omron_tee.miner", *_NEURON_SIDES},
+    "omron_tee.client": {"omron_tee.miner", "omron_tee.validator", "omron_tee.chain", "omron_tee.enclave", "omron_tee.cli", "omron_tee.devnet"},
+    "omron_tee.devnet": {"omron_tee.cli"},
+    # The validator's reward rule is pure, its store is SQLite only, its schedule sees neurons and workloads only.
     "omron_tee.validator.reward": _except(),
     "omron_tee.validator.store": _except(),
-    # llm/ is a feature slice across layers; each module obeys its layer's rule.
-    "omron_tee.llm.model": _except("errors", "models"),
-    "omron_tee.llm.prompts": _except(),
-    "omron_tee.llm.scoring": _except(),
-    "omron_tee.llm.stream": _except("errors", "untrusted", "channel", "protocol"),
-    "omron_tee.llm.requester": _except("errors", "untrusted", "attestation", "channel", "protocol", "exchange", "llm"),
-    "omron_tee.llm.transport": _except("errors", "untrusted", "channel", "protocol", "wire", "llm"),
-    "omron_tee.llm.enclave": _except("errors", "untrusted", "channel", "protocol", "models", "llm"),
-    "omron_tee.llm.client": {"omron_tee.miner", "omron_tee.validator", "omron_tee.chain", "omron_tee.enclave", "omron_tee.localnet",
-                             "omron_tee.cli", "omron_tee.devnet", "omron_tee.llm.neuron", "omron_tee.llm.demo", "omron_tee.llm.cli"},
+    "omron_tee.validator.schedule": _except("chain", "workloads"),
+    "omron_tee.validator.weights": _except(),
 }
 # Where a lower layer reaches up on purpose (docs/ARCHITECTURE.md says why).
 ALLOWED = {
     # The validator's default local policy uses enclave.measurement to know this release's measurement.
     ("omron_tee.validator", "omron_tee.enclave.measurement"),
 }
+# Which modules may know which workload they carry: the workloads themselves, and the few entry points
+# that are about one workload by definition (the OpenAI completions adapter, the SDK's complete(), demos, CLIs).
+WORKLOAD_AWARE = ("omron_tee.workloads", "omron_tee.validator.api.openai", "omron_tee.client", "omron_tee.devnet", "omron_tee.cli")
+GENERIC_WORKLOAD_MODULES = ("omron_tee.workloads", "omron_tee.workloads.base")
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -172,8 +171,27 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def workload_leaks(graph: dict[str, set[str]]) -> list[str]:
+    """Modules outside ``WORKLOAD_AWARE`` that import a particular workload (not just the seam)."""
+    return [f"{mod} imports {dep}" for mod, deps in sorted(graph.items()) for dep in sorted(deps)
+            if _under(dep, "omron_tee.workloads") and dep not in GENERIC_WORKLOAD_MODULES and not any(_under(mod, a) for a in WORKLOAD_AWARE)]
+
+
+def test_no_module_outside_the_workloads_knows_which_workload_it_carries() -> None:
+    leaks = workload_leaks(import_graph())
+    assert not leaks, "workload-specific imports:\n" + "\n".join(leaks)
+
+
+def test_a_planted_workload_leak_is_caught(tmp_path: Path) -> None:
+    root = _plant(tmp_path, {
+        "workloads/base.py": "", "workloads/llm.py": "from omron_tee.workloads import base\n",
+        "validator/prober.py": "from omron_tee.workloads.base import Workload\nfrom omron_tee.workloads.llm import Prompt\n",
+    })
+    assert workload_leaks(import_graph(root)) == ["omron_tee.validator.prober imports omron_tee.workloads.llm"]
+
+
 def test_every_module_is_covered_by_a_rule_or_is_a_top_level_entry_point() -> None:
-    top = {"omron_tee", "omron_tee.__main__", "omron_tee.localnet", "omron_tee.cli", "omron_tee.llm", "omron_tee.llm.neuron", "omron_tee.llm.demo"}
+    top = {"omron_tee", "omron_tee.__main__"}
     uncovered = [m for m in import_graph() if _rule_for(m, FORBIDDEN) is None and m not in top and not is_cli(m)]
     assert not uncovered, f"modules without a layering rule: {uncovered}"
 
@@ -207,25 +225,28 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
         "errors.py": "",
         "attestation/evidence.py": "def f():\n    from omron_tee.validator.core import Validator  # reaching up, even inside a function\n",
         "validator/core.py": "from omron_tee.attestation.evidence import f\n",
-        "validator/helper.py": "from omron_tee.attestation.cli import main\n",
-        "attestation/cli.py": "",
+        "validator/helper.py": "from omron_tee.cli.attestation import main\n",
+        "cli/attestation.py": "",
+        "channel/stream.py": "from omron_tee.workloads.tensor import Tensor\n",
+        "workloads/tensor.py": "",
     })
     bad = layering_violations(import_graph(root))
     assert "omron_tee.attestation.evidence imports omron_tee.validator.core (forbidden for omron_tee.attestation)" in bad
-    assert "omron_tee.validator.helper imports the command-line module omron_tee.attestation.cli" in bad
+    assert "omron_tee.validator.helper imports the command-line module omron_tee.cli.attestation" in bad
+    assert "omron_tee.channel.stream imports omron_tee.workloads.tensor (forbidden for omron_tee.channel)" in bad
     assert not any(b.startswith("omron_tee.validator.core") for b in bad)  # downward imports are fine
 
 
 def test_a_planted_cycle_is_caught(tmp_path: Path) -> None:
     root = _plant(tmp_path, {
-        "models/registry.py": "from omron_tee.models.runtime import load\n",
-        "models/runtime.py": "def load():\n    from omron_tee.models.onnx import Model\n",
+        "models/registry.py": "from omron_tee.models.runtimes import load\n",
+        "models/runtimes.py": "def load():\n    from omron_tee.models.onnx import Model\n",
         "models/onnx.py": "from omron_tee.models import registry\n",
         "models/spec.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from omron_tee.models.registry import X\n",
     })
-    assert import_cycles(import_graph(root)) == [["omron_tee.models.onnx", "omron_tee.models.registry", "omron_tee.models.runtime"]]
+    assert import_cycles(import_graph(root)) == [["omron_tee.models.onnx", "omron_tee.models.registry", "omron_tee.models.runtimes"]]
 
 
-@pytest.mark.parametrize("module", ["omron_tee.attestation.cli", "omron_tee.cli", "omron_tee.cli.evidence"])
+@pytest.mark.parametrize("module", ["omron_tee.cli", "omron_tee.cli.attestation", "omron_tee.cli.__main__", "omron_tee.miner.__main__"])
 def test_cli_modules_are_recognised(module: str) -> None:
     assert is_cli(module)

@@ -15,21 +15,12 @@ from omron_tee.attestation.binding import (
     binding_matches,
     report_data_for,
 )
-from omron_tee.channel import (
-    HpkeKeyPair,
-    KemSuite,
-    Receipt,
-    bucket_size,
-    key_id,
-    pad,
-    reply_info,
-    request_info,
-    seal,
-    unpad,
-)
+from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, bucket_size, key_id, pad, reply_info, request_info, seal, unpad
+from omron_tee.channel.receipt import Receipt
 from omron_tee.errors import ChannelError
-from omron_tee.exchange import AttestedSession, seal_request
-from omron_tee.models import sample_input
+from omron_tee.exchange.requester import AttestedSession, seal_request
+from omron_tee.workloads.tensor import TensorWorkload
+from omron_tee.workloads.tensor import sample_input
 
 SUITES = list(KemSuite)
 
@@ -127,10 +118,13 @@ def test_ciphertext_length_depends_only_on_bucket(kem: KemSuite) -> None:
     assert len(seal(kem, kp.public_bytes, os.urandom(1021), b"i")) > lengths.pop()
 
 
+TENSOR = TensorWorkload()
+
+
 def _session(kem: KemSuite) -> AttestedSession:
     kp = HpkeKeyPair.generate(kem)
     keys = EnclavePublicKeys(kem.value, kp.public_bytes, Ed25519PrivateKey.generate().public_key().public_bytes_raw())
-    return AttestedSession(keys=keys, evidence_hash=os.urandom(32), verdict=None, attested_at=0.0, expires_at=1e12, attest_nonce=os.urandom(32))  # type: ignore[arg-type]
+    return AttestedSession(keys=keys, evidence_hash=os.urandom(32), verdict=None, evidence=None, attested_at=0.0, expires_at=1e12, attest_nonce=os.urandom(32))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
@@ -144,8 +138,8 @@ def test_benchmark_and_third_party_requests_look_alike(kem: KemSuite, registry) 
         # A "user" input: same shape, very different values (large, negative, exact zeros).
         user = (np.arange(np.prod(spec.input_shape), dtype=np.float32).reshape(spec.input_shape) * -1234.5678).astype(spec.input_dtype)
         user.flat[::3] = 0
-        r1, _ = seal_request(session, spec.model_id, bench)
-        r2, _ = seal_request(session, spec.model_id, user)
+        r1, _ = seal_request(session, TENSOR, spec, bench)
+        r2, _ = seal_request(session, TENSOR, spec, user)
         assert len(r1.sealed) == len(r2.sealed), spec.model_id
         assert r1.key_id == r2.key_id
         sizes.add(len(r1.sealed))

@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from omron_tee import untrusted
 from omron_tee.attestation.evidence import Evidence
-from omron_tee.channel import Receipt
-from omron_tee.client import verify_receipt_file
+from omron_tee.channel.receipt import Receipt
 from omron_tee.errors import OmronTeeError
-from omron_tee.llm.stream import CompletionPayload
-from omron_tee.protocol import (
-    AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, ReplyRoute, Tensor, loads,
-)
+from omron_tee.exchange.receipt_file import ReceiptFile, verify_receipt_file
+from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, ReplyRoute, SealedRequest, loads
 from omron_tee.protocol import CandidatesReply, CandidatesRequest, RelayReply, RelayRequest
+from omron_tee.workloads import default_workloads
+from omron_tee.workloads.llm import LlmWorkload
+from omron_tee.workloads.tensor import Tensor, TensorWorkload
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 COUNT = {"examples": 0}  # how many inputs the decoders saw, for the closing note
@@ -46,12 +46,11 @@ SAMPLES = {
                         "keys": {"kem": "x25519-hkdf-sha256-chacha20poly1305", "hpke_public": _b64(32), "signing_public": _b64(32)},
                         "models": ["digits-mlp"], "proof_systems": {"digits-mlp": ["tee", "zk"]}},
     "infer-request": {"v": 1, "key_id": _b64(16), "sealed": _b64(100)},
-    "infer-response": {"v": 1, "sealed": _b64(100)},
-    "payload": {"nonce": _b64(32), "model": "digits-mlp", "input": {"dtype": "float32", "shape": [1, 4], "data": _b64(16)},
-                "reply_kem": "x25519-hkdf-sha256-chacha20poly1305", "reply_public": _b64(32), "evidence_hash": _b64(32), "proof_system": "tee"},
-    "result": {"output": {"dtype": "float32", "shape": [2], "data": _b64(8)}, "receipt": None, "error": None, "proof": _b64(10), "prove_ms": 1.0},
-    "completion": {"kind": "completion", "nonce": _b64(32), "model": "m", "prompt": "hi", "max_tokens": 8,
-                   "reply_kem": "x25519-hkdf-sha256-chacha20poly1305", "reply_public": _b64(32), "evidence_hash": _b64(32)},
+    "payload": {"v": 2, "nonce": _b64(32), "model": "digits-mlp", "workload": "tensor", "input": {"dtype": "float32", "shape": [1, 4], "data": _b64(16)},
+                "reply_kem": "x25519-hkdf-sha256-chacha20poly1305", "reply_public": _b64(32), "evidence_hash": _b64(32)},
+    "tensor-part": {"output": {"dtype": "float32", "shape": [2], "data": _b64(8)}, "proof": _b64(10), "prove_ms": 1.0},
+    "completion": {"prompt": "hi", "max_tokens": 8},
+    "token-part": {"t": [17], "b": _b64(3)},
     "receipt": {"nonce": os.urandom(32).hex(), "model_hash": os.urandom(32).hex(), "input_hash": os.urandom(32).hex(),
                 "output_hash": os.urandom(32).hex(), "evidence_hash": os.urandom(32).hex(), "issued_at_ms": 1, "signature": os.urandom(64).hex()},
     "relay": {"model": "digits-mlp", "deadline_ms": 1000, "attempts": [{"hotkey": "5Miner", "request": {"v": 1, "key_id": _b64(16), "sealed": _b64(50)}}]},
@@ -61,22 +60,26 @@ DECODERS = {
     "attest-request": AttestRequest.from_json,
     "attest-response": AttestResponse.from_json,
     "infer-request": InferRequest.from_json,
-    "infer-response": InferResponse.from_json,
-    "payload": lambda d: (ReplyRoute.from_dict(d), InferencePayload.from_dict(d)),
-    "result": lambda d: InferenceResult.decode(_encoded(d)),
-    "completion": CompletionPayload.from_dict,
+    "payload": lambda d: (ReplyRoute.from_dict(d), SealedRequest.from_dict(d)),
+    "tensor-part": lambda d: TensorWorkload().collector(None, None).part(d),  # type: ignore[arg-type]
+    "completion": lambda d: LlmWorkload().decode_input(None, d),  # type: ignore[arg-type]
+    "token-part": lambda d: LlmWorkload().collector(None, LlmWorkload().decode_input(None, {"prompt": "p", "max_tokens": 8})).part(d),  # type: ignore[arg-type]
     "receipt": Receipt.from_json,
     "relay": lambda d: RelayRequest.from_json(d, default_deadline_ms=1000),
     "candidates-request": lambda d: CandidatesRequest.from_json(d, default_kem="x25519-hkdf-sha256-chacha20poly1305"),
     "candidates-reply": CandidatesReply.from_json,
-    "relay-reply": RelayReply.from_json,
+    "relay-reply": lambda d: RelayReply.from_headers(d) if isinstance(d, dict) else None,
+    "receipt-file": ReceiptFile.from_json,
     "evidence": Evidence.from_json,
     "tensor": Tensor.from_json,
 }
 SAMPLES["evidence"] = SAMPLES["attest-response"]["evidence"]
 SAMPLES["candidates-request"] = {"model": "digits-mlp", "nonce": _b64(32), "kem": "x25519-hkdf-sha256-chacha20poly1305", "count": 3}
 SAMPLES["candidates-reply"] = {"candidates": [{"hotkey": "5Miner", "uid": 1, "attest": SAMPLES["attest-response"]}], "failures": [{"hotkey": "5Other", "reason": "timeout"}]}
-SAMPLES["relay-reply"] = {"hotkey": "5Miner", "response": SAMPLES["infer-response"], "tried": [{"hotkey": "5Miner", "reason": "ok"}]}
+SAMPLES["relay-reply"] = {"x-omron-miner": "5Miner", "x-omron-tried": json.dumps([{"hotkey": "5Miner", "reason": "ok"}])}
+SAMPLES["receipt-file"] = {"omron_tee_receipt": 2, "workload": "tensor", "model_id": "digits-mlp", "miner_hotkey": "5Miner", "receipt": SAMPLES["receipt"],
+                           "evidence": SAMPLES["attest-response"]["evidence"], "keys": SAMPLES["attest-response"]["keys"], "attest_nonce": os.urandom(32).hex(),
+                           "result": {"output": SAMPLES["tensor-part"]["output"]}}
 SAMPLES["tensor"] = SAMPLES["payload"]["input"]
 
 
@@ -182,8 +185,9 @@ def test_bounded_json_size_limit_is_checked_before_decoding() -> None:
 
 
 def test_receipt_files_with_hostile_shapes_are_refused_not_raised(sim) -> None:
-    for doc in (nested(50_000), {"omron_tee_receipt": 1, "receipt": nested(3000)}, {"omron_tee_receipt": 1, "evidence": {"attached": [{"attached": [{}]}]}}):
-        check = verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers)
+    for doc in (nested(50_000), {"omron_tee_receipt": 2, "receipt": nested(3000)}, {"omron_tee_receipt": 2, "evidence": {"attached": [{"attached": [{}]}]}},
+                {**SAMPLES["receipt-file"], "result": nested(3000)}, {**SAMPLES["receipt-file"], "workload": "alchemy"}):
+        check = verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers, workloads=default_workloads(), models=sim.registry)
         assert not check.ok and check.reasons
 
 

@@ -17,10 +17,10 @@ from omron_tee.attestation.validate.appraise import appraise
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.attestation.verify.simulated import SimulatedVerifier
-from omron_tee.channel import KemSuite
+from omron_tee.channel.hpke import KemSuite
 from omron_tee.enclave.simulated import SimulatedBackend, load_or_create_dev_key
 from omron_tee.errors import AttestationError, ConfigError, ParseError, ProtocolError
-from omron_tee.exchange import check_attestation, new_nonce
+from omron_tee.exchange.requester import check_attestation, new_nonce
 from omron_tee.protocol import AttestRequest, AttestResponse
 
 
@@ -156,7 +156,7 @@ def test_keys_swapped_under_genuine_evidence(sim) -> None:
     app = sim.app()
     nonce = new_nonce()
     resp = _attest(app, nonce)
-    from omron_tee.channel import HpkeKeyPair
+    from omron_tee.channel.hpke import HpkeKeyPair
 
     mine = HpkeKeyPair.generate(KemSuite.X25519)
     for keys in (dataclasses.replace(resp.keys, hpke_public=mine.public_bytes),

@@ -1,4 +1,4 @@
-"""The requester's side of the exchange (omron_tee.exchange) against an in-process trusted app."""
+"""The requester's side of the one exchange (omron_tee.exchange.requester) against an in-process trusted app."""
 
 from __future__ import annotations
 
@@ -8,19 +8,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from omron_tee.channel import KemSuite
+from omron_tee.channel.hpke import KemSuite
+from omron_tee.enclave.dev_faults import DevFaults
 from omron_tee.errors import ChannelError
-from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
-from omron_tee.miner.trusted_app import DevFaults, TrustedApp
-from omron_tee.models import outputs_match, sample_input
-from omron_tee.protocol import (
-    AttestRequest,
-    AttestResponse,
-    InferencePayload,
-    InferRequest,
-    InferResponse,
-    Tensor,
-)
+from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
+from omron_tee.miner import trusted_app as trusted_app_module
+from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, SealedRequest
+from omron_tee.workloads import default_workloads
+from omron_tee.workloads.tensor import Tensor, outputs_match, sample_input
+
+TENSOR = default_workloads().get("tensor")
 
 
 def attested(sim, app, kem=KemSuite.X25519):
@@ -29,10 +26,19 @@ def attested(sim, app, kem=KemSuite.X25519):
     return check_attestation(resp, hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers, kem=kem)
 
 
-def roundtrip(app, request: InferRequest) -> InferResponse:
-    """Send through the JSON wire encoding both ways, as the HTTP layer does."""
+def roundtrip(app, request: InferRequest) -> bytes:
+    """The request through its JSON wire encoding, as the HTTP layer sends it; the answer's bytes."""
     req = InferRequest.from_json(request.to_json())
-    return InferResponse.from_json(asyncio.run(app.infer(req)).to_json())
+    return asyncio.run(app.answer_whole(app.open(req)))
+
+
+def seal(session, spec, x, **kw):
+    return seal_request(session, TENSOR, spec, x, **kw)
+
+
+def open_answer(reader, data: bytes):
+    reader.feed(data)
+    return reader.close()
 
 
 @pytest.mark.parametrize("kem", list(KemSuite), ids=lambda k: k.name)
@@ -43,19 +49,19 @@ def test_happy_path_every_model(sim, registry, kem) -> None:
     sizes = set()
     for spec in registry.specs():
         x = sample_input(spec, rng)
-        request, pending = seal_request(session, spec.model_id, x)
+        request, pending = seal(session, spec, x)
         response = roundtrip(app, request)
-        sizes.add((len(request.sealed), len(response.sealed)))
-        result = open_result(pending, response, model_hash=spec.sha256)
+        sizes.add((len(request.sealed), len(response)))
+        result = open_answer(pending, response)
         expected = registry.runtime(spec.model_id).run(x)
-        assert result.output.shape == expected.shape
-        np.testing.assert_allclose(result.output, expected, rtol=1e-6, atol=1e-6)
+        assert result.result.output.shape == expected.shape
+        np.testing.assert_allclose(result.result.output, expected, rtol=1e-6, atol=1e-6)
         r = result.receipt
         r.verify(session.keys.signing_public)
-        assert r.nonce == pending.nonce
+        assert r.nonce == pending.nonce and r.input_hash == pending.input_hash
         assert r.model_hash == spec.sha256
         assert r.input_hash == Tensor.from_array(x).digest()
-        assert r.output_hash == Tensor.from_array(result.output).digest()
+        assert r.output_hash == Tensor.from_array(result.result.output).digest()
         assert r.evidence_hash == session.evidence_hash
         # The input never travels in the clear.
         assert x.tobytes() not in request.sealed
@@ -74,10 +80,10 @@ def test_reused_session_many_requests(sim, registry) -> None:
     nonces = set()
     for _ in range(5):
         x = sample_input(spec, rng)
-        request, pending = seal_request(session, spec.model_id, x)
-        res = open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+        request, pending = seal(session, spec, x)
+        res = open_answer(pending, roundtrip(app, request))
         nonces.add(res.receipt.nonce)
-        assert outputs_match(spec, registry.runtime(spec.model_id).run(x), res.output)
+        assert outputs_match(spec, registry.runtime(spec.model_id).run(x), res.result.output)
     assert len(nonces) == 5
 
 
@@ -90,33 +96,22 @@ def test_wrong_output_is_detected(sim, registry) -> None:
         expected = registry.runtime(spec.model_id).run(x)
         for app, should_match in ((honest, True), (wrong, False)):
             session = attested(sim, app)
-            request, pending = seal_request(session, spec.model_id, x)
-            res = open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
-            assert outputs_match(spec, expected, res.output) is should_match, spec.model_id
-
-
-class LyingApp(TrustedApp):
-    """An enclave (or a man in the middle with its key) whose receipt misstates one field."""
-
-    field = "input_hash"
-
-    def _run(self, payload, keys):
-        result = super()._run(payload, keys)
-        r = result.receipt
-        bad = dataclasses.replace(r, **{self.field: bytes(32)}, signature=b"")
-        bad = dataclasses.replace(bad, signature=keys.sign(bad.signed_bytes()))
-        return dataclasses.replace(result, receipt=bad)
+            request, pending = seal(session, spec, x)
+            res = open_answer(pending, roundtrip(app, request))
+            assert outputs_match(spec, expected, res.result.output) is should_match, spec.model_id
 
 
 @pytest.mark.parametrize("field,word", [("input_hash", "input hash"), ("nonce", "nonce"), ("model_hash", "model hash"), ("evidence_hash", "evidence hash"), ("output_hash", "output hash")])
-def test_receipt_mismatch_is_bad_receipt(sim, registry, field, word) -> None:
-    app = LyingApp(sim.backend(), registry, hotkey=sim.hotkey)
-    app.field = field
+def test_receipt_mismatch_is_bad_receipt(sim, registry, monkeypatch, field, word) -> None:
+    """An enclave (or a man in the middle with its key) whose receipt misstates one field."""
+    real = trusted_app_module.issue_receipt
+    monkeypatch.setattr(trusted_app_module, "issue_receipt", lambda b, sign, **kw: real(dataclasses.replace(b, **{field: bytes(32)}), sign, **kw))
+    app = sim.app()
     session = attested(sim, app)
     spec = registry.get("diabetes-mlp")
-    request, pending = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(3)))
+    request, pending = seal(session, spec, sample_input(spec, np.random.default_rng(3)))
     with pytest.raises(ChannelError) as e:
-        open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+        open_answer(pending, roundtrip(app, request))
     assert e.value.reason == "bad-receipt"
     assert word in str(e.value)
 
@@ -130,9 +125,9 @@ def test_receipt_signed_by_another_key_is_bad(sim, registry, monkeypatch) -> Non
     for keys in app._keys.values():
         monkeypatch.setattr(keys, "sign", other.sign)
     spec = registry.get("digits-mlp")
-    request, pending = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(4)))
+    request, pending = seal(session, spec, sample_input(spec, np.random.default_rng(4)))
     with pytest.raises(ChannelError) as e:
-        open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+        open_answer(pending, roundtrip(app, request))
     assert e.value.reason == "bad-receipt"
 
 
@@ -140,9 +135,11 @@ def test_wrong_model_hash_expected_is_bad_receipt(sim, registry) -> None:
     app = sim.app()
     session = attested(sim, app)
     spec = registry.get("digits-mlp")
-    request, pending = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(5)))
+    # The requester expects another model than the one it names (a miner serving a look-alike).
+    request, pending = seal(session, spec, sample_input(spec, np.random.default_rng(5)))
+    pending.spec = dataclasses.replace(spec, sha256=registry.get("diabetes-mlp").sha256)
     with pytest.raises(ChannelError) as e:
-        open_result(pending, roundtrip(app, request), model_hash=registry.get("diabetes-mlp").sha256)
+        open_answer(pending, roundtrip(app, request))
     assert e.value.reason == "bad-receipt"
 
 
@@ -151,25 +148,25 @@ def test_enclave_restart_unknown_key(sim, registry) -> None:
     session = attested(sim, app)
     restarted = sim.app()
     spec = registry.get("digits-mlp")
-    request, _ = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(6)))
+    request, _ = seal(session, spec, sample_input(spec, np.random.default_rng(6)))
     with pytest.raises(ChannelError) as e:
-        asyncio.run(restarted.infer(request))
+        restarted.open(request)
     assert e.value.reason == "unknown-key"
     # Attesting again gives a session that works.
     s2 = attested(sim, restarted)
-    request, pending = seal_request(s2, spec.model_id, sample_input(spec, np.random.default_rng(6)))
-    open_result(pending, roundtrip(restarted, request), model_hash=spec.sha256)
+    request, pending = seal(s2, spec, sample_input(spec, np.random.default_rng(6)))
+    open_answer(pending, roundtrip(restarted, request))
 
 
 def test_tampered_request_is_refused_by_enclave(sim, registry) -> None:
     app = sim.app()
     session = attested(sim, app)
     spec = registry.get("digits-mlp")
-    request, _ = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(7)))
+    request, _ = seal(session, spec, sample_input(spec, np.random.default_rng(7)))
     sealed = bytearray(request.sealed)
     sealed[len(sealed) // 2] ^= 0x40
     with pytest.raises(ChannelError) as e:
-        asyncio.run(app.infer(InferRequest(request.key_id, bytes(sealed))))
+        app.open(InferRequest(request.key_id, bytes(sealed)))
     assert e.value.reason == "tampered-ciphertext"
 
 
@@ -178,19 +175,21 @@ def test_tampered_or_misdirected_response(sim, registry) -> None:
     session = attested(sim, app)
     spec = registry.get("digits-mlp")
     rng = np.random.default_rng(8)
-    req_a, pend_a = seal_request(session, spec.model_id, sample_input(spec, rng))
-    req_b, pend_b = seal_request(session, spec.model_id, sample_input(spec, rng))
+    req_a, pend_a = seal(session, spec, sample_input(spec, rng))
+    req_b, pend_b = seal(session, spec, sample_input(spec, rng))
     resp_a = roundtrip(app, req_a)
-    # The answer to another request (sealed to another reply key) does not open.
+    # The answer to another request (its header sealed to another reply key) does not open.
     with pytest.raises(ChannelError) as e:
-        open_result(pend_b, resp_a, model_hash=spec.sha256)
+        open_answer(pend_b, resp_a)
     assert e.value.reason == "tampered-ciphertext"
-    bad = bytearray(resp_a.sealed)
+    bad = bytearray(resp_a)
     bad[-5] ^= 1
+    _, pend_a2 = seal(session, spec, sample_input(spec, rng), nonce=pend_a.nonce)
+    pend_a2._reply_key = pend_a._reply_key
     with pytest.raises(ChannelError) as e:
-        open_result(pend_a, InferResponse(bytes(bad)), model_hash=spec.sha256)
-    assert e.value.reason == "tampered-ciphertext"
-    open_result(pend_a, resp_a, model_hash=spec.sha256)  # the untouched one opens
+        open_answer(pend_a2, bytes(bad))
+    assert e.value.reason == "stream-tampered"
+    open_answer(pend_a, resp_a)  # the untouched one opens
 
 
 def test_model_not_served_is_refused_inside_the_seal(sim, registry) -> None:
@@ -199,48 +198,50 @@ def test_model_not_served_is_refused_inside_the_seal(sim, registry) -> None:
     served = registry.get("digits-mlp")
     missing = registry.get("diabetes-mlp")
     rng = np.random.default_rng(9)
-    request, pending = seal_request(session, missing.model_id, sample_input(missing, rng))
+    request, pending = seal(session, missing, sample_input(missing, rng))
     refused = roundtrip(app, request)
     with pytest.raises(ChannelError) as e:
-        open_result(pending, refused, model_hash=missing.sha256)
+        open_answer(pending, refused)
     assert e.value.reason == "enclave-refused"
     assert "not served" in str(e.value)
     # The operator sees a refusal the same size as an answer: it cannot tell which was which.
-    ok_req, _ = seal_request(session, served.model_id, sample_input(served, rng))
-    assert len(roundtrip(app, ok_req).sealed) == len(refused.sealed)
+    ok_req, _ = seal(session, served, sample_input(served, rng))
+    assert len(roundtrip(app, ok_req)) == len(refused)
 
 
 def test_bad_input_shape_is_refused_inside_the_seal(sim, registry) -> None:
     app = sim.app()
     session = attested(sim, app)
     spec = registry.get("digits-mlp")
-    request, pending = seal_request(session, spec.model_id, np.zeros((1, 3), dtype=np.float32))
+    request, pending = seal(session, spec, np.zeros((1, 3), dtype=np.float32))
     with pytest.raises(ChannelError) as e:
-        open_result(pending, roundtrip(app, request), model_hash=spec.sha256)
+        open_answer(pending, roundtrip(app, request))
     assert e.value.reason == "enclave-refused"
 
 
 def test_garbage_sealed_to_enclave_key(sim) -> None:
     """Valid HPKE to the enclave key, but the plaintext is not a payload: a clear refusal, not a crash."""
-    from omron_tee.channel import request_info, seal
+    from omron_tee.channel.hpke import request_info, seal
     from omron_tee.errors import ProtocolError
 
     app = sim.app()
     session = attested(sim, app)
     sealed = seal(session.kem, session.keys.hpke_public, b"{not json", request_info(session.key_id))
     with pytest.raises(ProtocolError):
-        asyncio.run(app.infer(InferRequest(session.key_id, sealed)))
+        app.open(InferRequest(session.key_id, sealed))
 
 
 def test_payload_encoding_roundtrip() -> None:
+    import json
+
     x = Tensor.from_array(np.arange(6, dtype=np.float32).reshape(2, 3))
-    p = InferencePayload(new_nonce(), "m", x, KemSuite.X25519.value, b"k" * 32, b"e" * 32)
-    assert InferencePayload.decode(p.encode()) == p
-    assert np.array_equal(x.to_array(), np.arange(6, dtype=np.float32).reshape(2, 3))
+    p = SealedRequest(new_nonce(), "m", "tensor", x.to_json(), KemSuite.X25519.value, b"k" * 32, b"e" * 32)
+    assert SealedRequest.from_dict(json.loads(p.encode())) == p
+    assert np.array_equal(Tensor.from_json(p.input).to_array(), np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
 def test_candidate_nonces_are_distinct_per_miner_and_deterministic() -> None:
-    from omron_tee.exchange import candidate_nonce, new_nonce
+    from omron_tee.exchange.requester import candidate_nonce, new_nonce
 
     n = new_nonce()
     a, b = candidate_nonce(n, "5Alice"), candidate_nonce(n, "5Bob")

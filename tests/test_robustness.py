@@ -7,6 +7,7 @@ the result must be a named refusal, never an unexpected exception."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 from typing import Any
@@ -15,12 +16,13 @@ import numpy as np
 import pytest
 
 from omron_tee.chain.base import Endpoint, Neuron
-from omron_tee.client import PrivateResult, verify_receipt_file
+from omron_tee.exchange.receipt_file import ReceiptFile, verify_receipt_file
 from omron_tee.errors import MinerError
-from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
-from omron_tee.models import sample_input
+from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
+from omron_tee.workloads.tensor import sample_input
 from omron_tee.protocol import AttestRequest, InferRequest
-from omron_tee.validator.forward import Prober
+from omron_tee.workloads import default_workloads
+from omron_tee.validator.prober import Prober
 
 WEIRD: list[Any] = [None, 0, -1, 2**70, 1.5, "", "zz", "AAAA", [], {}, True, "00" * 32, [1, 2]]
 
@@ -63,6 +65,9 @@ def all_mutations(root: Any) -> list[tuple[tuple, Any]]:
     return out
 
 
+WORKLOADS = default_workloads()
+
+
 def _genuine(sim, registry):
     app = sim.app()
     nonce = new_nonce()
@@ -70,22 +75,32 @@ def _genuine(sim, registry):
     session = check_attestation(attest, hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
     spec = registry.get("digits-mlp")
     x = sample_input(spec, np.random.default_rng(0))
-    request, pending = seal_request(session, spec.model_id, x)
-    response = asyncio.run(app.infer(request))
+    request, pending = seal_request(session, WORKLOADS.get("tensor"), spec, x)
+    response = asyncio.run(app.answer_whole(app.open(request)))
     return app, attest, nonce, spec, pending, response
+
+
+def _file(pending, response) -> ReceiptFile:
+    pending.feed(response)
+    answer = pending.close()
+    answer.miner_hotkey = SIM_HOTKEY
+    return ReceiptFile.of(answer, WORKLOADS)
+
+
+def _check(doc, sim, **kw):
+    return verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers, workloads=WORKLOADS, models=sim.registry, **kw)
 
 
 def test_receipt_file_checker_never_crashes(sim, registry) -> None:
     app, attest, nonce, spec, pending, response = _genuine(sim, registry)
-    result = open_result(pending, response, model_hash=spec.sha256)
-    doc = PrivateResult(spec.model_id, result.output, result.receipt, SIM_HOTKEY, attest.evidence, attest.keys, nonce).to_json()
-    assert verify_receipt_file(json.loads(json.dumps(doc)), policy=sim.policy, verifiers=sim.verifiers).ok
+    doc = _file(pending, response).to_json()
+    assert _check(json.loads(json.dumps(doc)), sim).ok
     harmless = {"miner_hotkey", "model_id"}
     n = 0
     for path, m in all_mutations(doc):
-        check = verify_receipt_file(m, policy=sim.policy, verifiers=sim.verifiers)
+        check = _check(m, sim)
         n += 1
-        if path[0] not in harmless and path not in {("omron_tee_receipt", "True"), ("output", "deleted"), ("output", "None")}:
+        if path[0] not in harmless and path not in {("result", "deleted"), ("result", "None")}:
             assert not check.ok, path
             assert check.reasons
     assert n > 300
@@ -100,14 +115,24 @@ class FakeTransport:
         self.corrupt_infer = corrupt_infer
 
     async def post(self, base_url, path, payload, *, receiver, timeout=None, max_bytes=None):
-        if path == "/attest":
-            out = self.app.attest(AttestRequest.from_json(payload)).to_json()
-            return self.corrupt_attest(out) if self.corrupt_attest else out
+        out = self.app.attest(AttestRequest.from_json(payload)).to_json()
+        return self.corrupt_attest(out) if self.corrupt_attest else out
+
+    @contextlib.asynccontextmanager
+    async def stream(self, base_url, path, payload, *, receiver, timeout=None, max_bytes=None):
         try:
-            out = (await self.app.infer(InferRequest.from_json(payload))).to_json()
+            out = await self.app.answer_whole(self.app.open(InferRequest.from_json(payload)))
         except Exception as e:  # what the HTTP layer would turn into a refusal
             raise MinerError(str(e), reason=getattr(e, "reason", "error")) from None
-        return self.corrupt_infer(out) if self.corrupt_infer else out
+        data = self.corrupt_infer(out) if self.corrupt_infer else out
+
+        class Body:
+            headers: dict = {}
+
+            async def __aiter__(self):
+                yield data
+
+        yield Body()
 
 
 def _neuron() -> Neuron:
@@ -115,7 +140,7 @@ def _neuron() -> Neuron:
 
 
 def _prober(sim, transport) -> Prober:
-    return Prober(transport, policy=sim.policy, verifiers=sim.verifiers, models=sim.registry, model_ids=["digits-mlp"], seed=0)  # type: ignore[arg-type]
+    return Prober(transport, policy=sim.policy, verifiers=sim.verifiers, models=sim.registry, workloads=WORKLOADS, model_ids=["digits-mlp"], seed=0)  # type: ignore[arg-type]
 
 
 def test_prober_survives_hostile_attest_replies(sim, registry) -> None:
@@ -153,24 +178,28 @@ def test_prober_survives_hostile_attest_replies(sim, registry) -> None:
 
 def test_prober_survives_hostile_infer_replies(sim, registry) -> None:
     app = sim.app()
-    replies = [None, [], {}, {"sealed": None}, {"sealed": 5}, {"sealed": "%%%"}, {"sealed": ""}, {"sealed": "AAAA"}, {"v": 1}, "sealed", 2**70]
+    genuine = lambda g: g  # noqa: E731
+    replies = [lambda g: b"", lambda g: b"\x00\x00\x00\x05abc", lambda g: b"\xff" * 64, lambda g: g[: len(g) // 2], lambda g: g[:-1],
+               lambda g: g + b"\x00", lambda g: g[:20] + bytes([g[20] ^ 1]) + g[21:], lambda g: g[:-5] + bytes([g[-5] ^ 1]) + g[-4:],
+               lambda g: b"\x00\x00\x00\x00" + g, lambda g: g[:4] + g]
+    assert genuine
 
     async def go():
         out = []
         for bad in replies:
-            p = _prober(sim, FakeTransport(app, corrupt_infer=lambda genuine, bad=bad: bad))
+            p = _prober(sim, FakeTransport(app, corrupt_infer=bad))
             out.append((bad, await p.probe(_neuron())))
         return out
 
     for bad, r in asyncio.run(go()):
         assert not r.outcome.ok, bad
         assert r.outcome.attestation_accepted is True
-        assert r.outcome.reason in ("malformed-message", "tampered-ciphertext"), (bad, r.outcome.reason)
+        assert r.outcome.reason in ("stream-malformed", "stream-truncated", "stream-tampered", "tampered-ciphertext"), r.outcome.reason
 
 
 @pytest.mark.parametrize("issued", [-1, 2**64, 2**70])
 def test_receipt_with_out_of_range_time_is_malformed(issued) -> None:
-    from omron_tee.channel import Receipt
+    from omron_tee.channel.receipt import Receipt
     from omron_tee.errors import ChannelError
 
     doc = {k: "00" * 32 for k in ("nonce", "model_hash", "input_hash", "output_hash", "evidence_hash")}
@@ -179,25 +208,23 @@ def test_receipt_with_out_of_range_time_is_malformed(issued) -> None:
     assert e.value.reason == "malformed-message"
 
 
-def test_prober_survives_a_receipt_it_cannot_even_encode(sim, registry) -> None:
+def test_prober_survives_a_receipt_it_cannot_even_encode(sim, registry, monkeypatch) -> None:
     """An enclave build that answers a receipt with an impossible timestamp: a named failure."""
     import dataclasses
 
-    from omron_tee.miner.trusted_app import TrustedApp
 
-    class Broken(TrustedApp):
-        def _run(self, payload, keys):
-            result = super()._run(payload, keys)
-            return dataclasses.replace(result, receipt=dataclasses.replace(result.receipt, issued_at_ms=2**70))
+    from omron_tee.miner import trusted_app
 
-    app = Broken(sim.backend(), registry, hotkey=sim.hotkey)
+    real = trusted_app.issue_receipt
+    monkeypatch.setattr(trusted_app, "issue_receipt", lambda b, sign, **kw: dataclasses.replace(real(b, sign, **kw), issued_at_ms=2**70))
+    app = sim.app()
 
     async def go():
         return await _prober(sim, FakeTransport(app)).probe(_neuron())
 
     r = asyncio.run(go())
     assert not r.outcome.ok
-    assert r.outcome.reason == "malformed-result"
+    assert r.outcome.reason == "bad-receipt"
 
 
 def test_receipt_file_labels_cannot_name_another_model_and_files_are_private(sim, registry, tmp_path) -> None:
@@ -205,16 +232,14 @@ def test_receipt_file_labels_cannot_name_another_model_and_files_are_private(sim
     import stat
 
     app, attest, nonce, spec, pending, response = _genuine(sim, registry)
-    result = open_result(pending, response, model_hash=spec.sha256)
-    res = PrivateResult(spec.model_id, result.output, result.receipt, SIM_HOTKEY, attest.evidence, attest.keys, nonce)
     path = tmp_path / "r.json"
-    res.save(path)
+    _file(pending, response).save(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     doc = json.loads(path.read_text())
-    check = verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers)
+    check = _check(doc, sim)
     assert check.ok and check.model_hash == spec.sha256
     doc["model_id"] = "breast-cancer-mlp"  # a shipped model the receipt does not sign
-    check = verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers)
+    check = _check(doc, sim)
     assert not check.ok and any("another model" in r for r in check.reasons)
 
 
@@ -222,9 +247,8 @@ def test_receipt_evidence_is_judged_now_not_at_the_enclaves_time(sim, registry) 
     """The receipt's time is the enclave's clock (host-controlled on SGX): it neither dates the
     evidence (no age check offline) nor chooses when collateral is judged (now, unless asked)."""
     app, attest, nonce, spec, pending, response = _genuine(sim, registry)
-    result = open_result(pending, response, model_hash=spec.sha256)
-    doc = PrivateResult(spec.model_id, result.output, result.receipt, SIM_HOTKEY, attest.evidence, attest.keys, nonce).to_json()
+    doc = _file(pending, response).to_json()
     import time as _time
 
     later = _time.time() + 10 * sim.policy.max_evidence_age_seconds
-    assert verify_receipt_file(doc, policy=sim.policy, verifiers=sim.verifiers, now=later).ok
+    assert _check(doc, sim, now=later).ok

@@ -16,14 +16,14 @@ from bittensor import http_auth
 
 from omron_tee.attestation.binding import EnclavePublicKeys
 from omron_tee.attestation.evidence import Claims, TeeType
-from omron_tee.channel import KemSuite, request_info, seal
+from omron_tee.channel.hpke import KemSuite, request_info, seal
 from omron_tee.errors import AuthError, ChannelError, MinerError, RateLimited
-from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
-from omron_tee.llm.enclave import LlmService
-from omron_tee.llm.requester import StreamReader, seal_completion
+from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
 from omron_tee.miner.server import build_app
-from omron_tee.protocol import AttestRequest, InferencePayload, InferRequest, Tensor, b64, dumps
-from omron_tee.validator.api import ApiQuota
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.protocol import AttestRequest, InferRequest, SealedRequest, b64, dumps
+from omron_tee.workloads.tensor import Tensor, TensorWorkload
+from omron_tee.validator.api.quota import ApiQuota
 from omron_tee.validator.identity import Identity, IdentityRegistry, identities_of
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
@@ -39,11 +39,16 @@ def _session(sim, app, kem=KemSuite.X25519):
                              policy=sim.policy, registry=sim.verifiers, kem=kem)
 
 
+def session_registry() -> ModelRegistry:
+    return ModelRegistry.builtin()
+
+
 def _sealed(session, fields: dict) -> tuple[InferRequest, object]:
     """A sealed request whose plaintext is ``fields`` over a genuine request's reply route."""
-    _, pending = seal_request(session, "digits-mlp", np.zeros((1, 64), dtype=np.float32))
-    good = InferencePayload(pending.nonce, "digits-mlp", Tensor.from_array(np.zeros((1, 64), dtype=np.float32)), session.kem.value,
-                            pending.reply_key.public_bytes, session.evidence_hash)
+    spec = session_registry().get("digits-mlp")
+    good_req, pending = seal_request(session, TensorWorkload(), spec, np.zeros((1, 64), dtype=np.float32))
+    good = SealedRequest(pending.nonce, "digits-mlp", "tensor", Tensor.from_array(np.zeros((1, 64), dtype=np.float32)).to_json(), session.kem.value,
+                         pending._reply_key.public_bytes, session.evidence_hash)
     doc = {**__import__("json").loads(good.encode()), **fields}
     sealed = seal(session.kem, session.keys.hpke_public, dumps(doc), request_info(session.key_id))
     return InferRequest(session.key_id, sealed), pending
@@ -57,16 +62,18 @@ def _sealed(session, fields: dict) -> tuple[InferRequest, object]:
     ({"input": {"dtype": ["float32"], "shape": [1, 64], "data": b64(bytes(256))}}, "malformed-message"),
     ({"input": {"dtype": "float32", "shape": [1, 63], "data": b64(bytes(252))}}, "model"),  # the model's input is (1, 64)
     ({"model": ["digits-mlp"]}, "malformed-message"),
-    ({"proof_system": {"x": 1}}, "malformed-message"),
+    ({"workload": {"x": 1}}, "malformed-message"),
+    ({"workload": "alchemy"}, "unsupported"),
+    ({"workload": "llm"}, "unsupported"),  # a tensor model does not run as an LLM
     ({"evidence_hash": 5}, "malformed-message"),
 ])
 def test_malformed_sealed_payloads_get_sealed_named_refusals(sim, fields, reason, caplog) -> None:
     app = sim.app()
     session = _session(sim, app)
     request, pending = _sealed(session, fields)
-    response = asyncio.run(app.infer(request))  # no exception: an answer, sealed to the requester
+    response = asyncio.run(app.answer_whole(app.open(request)))  # no exception: an answer, sealed to the requester
     with pytest.raises(ChannelError) as e:
-        open_result(pending, response, model_hash=sim.registry.get("digits-mlp").sha256)
+        pending.feed(response)
     assert e.value.reason == "enclave-refused" and reason in str(e.value)
     assert "Traceback" not in caplog.text and "float32" not in caplog.text
 
@@ -76,7 +83,7 @@ def test_a_sealed_request_without_a_reply_route_is_refused_in_the_clear_saying_n
     session = _session(sim, app)
     sealed = seal(session.kem, session.keys.hpke_public, dumps({"input": {"shape": [1, 2, 3]}}), request_info(session.key_id))
     with pytest.raises(Exception) as e:
-        asyncio.run(app.infer(InferRequest(session.key_id, sealed)))
+        app.open(InferRequest(session.key_id, sealed))
     assert getattr(e.value, "reason", None) == "malformed-message" and "shape" not in str(e.value)
 
 
@@ -86,30 +93,23 @@ def test_the_enclave_refuses_to_attest_for_another_hotkey(sim) -> None:
     assert e.value.reason == "hotkey-mismatch"
 
 
-@pytest.mark.parametrize("max_tokens", [-1, 0, 2**70, 1 << 17])
-def test_completion_requests_out_of_range_end_in_a_sealed_refusal(sim, max_tokens) -> None:
-    """max_tokens of -1 or 2^70 aborted the stream after its header with a struct.error traceback."""
-    app = sim.app()
-    session = _session(sim, app)
-    request, pending = seal_completion(session, "gemma-3-270m", "hello", 8)
-    import dataclasses
+@pytest.mark.parametrize("max_tokens", [-1, 0, 2**70, 1 << 17, 300])
+def test_completion_requests_out_of_range_end_in_a_sealed_refusal(llm_sim, max_tokens) -> None:
+    """max_tokens of -1 or 2^70 once aborted the stream after its header with a struct.error traceback."""
     import json
 
-    from omron_tee.llm.stream import CompletionPayload
+    from omron_tee.workloads.llm import LlmWorkload, Prompt
 
-    payload = CompletionPayload(pending.nonce, "gemma-3-270m", "hello", 8, session.kem.value, pending.reply_key.public_bytes, session.evidence_hash)
-    doc = {**json.loads(payload.encode()), "max_tokens": max_tokens}
-    request = InferRequest(session.key_id, seal(session.kem, session.keys.hpke_public, dumps(doc), request_info(session.key_id)))
-    pending = dataclasses.replace(pending, max_tokens=8)
-    svc = LlmService(app)
-
-    async def frames():
-        return [f async for f in svc.frames(svc.open(request))]
-
-    reader = StreamReader(pending, model_hash=bytes(32))
+    app = llm_sim.app()
+    session = _session(llm_sim, app)
+    spec = llm_sim.registry.get("fake-llm")
+    _, reader = seal_request(session, LlmWorkload(), spec, Prompt("hello", 8))
+    good = SealedRequest(reader.nonce, spec.model_id, "llm", {"prompt": "hello", "max_tokens": max_tokens}, session.kem.value,
+                         reader._reply_key.public_bytes, session.evidence_hash)
+    request = InferRequest(session.key_id, seal(session.kem, session.keys.hpke_public, good.encode(), request_info(session.key_id)))
+    assert json.loads(good.encode())["input"]["max_tokens"] == max_tokens
     with pytest.raises(ChannelError) as e:
-        for f in asyncio.run(frames()):
-            reader.feed(f)
+        reader.feed(asyncio.run(app.answer_whole(app.open(request))))
     assert e.value.reason == "enclave-refused" and "bad-input" in str(e.value)
 
 
@@ -121,7 +121,7 @@ def test_deep_json_on_every_miner_route_is_a_json_refusal(sim, make_wallet) -> N
     app = sim.app(hotkey=me.hotkey.ss58_address)
     client = TestClient(build_app(app, RequestVerifier(me.hotkey.ss58_address, Admission.anyone())), raise_server_exceptions=False)
     body = b"[" * 100_000 + b"]" * 100_000
-    for path in ("/attest", "/infer", "/infer_stream"):
+    for path in ("/attest", "/infer"):
         headers = http_auth.sign(caller, method="POST", path=path, body=body, receiver_ss58=me.hotkey.ss58_address)
         r = client.post(path, content=body, headers={**headers, "Content-Type": "application/json"})
         assert r.status_code == 400 and r.headers["content-type"].startswith("application/json"), (path, r.text[:200])
@@ -263,7 +263,7 @@ def test_a_peer_that_always_closes_mid_reply_is_named(make_wallet) -> None:
 
 
 def test_onnxruntime_writes_no_telemetry(tmp_path: Path) -> None:
-    code = "from omron_tee.models import ModelRegistry, load_runtime; r = ModelRegistry.builtin(); load_runtime(r.get('digits-mlp'))"
+    code = "from omron_tee.models.registry import ModelRegistry; ModelRegistry.builtin().runtime('digits-mlp')"
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("ORT_DISABLE_TELEMETRY", None)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
@@ -276,10 +276,13 @@ def test_onnxruntime_writes_no_telemetry(tmp_path: Path) -> None:
 
 def test_validator_faults_are_not_charged_until_one_miner_repeats_them(sim, tmp_path) -> None:
     from omron_tee.chain.base import Endpoint, Neuron
-    from omron_tee.validator.forward import MAX_UNCHARGED_FAULTS, Prober
+    from omron_tee.validator.prober import MAX_UNCHARGED_FAULTS, Prober
     from omron_tee.validator.scoring import ScoreBook
 
-    prober = Prober(None, policy=sim.policy, verifiers=sim.verifiers, models=sim.registry, model_ids=["digits-mlp"], seed=0)  # type: ignore[arg-type]
+    from omron_tee.workloads import default_workloads
+
+    prober = Prober(None, policy=sim.policy, verifiers=sim.verifiers, models=sim.registry, workloads=default_workloads(), model_ids=["digits-mlp"],  # type: ignore[arg-type]
+                    seed=0)
     neuron = Neuron(1, sim.hotkey, "5Cold", 0.0, False, Endpoint("127.0.0.1", 9), 0.0, 0.0, 0.0, 0)
     book = ScoreBook(tmp_path / "scores.sqlite")
     book.record(neuron.hotkey, 1).score = 0.5
@@ -300,9 +303,8 @@ def test_validator_faults_are_not_charged_until_one_miner_repeats_them(sim, tmp_
 
 @pytest.mark.parametrize(("behaviour", "reason"), [("trickle", "timeout"), ("flood", "too-large")])
 def test_a_streamed_answer_is_cut_off_at_its_deadline_or_size(make_wallet, behaviour, reason) -> None:
-    import httpx
-
-    from omron_tee.llm.transport import raw_bytes
+    from omron_tee.wire.auth import Signer
+    from omron_tee.wire.client import SignedClient
 
     async def handle(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
@@ -322,12 +324,15 @@ def test_a_streamed_answer_is_cut_off_at_its_deadline_or_size(make_wallet, behav
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/s"
         try:
-            async with httpx.AsyncClient(trust_env=False) as http:
-                resp = await http.send(http.build_request("POST", url, content=b"{}"), stream=True)
+            client = SignedClient(Signer(make_wallet("v")))
+            try:
                 with pytest.raises(MinerError) as e:
-                    async for _ in raw_bytes(resp, deadline_s=1.0, max_bytes=1 << 20):
-                        pass
+                    async with client.stream(url.rsplit("/", 1)[0], "/s", {}, receiver=None, timeout=1.0, max_bytes=1 << 20) as body:
+                        async for _ in body:
+                            pass
                 return e.value.reason
+            finally:
+                await client.aclose()
         finally:
             server.close()
 

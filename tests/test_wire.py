@@ -14,13 +14,16 @@ import uvicorn
 from bittensor import http_auth
 
 from omron_tee.chain.embedded import EmbeddedChain
-from omron_tee.channel import KemSuite
+from omron_tee.channel.hpke import KemSuite
 from omron_tee.errors import MinerError
-from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
+from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
 from omron_tee.miner.server import build_app, validator_admission
-from omron_tee.miner.trusted_app import DevFaults
-from omron_tee.models import sample_input
-from omron_tee.protocol import AttestRequest, AttestResponse, InferResponse, b64, dumps
+from omron_tee.enclave.dev_faults import DevFaults
+from omron_tee.workloads.tensor import sample_input
+from omron_tee.protocol import AttestRequest, AttestResponse, b64, dumps
+from omron_tee.workloads.tensor import TensorWorkload
+
+TENSOR = TensorWorkload()
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
 
@@ -164,12 +167,13 @@ def test_sealed_request_over_http(net, registry) -> None:
                                 hotkey=rcv, nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
     spec = registry.get("breast-cancer-mlp")
     x = sample_input(spec, np.random.default_rng(0))
-    request, pending = seal_request(session, spec.model_id, x)
+    request, pending = seal_request(session, TENSOR, spec, x)
     body = dumps(request.to_json())
     resp = _post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer"))
-    assert resp.status_code == 200
-    out = open_result(pending, InferResponse.from_json(resp.json()), model_hash=spec.sha256)
-    np.testing.assert_allclose(out.output, registry.runtime(spec.model_id).run(x), rtol=1e-6)
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/vnd.omron-tee.stream"
+    pending.feed(resp.content)
+    out = pending.close()
+    np.testing.assert_allclose(out.result.output, registry.runtime(spec.model_id).run(x), rtol=1e-6)
     # A tampered sealed request is a named refusal, not a crash.
     req = request.to_json()
     sealed = bytearray(request.sealed)
@@ -181,8 +185,9 @@ def test_sealed_request_over_http(net, registry) -> None:
 
 def test_bad_reply_key_is_a_named_refusal(net, registry) -> None:
     """A requester whose reply key is unusable gets a JSON refusal, and the miner keeps serving."""
-    from omron_tee.channel import request_info, seal
-    from omron_tee.protocol import InferencePayload, InferRequest, Tensor
+    from omron_tee.channel.hpke import request_info, seal
+    from omron_tee.protocol import InferRequest, SealedRequest
+    from omron_tee.workloads.tensor import Tensor
 
     rcv = net.miner.hotkey.ss58_address
     nonce = new_nonce()
@@ -190,8 +195,8 @@ def test_bad_reply_key_is_a_named_refusal(net, registry) -> None:
     session = check_attestation(AttestResponse.from_json(_post(net, "/attest", body, _signed(net.validator, body, rcv)).json()),
                                 hotkey=rcv, nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
     spec = registry.get("digits-mlp")
-    payload = InferencePayload(new_nonce(), spec.model_id, Tensor.from_array(sample_input(spec, np.random.default_rng(0))),
-                               KemSuite.X25519.value, bytes(32), session.evidence_hash)
+    payload = SealedRequest(new_nonce(), spec.model_id, "tensor", Tensor.from_array(sample_input(spec, np.random.default_rng(0))).to_json(),
+                            KemSuite.X25519.value, bytes(32), session.evidence_hash)
     req = InferRequest(session.key_id, seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id)))
     body = dumps(req.to_json())
     _refused(_post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer")), 400, "bad-key")
@@ -279,7 +284,7 @@ def test_signed_client_against_uvicorn(sim, make_wallet, free_port) -> None:
             raw = await client.post(slow_url, "/attest", AttestRequest(nonce, KemSuite.X25519.value).to_json(), receiver=miner.hotkey.ss58_address)
             session = check_attestation(AttestResponse.from_json(raw), hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
             spec = sim.registry.get("digits-mlp")
-            request, _ = seal_request(session, spec.model_id, sample_input(spec, np.random.default_rng(0)))
+            request, _ = seal_request(session, TENSOR, spec, sample_input(spec, np.random.default_rng(0)))
             t0 = time.monotonic()
             with pytest.raises(MinerError) as e:
                 await client.post(slow_url, "/infer", request.to_json(), receiver=miner.hotkey.ss58_address, timeout=0.3)
@@ -296,7 +301,7 @@ def test_signed_client_against_uvicorn(sim, make_wallet, free_port) -> None:
 
 
 def test_rate_limiter_forgets_idle_hotkeys() -> None:
-    from omron_tee.validator.api import RateLimiter
+    from omron_tee.validator.api.quota import RateLimiter
 
     rl = RateLimiter(rate=1000.0, burst=2.0)
     rl.MAX_TRACKED = 100

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from omron_tee.attestation.binding import report_data_for
-from omron_tee.channel import KemSuite
+from omron_tee.channel.hpke import KemSuite
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.miner.trusted_app import TrustedApp
-from omron_tee.models import ModelRegistry
+from omron_tee.models.registry import ModelRegistry
 from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, dumps
+from omron_tee.workloads import default_workloads
 
 HOST = "127.0.0.1"
 DEEP = 100_000  # nesting levels of the deep-JSON replies
@@ -52,7 +53,7 @@ EXPECTED_REASONS: dict[str, str] = {
     "close-mid-reply": "disconnected",
     "relay": "report-data-mismatch",
     "other-nonce": "report-data-mismatch",
-    "deep-infer": "too-deep",
+    "deep-infer": "stream-malformed",  # deep JSON where the sealed answer stream belongs
     "shared-enclave": "enclave-shared",  # the second of two hotkeys presenting one enclave
 }
 BEHAVIOURS = tuple(EXPECTED_REASONS)
@@ -133,8 +134,9 @@ def attest_json(ctx: Ctx, req: Request, *, hotkey: str | None = None, nonce: byt
 
 
 async def infer_json(ctx: Ctx, req: Request) -> bytes:
+    """The genuine enclave's sealed answer stream (the name is historical: the body is frames, not JSON)."""
     assert ctx.enclave is not None
-    return dumps((await ctx.enclave.infer(InferRequest.from_json(req.json()))).to_json())
+    return await ctx.enclave.answer_whole(ctx.enclave.open(InferRequest.from_json(req.json())))
 
 
 # --- behaviours ---------------------------------------------------------------
@@ -270,16 +272,17 @@ def build_contexts(config: dict[str, Any]) -> list[tuple[Ctx, int]]:
     backend = SimulatedBackend(Path(config["dev_key"]), measurement)
     vectors = Path(config["vectors"]) if config.get("vectors") else None
     shared: TrustedApp | None = None
+    workloads = default_workloads()
     out = []
     for m in config["miners"]:
         b, hotkey = m["behaviour"], m["hotkey"]
         enclave = None
         if b == "relay":
-            enclave = TrustedApp(backend, registry, hotkey=m["victim"])
+            enclave = TrustedApp(backend, registry, hotkey=m["victim"], workloads=workloads)
         elif b in ("other-nonce", "deep-infer"):
-            enclave = TrustedApp(backend, registry, hotkey=hotkey)
+            enclave = TrustedApp(backend, registry, hotkey=hotkey, workloads=workloads)
         elif b == "shared-enclave":
-            shared = shared or TrustedApp(backend, registry, hotkey=hotkey)
+            shared = shared or TrustedApp(backend, registry, hotkey=hotkey, workloads=workloads)
             enclave = shared
         out.append((Ctx(b, hotkey, enclave, vectors), int(m.get("port", 0))))
     return out

@@ -65,9 +65,10 @@ class HostileNet:
 
     def validator(self, scores_path: Path, *, timeout: float = 1.0, **prober_kw):
         """An in-process Validator over this network (create it inside the event loop that uses it)."""
-        from omron_tee.models import ModelRegistry
+        from omron_tee.models.registry import ModelRegistry
         from omron_tee.validator.core import Validator
-        from omron_tee.validator.forward import Prober
+        from omron_tee.validator.prober import Prober
+        from omron_tee.workloads import default_workloads
         from omron_tee.validator.neuron import build_verifiers, local_dev_policy
         from omron_tee.validator.scoring import ScoreBook
         from omron_tee.wire.auth import Signer
@@ -76,7 +77,8 @@ class HostileNet:
         models = ModelRegistry.builtin()
         policy = local_dev_policy(self.chain_path, models)
         client = SignedClient(Signer(self.validator_wallet), timeout=timeout)
-        prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, timeout=timeout, seed=0, **prober_kw)
+        prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=default_workloads(), timeout=timeout, seed=0,
+                        **prober_kw)
         return Validator(chain=self.chain, wallet=self.validator_wallet, prober=prober, scores=ScoreBook(scores_path), weights_interval=5)
 
     def wallet_args(self, name: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Any
 
 from omron_tee.attestation.evidence import Evidence, TeeType
 
@@ -34,6 +35,11 @@ class EnclaveBackend(abc.ABC):
     @abc.abstractmethod
     def measurement(self) -> bytes | None:
         """The measurement a verifier will see, when the backend can know it (else None)."""
+
+    def instrument(self, served: Any) -> Any:
+        """The served model (``workloads.base.Served``) as this backend runs it: unchanged on every
+        real TEE; a simulated enclave may wrap it in development faults (``enclave.dev_faults``)."""
+        return served
 
     @classmethod
     @abc.abstractmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from omron_tee.attestation.binding import EnclavePublicKeys
-from omron_tee.channel import HpkeKeyPair, KemSuite
+from omron_tee.channel.hpke import HpkeKeyPair, KemSuite
 
 
 class EnclaveKeys:

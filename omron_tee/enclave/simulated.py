@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from omron_tee.attestation.abi import simulated as abi
 from omron_tee.attestation.evidence import Evidence, TeeType
 from omron_tee.enclave.base import Availability, EnclaveBackend
+from omron_tee.enclave.dev_faults import DevFaults
 from omron_tee.errors import EnclaveError
 
 
@@ -59,13 +61,14 @@ def dev_public_key(path: str | Path) -> bytes:
 class SimulatedBackend(EnclaveBackend):
     tee_type = TeeType.SIMULATED
 
-    def __init__(self, key_path: str | Path, measurement: bytes, *, debug: bool = False) -> None:
+    def __init__(self, key_path: str | Path, measurement: bytes, *, debug: bool = False, faults: DevFaults = DevFaults()) -> None:
         if len(measurement) != 48:
             raise EnclaveError("simulated measurement must be 48 bytes (SHA-384)")
         self._key = load_or_create_dev_key(key_path)
         self._key_id = hashlib.sha256(self._key.public_key().public_bytes_raw()).digest()
         self._measurement = measurement
         self._flags = abi.FLAG_DEBUG if debug else 0
+        self.faults = faults
 
     def attest(self, report_data: bytes) -> Evidence:
         if len(report_data) != 64:
@@ -81,6 +84,9 @@ class SimulatedBackend(EnclaveBackend):
 
     def measurement(self) -> bytes:
         return self._measurement
+
+    def instrument(self, served: Any) -> Any:
+        return self.faults.instrument(served)
 
     @classmethod
     def detect(cls) -> Availability:

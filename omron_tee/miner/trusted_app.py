@@ -1,47 +1,59 @@
-"""The trusted app: the part of a miner that runs inside the enclave.
+"""The trusted app: the part of a miner that runs inside the enclave, the same for every workload.
 
 It holds the channel keys (generated here, never exported), answers
 attestation requests with evidence binding those keys to the requester's
-nonce, and runs sealed inference requests: open, run the model, seal the
-result and a signed receipt back to the requester's reply key. The miner's
-operator only ever handles ciphertext.
+nonce and to this miner's hotkey, and answers sealed requests: open, hand the
+input to the workload that runs the model, seal each part of the answer into
+the stream, then sign the receipt. The miner's operator only ever handles
+ciphertext.
 
-Nothing here logs an input or an output.
+Nothing here logs an input or an output, and nothing here misbehaves on
+purpose: development faults wrap the runtimes from outside
+(``enclave.simulated.DevFaults``, simulated enclaves only).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from omron_tee.attestation.binding import report_data_for
-from omron_tee.channel import KemSuite, Receipt, key_id, reply_info, request_info, seal
+from omron_tee.channel.hpke import KemSuite, key_id, request_info
+from omron_tee.channel.receipt import Binding
+from omron_tee.channel.receipt import issue as issue_receipt
+from omron_tee.channel.stream import ChunkSealer, seal_header
 from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.keys import EnclaveKeys
-from omron_tee.errors import AuthError, ChannelError, ModelError, OmronTeeError, ProtocolError
-from omron_tee.models import ModelRegistry, load_runtime
-from omron_tee.protocol import AttestRequest, AttestResponse, InferencePayload, InferenceResult, InferRequest, InferResponse, ReplyRoute, Tensor, loads
+from omron_tee.errors import LIBRARY_DECODE_ERRORS, AuthError, ChannelError, ModelError, OmronTeeError, ProtocolError
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, ReplyRoute, SealedRequest, loads
 from omron_tee.reasons import Reason
+from omron_tee.workloads import default_workloads
+from omron_tee.workloads.base import Produced, Served, Workload, Workloads
 
 log = logging.getLogger("omron_tee.miner")
 
 
 @dataclass(frozen=True)
-class DevFaults:
-    """Deliberate misbehaviour for the local network's demo miners (simulated enclave only)."""
+class Opened:
+    """A sealed request, opened: the stream's header is sealed already (so the reply key is usable)."""
 
-    delay_s: float = 0.0
-    wrong_output: bool = False
-    bad_proof: bool = False  # zk: corrupt the proof's bytes
-    mismatched_proof: bool = False  # zk: prove another input than the one answered
+    header: bytes
+    stream_key: bytes
+    route: ReplyRoute
+    keys: EnclaveKeys
+    request: SealedRequest | None  # None: refused for ``refusal``, inside the sealed stream
+    workload: Workload | None = None
+    value: Any = None
+    refusal: str | None = None
 
     @property
-    def any(self) -> bool:
-        return self.delay_s > 0 or self.wrong_output or self.bad_proof or self.mismatched_proof
+    def streamed(self) -> bool:
+        """Whether the answer's parts are worth sending as they come (else the miner sends it whole)."""
+        return self.workload is not None and self.workload.streamed
 
 
 class TrustedApp:
@@ -52,7 +64,7 @@ class TrustedApp:
         model_ids: list[str] | None = None,
         *,
         hotkey: str,
-        faults: DevFaults = DevFaults(),
+        workloads: Workloads | None = None,
         provers: Mapping[str, Any] | None = None,
     ) -> None:
         if not hotkey:
@@ -60,12 +72,15 @@ class TrustedApp:
         self.hotkey = hotkey
         self.backend = backend
         self.registry = registry
+        self.workloads = workloads if workloads is not None else default_workloads()
         ids = model_ids if model_ids else registry.ids()
         self.specs = {m: registry.get(m) for m in ids}
-        self.runtimes = {m: load_runtime(spec) for m, spec in self.specs.items()}
-        self.faults = faults
-        # zk provers (omron_tee.zk.prover.ZkProver) of the served models that declare zk.
-        self.provers = {m: p for m, p in (provers or {}).items() if m in self.specs and "zk" in self.specs[m].proof_systems}
+        provers = provers or {}
+        # What the enclave serves, each model wrapped by the backend (only a simulated one changes anything).
+        self.served = {
+            m: backend.instrument(Served(spec, registry.runtime(m), provers.get(m) if "zk" in spec.proof_systems else None))
+            for m, spec in self.specs.items()
+        }
         self._keys: dict[KemSuite, EnclaveKeys] = {}
         self._by_key_id: dict[bytes, EnclaveKeys] = {}
         for kem in KemSuite:
@@ -85,7 +100,7 @@ class TrustedApp:
 
     @property
     def proof_systems(self) -> dict[str, tuple[str, ...]]:
-        return {m: ("tee", "zk") if m in self.provers else ("tee",) for m in self.specs}
+        return {m: ("tee", "zk") if s.prover is not None else ("tee",) for m, s in self.served.items()}
 
     def attest(self, request: AttestRequest) -> AttestResponse:
         if request.hotkey and request.hotkey != self.hotkey:
@@ -103,75 +118,72 @@ class TrustedApp:
             raise ChannelError("this enclave holds no such key (it restarted?): attest again", reason=Reason.UNKNOWN_KEY)
         return keys
 
-    async def infer(self, request: InferRequest) -> InferResponse:
+    def open(self, request: InferRequest) -> Opened:
+        """Open a sealed request. Errors here are answered in the clear (``ChannelError``/``ProtocolError``);
+        from the header on, every refusal travels inside the sealed stream, so that the operator
+        cannot tell a spot check's error from a user's."""
         keys = self.keys(request.key_id)
-        # From here on, failures are answered inside the sealed reply when we can, so
-        # that the operator cannot tell a spot check's error from a user's.
         plaintext = keys.hpke.open(request.sealed, request_info(request.key_id))
         try:
             fields = loads(plaintext, "sealed request")
             route = ReplyRoute.from_dict(fields)
-            reply_kem = KemSuite.parse(route.reply_kem)
+            kem = KemSuite.parse(route.reply_kem)
         except (ProtocolError, ChannelError):
-            # Answered in the clear (there is no reply key to seal to): say nothing of what
-            # was inside, not even a tensor's shape.
+            # No reply key to seal to: say nothing of what was inside, not even a tensor's shape.
             raise ProtocolError("the sealed request is not a well-formed request") from None
-        result = await self._answer(fields, keys)
-        if self.faults.delay_s:
-            await asyncio.sleep(self.faults.delay_s)
-        # An unusable reply key is a ChannelError (bad-key), refused in the clear.
-        return InferResponse(sealed=seal(reply_kem, route.reply_public, result.encode(), reply_info(route.nonce)))
-
-    async def _answer(self, fields: Any, keys: EnclaveKeys) -> InferenceResult:
-        """The result, or a named refusal; either way sealed to the requester by the caller."""
+        stream_key, header = seal_header(kem, route.reply_public, route.nonce)  # an unusable reply key: bad-key, in the clear
         try:
-            payload = InferencePayload.from_dict(fields)
-            if payload.proof_system == "zk":
-                # Proving takes about a second of every core: keep the server answering meanwhile.
-                return await asyncio.to_thread(self._run, payload, keys)
-            return self._run(payload, keys)
+            sealed = SealedRequest.from_dict(fields)
+            spec = self.specs.get(sealed.model_id)
+            if spec is None:
+                raise ModelError(f"model {sealed.model_id!r} is not served here (serving: {', '.join(self.specs)})", reason=Reason.UNKNOWN_MODEL)
+            workload = self.workloads.get(sealed.workload)
+            if not workload.serves(spec):
+                raise ModelError(f"model {spec.model_id!r} does not run as {workload.name!r}", reason=Reason.UNSUPPORTED)
+            value = workload.decode_input(spec, sealed.input)
+        except (OmronTeeError, *LIBRARY_DECODE_ERRORS) as e:
+            reason = e.reason if isinstance(e, OmronTeeError) else Reason.MALFORMED_MESSAGE
+            return Opened(header, stream_key, route, keys, None, refusal=f"{reason}: {e}")
+        return Opened(header, stream_key, route, keys, sealed, workload, value)
+
+    async def answer(self, opened: Opened) -> AsyncIterator[bytes]:
+        """The sealed stream: the header, one chunk per part (a workload that does not stream: none),
+        then the final chunk with the signed receipt (and, not streaming, the parts). A refusal
+        is a final chunk too, padded like an answer's, so the operator cannot tell them apart."""
+        yield opened.header
+        sealer = ChunkSealer(opened.stream_key, opened.route.nonce)
+        req, workload = opened.request, opened.workload
+        if req is None or workload is None:
+            yield sealer.seal({"n": 0, "error": opened.refusal}, final=True)
+            return
+        served = self.served[req.model_id]
+        produced = Produced()
+        parts = 0
+        held: list[object] = []  # a workload that does not stream sends its parts in the final chunk
+        error: str | None = None
+        try:
+            async for part in workload.produce(served, opened.value, produced):
+                if workload.streamed:
+                    yield sealer.seal({"p": part})
+                else:
+                    held.append(part)
+                parts += 1
         except OmronTeeError as e:
-            return InferenceResult(output=None, receipt=None, error=f"{e.reason}: {e}")
+            error = f"{e.reason}: {e}"
         except Exception as e:  # noqa: BLE001 - a runtime meeting input it rejects: refuse, sealed
             log.warning("sealed request refused inside the enclave: %s", type(e).__name__)
-            return InferenceResult(output=None, receipt=None, error=f"malformed-request: the model could not run this input ({type(e).__name__})")
-
-    def _run(self, payload: InferencePayload, keys: EnclaveKeys) -> InferenceResult:
-        spec = self.specs.get(payload.model_id)
-        if spec is None:
-            raise ModelError(f"model {payload.model_id!r} is not served here (serving: {', '.join(self.specs)})")
-        x = payload.input.to_array()
-        output = self.runtimes[payload.model_id].run(x)
-        proof = prove_ms = None
-        if payload.proof_system == "zk":
-            proof, prove_ms = self._prove(payload.model_id, x)
-        if self.faults.wrong_output:
-            output = output + 0.5  # off by far more than any model's tolerance
-        out = Tensor.from_array(output)
+            error = f"{Reason.MALFORMED_REQUEST}: the model could not run this input ({type(e).__name__})"
+        if error is not None:
+            yield sealer.seal({"n": parts, "error": error}, final=True)
+            return
         # The receipt names the evidence the requester says it verified: any evidence
         # binding this signing key is as good, since only this enclave holds it.
-        receipt = Receipt(
-            nonce=payload.nonce,
-            model_hash=spec.sha256,
-            input_hash=payload.input.digest(),
-            output_hash=out.digest(),
-            evidence_hash=payload.evidence_hash,
-            issued_at_ms=int(time.time() * 1000),
-        )
-        signed = Receipt(**{**receipt.__dict__, "signature": keys.sign(receipt.signed_bytes())})
-        return InferenceResult(output=out, receipt=signed, proof=proof, prove_ms=prove_ms)
+        binding = Binding(req.nonce, served.spec.sha256, workload.input_hash(served.spec, opened.value), produced.output_hash, req.evidence_hash)
+        receipt = issue_receipt(binding, opened.keys.sign, issued_at_ms=int(time.time() * 1000))
+        final: dict[str, object] = {"n": parts, "meta": produced.meta, "receipt": receipt.to_json()}
+        if held:
+            final["ps"] = held
+        yield sealer.seal(final, final=True)
 
-    def _prove(self, model_id: str, x: Any) -> tuple[bytes, float]:
-        """A zk proof of this inference: the input stays private in it, the output is public."""
-        prover = self.provers.get(model_id)
-        if prover is None:
-            raise ModelError(f"model {model_id!r} is not proven with zk here", reason=Reason.ZK_UNSUPPORTED)
-        if self.faults.mismatched_proof:
-            x = x * 0.5  # a valid proof, but of another inference
-        zp = prover.prove(x)
-        proof = zp.proof
-        if self.faults.bad_proof:
-            from omron_tee.zk.prover import tamper_proof
-
-            proof = tamper_proof(proof)
-        return proof, zp.prove_s * 1000.0
+    async def answer_whole(self, opened: Opened) -> bytes:
+        return b"".join([f async for f in self.answer(opened)])

@@ -1,7 +1,8 @@
 """Which models exist, each a ``ModelSpec`` (``models.spec``) pinned by the sha256 of its file.
 
 The shipped models come from ``assets/manifest.json``; operators can add any
-ONNX file by path. ``ModelRegistry.runtime`` loads a model once and keeps it.
+ONNX file by path. ``ModelRegistry.runtime`` loads a model once (with the
+registry's ``Runtimes``) and keeps it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from omron_tee.errors import ModelError
-from omron_tee.models.runtime import Runtime, load_runtime
+from omron_tee.models.runtimes import Runtime, Runtimes, default_runtimes
 from omron_tee.models.spec import ModelSpec, read_pinned, sha256_file
 from omron_tee.reasons import Reason
 
@@ -152,7 +153,8 @@ def _onnx_io(data: bytes, path: Path) -> tuple[str, tuple[int, ...], str, str, t
 class ModelRegistry:
     """A set of model specs by id. ``builtin()`` holds the models shipped in the package."""
 
-    def __init__(self, specs: Iterable[ModelSpec] = ()) -> None:
+    def __init__(self, specs: Iterable[ModelSpec] = (), *, runtimes: Runtimes | None = None) -> None:
+        self.runtimes = runtimes if runtimes is not None else default_runtimes()
         self._specs: dict[str, ModelSpec] = {}
         self._runtimes: dict[str, Runtime] = {}
         self._lock = threading.Lock()
@@ -160,11 +162,11 @@ class ModelRegistry:
             self.add(spec)
 
     @classmethod
-    def builtin(cls) -> "ModelRegistry":
-        return cls.from_manifest(MANIFEST_PATH)
+    def builtin(cls, *, runtimes: Runtimes | None = None) -> "ModelRegistry":
+        return cls.from_manifest(MANIFEST_PATH, runtimes=runtimes)
 
     @classmethod
-    def from_manifest(cls, path: Path | str) -> "ModelRegistry":
+    def from_manifest(cls, path: Path | str, *, runtimes: Runtimes | None = None) -> "ModelRegistry":
         path = Path(path)
         try:
             doc = json.loads(path.read_bytes())
@@ -174,7 +176,7 @@ class ModelRegistry:
             raise ModelError(f"model manifest {path} is not valid JSON") from None
         if not isinstance(doc, dict) or doc.get("schema") != MANIFEST_SCHEMA or not isinstance(doc.get("models"), list):
             raise ModelError(f"model manifest {path} must be an object with schema {MANIFEST_SCHEMA} and a 'models' list")
-        return cls(spec_from_manifest_entry(e, path.parent) for e in doc["models"])
+        return cls((spec_from_manifest_entry(e, path.parent) for e in doc["models"]), runtimes=runtimes)
 
     def add(self, spec: ModelSpec) -> ModelSpec:
         known = self._specs.get(spec.model_id)
@@ -237,7 +239,7 @@ class ModelRegistry:
         with self._lock:  # one load per model even when requests arrive together
             rt = self._runtimes.get(model_id)
             if rt is None:
-                rt = self._runtimes[model_id] = load_runtime(self.get(model_id))
+                rt = self._runtimes[model_id] = self.runtimes.load(self.get(model_id))
             return rt
 
     def ids(self) -> list[str]:

@@ -19,7 +19,7 @@ import bittensor as bt
 
 from omron_tee.chain.base import Chain, Metagraph, Neuron
 from omron_tee.errors import ChainError, RateLimited
-from omron_tee.validator.forward import Prober, ProbeResult
+from omron_tee.validator.prober import Prober, ProbeResult
 from omron_tee.validator.scoring import Outcome, ScoreBook
 from omron_tee.validator.weights import WeightVector, compute_weights
 

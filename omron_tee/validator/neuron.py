@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -16,20 +18,22 @@ from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.attestation.verify.simulated import SimulatedVerifier
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
-from omron_tee.channel import KemSuite
+from omron_tee.channel.hpke import KemSuite
 from omron_tee.config import DEFAULT_HOME, check_port_free, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
-from omron_tee.models import ModelRegistry
-from omron_tee.validator import llm_neuron
-from omron_tee.validator.api import ADMIT_MODES, ApiQuota, build_api, metagraph_quota
+from omron_tee.models.llama import DEFAULT_PACKAGE, default_gguf_path, default_spec, gguf_spec
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.validator.api.quota import ADMIT_MODES, ApiQuota, metagraph_quota
+from omron_tee.validator.api.routes import build_api
 from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
-from omron_tee.validator.forward import Prober
+from omron_tee.validator.prober import Prober
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
 from omron_tee.wire.server import server_config
+from omron_tee.workloads import default_workloads
 from omron_tee.zk import service as zk_service
 
 
@@ -45,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--validator.policy", dest="policy", default=None,
                    help="attestation policy file (TOML, see docs/POLICY.md); required off local networks. "
                    "On the embedded chain the default accepts simulated enclaves of this release.")
-    v.add_argument("--validator.sample_size", dest="sample_size", type=int, default=8, help="LLM miners probed per LLM round (default: %(default)s)")
     v.add_argument("--validator.interval", dest="interval", type=float, default=2.0,
                    help="seconds between two probes of one miner, randomised by ±50%%; a failing miner waits up to 16 times longer (default: %(default)s)")
     v.add_argument("--validator.weights_interval", dest="weights_interval", type=int, default=100, help="blocks between weight settings (default: %(default)s)")
@@ -66,7 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--chain.dev_stake", dest="dev_stake", type=float, default=1000.0,
                    help="embedded chain only: stake (TAO) this validator gives itself from the development faucet when it has none, so it holds a permit (default: %(default)s)")
     v.add_argument("--neuron.data_dir", dest="data_dir", default=str(DEFAULT_HOME / "validator"), help="where scores persist (default: %(default)s)")
-    llm_neuron.add_validator_args(p)
+    g = p.add_argument_group("LLM (see docs/LLM.md)")
+    g.add_argument("--validator.llm", dest="validator_llm", choices=["auto", "on", "off"], default="auto",
+                   help="offer and score the default LLM (gemma3-270m): 'auto' does when llama-cpp-python and the model package "
+                   "are installed (default: %(default)s)")
+    g.add_argument("--llm.gguf", dest="llm_gguf", action="append", default=[], metavar="PATH[=ID]",
+                   help="also offer and score this GGUF model, pinned by its sha256; repeatable")
+    g.add_argument("--validator.llm_share", dest="llm_share", type=float, default=0.2,
+                   help="share of the probes of a miner that offers an LLM that are LLM completions (default: %(default)s)")
+    g.add_argument("--validator.llm_tokens", dest="llm_tokens", type=int, default=16,
+                   help="tokens per LLM benchmark completion (default: %(default)s)")
+    g.add_argument("--validator.llm_timeout", dest="llm_timeout", type=float, default=30.0,
+                   help="seconds an LLM miner has for a whole benchmark completion (default: %(default)s)")
     zk_service.add_validator_args(p)  # zk probes (docs/ZK.md)
     return p
 
@@ -104,6 +118,32 @@ def load_policy(args: argparse.Namespace, network: str, models: ModelRegistry) -
     return policy
 
 
+def _llm_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None and (
+        importlib.util.find_spec(DEFAULT_PACKAGE) is not None or default_gguf_path().exists()
+    )
+
+
+def add_llms(args: argparse.Namespace, models: ModelRegistry, policy: Policy, *, local: bool) -> Policy:
+    """Add the LLMs the flags ask for to ``models``; on a local network, also allow this release's
+    LLM-serving builds (their measurement covers the LLM too). Returns the policy."""
+    mode = getattr(args, "validator_llm", "off")
+    specs = [default_spec()] if mode == "on" or (mode == "auto" and _llm_available()) else []
+    for item in getattr(args, "llm_gguf", []) or []:
+        path, _, mid = item.partition("=")
+        specs.append(gguf_spec(path, mid or None))
+    if not specs:
+        return policy
+    onnx = [(s.model_id, s.sha256) for s in models.specs()]
+    for s in specs:
+        models.add(s)
+    if local and policy.simulated.allow:
+        llm = [(s.model_id, s.sha256) for s in specs]
+        extra = {trusted_app_measurement(onnx + llm), trusted_app_measurement(llm)}  # miners with --llm, and LLM-only miners
+        policy = replace(policy, simulated=replace(policy.simulated, measurements=policy.simulated.measurements | extra))
+    return policy
+
+
 def log_event(log: logging.Logger, ev: Event) -> None:
     if isinstance(ev, ProbeEvent):
         o = ev.result.outcome
@@ -134,15 +174,15 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
         log.warning("hotkey %s holds no validator permit yet: miners will refuse its requests until it has enough stake", hotkey)
     models = ModelRegistry.builtin()
     policy = load_policy(args, network, models)
-    policy = llm_neuron.setup(args, models, policy, local=is_local(network))  # LLMs on offer and scored (docs/LLM.md)
+    policy = add_llms(args, models, policy, local=is_local(network))  # LLMs on offer and scored (docs/LLM.md)
     client = SignedClient(Signer(wallet), timeout=args.timeout)
-    prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, kem=KemSuite.parse(args.kem),
-                    timeout=args.timeout, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl,
-                    zk_verifiers=zk_service.validator_verifiers(args, models, network), zk_share=args.zk_share)
+    workloads = default_workloads(zk_verifiers=zk_service.validator_verifiers(args, models, network), llm_tokens=args.llm_tokens)
+    prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=workloads, kem=KemSuite.parse(args.kem),
+                    timeout=args.timeout, timeouts={"zk": args.zk_timeout, "llm": args.llm_timeout},
+                    shares={"zk": args.zk_share, "llm": args.llm_share}, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl)
     scores = ScoreBook(Path(args.data_dir) / f"scores-{network}-{args.netuid}-{hotkey}.sqlite")
     validator = Validator(chain=chain, wallet=wallet, prober=prober, scores=scores, weights_interval=args.weights_interval,
                           top_k=args.top_k, on_event=lambda ev: log_event(log, ev))
-    llm_rounds = llm_neuron.LlmRounds(validator, every=args.llm_every, max_tokens=args.llm_tokens)
     log.info("validator uid %d hotkey %s on %s netuid %d; %d miners with scores restored", neuron.uid, hotkey, network, args.netuid, len(scores.records))
     server_task = None
     if args.api_port:
@@ -155,9 +195,9 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
         if is_local(network):
             chain.serve(wallet, Endpoint(args.api_ip, args.api_port))
         log.info("third-party API on http://%s:%d", args.api_ip, args.api_port)
-    # Tensor and zk probes run on one lane per miner (Validator.probe_continuously), so no
+    # Probes of every workload run on one lane per miner (Validator.probe_continuously), so no
     # miner, however slow, delays the probing of another; this loop keeps the permit in
-    # view, runs the LLM rounds and sets weights.
+    # view and sets weights.
     stop: asyncio.Event | None = None
     lanes: asyncio.Task | None = None
     try:
@@ -175,7 +215,6 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
                 if lanes is None:
                     stop = asyncio.Event()
                     lanes = asyncio.create_task(validator.probe_continuously(stop, interval=args.interval))
-                await llm_rounds.maybe_step(args.sample_size)
             else:
                 log.info("no miner serves yet; waiting")
             if validator.due_for_weights():

@@ -51,13 +51,7 @@ class Outcome:
     attestation_accepted: bool | None  # None: the exchange failed before a verdict
     correct: bool | None  # None: not checked (relayed third-party traffic, or failed earlier)
     kind: str = "benchmark"  # "relay" (counted, never scored), "validator-fault" (our bug: counted, never scored)
-    proof_system: str = "tee"  # "zk": latency_s includes proving, and is compared with zk latencies
-    prove_s: float | None = None  # zk: proving time the enclave reported
-    workload: str = "tensor"  # or "llm": a completion's latency is compared with LLM latencies only
-
-    @property
-    def latency_class(self) -> str:
-        return "zk" if self.proof_system == "zk" else ("llm" if self.workload == "llm" else "tee")
+    latency_class: str = "tee"  # the workload's: latencies are compared within a class only ("tee", "zk", "llm")
 
 
 @dataclass

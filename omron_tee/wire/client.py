@@ -17,7 +17,9 @@ A peer is hostile until its answer is checked, so every request here has:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -142,10 +144,104 @@ class SignedClient:
             reason = e.reason if e.reason in (Reason.TOO_DEEP, Reason.TOO_LARGE) else Reason.MALFORMED_REPLY
             raise MinerError(str(e), reason=reason) from None
 
+    @contextlib.asynccontextmanager
+    async def stream(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None,
+                     max_bytes: int | None = None) -> AsyncIterator["ByteStream"]:
+        """POST ``payload`` as JSON and read the answer as it arrives: ``async with client.stream(...) as s:
+        async for data in s``. The same deadline (the whole exchange, every byte included), size
+        cap, refusal mapping and one retry of a closed keep-alive connection as ``post``."""
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        limit = self._max_reply if max_bytes is None else max_bytes
+        body = dumps(payload)
+        async with self._limit:
+            for attempt in (0, 1):
+                headers = self.signer.headers("POST", path, body, receiver)
+                headers["Content-Type"] = "application/json"
+                try:
+                    resp = await self._open(base_url, path, body, headers, deadline, limit)
+                except _RETRYABLE as e:
+                    if attempt == 0 and deadline - time.monotonic() > 0.05:
+                        continue
+                    raise MinerError(f"{base_url} closed the connection before answering ({type(e).__name__})", reason=Reason.DISCONNECTED) from None
+                try:
+                    yield ByteStream(resp, base_url, deadline, limit)
+                finally:
+                    await resp.aclose()
+                return
+
+    async def _open(self, base_url: str, path: str, body: bytes, headers: dict[str, str], deadline: float, limit: int) -> httpx.Response:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT)
+        pool = self._pool(base_url)
+        req = pool.build_request("POST", base_url + path, content=body, headers=headers, timeout=httpx.Timeout(left, connect=min(left, 3.0)))
+        try:
+            async with asyncio.timeout(left):
+                resp = await pool.send(req, stream=True)
+        except TimeoutError:
+            raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT) from None
+        except httpx.TimeoutException:
+            raise MinerError(f"no answer from {base_url} within the timeout", reason=Reason.TIMEOUT) from None
+        except _RETRYABLE:
+            raise
+        except httpx.TransportError as e:
+            raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
+        try:
+            if resp.status_code != 200:
+                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                    raise refusal(base_url, path, resp.status_code, await _read_error(resp))
+            encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise MinerError(f"the answer uses content encoding {encoding[:16]!r}; only identity is accepted", reason=Reason.MALFORMED_REPLY)
+            declared = resp.headers.get("content-length")
+            if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
+                raise MinerError(f"the answer from {base_url} exceeds {limit} bytes", reason=Reason.TOO_LARGE)
+        except BaseException as e:
+            await resp.aclose()
+            if isinstance(e, (TimeoutError, httpx.HTTPError)):
+                raise MinerError(f"no usable answer from {base_url} within the deadline", reason=Reason.TIMEOUT) from None
+            raise
+        return resp
+
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()
+
+
+class ByteStream:
+    """An answer's bytes as they arrive, within the exchange's deadline and size cap (``MinerError`` past either)."""
+
+    def __init__(self, resp: httpx.Response, base_url: str, deadline: float, limit: int) -> None:
+        self.headers = resp.headers
+        self._resp = resp
+        self._base_url = base_url
+        self._deadline = deadline
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        chunks = self._resp.aiter_raw().__aiter__()
+        while True:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT)
+            try:
+                data = await asyncio.wait_for(chunks.__anext__(), left)
+            except StopAsyncIteration:
+                return
+            except (TimeoutError, httpx.TimeoutException):
+                raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT) from None
+            except httpx.TransportError as e:
+                raise MinerError(f"the answer from {self._base_url} broke off ({type(e).__name__})", reason=Reason.STREAM_TRUNCATED) from None
+            size += len(data)
+            if size > self._limit:
+                raise MinerError(f"the answer from {self._base_url} exceeds {self._limit} bytes", reason=Reason.TOO_LARGE)
+            yield data
+
+    async def read(self) -> bytes:
+        """The whole answer (capped and within the deadline)."""
+        return b"".join([d async for d in self])
 
 
 async def _read_error(resp: httpx.Response) -> bytes:

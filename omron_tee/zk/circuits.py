@@ -262,7 +262,8 @@ def input_json(x: np.ndarray) -> str:
 
 
 def _calibration_rows(spec: ModelSpec) -> np.ndarray:
-    from omron_tee.models import load_samples, sample_input
+    from omron_tee.models.samples import load_samples
+    from omron_tee.models.samples import sample_input
 
     bank = load_samples(spec)
     if bank is not None:
@@ -342,9 +343,9 @@ def _build_settings(spec: ModelSpec, d: Path, *, max_logrows: int | None, input_
         raise ZkError(f"model {spec.model_id!r} has {len(s['model_output_scales'])} outputs; zk circuits serve one")
 
     # The circuit computes in fixed point: measure how far it strays from the float model.
-    from omron_tee.models import load_runtime
+    from omron_tee.models.onnx import OnnxModel  # zk circuits are of ONNX models only
 
-    rt = load_runtime(spec)
+    rt = OnnxModel(spec)
     probe = Circuit(spec.model_id, spec.sha256, d, Srs(Path(), b"", True), logrows, int(s["run_args"]["input_scale"]), int(out_scale), 0.0, 0.0, input_visibility, "public", spec.output_shape, 0.0)
     worst = 0.0
     for row in rows:

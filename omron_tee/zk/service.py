@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omron_tee.config import is_local
 from omron_tee.errors import ConfigError, OmronTeeError
-from omron_tee.models import ModelRegistry
+from omron_tee.models.registry import ModelRegistry
 from omron_tee.zk.circuits import Circuit, build_circuit
 
 log = logging.getLogger("omron_tee.zk")
@@ -76,6 +76,8 @@ def add_validator_args(p) -> None:
     z = p.add_argument_group("zk proofs (EZKL; docs/ZK.md)")
     z.add_argument("--zk.share", dest="zk_share", type=float, default=0.0,
                    help="share of benchmark probes sent as zk requests to miners that offer zk (default: %(default)s, off)")
+    z.add_argument("--zk.timeout", dest="zk_timeout", type=float, default=60.0,
+                   help="seconds a miner has to prove and answer a zk probe (default: %(default)s)")
     z.add_argument("--zk.circuits", dest="zk_circuits", default=None,
                    help="circuit cache (default: $OMRON_TEE_CIRCUITS or ~/.omron-tee/circuits); missing circuits are built")
     z.add_argument("--zk.srs", dest="zk_srs", default=None,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from omron_tee.attestation import cli
+from omron_tee.cli import attestation as cli
 from omron_tee.attestation.testing import vectors
 
 pytestmark = pytest.mark.vectors

@@ -90,16 +90,16 @@ class Net:
     crash_delay: float = CRASH_DELAY
 
     def policy(self):
-        from omron_tee.models import ModelRegistry
+        from omron_tee.models.registry import ModelRegistry
         from omron_tee.validator.neuron import local_dev_policy
 
         return local_dev_policy(self.chain_path, ModelRegistry.builtin())
 
     def validator(self, scores_path: Path, *, timeout: float = PROBE_TIMEOUT, seed: int = 0, **prober_kw):
         """An in-process Validator over this network (create it inside the event loop that uses it)."""
-        from omron_tee.models import ModelRegistry
+        from omron_tee.models.registry import ModelRegistry
         from omron_tee.validator.core import Validator
-        from omron_tee.validator.forward import Prober
+        from omron_tee.validator.prober import Prober
         from omron_tee.validator.neuron import build_verifiers
         from omron_tee.validator.scoring import ScoreBook
         from omron_tee.wire.auth import Signer

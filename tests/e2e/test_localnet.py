@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from omron_tee.attestation.validate.policy import Policy
-from omron_tee.client import verify_receipt_file
-from omron_tee.models import ModelRegistry, sample_input
+from omron_tee.exchange.receipt_file import verify_receipt_file
+from omron_tee.workloads import default_workloads
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.workloads.tensor import sample_input
 from omron_tee.validator.neuron import build_verifiers
 
 
@@ -69,7 +71,7 @@ def test_localnet_summary(tmp_path) -> None:
     assert {"hotkey": unapproved["hotkey"], "reason": "measurement-not-allowed"} in tp["rejected"]
     policy = Policy.load(work / "policy.toml")
     receipt = json.loads(Path(tp["receipt"]).read_text())
-    assert verify_receipt_file(receipt, policy=policy, verifiers=build_verifiers(policy)).ok
+    assert verify_receipt_file(receipt, policy=policy, verifiers=build_verifiers(policy), workloads=default_workloads(), models=ModelRegistry.builtin()).ok
 
     # No private data in what the network printed or logged. The third-party input is the
     # localnet's (first model, rng seed 7); its output is in the receipt file the client saved.
@@ -77,7 +79,7 @@ def test_localnet_summary(tmp_path) -> None:
     spec = models.specs()[0]
     assert receipt["model_id"] == spec.model_id
     x = sample_input(spec, np.random.default_rng(7))
-    y = np.frombuffer(base64.b64decode(receipt["output"]["data"]), dtype=receipt["output"]["dtype"]).reshape(receipt["output"]["shape"])
+    y = np.frombuffer(base64.b64decode(receipt["result"]["output"]["data"]), dtype=receipt["result"]["output"]["dtype"]).reshape(receipt["result"]["output"]["shape"])
     np.testing.assert_allclose(y, models.runtime(spec.model_id).run(x), rtol=1e-5, atol=1e-6)
     texts = {"stdout": p.stdout, "stderr": p.stderr}
     for log in sorted((work / "logs").glob("*.log")):

@@ -96,7 +96,7 @@ def test_validator_step_over_whole_network(net, tmp_path) -> None:
 
 def test_reused_session_and_enclave_restart(net, tmp_path) -> None:
     """With session reuse, a re-attestation follows an 'unknown-key' answer; fresh keys work again."""
-    from omron_tee.channel import KemSuite
+    from omron_tee.channel.hpke import KemSuite
 
     async def go():
         v = net.validator(tmp_path / "scores.sqlite", reuse_sessions=True, kem=KemSuite.MLKEM768_X25519)
@@ -109,7 +109,7 @@ def test_reused_session_and_enclave_restart(net, tmp_path) -> None:
             import dataclasses
 
             from omron_tee.attestation.binding import EnclavePublicKeys
-            from omron_tee.channel import HpkeKeyPair
+            from omron_tee.channel.hpke import HpkeKeyPair
 
             ghost = HpkeKeyPair.generate(KemSuite.MLKEM768_X25519)
             v.prober._sessions[honest.hotkey] = dataclasses.replace(s, keys=EnclavePublicKeys(s.keys.kem, ghost.public_bytes, s.keys.signing_public))
@@ -255,8 +255,9 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
         import httpx
         import numpy as np
 
-        from omron_tee.client import PrivateInferenceClient
-        from omron_tee.models import ModelRegistry, sample_input
+        from omron_tee.client import PrivateClient
+        from omron_tee.models.registry import ModelRegistry
+        from omron_tee.workloads.tensor import sample_input
         from omron_tee.validator.neuron import build_verifiers
 
         url = f"http://127.0.0.1:{api_port}"
@@ -271,10 +272,10 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
         spec = ModelRegistry.builtin().get("diabetes-mlp")
         x = sample_input(spec, np.random.default_rng(11))
         policy = net.policy()
-        client = PrivateInferenceClient(url, wallet.hotkey.ss58_address, net.client_wallet, policy=policy, verifiers=build_verifiers(policy))
-        result = client.infer_sync(spec.model_id, x, model_hash=spec.sha256, candidates=1)
+        client = PrivateClient(url, wallet.hotkey.ss58_address, net.client_wallet, policy=policy, verifiers=build_verifiers(policy))
+        result = client.infer_sync(spec.model_id, x, candidates=1)
         assert result.miner_hotkey == honest  # the best-scored miner, as restored
-        np.testing.assert_allclose(result.output, ModelRegistry.builtin().runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(result.result.output, ModelRegistry.builtin().runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)

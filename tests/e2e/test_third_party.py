@@ -19,13 +19,16 @@ import pytest
 import uvicorn
 from bittensor import http_auth
 
-from omron_tee.client import PrivateInferenceClient, verify_receipt_file
+from omron_tee.client import PrivateClient
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError
-from omron_tee.exchange import candidate_nonce, check_attestation, new_nonce, open_result, seal_request
+from omron_tee.exchange.receipt_file import verify_receipt_file
+from omron_tee.exchange.requester import candidate_nonce, check_attestation, new_nonce, seal_request
+from omron_tee.protocol import RelayReply
+from omron_tee.workloads import default_workloads
 from omron_tee.attestation.validate.policy import simulated_policy_toml as policy_toml
-from omron_tee.models import ModelRegistry
-from omron_tee.protocol import AttestResponse, InferResponse, b64, dumps
-from omron_tee.validator.api import ApiQuota, build_api
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.protocol import AttestResponse, b64, dumps
+from omron_tee.validator.api.routes import ApiQuota, build_api
 from omron_tee.validator.neuron import build_verifiers
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
@@ -69,10 +72,17 @@ class Api:
         await self.v.prober.client.aclose()
         self.v.scores.close()
 
-    def client(self, **kw) -> PrivateInferenceClient:
+    def client(self, **kw) -> PrivateClient:
         kw.setdefault("policy", self.policy)
         kw.setdefault("verifiers", self.verifiers)
-        return PrivateInferenceClient(self.url, self.v.hotkey, self.net.client_wallet, **kw)
+        return PrivateClient(self.url, self.v.hotkey, self.net.client_wallet, **kw)
+
+
+WORKLOADS = default_workloads()
+
+
+def _verify(data, policy, verifiers, **kw):
+    return verify_receipt_file(data, policy=policy, verifiers=verifiers, workloads=WORKLOADS, models=MODELS, **kw)
 
 
 def _secret_input(spec) -> np.ndarray:
@@ -104,24 +114,24 @@ def test_private_inference_through_the_validator(net, tmp_path, caplog, capfd) -
             c = api.client()
             try:
                 # Fresh scores rank miners by uid: slow, honest, wrong, unapproved.
-                r = await c.infer(spec.model_id, x, model_hash=spec.sha256, candidates=4, deadline_s=8.0)
+                r = await c.infer(spec.model_id, x, candidates=4, deadline_s=8.0)
             finally:
                 await c.aclose()
-            return r, {h: dict(rec.reasons) for h, rec in api.v.scores.records.items()}, api
+            return r, c, {h: dict(rec.reasons) for h, rec in api.v.scores.records.items()}, api
 
     t0 = time.monotonic()
-    r, relay_reasons, api = asyncio.run(go())
+    r, c, relay_reasons, api = asyncio.run(go())
     elapsed = time.monotonic() - t0
     m = net.miners
     # Verified, and the output is what the model gives.
-    np.testing.assert_allclose(r.output, MODELS.runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(r.result.output, MODELS.runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
     assert r.miner_hotkey == m["honest"].hotkey
-    r.receipt.verify(r.keys.signing_public)
+    r.receipt.verify(r.session.keys.signing_public)
     # The receipt names the canonical digest of the evidence the client verified.
-    claims = api.verifiers.verify(r.evidence, now=time.time())
+    claims = api.verifiers.verify(r.session.evidence, now=time.time())
     assert r.receipt.evidence_hash == claims.evidence_digest
     # The client itself refused the unapproved build's evidence.
-    assert [(j.hotkey, j.reason) for j in r.rejected] == [(m["unapproved"].hotkey, "measurement-not-allowed")]
+    assert [(j.hotkey, j.reason) for j in c.last_rejected] == [(m["unapproved"].hotkey, "measurement-not-allowed")]
     # The slow miner was tried first and timed out; the relay moved on within the deadline.
     assert relay_reasons[m["slow"].hotkey] == {"timeout": 1}
     assert relay_reasons[m["honest"].hotkey] == {"ok": 1}
@@ -129,15 +139,15 @@ def test_private_inference_through_the_validator(net, tmp_path, caplog, capfd) -
     assert elapsed < 8.0
     # The saved receipt checks offline.
     path = tmp_path / "receipt.json"
-    r.save(path)
-    check = verify_receipt_file(json.loads(path.read_text()), policy=api.policy, verifiers=api.verifiers, model_hash=spec.sha256)
+    c.receipt_file(r).save(path)
+    check = _verify(json.loads(path.read_text()), api.policy, api.verifiers, model_hash=spec.sha256)
     assert check.ok, check.reasons
     # No private input or output in any log: miners' files, this process's logs and output.
     out, err = capfd.readouterr()
     logs = {"miners": net.miner_logs(), "caplog": caplog.text, "stdout": out, "stderr": err}
     assert "relay to uid" in caplog.text  # the validator did log the fail-over...
     for name, text in logs.items():
-        for fp in _fingerprints(x) + _fingerprints(r.output):
+        for fp in _fingerprints(x) + _fingerprints(r.result.output):
             assert fp not in text, f"private data ({fp!r}) in {name}"
 
 
@@ -151,7 +161,7 @@ def test_client_policy_refuses_every_candidate(net, tmp_path) -> None:
             c = api.client(policy=strict)
             try:
                 with pytest.raises(AttestationError) as e:
-                    await c.infer(spec.model_id, np.zeros(spec.input_shape, np.float32), model_hash=spec.sha256, candidates=3)
+                    await c.infer(spec.model_id, np.zeros(spec.input_shape, np.float32), candidates=3)
             finally:
                 await c.aclose()
             return e.value
@@ -175,19 +185,23 @@ def test_relay_fails_over_and_says_what_it_tried(net, tmp_path) -> None:
                 failures = {f["hotkey"]: f["reason"] for f in raw["failures"]}
                 sessions = {h: check_attestation(cands[h], hotkey=h, nonce=candidate_nonce(nonce, h), policy=api.policy, registry=api.verifiers) for h in (m["slow"].hotkey, m["honest"].hotkey)}
                 x = _secret_input(spec)
-                reqs = {h: seal_request(s, spec.model_id, x) for h, s in sessions.items()}
+                reqs = {h: seal_request(s, WORKLOADS.get("tensor"), spec, x) for h, s in sessions.items()}
                 attempts = [
                     {"hotkey": m["slow"].hotkey, "request": reqs[m["slow"].hotkey][0].to_json()},
                     {"hotkey": m["down"].hotkey, "request": reqs[m["honest"].hotkey][0].to_json()},
                     {"hotkey": "5NotAMiner", "request": reqs[m["honest"].hotkey][0].to_json()},
                     {"hotkey": m["honest"].hotkey, "request": reqs[m["honest"].hotkey][0].to_json()},
                 ]
-                reply = await http.post(api.url, "/v1/infer", {"model": spec.model_id, "deadline_ms": 8000, "attempts": attempts}, receiver=api.v.hotkey)
-                result = open_result(reqs[reply["hotkey"]][1], InferResponse.from_json(reply["response"]), model_hash=spec.sha256)
+                async with http.stream(api.url, "/v1/infer", {"model": spec.model_id, "deadline_ms": 8000, "attempts": attempts}, receiver=api.v.hotkey) as body:
+                    reply = RelayReply.from_headers(body.headers)
+                    reader = reqs[reply.hotkey][1]
+                    reader.feed(await body.read())
+                result = reader.close()
                 # A deadline too short for the only (slow) miner: a named failure, not a hang.
                 t0 = time.monotonic()
                 with pytest.raises(MinerError) as e:
-                    await http.post(api.url, "/v1/infer", {"model": spec.model_id, "deadline_ms": 400, "attempts": attempts[:1]}, receiver=api.v.hotkey)
+                    async with http.stream(api.url, "/v1/infer", {"model": spec.model_id, "deadline_ms": 400, "attempts": attempts[:1]}, receiver=api.v.hotkey):
+                        pass
                 short = time.monotonic() - t0
             finally:
                 await http.aclose()
@@ -195,14 +209,14 @@ def test_relay_fails_over_and_says_what_it_tried(net, tmp_path) -> None:
 
     failures, reply, result, x, err, short = asyncio.run(go())
     assert failures.get(m["down"].hotkey) == "unreachable"
-    assert reply["hotkey"] == m["honest"].hotkey
-    assert reply["tried"] == [
+    assert reply.hotkey == m["honest"].hotkey
+    assert [t.to_json() for t in reply.tried] == [
         {"hotkey": m["slow"].hotkey, "reason": "timeout"},
         {"hotkey": m["down"].hotkey, "reason": "unreachable"},
         {"hotkey": "5NotAMiner", "reason": "not-serving"},
         {"hotkey": m["honest"].hotkey, "reason": "ok"},
     ]
-    np.testing.assert_allclose(result.output, MODELS.runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(result.result.output, MODELS.runtime(spec.model_id).run(x), rtol=1e-6, atol=1e-6)
     assert err.reason == "all-miners-failed"
     assert short < 2.0
 
@@ -257,20 +271,20 @@ def test_saved_receipt_verified_by_cli(net, tmp_path) -> None:
         async with Api(net, tmp_path / "scores.sqlite") as api:
             c = api.client()
             try:
-                return await c.infer(spec.model_id, x, model_hash=spec.sha256, candidates=2), api.policy
+                return await c.infer(spec.model_id, x, candidates=2), c, api.policy
             finally:
                 await c.aclose()
 
-    r, policy = asyncio.run(go())
+    r, c, policy = asyncio.run(go())
     policy_file = tmp_path / "policy.toml"
     policy_file.write_text(policy_toml(policy))
     other_policy = tmp_path / "other.toml"
     other_policy.write_text(policy_toml(policy).replace(policy.simulated.measurements.__iter__().__next__().hex(), "00" * 48))
     good = tmp_path / "receipt.json"
-    r.save(good)
+    c.receipt_file(r).save(good)
     no_output = tmp_path / "receipt-no-output.json"
-    r.save(no_output, include_output=False)
-    assert "output" not in json.loads(no_output.read_text())
+    c.receipt_file(r, include_output=False).save(no_output)
+    assert "result" not in json.loads(no_output.read_text())
     data = json.loads(good.read_text())
 
     def variant(name, mutate):
@@ -286,7 +300,7 @@ def test_saved_receipt_verified_by_cli(net, tmp_path) -> None:
         return base64.b64encode(bytes(raw)).decode()
 
     tampered = {
-        "output": variant("t-output", lambda d: d["output"].update(data=flip_b64(d["output"]["data"]))),
+        "output": variant("t-output", lambda d: d["result"]["output"].update(data=flip_b64(d["result"]["output"]["data"]))),
         "signature": variant("t-sig", lambda d: d["receipt"].update(signature=("00" if d["receipt"]["signature"][:2] != "00" else "11") + d["receipt"]["signature"][2:])),
         "input_hash": variant("t-input", lambda d: d["receipt"].update(input_hash="ab" * 32)),
         "evidence": variant("t-evidence", lambda d: d["evidence"].update(quote=flip_b64(d["evidence"]["quote"]))),
@@ -294,7 +308,7 @@ def test_saved_receipt_verified_by_cli(net, tmp_path) -> None:
     }
     # Every variant through the library function the CLI calls...
     def check(path, pol=policy, model_hash=None):
-        return verify_receipt_file(json.loads(Path(path).read_text()), policy=pol, verifiers=build_verifiers(pol), model_hash=model_hash)
+        return _verify(json.loads(Path(path).read_text()), pol, build_verifiers(pol), model_hash=model_hash)
 
     assert check(good).ok and check(no_output, model_hash=spec.sha256).ok
     assert not check(good, model_hash=b"\0" * 32).ok
@@ -326,11 +340,11 @@ def test_validator_down_is_a_named_error(net, tmp_path) -> None:
     spec = MODELS.get("digits-mlp")
 
     async def go():
-        c = PrivateInferenceClient(f"http://127.0.0.1:{_port()}", net.validator_wallet.hotkey.ss58_address, net.client_wallet,
+        c = PrivateClient(f"http://127.0.0.1:{_port()}", net.validator_wallet.hotkey.ss58_address, net.client_wallet,
                                    policy=net.policy(), verifiers=build_verifiers(net.policy()), timeout=2.0)
         try:
             with pytest.raises(OmronTeeError) as e:
-                await c.infer(spec.model_id, np.zeros(spec.input_shape, np.float32), model_hash=spec.sha256)
+                await c.infer(spec.model_id, np.zeros(spec.input_shape, np.float32))
         finally:
             await c.aclose()
         return e.value
@@ -359,7 +373,8 @@ def test_a_clients_bad_requests_do_not_cost_miners_score(net, tmp_path) -> None:
                 tried = []
                 for req in (garbage, unknown):
                     with pytest.raises(MinerError) as e:
-                        await http.post(api.url, "/v1/infer", {"model": spec.model_id, "attempts": [{"hotkey": honest, "request": req}]}, receiver=api.v.hotkey)
+                        async with http.stream(api.url, "/v1/infer", {"model": spec.model_id, "attempts": [{"hotkey": honest, "request": req}]}, receiver=api.v.hotkey):
+                            pass
                     tried.append(e.value)
             finally:
                 await http.aclose()

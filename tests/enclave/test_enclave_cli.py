@@ -9,7 +9,7 @@ import tomllib
 import pytest
 from enclave_sigstruct import MRENCLAVE, SIGN_OUTPUT, make_sigstruct
 
-from omron_tee.enclave import cli
+from omron_tee.cli import enclave as cli
 
 
 def run(argv: list[str]) -> int:
@@ -69,7 +69,7 @@ def test_measure_snp_report(vectors, capsys):
 
 def test_measure_simulated_default(capsys):
     from omron_tee.enclave.measurement import trusted_app_measurement
-    from omron_tee.models import ModelRegistry
+    from omron_tee.models.registry import ModelRegistry
 
     assert run(["enclave", "measure"]) == 0
     out = capsys.readouterr().out

@@ -70,9 +70,9 @@ MINER_HOTKEY = "5EndToEndTestMinerHotkey00000000000000000000000"
 
 def exchange(backend, *, policy: str, store: CollateralStore, now: float, simulated_keys=()):
     """What a validator does with a miner: fresh nonce, the trusted app's evidence, appraisal."""
-    from omron_tee.channel import KemSuite
+    from omron_tee.channel.hpke import KemSuite
     from omron_tee.miner.trusted_app import TrustedApp  # the miner's enclave side, as the neuron runs it
-    from omron_tee.models import ModelRegistry
+    from omron_tee.models.registry import ModelRegistry
     from omron_tee.protocol import AttestRequest
 
     registry_models = ModelRegistry.builtin()
@@ -141,7 +141,7 @@ def test_tdx_with_attached_gpu_evidence(tdx_kernel, gpu_source, store, vectors):
 def test_simulated_fallback_on_a_local_network_is_accepted(tmp_path, store):
     key = tmp_path / "dev.key"
     from omron_tee.enclave.measurement import trusted_app_measurement
-    from omron_tee.models import ModelRegistry
+    from omron_tee.models.registry import ModelRegistry
 
     reg = ModelRegistry.builtin()
     m = trusted_app_measurement([(s.model_id, s.sha256) for s in reg.specs()[:1]])

@@ -95,7 +95,7 @@ def test_simulated_reference_is_what_the_miner_reports(registry):
 
 @pytest.fixture(scope="session")
 def registry():
-    from omron_tee.models import ModelRegistry
+    from omron_tee.models.registry import ModelRegistry
 
     return ModelRegistry.builtin()
 

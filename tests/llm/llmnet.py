@@ -1,9 +1,9 @@
 """Helpers for tests/llm: an in-process LLM network on loopback: embedded chain, LLM miners' HTTP servers, a validator and its API.
 
 Everything runs in one event loop (``asyncio.run`` inside each test) with
-real uvicorn servers, real btauth/1 signatures, real HPKE and the real
-gemma-3-270m model (loaded once per test session, shared by the miners'
-trusted apps and the validator's reference). Token counts stay small.
+real uvicorn servers, real btauth/1 signatures and real HPKE; the model is the
+fake LLM (``omron_tee.models.testing``), shared by the miners' trusted apps
+and the validator's reference, so a test takes milliseconds of generation.
 """
 
 from __future__ import annotations
@@ -24,18 +24,19 @@ from omron_tee.chain.embedded import EmbeddedChain  # noqa: E402
 from omron_tee.config import create_wallet  # noqa: E402
 from omron_tee.enclave.measurement import trusted_app_measurement  # noqa: E402
 from omron_tee.enclave.simulated import SimulatedBackend, dev_public_key  # noqa: E402
-from omron_tee.llm.model import DEFAULT_MODEL_ID  # noqa: E402
 from omron_tee.miner.server import build_app  # noqa: E402
-from omron_tee.miner.trusted_app import DevFaults, TrustedApp  # noqa: E402
-from omron_tee.models import ModelRegistry  # noqa: E402
-from omron_tee.validator.api import build_api  # noqa: E402
+from omron_tee.enclave.dev_faults import DevFaults  # noqa: E402
+from omron_tee.miner.trusted_app import TrustedApp  # noqa: E402
+from omron_tee.models.registry import ModelRegistry  # noqa: E402
+from omron_tee.validator.api.routes import build_api  # noqa: E402
 from omron_tee.validator.core import Validator  # noqa: E402
-from omron_tee.validator.forward import Prober  # noqa: E402
+from omron_tee.validator.prober import Prober  # noqa: E402
 from omron_tee.validator.scoring import ScoreBook  # noqa: E402
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer  # noqa: E402
 from omron_tee.wire.client import SignedClient  # noqa: E402
+from omron_tee.workloads import default_workloads  # noqa: E402
 
-MODEL = DEFAULT_MODEL_ID
+MODEL = "fake-llm"
 
 
 def free_port() -> int:
@@ -98,7 +99,8 @@ async def llm_net(tmp: Path, registry: ModelRegistry, roles: dict[str, DevFaults
     policy = Policy(simulated=SimulatedPolicy(allow=True, trusted_keys=frozenset([dev_public_key(key_path)]), measurements=frozenset([measurement])))
     verifiers = VerifierRegistry([SimulatedVerifier([dev_public_key(key_path)])])
     client = SignedClient(Signer(vw), timeout=10.0)
-    prober = Prober(client, policy=policy, verifiers=verifiers, models=registry, timeout=10.0)
+    prober = Prober(client, policy=policy, verifiers=verifiers, models=registry, workloads=default_workloads(llm_tokens=8), timeout=10.0,
+                    timeouts={"llm": 10.0}, shares={"llm": 1.0}, seed=1)
     scores = ScoreBook(tmp / "scores.sqlite")
     validator = Validator(chain=chain, wallet=vw, prober=prober, scores=scores)
     net = LlmNet(tmp, registry, chain, policy, verifiers, validator, create_wallet("client", "default", wallets))
@@ -106,7 +108,7 @@ async def llm_net(tmp: Path, registry: ModelRegistry, roles: dict[str, DevFaults
         for name, faults in roles.items():
             w = create_wallet(f"miner-{name}", "default", wallets)
             uid = chain.register(w)
-            app = TrustedApp(SimulatedBackend(key_path, measurement), registry, [MODEL], hotkey=w.hotkey.ss58_address, faults=faults)
+            app = TrustedApp(SimulatedBackend(key_path, measurement, faults=faults), registry, [MODEL], hotkey=w.hotkey.ss58_address)
             port = free_port()
             net._servers.append(await _serve(build_app(app, RequestVerifier(w.hotkey.ss58_address, Admission.anyone())), port))
             chain.serve(w, Endpoint("127.0.0.1", port))
@@ -123,9 +125,6 @@ async def llm_net(tmp: Path, registry: ModelRegistry, roles: dict[str, DevFaults
         for _, task in net._servers:
             with contextlib.suppress(Exception):
                 await task
-        from omron_tee.validator.llm_forward import llm_state
-
-        await llm_state(validator).aclose()
         await client.aclose()
         scores.close()
         chain.close()

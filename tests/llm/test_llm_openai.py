@@ -7,7 +7,9 @@ import json
 
 import httpx
 
-from omron_tee.miner.trusted_app import DevFaults
+from omron_tee.enclave.dev_faults import DevFaults
+from omron_tee.exchange.receipt_file import verify_receipt_file
+from omron_tee.workloads import default_workloads
 from omron_tee.protocol import dumps
 from omron_tee.wire.auth import Signer
 
@@ -80,7 +82,10 @@ def test_openai_completions_stream_and_plain(tmp_path, llm_registry, llm_runtime
     assert last["choices"][0]["finish_reason"] in ("length", "stop")
     assert last["usage"]["completion_tokens"] == N and last["usage"]["prompt_tokens"] > 0
     assert last["omron_tee"]["miner_hotkey"] == net.miners["honest"].hotkey
-    assert len(bytes.fromhex(last["omron_tee"]["receipt"]["output_hash"])) == 32
+    # The OpenAI path's receipt is a receipt file like any other: it checks offline, result included.
+    for provenance in (last["omron_tee"], out["plain"][1]["omron_tee"]):
+        check = verify_receipt_file(provenance["receipt_file"], policy=net.policy, verifiers=net.verifiers, workloads=default_workloads(), models=net.registry)
+        assert check.ok and check.workload == "llm" and check.miner_hotkey == net.miners["honest"].hotkey, check.reasons
     status, plain = out["plain"]
     assert status == 200 and plain["choices"][0]["text"] == expected.decode() and plain["usage"]["completion_tokens"] == N
     assert out["no_auth"] == 401 and out["bad_key"] == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,14 +15,14 @@ import httpx
 
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet
-from omron_tee.llm.client import PrivateCompletionClient
-from omron_tee.models import ModelRegistry
+from omron_tee.client import PrivateClient
+from omron_tee.models.llama import DEFAULT_MODEL_ID as MODEL
+from omron_tee.models.registry import ModelRegistry
 from omron_tee.protocol import dumps
-from omron_tee.validator import llm_neuron
-from omron_tee.validator.neuron import build_verifiers, local_dev_policy
+from omron_tee.validator.neuron import add_llms, build_verifiers, local_dev_policy
 from omron_tee.wire.auth import Signer
 
-from llmnet import MODEL, free_port
+from llmnet import free_port
 
 PROMPT = "A prime number is a number that"
 
@@ -43,7 +44,8 @@ def _wait(url: str, procs, deadline_s: float = 90.0) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
-def test_neurons_serve_and_score_private_completions(tmp_path, llm_runtime) -> None:
+def test_neurons_serve_and_score_private_completions(tmp_path, real_llm_runtime) -> None:
+    llm_runtime = real_llm_runtime
     chain_path = tmp_path / "chain.sqlite"
     chain = EmbeddedChain(1, path=chain_path, block_time=0.05)
     wallets = tmp_path / "wallets"
@@ -58,19 +60,18 @@ def test_neurons_serve_and_score_private_completions(tmp_path, llm_runtime) -> N
     try:
         procs.append(_start(["omron_tee.miner", *common, "--wallet.name", "m", "--axon.port", str(mport), "--enclave", "simulated", "--llm"], logs["miner"]))
         procs.append(_start(["omron_tee.validator", *common, "--wallet.name", "v", "--validator.api_port", str(vport), "--validator.interval", "0.3",
-                             "--validator.llm", "on", "--validator.llm_every", "1", "--validator.llm_tokens", "8",
+                             "--validator.llm", "on", "--validator.llm_share", "1.0", "--validator.llm_tokens", "8",
                              "--neuron.data_dir", str(tmp_path / "vdata")], logs["validator"]))
         _wait(f"http://127.0.0.1:{mport}/health", procs)
         _wait(f"http://127.0.0.1:{vport}/v1/models", procs)
         models = ModelRegistry.builtin()
-        policy = llm_neuron.setup(argparse.Namespace(validator_llm="on", llm_gguf=[]), models, local_dev_policy(chain_path, models), local=True)
+        policy = add_llms(argparse.Namespace(validator_llm="on", llm_gguf=[]), models, local_dev_policy(chain_path, models), local=True)
         verifiers = build_verifiers(policy)
-        sha = models.get(MODEL).sha256
 
         async def go():
-            c = PrivateCompletionClient(f"http://127.0.0.1:{vport}", vw.hotkey.ss58_address, cw, policy=policy, verifiers=verifiers)
+            c = PrivateClient(f"http://127.0.0.1:{vport}", vw.hotkey.ss58_address, cw, policy=policy, verifiers=verifiers, models=models)
             try:
-                private = await c.complete(MODEL, PROMPT, max_tokens=8, model_hash=sha)
+                private = await c.complete(MODEL, PROMPT, max_tokens=8)
             finally:
                 await c.aclose()
             body = dumps({"model": MODEL, "prompt": PROMPT, "max_tokens": 8})
@@ -82,8 +83,9 @@ def test_neurons_serve_and_score_private_completions(tmp_path, llm_runtime) -> N
 
         private, status, openai = asyncio.run(go())
         expected = llm_runtime.complete(PROMPT, 8)
-        assert private.tokens == expected[0] and private.raw == expected[1]
+        assert list(private.result.tokens) == expected[0] and private.result.raw == expected[1]
         assert status == 200 and openai["choices"][0]["text"] == expected[1].decode()
+        (tmp_path / "openai.json").write_text(json.dumps(openai))  # a whole OpenAI-path response, checked below
         deadline = time.monotonic() + 30
         text = ""
         while time.monotonic() < deadline:
@@ -103,8 +105,10 @@ def test_neurons_serve_and_score_private_completions(tmp_path, llm_runtime) -> N
                               "--wallet.name", "c", "--wallet.path", str(wallets)], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert out.stdout.rstrip("\n") == expected[1].decode().rstrip("\n") and "receipt verified" in out.stderr
-        check = subprocess.run([*cli, "verify", str(tmp_path / "r.json"), "--policy", str(tmp_path / "policy.toml")], capture_output=True, text=True, timeout=60)
-        assert check.returncode == 0 and "VALID" in check.stdout
+        for receipt in ("r.json", "openai.json"):  # one command checks every receipt, the OpenAI path's included
+            check = subprocess.run([sys.executable, "-m", "omron_tee.cli", "receipt", "verify", str(tmp_path / receipt), "--policy", str(tmp_path / "policy.toml")],
+                                   capture_output=True, text=True, timeout=60)
+            assert check.returncode == 0 and "llm receipt: VALID" in check.stdout, (receipt, check.stdout, check.stderr)
     finally:
         for p in procs:
             if p.poll() is None:

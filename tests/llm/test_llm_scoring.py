@@ -1,15 +1,18 @@
-"""Validators score LLM miners: token-by-token comparison with their own reference, and speed."""
+"""Validators score LLM miners through the one prober: token-by-token comparison with their own reference, and speed."""
 
 from __future__ import annotations
 
 import asyncio
 
 
-from omron_tee.llm.scoring import EXACT_PREFIX, judge
-from omron_tee.miner.trusted_app import DevFaults
-from omron_tee.validator.llm_forward import LlmProber
+import numpy as np
 
-from llmnet import llm_net
+from omron_tee.enclave.dev_faults import DevFaults
+from omron_tee.validator.schedule import choose
+from omron_tee.workloads import default_workloads
+from omron_tee.workloads.llm import EXACT_PREFIX, judge_tokens as judge
+
+from llmnet import MODEL, llm_net
 
 
 def test_identical_completion_is_correct() -> None:
@@ -39,23 +42,22 @@ def test_too_many_or_too_few_tokens() -> None:
     assert not judge(ref, ref[: EXACT_PREFIX], 16).correct  # stopped early: the prefix covers only half
 
 
-def test_wrong_completion_is_caught_and_scored_down(tmp_path, llm_registry, llm_runtime) -> None:
+def test_wrong_completion_is_caught_and_scored_down(tmp_path, llm_registry) -> None:
     async def go():
         async with llm_net(tmp_path, llm_registry, {"honest": DevFaults(), "wrong": DevFaults(wrong_output=True)}, api=False) as net:
-            prober = LlmProber(net.validator, reference=llm_runtime, max_tokens=8, seed=1)
             results = {}
             for _ in range(2):
                 for name, m in net.miners.items():
                     neuron = next(n for n in net.validator.miners() if n.hotkey == m.hotkey)
-                    r = await prober.probe(neuron)
+                    r = await net.validator.prober.probe(neuron, MODEL)
                     net.validator.record(r.outcome)
                     results.setdefault(name, []).append(r)
             return net, results, net.validator.scores.scores()
 
     net, results, scores = asyncio.run(go())
     for r in results["honest"]:
-        assert r.outcome.ok and r.outcome.correct is True and r.outcome.latency_s > 0
-        assert "tok/s" in r.message and "ttft" in r.message
+        assert r.outcome.ok and r.outcome.correct is True and r.outcome.latency_s > 0 and r.outcome.latency_class == "llm"
+        assert "tokens match the reference" in r.message
     for r in results["wrong"]:
         assert not r.outcome.ok and r.outcome.reason == "wrong-output" and r.outcome.correct is False
         assert r.outcome.attestation_accepted is True
@@ -63,34 +65,44 @@ def test_wrong_completion_is_caught_and_scored_down(tmp_path, llm_registry, llm_
     assert scores[net.miners["wrong"].hotkey] == 0.0
     rec = net.validator.scores.records[net.miners["wrong"].hotkey]
     assert rec.incorrect == 2 and rec.reasons == {"wrong-output": 2}
+    assert len(net.validator.scores.records[net.miners["honest"].hotkey].llm_latencies) == 2  # compared with LLM latencies only
 
 
-def test_miner_without_the_llm_is_skipped_not_scored(tmp_path, llm_registry, llm_runtime) -> None:
+class _Offer:
+    def __init__(self, models, zk=()):
+        self.models = tuple(models)
+        self._zk = set(zk)
+
+    def offers(self, model_id, proof_system):
+        return model_id in self.models and (proof_system == "tee" or model_id in self._zk)
+
+
+def test_a_miner_is_never_probed_on_a_workload_it_does_not_offer() -> None:
+    """Optional workloads (LLM, zk) go only to miners whose latest attestation offers them; tensors always."""
+    w = default_workloads(zk_verifiers={"diabetes-mlp": object()})
+    judged = {"tensor": ["digits-mlp", "diabetes-mlp"], "zk": ["diabetes-mlp"], "llm": [MODEL]}
+    shares = {"llm": 1.0, "zk": 1.0}
+    rng = np.random.default_rng(0)
+    picks = {(choose(w, judged, _Offer(["digits-mlp", "diabetes-mlp"]), rng, shares)[0].name) for _ in range(50)}
+    assert picks == {"tensor"}
+    assert {choose(w, judged, None, rng, shares)[0].name for _ in range(20)} == {"tensor"}  # nothing known yet
+    assert {choose(w, judged, _Offer([MODEL, "digits-mlp"]), rng, shares)[0].name for _ in range(20)} == {"llm"}
+    assert {choose(w, judged, _Offer(["diabetes-mlp"], zk=["diabetes-mlp"]), rng, shares)[0].name for _ in range(20)} == {"zk"}
+    half = [choose(w, judged, _Offer([MODEL]), rng, {"llm": 0.5})[0].name for _ in range(400)]
+    assert 120 < half.count("llm") < 280  # its share, where offered
+
+
+def test_an_unreachable_llm_miner_is_a_failure(tmp_path, llm_registry) -> None:
     async def go():
         async with llm_net(tmp_path, llm_registry, {"honest": DevFaults()}, api=False) as net:
-            prober = LlmProber(net.validator, reference=llm_runtime, max_tokens=4)
+            prober = net.validator.prober
             neuron = net.validator.miners()[0]
-            prober.state.served[neuron.hotkey] = ("digits-mlp",)  # as if its evidence listed no LLM
-            return await prober.probe(neuron)
-
-    assert asyncio.run(go()) is None
-
-
-def test_unreachable_llm_miner_is_a_failure_unknown_one_is_skipped(tmp_path, llm_registry, llm_runtime) -> None:
-    async def go():
-        async with llm_net(tmp_path, llm_registry, {"honest": DevFaults()}, api=False) as net:
-            prober = LlmProber(net.validator, reference=llm_runtime, max_tokens=4)
-            neuron = net.validator.miners()[0]
-            first = await prober.probe(neuron)  # now known to serve the LLM
+            first = await prober.probe(neuron, MODEL)
             server, task = net._servers[0]
             server.should_exit = True
             await task
-            down = await prober.probe(neuron)
-            other = LlmProber(type(net.validator)(chain=net.chain, wallet=net.validator.wallet, prober=net.validator.prober,
-                                                  scores=net.validator.scores), reference=llm_runtime, max_tokens=4)
-            return first, down, await other.probe(neuron)
+            return first, await prober.probe(neuron, MODEL)
 
-    first, down, unknown = asyncio.run(go())
+    first, down = asyncio.run(go())
     assert first.outcome.ok
-    assert down is not None and not down.outcome.ok and down.outcome.reason == "unreachable"
-    assert unknown is None  # never seen serving the LLM: its failures are for the tensor probes to score
+    assert not down.outcome.ok and down.outcome.reason == "unreachable"

@@ -13,8 +13,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from omron_tee.errors import ModelError
-from omron_tee.models import ModelRegistry, ModelSpec, OnnxModel, load_runtime, load_samples, runtimes
-from omron_tee.models import runtime as runtime_mod
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.models.spec import ModelSpec
+from omron_tee.models.onnx import OnnxModel
+from omron_tee.models.runtimes import Runtimes, default_runtimes
+from omron_tee.models.samples import load_samples
 from omron_tee.models.registry import ASSETS_DIR, MANIFEST_PATH
 
 SHIPPED = {"digits-mlp", "diabetes-mlp", "breast-cancer-mlp"}
@@ -124,7 +127,7 @@ def test_missing_model_file_is_a_model_error(assets_copy: Path) -> None:
     (assets_copy / "diabetes-mlp.onnx").unlink()
     spec = ModelRegistry.from_manifest(assets_copy / "manifest.json").get("diabetes-mlp")
     with pytest.raises(ModelError, match="cannot read .*diabetes-mlp.onnx"):
-        load_runtime(spec)
+        default_runtimes().load(spec)
 
 
 def test_tampered_sample_bank_is_refused(assets_copy: Path) -> None:
@@ -257,14 +260,16 @@ def test_unknown_runtime_is_a_clear_error() -> None:
     spec = ModelRegistry.builtin().get("digits-mlp")
     other = ModelSpec(**{**spec.__dict__, "runtime": "tflite"})
     with pytest.raises(ModelError, match="needs runtime 'tflite', which this build does not have; available runtimes: .*onnx") as e:
-        load_runtime(other)
+        default_runtimes().load(other)
     assert e.value.reason == "unknown-runtime"
     with pytest.raises(ModelError, match="has runtime 'tflite', not 'onnx'"):
         OnnxModel(other)
 
 
-def test_runtimes_plug_in_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runtime_mod, "_FACTORIES", dict(runtime_mod._FACTORIES))
+def test_runtimes_are_registered_explicitly() -> None:
+    """No runtime registers itself on import: this build's are named in one place, and a registry
+    runs a model with exactly the runtimes it was given."""
+    assert default_runtimes().names() == ["llm", "onnx"]
 
     class Echo:
         def __init__(self, spec: ModelSpec) -> None:
@@ -273,12 +278,15 @@ def test_runtimes_plug_in_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
         def run(self, x: np.ndarray) -> np.ndarray:
             return x
 
-    runtime_mod.register_runtime("echo", Echo)
-    assert {"echo", "onnx"} <= set(runtimes())  # plus "llm" once omron_tee.llm is imported
     spec = ModelSpec(**{**ModelRegistry.builtin().get("digits-mlp").__dict__, "runtime": "echo"})
-    assert isinstance(load_runtime(spec), Echo)
-    with pytest.raises(ModelError, match="runtime 'echo' is already registered"):
-        runtime_mod.register_runtime("echo", Echo)
+    runtimes = default_runtimes().with_("echo", Echo)
+    assert runtimes.names() == ["echo", "llm", "onnx"] and default_runtimes().names() == ["llm", "onnx"]
+    reg = ModelRegistry([spec], runtimes=runtimes)
+    assert isinstance(reg.runtime(spec.model_id), Echo)
+    with pytest.raises(ModelError) as e:
+        ModelRegistry([spec]).runtime(spec.model_id)
+    assert e.value.reason == "unknown-runtime"
+    assert isinstance(Runtimes({"echo": Echo}).load(spec), Echo)
 
 
 def test_registry_loads_each_runtime_once() -> None:

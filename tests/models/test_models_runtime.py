@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from omron_tee.errors import ModelError
-from omron_tee.models import ModelRegistry, ModelSpec, OnnxModel, load_runtime, load_samples, outputs_match, sample_input, session_options
-from omron_tee.protocol import Tensor
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.models.spec import ModelSpec
+from omron_tee.models.onnx import OnnxModel, session_options
+from omron_tee.models.runtimes import default_runtimes
+from omron_tee.models.samples import load_samples
+from omron_tee.workloads.tensor import outputs_match, sample_input
+from omron_tee.workloads.tensor import Tensor
 
 REG = ModelRegistry.builtin()
 
@@ -73,7 +78,7 @@ def test_digit_images_are_read_as_digits(models) -> None:
 def test_outputs_are_bit_identical_across_sessions() -> None:
     rng = np.random.default_rng(7)
     for spec in REG.specs():
-        a, b = OnnxModel(spec), load_runtime(spec)
+        a, b = OnnxModel(spec), default_runtimes().load(spec)
         for _ in range(25):
             x = sample_input(spec, rng)
             assert a.run(x).tobytes() == b.run(x).tobytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omron_tee.models import ModelRegistry
+from omron_tee.models.registry import ModelRegistry
 
 ZK_MODEL = "diabetes-mlp"
 
@@ -42,7 +42,7 @@ def proven(prover):
     """One honest proof, shared by the tests that only read it (proving costs about a second)."""
     import numpy as np
 
-    from omron_tee.models import sample_input
+    from omron_tee.workloads.tensor import sample_input
 
     spec = ModelRegistry.builtin().get(ZK_MODEL)
     x = sample_input(spec, np.random.default_rng(3))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from omron_tee.errors import ConfigError
-from omron_tee.models import ModelRegistry, sample_input
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.workloads.tensor import sample_input
 from omron_tee.zk.circuits import build_circuit, ceremony_srs
 from omron_tee.zk.errors import ZkError, ZkRefused
 from omron_tee.zk.prover import tamper_proof

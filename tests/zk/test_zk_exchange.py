@@ -9,21 +9,25 @@ it proves the claimed output, and recomputes the output itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import numpy as np
 import pytest
 
 from omron_tee.chain.base import Endpoint, Neuron
-from omron_tee.channel import KemSuite
-from omron_tee.exchange import check_attestation, new_nonce, open_result, seal_request
-from omron_tee.miner.trusted_app import DevFaults, TrustedApp
-from omron_tee.models import sample_input
-from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, InferResponse
-from omron_tee.validator.forward import Prober
+from omron_tee.channel.hpke import KemSuite
+from omron_tee.enclave.dev_faults import DevFaults
+from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
+from omron_tee.miner.trusted_app import TrustedApp
+from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest
+from omron_tee.workloads import default_workloads
+from omron_tee.workloads.tensor import sample_input
+from omron_tee.validator.prober import Prober
 from omron_tee.validator.scoring import ScoreBook
 
 ZK_MODEL = "diabetes-mlp"
+WORKLOADS = default_workloads()
 
 
 class InProcessClient:
@@ -33,29 +37,45 @@ class InProcessClient:
         self.apps: dict[str, TrustedApp] = {}
 
     async def post(self, base_url: str, path: str, payload, *, receiver=None, timeout=None, max_bytes=None):
-        app = self.apps[base_url]
         body = json.loads(json.dumps(payload))
-        if path == "/attest":
-            return json.loads(json.dumps(app.attest(AttestRequest.from_json(body)).to_json()))
-        return json.loads(json.dumps((await app.infer(InferRequest.from_json(body))).to_json()))
+        return json.loads(json.dumps(self.apps[base_url].attest(AttestRequest.from_json(body)).to_json()))
+
+    @contextlib.asynccontextmanager
+    async def stream(self, base_url: str, path: str, payload, *, receiver=None, timeout=None, max_bytes=None):
+        app = self.apps[base_url]
+        data = await app.answer_whole(app.open(InferRequest.from_json(json.loads(json.dumps(payload)))))
+
+        class Body:
+            headers: dict = {}
+
+            async def __aiter__(self):
+                yield data
+
+        yield Body()
+
+
+def answer(app, request, reader):
+    reader.feed(asyncio.run(app.answer_whole(app.open(InferRequest.from_json(request.to_json())))))
+    return reader.close()
 
 
 @pytest.fixture
 def net(sim, registry, prover, verifier, tmp_path):
     client = InProcessClient()
-    prober = Prober(client, policy=sim.policy, verifiers=sim.verifiers, models=registry, seed=0, zk_verifiers={ZK_MODEL: verifier})
+    prober = Prober(client, policy=sim.policy, verifiers=sim.verifiers, models=registry, workloads=default_workloads(zk_verifiers={ZK_MODEL: verifier}),
+                    timeouts={"zk": 60.0}, seed=0)
     scores = ScoreBook(tmp_path / "scores.sqlite")
     miners: dict[str, Neuron] = {}
 
     def add(name: str, faults: DevFaults = DevFaults(), zk: bool = True) -> Neuron:
         uid = len(miners) + 1
         n = Neuron(uid, f"hotkey-{name}", "coldkey", 0.0, False, Endpoint("127.0.0.1", 9000 + uid), 0.0, 0.0, 0.0, 0)
-        client.apps[n.endpoint.url] = TrustedApp(sim.backend(), registry, None, hotkey=n.hotkey, faults=faults, provers={ZK_MODEL: prover} if zk else None)
+        client.apps[n.endpoint.url] = TrustedApp(sim.backend(faults=faults), registry, None, hotkey=n.hotkey, provers={ZK_MODEL: prover} if zk else None)
         miners[name] = n
         return n
 
-    def probe(name: str, proof_system: str = "zk", model_id: str | None = ZK_MODEL):
-        r = asyncio.run(prober.probe(miners[name], model_id, proof_system=proof_system))
+    def probe(name: str, workload: str = "zk", model_id: str | None = ZK_MODEL):
+        r = asyncio.run(prober.probe(miners[name], model_id, workload=workload))
         old, new = scores.update(r.outcome)
         return r, old, new
 
@@ -81,30 +101,28 @@ def test_zk_served_and_verified_end_to_end(sim, registry, prover, verifier) -> N
     session = check_attestation(AttestResponse.from_json(app.attest(AttestRequest(nonce, KemSuite.X25519.value)).to_json()), hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
     spec = registry.get(ZK_MODEL)
     x = sample_input(spec, np.random.default_rng(5))
-    request, pending = seal_request(session, ZK_MODEL, x, proof_system="zk")
+    request, pending = seal_request(session, WORKLOADS.get("zk"), spec, x)
     assert x.tobytes() not in request.sealed
-    response = InferResponse.from_json(asyncio.run(app.infer(InferRequest.from_json(request.to_json()))).to_json())
-    result = open_result(pending, response, model_hash=spec.sha256)
+    result = answer(app, request, pending).result
     assert result.proof is not None and result.prove_ms and result.prove_ms > 0
     assert x.tobytes() not in result.proof
     verdict = verifier.verify(result.proof, result.output)
     np.testing.assert_allclose(result.output, registry.runtime(ZK_MODEL).run(x), rtol=1e-6)
     assert np.abs(verdict.proven_output - result.output).max() <= verifier.circuit.atol
     # A TEE request to the same app carries no proof.
-    request, pending = seal_request(session, ZK_MODEL, x)
-    result = open_result(pending, asyncio.run(app.infer(request)), model_hash=spec.sha256)
-    assert result.proof is None
+    request, pending = seal_request(session, WORKLOADS.get("tensor"), spec, x)
+    assert answer(app, request, pending).result.proof is None
 
 
 def test_prober_scores_zk_like_response_time(net) -> None:
     add, probe, scores = net
     add("honest")
-    r, old, new = probe("honest", "tee", "digits-mlp")
-    assert r.outcome.ok and r.outcome.proof_system == "tee"
+    r, old, new = probe("honest", "tensor", "digits-mlp")
+    assert r.outcome.ok and r.outcome.latency_class == "tee"
     r, old2, new2 = probe("honest")
     o = r.outcome
-    assert (o.ok, o.reason, o.proof_system, o.attestation_accepted, o.correct) == (True, "ok", "zk", True, True)
-    assert o.prove_s and 0 < o.prove_s <= o.latency_s
+    assert (o.ok, o.reason, o.latency_class, o.attestation_accepted, o.correct) == (True, "ok", "zk", True, True)
+    assert "proof verified" in r.message and "proving" in r.message
     assert new2 > old2 == new > 0
     rec = scores.records["hotkey-honest"]
     # Proof time is timed like response time, against zk times only: the tee pool keeps its milliseconds.
@@ -127,14 +145,14 @@ def test_bad_zk_answers_are_refused_and_decay(net, faults, reason) -> None:
     add, probe, scores = net
     add("faulty", faults)
     if not faults.wrong_output:
-        r, _, before = probe("faulty", "tee", ZK_MODEL)  # the TEE path is fine: earn some score first
+        r, _, before = probe("faulty", "tensor", ZK_MODEL)  # the TEE path is fine: earn some score first
         assert r.outcome.ok and before > 0
     else:
         scores.record("hotkey-faulty", 1).score = 0.5
         before = 0.5
     r, old, new = probe("faulty")
     assert not r.outcome.ok and r.outcome.reason == reason, r.message
-    assert r.outcome.attestation_accepted is True and r.outcome.proof_system == "zk"
+    assert r.outcome.attestation_accepted is True and r.outcome.latency_class == "zk"
     assert old == before and new < old
     assert scores.records["hotkey-faulty"].reasons[reason] == 1
 
@@ -146,37 +164,15 @@ def test_zk_unsupported_miner(net) -> None:
     assert r.outcome.reason == "zk-unsupported"
 
 
-def test_protocol_fields_roundtrip() -> None:
-    from omron_tee.errors import ProtocolError
-    from omron_tee.protocol import InferencePayload, InferenceResult, Tensor
+def test_zk_answer_fields_roundtrip() -> None:
+    """The zk part (output, proof, proving time) through the workload's own encoding."""
+    import base64
+
+    from omron_tee.workloads.tensor import Tensor
 
     t = Tensor.from_array(np.zeros((1, 10), dtype=np.float32))
-    p = InferencePayload(b"n" * 32, ZK_MODEL, t, "x", b"k", b"e", proof_system="zk")
-    assert InferencePayload.decode(p.encode()).proof_system == "zk"
-    legacy = json.loads(p.encode())
-    legacy.pop("proof_system")
-    assert InferencePayload.decode(json.dumps(legacy).encode()).proof_system == "tee"
-    with pytest.raises(ProtocolError, match="proof system"):
-        InferencePayload.decode(json.dumps({**legacy, "proof_system": "snark"}).encode())
-    r = InferenceResult(output=t, receipt=None, proof=b'{"proof":[1]}', prove_ms=12.5)
-    back = InferenceResult.decode(r.encode())
+    zk = WORKLOADS.get("zk")
+    part = {"output": t.to_json(), "proof": base64.b64encode(b'{"proof":[1]}').decode(), "prove_ms": 12.5}
+    back = zk.collector(None, None).part(json.loads(json.dumps(part)))  # type: ignore[arg-type]
     assert (back.proof, back.prove_ms) == (b'{"proof":[1]}', 12.5)
-    assert InferenceResult.decode(InferenceResult(output=t, receipt=None).encode()).proof is None
-
-
-def test_zk_share_sends_zk_probes_to_miners_that_offer_it(sim, registry, prover, verifier) -> None:
-    client = InProcessClient()
-    prober = Prober(client, policy=sim.policy, verifiers=sim.verifiers, models=registry, seed=0, zk_verifiers={ZK_MODEL: verifier}, zk_share=1.0)
-    miners = []
-    for uid, provers in ((1, {ZK_MODEL: prover}), (2, None)):
-        n = Neuron(uid, f"hotkey-{uid}", "coldkey", 0.0, False, Endpoint("127.0.0.1", 9100 + uid), 0.0, 0.0, 0.0, 0)
-        client.apps[n.endpoint.url] = TrustedApp(sim.backend(), registry, None, hotkey=n.hotkey, provers=provers)
-        miners.append(n)
-    first = [asyncio.run(prober.probe(n)) for n in miners]  # nothing known yet: TEE
-    assert [r.outcome.proof_system for r in first] == ["tee", "tee"] and all(r.outcome.ok for r in first)
-    second = [asyncio.run(prober.probe(n)) for n in miners]  # the first offered zk, the second did not
-    assert [(r.outcome.proof_system, r.model_id) for r in second] == [("zk", ZK_MODEL), ("tee", second[1].model_id)]
-    assert all(r.outcome.ok for r in second), [r.message for r in second]
-    off = Prober(client, policy=sim.policy, verifiers=sim.verifiers, models=registry, seed=0, zk_verifiers={ZK_MODEL: verifier})
-    asyncio.run(off.probe(miners[0]))
-    assert asyncio.run(off.probe(miners[0])).outcome.proof_system == "tee"  # zk_share 0: never
+    assert WORKLOADS.get("tensor").collector(None, None).part({"output": t.to_json()}).proof is None  # type: ignore[arg-type]

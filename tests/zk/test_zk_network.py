@@ -17,8 +17,8 @@ import pytest
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet
 from omron_tee.enclave.measurement import code_digest
-from omron_tee.models import ModelRegistry
-from omron_tee.validator.forward import Prober
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.validator.prober import Prober
 from omron_tee.validator.neuron import build_verifiers, local_dev_policy
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Signer
@@ -86,13 +86,16 @@ def test_zk_over_real_processes(zknet, verifier, tmp_path) -> None:
 
     async def run():
         client = SignedClient(Signer(validator), timeout=30.0)
-        prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, timeout=5.0, seed=1, zk_verifiers={ZK_MODEL: verifier})
+        from omron_tee.workloads import default_workloads
+
+        prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=default_workloads(zk_verifiers={ZK_MODEL: verifier}),
+                        timeout=5.0, timeouts={"zk": 60.0}, seed=1)
         mg = chain.metagraph()
         try:
             out = {}
             for role, hk in hotkeys.items():
                 tee = await prober.probe(mg.by_hotkey(hk), ZK_MODEL)
-                zk = await prober.probe(mg.by_hotkey(hk), ZK_MODEL, proof_system="zk")
+                zk = await prober.probe(mg.by_hotkey(hk), ZK_MODEL, workload="zk")
                 out[role] = (tee, zk)
             return out
         finally:
@@ -104,7 +107,7 @@ def test_zk_over_real_processes(zknet, verifier, tmp_path) -> None:
         before = scores.update(tee.outcome)[1]
         old, new = scores.update(zk.outcome)
         if role == "honest":
-            assert zk.outcome.ok and zk.outcome.reason == "ok" and zk.outcome.prove_s > 0, zk.message
+            assert zk.outcome.ok and zk.outcome.reason == "ok" and zk.outcome.latency_class == "zk" and "proving" in zk.message, zk.message
             assert new > old
         else:
             assert zk.outcome.reason == "zk-proof-invalid", zk.message

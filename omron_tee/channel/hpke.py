@@ -1,0 +1,141 @@
+"""HPKE sealing to attested keys.
+
+All primitives come from ``cryptography``: HPKE (RFC 9180) single-shot mode
+with X25519 + HKDF-SHA256 + ChaCha20-Poly1305 by default, or the hybrid
+post-quantum MLKEM768-X25519 KEM.
+
+Plaintexts are padded to fixed buckets before sealing so that ciphertext
+sizes do not tell a miner which requests are a validator's spot checks.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+
+from omron_tee.errors import ChannelError
+from omron_tee.reasons import Reason
+
+REQUEST_INFO = b"omron-tee/request/v1"
+REPLY_INFO = b"omron-tee/reply/v1"
+_X25519_LEN = 32
+_MLKEM768_PUB_LEN = 1184
+_MIN_BUCKET = 1024
+MAX_PLAINTEXT = 16 * 1024 * 1024
+
+
+class KemSuite(str, enum.Enum):
+    """The HPKE suites a channel may use; the value names KEM, KDF and AEAD."""
+
+    X25519 = "x25519-hkdf-sha256-chacha20poly1305"
+    MLKEM768_X25519 = "mlkem768x25519-hkdf-sha256-chacha20poly1305"
+
+    @classmethod
+    def parse(cls, value: str) -> "KemSuite":
+        try:
+            return cls(value)
+        except ValueError:
+            raise ChannelError(f"unsupported HPKE suite {value!r}", reason=Reason.UNSUPPORTED_SUITE) from None
+
+    @property
+    def suite(self) -> hpke.Suite:
+        return _SUITES[self]
+
+
+_SUITES = {
+    KemSuite.X25519: hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
+    KemSuite.MLKEM768_X25519: hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
+}
+
+
+def _public_key(kem: KemSuite, data: bytes):
+    try:
+        if kem is KemSuite.X25519:
+            return x25519.X25519PublicKey.from_public_bytes(data)
+        if len(data) != _MLKEM768_PUB_LEN + _X25519_LEN:
+            raise ValueError("wrong length")
+        return hpke.MLKEM768X25519PublicKey(
+            mlkem.MLKEM768PublicKey.from_public_bytes(data[:_MLKEM768_PUB_LEN]),
+            x25519.X25519PublicKey.from_public_bytes(data[_MLKEM768_PUB_LEN:]),
+        )
+    except ValueError:
+        raise ChannelError(f"not a valid {kem.value} public key", reason=Reason.BAD_KEY) from None
+
+
+class HpkeKeyPair:
+    """An HPKE recipient key pair (the enclave's, or a requester's reply key)."""
+
+    def __init__(self, kem: KemSuite, private_key, public_bytes: bytes) -> None:
+        self.kem = kem
+        self._private = private_key
+        self.public_bytes = public_bytes
+
+    @classmethod
+    def generate(cls, kem: KemSuite = KemSuite.X25519) -> "HpkeKeyPair":
+        xk = x25519.X25519PrivateKey.generate()
+        if kem is KemSuite.X25519:
+            return cls(kem, xk, xk.public_key().public_bytes_raw())
+        mk = mlkem.MLKEM768PrivateKey.generate()
+        pub = mk.public_key().public_bytes_raw() + xk.public_key().public_bytes_raw()
+        return cls(kem, hpke.MLKEM768X25519PrivateKey(mk, xk), pub)
+
+    def open(self, sealed: bytes, info: bytes) -> bytes:
+        try:
+            padded = self.kem.suite.decrypt(sealed, self._private, info=info)
+        except Exception:
+            # cryptography raises InvalidTag or ValueError here; either way the
+            # ciphertext was not sealed to this key for this context.
+            raise ChannelError("ciphertext does not open with this key (tampered, or sealed to another key)", reason=Reason.TAMPERED_CIPHERTEXT) from None
+        return unpad(padded)
+
+
+def seal(kem: KemSuite, recipient_public: bytes, plaintext: bytes, info: bytes) -> bytes:
+    """HPKE-seal ``plaintext`` (padded to its bucket) to ``recipient_public``."""
+    padded = pad(plaintext)
+    key = _public_key(kem, recipient_public)
+    try:
+        return kem.suite.encrypt(padded, key, info=info)
+    except ValueError:
+        # A well-formed but unusable key (e.g. a low-order X25519 point): the peer's fault, not ours.
+        raise ChannelError(f"cannot seal to this {kem.value} public key", reason=Reason.BAD_KEY) from None
+
+
+def bucket_size(n: int) -> int:
+    """The padded size for an ``n``-byte message: the next power of two, at least 1 KiB."""
+    size = _MIN_BUCKET
+    while size < n + 4:
+        size *= 2
+    return size
+
+
+def pad(plaintext: bytes) -> bytes:
+    if len(plaintext) > MAX_PLAINTEXT:
+        raise ChannelError(f"message of {len(plaintext)} bytes exceeds the {MAX_PLAINTEXT}-byte limit", reason=Reason.TOO_LARGE)
+    size = bucket_size(len(plaintext))
+    return struct.pack(">I", len(plaintext)) + plaintext + bytes(size - 4 - len(plaintext))
+
+
+def unpad(padded: bytes) -> bytes:
+    if len(padded) < 4:
+        raise ChannelError("sealed message is too short", reason=Reason.MALFORMED_MESSAGE)
+    (n,) = struct.unpack_from(">I", padded)
+    if n > len(padded) - 4:
+        raise ChannelError("sealed message has an impossible length", reason=Reason.MALFORMED_MESSAGE)
+    return padded[4 : 4 + n]
+
+
+def request_info(key_id: bytes) -> bytes:
+    return REQUEST_INFO + b"\0" + key_id
+
+
+def reply_info(nonce: bytes) -> bytes:
+    return REPLY_INFO + b"\0" + nonce
+
+
+def key_id(hpke_public: bytes) -> bytes:
+    """A short name for an enclave's HPKE key; a miner restart changes it."""
+    return hashlib.sha256(hpke_public).digest()[:16]

@@ -1,0 +1,241 @@
+"""The requester's side of the one exchange, as a sans-I/O state machine (as h11 is for HTTP).
+
+Used alike by validators (benchmark traffic), the validator's OpenAI-compatible
+path and third-party clients (their own private requests), for every
+workload: ``check_attestation`` says whether evidence is acceptable and
+yields the session; ``seal_request`` seals an input to the attested key and
+returns the ``AnswerReader`` that, fed the answer's bytes as they arrive,
+says what was verified. Nothing here does I/O; ``exchange.transport`` moves
+the bytes. Every failure is an ``OmronTeeError`` whose ``reason`` names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
+from omron_tee.attestation.evidence import Evidence, Verdict
+from omron_tee.attestation.validate.appraise import appraise
+from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.verify.registry import VerifierRegistry
+from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, key_id, request_info, seal
+from omron_tee.channel.receipt import Binding, Receipt
+from omron_tee.channel.receipt import check as check_receipt
+from omron_tee.channel.stream import ChunkOpener, FrameReader, open_header
+from omron_tee.errors import AttestationError, ChannelError, OmronTeeError
+from omron_tee.models.spec import ModelSpec
+from omron_tee.protocol import AttestResponse, InferRequest, SealedRequest
+from omron_tee.reasons import Reason
+from omron_tee.workloads.base import Workload
+
+R = TypeVar("R")
+MAX_HELD_PARTS = 16
+
+# How long an attested session may be reused before the requester must re-attest.
+DEFAULT_SESSION_TTL = 60.0
+
+
+def new_nonce() -> bytes:
+    return os.urandom(NONCE_LEN)
+
+
+def candidate_nonce(client_nonce: bytes, miner_hotkey: str) -> bytes:
+    """The nonce a relayed attestation sends to one candidate miner.
+
+    A third party's one fresh nonce becomes a different, unlinkable nonce per
+    miner, so operators of several miners cannot compare nonces to pick out
+    third-party traffic from the validator's benchmarks (which use one random
+    nonce per miner); the client derives the same value to check the binding.
+    """
+    return hashlib.sha256(b"omron-tee/candidate-nonce/v1\0" + client_nonce + miner_hotkey.encode()).digest()
+
+
+@dataclass(frozen=True)
+class AttestedSession:
+    """Keys a requester has seen attested, and until when it will trust them without re-attesting."""
+
+    keys: EnclavePublicKeys
+    evidence_hash: bytes
+    verdict: Verdict
+    evidence: Evidence  # what was verified, kept for receipt files
+    attested_at: float
+    expires_at: float
+    attest_nonce: bytes
+
+    @property
+    def kem(self) -> KemSuite:
+        return KemSuite.parse(self.keys.kem)
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.keys.hpke_public)
+
+    def fresh(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+def check_attestation(
+    response: AttestResponse,
+    *,
+    nonce: bytes,
+    hotkey: str,
+    policy: Policy,
+    registry: VerifierRegistry,
+    kem: KemSuite = KemSuite.X25519,
+    now: float | None = None,
+    ttl: float = DEFAULT_SESSION_TTL,
+) -> AttestedSession:
+    """An ``AttestedSession`` if the evidence is acceptable, else ``AttestationError`` naming every reason.
+
+    ``hotkey`` is the miner the requester addressed: evidence bound to another hotkey is
+    refused, so no miner can present another's enclave. ``kem`` is the suite the requester
+    asked for: keys of another suite are refused, so a miner's operator cannot downgrade a
+    post-quantum request to classical X25519.
+    """
+    now = time.time() if now is None else now
+    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, hotkey=hotkey, policy=policy, registry=registry, now=now)
+    if not verdict.accepted or verdict.claims is None:
+        raise AttestationError("; ".join(verdict.reasons), reason=verdict.reason_code)
+    if response.keys.kem != kem.value:
+        raise AttestationError(f"the enclave answered with {response.keys.kem!r} keys, not the {kem.value!r} asked for", reason=Reason.KEM_MISMATCH)
+    return AttestedSession(
+        keys=response.keys,
+        # The canonical digest of what was verified: unsigned bytes cannot give the same
+        # evidence a second name.
+        evidence_hash=verdict.claims.evidence_digest,
+        verdict=verdict,
+        evidence=response.evidence,
+        attested_at=now,
+        expires_at=now + ttl,
+        attest_nonce=nonce,
+    )
+
+
+@dataclass
+class Answer(Generic[R]):
+    """A verified answer: the workload's result, the enclave's receipt, and how fast it came."""
+
+    model_id: str
+    workload: str
+    result: R
+    receipt: Receipt
+    ttft_s: float | None  # first part's arrival, from the request's start
+    elapsed_s: float
+    input_hash: bytes
+    session: AttestedSession  # the attested enclave that answered (for receipt files)
+    miner_hotkey: str = ""
+
+
+class AnswerReader(Generic[R]):
+    """The exchange's requester side, sans-I/O: feed it the answer's bytes as they arrive.
+
+    It opens the header with the one-time reply key, then each chunk in order, hands
+    each part to the workload's collector (``feed`` returns the verified parts), and at
+    the final chunk checks the receipt: signed by the attested key and covering this
+    request's nonce, model, input, the output that arrived and the evidence verified.
+    The caller only moves bytes and keeps time (``clock``). Failures: ``ChannelError``.
+    """
+
+    def __init__(self, session: AttestedSession, workload: Workload, spec: ModelSpec, value: object, *, nonce: bytes,
+                 reply_key: HpkeKeyPair, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.session = session
+        self.workload = workload
+        self.spec = spec
+        self.nonce = nonce
+        self.input_hash = workload.input_hash(spec, value)
+        self._reply_key = reply_key
+        self._collector = workload.collector(spec, value)
+        self._frames = FrameReader(workload.max_frame)
+        self._opener: ChunkOpener | None = None
+        self._clock = clock
+        self.started = clock()
+        self.ttft_s: float | None = None
+        self.parts = 0
+        self.answer: Answer | None = None
+
+    def restart_clock(self) -> None:
+        """Time from now (the request is being sent): sealing is not the miner's time."""
+        self.started = self._clock()
+
+    def feed(self, data: bytes) -> list[object]:
+        out = []
+        for f in self._frames.feed(data):
+            part = self._on_frame(f)
+            if part is not None:
+                out.append(part)
+        return out
+
+    def _on_frame(self, data: bytes) -> object | None:
+        if self._opener is None:
+            self._opener = ChunkOpener(open_header(self._reply_key, data, self.nonce), self.nonce, max_chunk=self.workload.max_frame)
+            return None
+        if self.answer is not None:
+            raise ChannelError("data after the final chunk of the stream", reason=Reason.STREAM_TAMPERED)
+        chunk, final = self._opener.open(data)
+        if final:
+            self._finish(chunk)
+            return None
+        if "p" not in chunk:
+            raise ChannelError("stream chunk carries no part", reason=Reason.STREAM_MALFORMED)
+        part = self._collector.part(chunk["p"])
+        self.parts += 1
+        if self.ttft_s is None:
+            self.ttft_s = self._clock() - self.started
+        return part
+
+    def _finish(self, chunk: dict) -> None:
+        elapsed = self._clock() - self.started
+        held = chunk.get("ps", [])
+        if not isinstance(held, list) or len(held) > MAX_HELD_PARTS:
+            raise ChannelError("the final chunk's parts are malformed", reason=Reason.STREAM_MALFORMED)
+        for part in held:  # a workload that does not stream sends its parts here
+            self._collector.part(part)
+            self.parts += 1
+            if self.ttft_s is None:
+                self.ttft_s = elapsed
+        if chunk.get("error"):
+            raise ChannelError(f"the enclave refused the request: {str(chunk['error'])[:300]}", reason=Reason.ENCLAVE_REFUSED)
+        if chunk.get("n") != self.parts:
+            raise ChannelError(f"the final chunk counts {str(chunk.get('n'))[:12]} parts, {self.parts} arrived", reason=Reason.STREAM_TRUNCATED)
+        result, out_hash = self._collector.finish(chunk.get("meta"))
+        try:
+            receipt = Receipt.from_json(chunk.get("receipt"))
+        except OmronTeeError:
+            raise ChannelError("the final chunk has no valid receipt", reason=Reason.BAD_RECEIPT) from None
+        check_receipt(receipt, signing_public=self.session.keys.signing_public,
+                      expected=Binding(self.nonce, self.spec.sha256, self.input_hash, out_hash, self.session.evidence_hash))
+        self.answer = Answer(self.spec.model_id, self.workload.name, result, receipt, self.ttft_s, elapsed, self.input_hash, self.session)
+
+    def close(self) -> Answer:
+        """The verified answer; ``ChannelError`` (stream-truncated) if the stream ended early."""
+        if self.answer is None:
+            got = "no header" if self._opener is None else f"{self.parts} parts and no final chunk"
+            raise ChannelError(f"the stream ended before its final chunk ({got})", reason=Reason.STREAM_TRUNCATED)
+        if self._frames.pending:
+            raise ChannelError("trailing bytes after the final chunk", reason=Reason.STREAM_TAMPERED)
+        return self.answer
+
+
+def seal_request(session: AttestedSession, workload: Workload, spec: ModelSpec, value: object, *,
+                 nonce: bytes | None = None, clock: Callable[[], float] = time.perf_counter) -> tuple[InferRequest, AnswerReader]:
+    """Seal ``value`` for ``spec``'s model, run as ``workload``, to the session's enclave key, with a
+    fresh one-time reply key; the reader opens and checks the answer to exactly this request."""
+    nonce = new_nonce() if nonce is None else nonce
+    reply_key = HpkeKeyPair.generate(session.kem)
+    payload = SealedRequest(
+        nonce=nonce,
+        model_id=spec.model_id,
+        workload=workload.name,
+        input=workload.encode_input(spec, value),
+        reply_kem=session.kem.value,
+        reply_public=reply_key.public_bytes,
+        evidence_hash=session.evidence_hash,
+    )
+    sealed = seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id))
+    reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_key=reply_key, clock=clock)
+    return InferRequest(key_id=session.key_id, sealed=sealed), reader

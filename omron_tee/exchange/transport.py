@@ -1,0 +1,44 @@
+"""Moving one exchange's bytes over HTTP: the requester's state machine (``requester``) decides, this only carries.
+
+Two requests to the miner, signed (btauth/1) for its hotkey: ``POST /attest``
+(JSON) and ``POST /infer`` (the sealed request; the answer is the sealed
+stream, read as it arrives and fed to the ``AnswerReader``). Deadlines and
+size caps are ``SignedClient``'s.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+from omron_tee.exchange.requester import Answer, AnswerReader
+from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest
+from omron_tee.wire.client import SignedClient
+
+# Evidence with every attachment allowed is well under this; a reply past it is refused unread.
+MAX_ATTEST_REPLY_BYTES = 1024 * 1024
+
+
+async def attest(client: SignedClient, url: str, request: AttestRequest, *, receiver: str, timeout: float) -> tuple[AttestResponse, float]:
+    """The miner's (parsed, unverified) attestation and the round trip it took."""
+    t0 = time.perf_counter()
+    raw = await client.post(url, "/attest", request.to_json(), receiver=receiver, timeout=timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
+    return AttestResponse.from_json(raw), time.perf_counter() - t0
+
+
+async def answer(client: SignedClient, url: str, request: InferRequest, reader: AnswerReader, *, receiver: str, timeout: float,
+                 on_part: Callable[[Any], Any] | None = None) -> Answer:
+    """Send the sealed request and feed the answer's bytes to ``reader`` until it is verified."""
+    reader.restart_clock()
+    async with client.stream(url, "/infer", request.to_json(), receiver=receiver, timeout=timeout, max_bytes=reader.workload.max_stream) as body:
+        async for data in body:
+            for part in reader.feed(data):
+                if on_part is not None:
+                    r = on_part(part)
+                    if inspect.isawaitable(r):
+                        await r
+    result = reader.close()
+    result.miner_hotkey = receiver
+    return result

@@ -1,0 +1,228 @@
+"""The OpenAI-compatible ``POST /v1/completions``: the validator itself is the requester, so it reads the prompt.
+
+An adapter from the OpenAI completions shape to the LLM workload over the one
+exchange: the validator attests LLM miners (fresh nonce each), seals the
+prompt to the first that passes and answers, checks the stream and the
+receipt like any requester, and re-emits the text (server-sent events with
+``"stream": true``). The response's ``omron_tee`` field carries a receipt
+file (``exchange.receipt_file``) that ``omron-tee receipt verify`` checks
+offline. Use it when the validator is yours or trusted; otherwise use the
+private relay (``/v1/attest`` + ``/v1/infer``), where it reads nothing.
+
+Authentication: btauth/1 (signed for the validator's hotkey), or ``Authorization:
+Bearer KEY`` with a key listed in ``OMRON_TEE_API_KEYS`` (comma-separated) or given
+to ``build_api``; rate-limited like the rest of the API.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from omron_tee.errors import AuthError, MinerError, ModelError, OmronTeeError, ProtocolError
+from omron_tee.exchange.receipt_file import ReceiptFile
+from omron_tee.exchange.requester import AnswerReader, AttestedSession, seal_request
+from omron_tee.models.llama import MAX_NEW_TOKENS
+from omron_tee.protocol import dumps, field_of, loads
+from omron_tee.reasons import Reason
+from omron_tee.validator.schedule import candidates
+from omron_tee.validator.scoring import Outcome
+from omron_tee.wire.auth import RequestVerifier
+from omron_tee.wire.client import ByteStream, SignedClient
+from omron_tee.wire.server import error_response, json_response, read_body
+from omron_tee.workloads.llm import Prompt, TokenChunk
+
+log = logging.getLogger("omron_tee.validator.api")
+
+DEFAULT_MAX_TOKENS = 16
+CANDIDATES = 3
+
+
+def bearer_keys(keys: list[str]) -> set[bytes]:
+    return {hashlib.sha256(k.strip().encode()).digest() for k in keys if k.strip()}
+
+
+async def authenticate(request: Request, body: bytes, verifier: RequestVerifier, key_digests: set[bytes], *, allow_bearer: bool) -> str:
+    """The caller: ``key:<digest prefix>`` for a bearer key, else the btauth/1 hotkey."""
+    auth = request.headers.get("authorization", "")
+    if allow_bearer and auth.lower().startswith("bearer "):
+        digest = hashlib.sha256(auth[7:].strip().encode()).digest()
+        if not any(hmac.compare_digest(digest, d) for d in key_digests):
+            raise AuthError("unknown API key", reason=Reason.BAD_API_KEY)
+        return "key:" + digest.hex()[:16]
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return verifier.verify(request.headers, body, method=request.method, path=path)
+
+
+def parse_request(data: Any, check_model: Callable[[Any], str]) -> tuple[str, str, int, bool]:
+    if not isinstance(data, dict):
+        raise ProtocolError("request body must be a JSON object")
+    model = check_model(field_of(data, "model", "completion request"))
+    prompt = field_of(data, "prompt", "completion request")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise ProtocolError("prompt must be one non-empty string")
+    max_tokens = data.get("max_tokens", DEFAULT_MAX_TOKENS)
+    if type(max_tokens) is not int or not 1 <= max_tokens <= MAX_NEW_TOKENS:
+        raise ProtocolError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
+    if data.get("temperature", 0) not in (0, 0.0, None):
+        raise ProtocolError("only greedy decoding is served (temperature 0): outputs must be reproducible to be verified", reason=Reason.UNSUPPORTED)
+    if data.get("n", 1) != 1 or data.get("best_of", 1) not in (1, None) or data.get("echo") or data.get("logprobs") or data.get("stop") or data.get("suffix"):
+        raise ProtocolError("n, best_of, echo, logprobs, stop and suffix are not supported", reason=Reason.UNSUPPORTED)
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ProtocolError("stream must be true or false")
+    return model, prompt, max_tokens, stream
+
+
+def openai_error(e: OmronTeeError) -> Response:
+    status = error_response(e).status_code
+    return Response(content=dumps({"error": {"message": str(e), "type": e.reason, "code": e.reason}}), status_code=status, media_type="application/json")
+
+
+class Completions:
+    """``POST /v1/completions`` over the validator's prober (attestation, policy) and its relay client."""
+
+    def __init__(self, validator: Any, client: SignedClient, verifier: RequestVerifier, limiter: Any, key_digests: set[bytes]) -> None:
+        self.validator = validator
+        self.prober = validator.prober
+        self.client = client
+        self.verifier = verifier
+        self.limiter = limiter
+        self.key_digests = key_digests
+        self.workload = self.prober.workloads.get("llm")
+
+    def llm_models(self) -> list[str]:
+        return list(self.prober.judged.get(self.workload.name, ()))
+
+    def check_model(self, model: Any) -> str:
+        model = str(model)[:128]
+        if model not in self.llm_models():
+            raise ModelError(f"unknown LLM {model!r}; offered: {', '.join(self.llm_models()) or 'none'}", reason=Reason.UNKNOWN_MODEL)
+        return model
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            body = await read_body(request)
+            caller = await authenticate(request, body, self.verifier, self.key_digests, allow_bearer=True)
+            self.limiter.take(caller)
+            model, prompt, max_tokens, stream = parse_request(loads(body, "request body"), self.check_model)
+            started = await self._start(model, Prompt(prompt, max_tokens))
+        except OmronTeeError as e:
+            return openai_error(e)
+        cid = "cmpl-" + uuid.uuid4().hex[:24]
+        log.info("completion for %s via uid %d (validator-visible path)", caller[:12], started.neuron.uid)
+        if stream:
+            return StreamingResponse(self._sse(started, cid, model), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-store", "X-Omron-Miner": started.neuron.hotkey})
+        try:
+            async for data in started.body:
+                started.reader.feed(data)
+            answer = started.finish()
+        except OmronTeeError as e:
+            started.record(False, e.reason)
+            return openai_error(e)
+        finally:
+            await started.close()
+        started.record(True, Reason.OK)
+        return json_response({
+            "id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": [{"text": answer.result.text, "index": 0, "logprobs": None, "finish_reason": answer.result.finish_reason}],
+            "usage": _usage(answer), "omron_tee": started.provenance(answer),
+        })
+
+    async def _start(self, model: str, prompt: Prompt) -> "_Started":
+        """Attest LLM miners (fresh nonce each), seal the prompt to the first that passes and answers."""
+        reasons = []
+        spec = self.prober.models.get(model)
+        for neuron in candidates(self.validator.miners(), self.validator.scores.scores(), self.prober.offers, model, CANDIDATES):
+            known = neuron.hotkey in self.prober.offers and model in self.prober.offers[neuron.hotkey].models
+            try:
+                session, _, nonce = await self.prober.session(neuron)
+                if model not in self.prober.offers[neuron.hotkey].models:
+                    continue  # not an LLM miner: nothing to hold against it
+                request, reader = seal_request(session, self.workload, spec, prompt, nonce=nonce)
+                stack = contextlib.AsyncExitStack()
+                assert neuron.endpoint is not None
+                try:
+                    body = await stack.enter_async_context(self.client.stream(neuron.endpoint.url, "/infer", request.to_json(), receiver=neuron.hotkey,
+                                                                              timeout=self.prober.timeouts[self.workload.latency_class],
+                                                                              max_bytes=self.workload.max_stream))
+                except BaseException:
+                    await stack.aclose()
+                    raise
+                return _Started(self, neuron, session, reader, body, stack)
+            except OmronTeeError as e:
+                reasons.append(f"uid {neuron.uid}: {e.reason}")
+                if known:  # only a known LLM miner is counted on an LLM request
+                    self.validator.record(Outcome(neuron.hotkey, neuron.uid, False, e.reason, None, None, None, kind="relay"))
+        raise MinerError("no attested miner serving this model answered" + (f" ({'; '.join(reasons)})" if reasons else ""), reason=Reason.ALL_MINERS_FAILED)
+
+    async def _sse(self, started: "_Started", cid: str, model: str) -> AsyncIterator[bytes]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        created = int(time.time())
+
+        def event(obj: Any) -> bytes:
+            return b"data: " + dumps(obj) + b"\n\n"
+
+        def chunk_event(text: str, finish: str | None, **extra: Any) -> bytes:
+            return event({"id": cid, "object": "text_completion", "created": created, "model": model,
+                          "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}], **extra})
+
+        try:
+            async for data in started.body:
+                for part in started.reader.feed(data):
+                    assert isinstance(part, TokenChunk)
+                    text = decoder.decode(part.data)
+                    if text:
+                        yield chunk_event(text, None)
+            answer = started.finish()
+        except OmronTeeError as e:
+            started.record(False, e.reason)
+            yield event({"error": {"message": str(e), "type": e.reason, "code": e.reason}})
+            yield b"data: [DONE]\n\n"
+            return
+        finally:
+            await started.close()
+        started.record(True, Reason.OK)
+        yield chunk_event(decoder.decode(b"", final=True), answer.result.finish_reason, usage=_usage(answer), omron_tee=started.provenance(answer))
+        yield b"data: [DONE]\n\n"
+
+
+class _Started:
+    def __init__(self, owner: Completions, neuron: Any, session: AttestedSession, reader: AnswerReader, body: ByteStream, stack: Any) -> None:
+        self.owner, self.neuron, self.session, self.reader, self.body, self._stack = owner, neuron, session, reader, body, stack
+
+    def finish(self) -> Any:
+        answer = self.reader.close()
+        answer.miner_hotkey = self.neuron.hotkey
+        return answer
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+    def record(self, ok: bool, reason: str) -> None:
+        self.owner.validator.record(Outcome(self.neuron.hotkey, self.neuron.uid, ok, reason, None, True, None, kind="relay"))
+
+    def provenance(self, answer: Any) -> dict[str, Any]:
+        """Who answered, and the receipt file the validator checked (the client may keep and re-check it)."""
+        file = ReceiptFile.of(answer, self.owner.prober.workloads)
+        return {"miner_hotkey": self.neuron.hotkey, "miner_uid": self.neuron.uid, "checked_by": "validator",
+                "ttft_ms": round(answer.ttft_s * 1000, 1) if answer.ttft_s is not None else None, "receipt_file": file.to_json()}
+
+
+def _usage(answer: Any) -> dict[str, int]:
+    p = answer.result.prompt_tokens
+    n = len(answer.result.tokens)
+    return {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}

@@ -1,0 +1,134 @@
+"""The validator's API for third parties: attest miners for a client, relay sealed requests, for every workload.
+
+The client verifies the evidence itself and seals its input to the enclave,
+so this API only relays bytes it cannot read. Routes (btauth/1-signed for the
+validator's hotkey, rate-limited per caller):
+
+``GET  /v1/models``       the models on offer, with their hashes and workloads (unsigned; also in the OpenAI shape)
+``POST /v1/attest``       {model, nonce, kem, count} -> {candidates: [{hotkey, uid, attest}], failures}
+                          (each candidate is attested with ``exchange.requester.candidate_nonce(nonce, hotkey)``)
+``POST /v1/infer``        {model, workload, deadline_ms, attempts: [{hotkey, request}]} -> the sealed answer stream,
+                          headers ``X-Omron-Miner`` and ``X-Omron-Tried`` (``protocol.RelayReply``)
+``POST /v1/completions``  OpenAI-compatible; the validator reads the prompt (``api.openai``)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from omron_tee.channel.hpke import KemSuite
+from omron_tee.errors import OmronTeeError
+from omron_tee.exchange import transport
+from omron_tee.exchange.requester import candidate_nonce
+from omron_tee.protocol import AttestRequest, Candidate, CandidatesReply, CandidatesRequest, RelayRequest, Tried, loads
+from omron_tee.reasons import Reason
+from omron_tee.validator.api.openai import Completions, bearer_keys
+from omron_tee.validator.api.quota import ApiQuota
+from omron_tee.validator.api.relay import REQUEST_FAULTS, relay
+from omron_tee.validator.schedule import candidates
+from omron_tee.validator.scoring import Outcome
+from omron_tee.wire.auth import Admission, RequestVerifier
+from omron_tee.wire.client import SignedClient
+from omron_tee.wire.server import authenticated, guarded, json_response, server_config, signed_route
+
+log = logging.getLogger("omron_tee.validator.api")
+
+MAX_DEADLINE_MS = 120_000
+
+
+def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | None = None, api_keys: list[str] | None = None) -> FastAPI:
+    api = FastAPI(title="omron-tee validator API", docs_url=None, redoc_url=None, openapi_url=None)
+    limiter = quota or ApiQuota()
+    prober = validator.prober
+    # Relayed traffic gets connections of its own, so a flood of it cannot queue the
+    # validator's benchmark probes and skew the latencies that scores compare.
+    client = SignedClient(prober.client.signer, timeout=prober.timeout)
+    keys = api_keys if api_keys is not None else os.environ.get("OMRON_TEE_API_KEYS", "").split(",")
+
+    async def attest(caller: str, body: Any) -> Any:
+        limiter.take(caller)
+        ask = CandidatesRequest.from_json(body, default_kem=prober.kem.value)
+        if ask.model not in prober.model_ids:
+            prober.models.get(ask.model)  # unknown-model, named
+        kem = KemSuite.parse(ask.kem).value  # refuse a bad suite here, not at every miner
+        targets = candidates(validator.miners(), validator.scores.scores(), prober.offers, ask.model, ask.count)
+
+        async def one(n: Any) -> Candidate:
+            assert n.endpoint is not None
+            response, _ = await transport.attest(client, n.endpoint.url, AttestRequest(candidate_nonce(ask.nonce, n.hotkey), kem, n.hotkey),
+                                                 receiver=n.hotkey, timeout=prober.timeout)
+            prober.offers[n.hotkey] = response  # parsed, not verified (the client verifies): used to pick candidates only
+            return Candidate(n.hotkey, n.uid, response)
+
+        results = await asyncio.gather(*(one(n) for n in targets), return_exceptions=True)
+        found, failures = [], []
+        for n, r in zip(targets, results):
+            if isinstance(r, BaseException):
+                reason = r.reason if isinstance(r, OmronTeeError) else Reason.ERROR
+                failures.append(Tried(n.hotkey, reason))
+                if reason not in REQUEST_FAULTS:
+                    validator.record(Outcome(n.hotkey, n.uid, False, reason, None, None, None, kind="relay"))
+            else:
+                found.append(r)  # whatever it says it serves: the client checks that too
+        return CandidatesReply(tuple(found[: ask.count]), tuple(failures)).to_json()
+
+    async def infer(request: Request) -> Response:
+        caller, body = await authenticated(request, verifier)
+        limiter.take(caller)
+        relayed = RelayRequest.from_json(loads(body, "request body"), default_deadline_ms=10_000, max_deadline_ms=MAX_DEADLINE_MS)
+        spec = prober.models.get(relayed.model) if relayed.model else None
+        # The client says which workload it sealed (it cannot gain by lying): it decides only
+        # whether the answer is passed on as it arrives or whole (so a broken one is failed over).
+        workload = prober.workloads.get(relayed.workload) if relayed.workload else (prober.workloads.default_for(spec) if spec else None)
+        streamed = workload is not None and workload.streamed
+        attempt_timeout = prober.timeouts.get(workload.latency_class, prober.timeout) if workload else prober.timeout
+        max_bytes = workload.max_stream if workload else 16 * 1024 * 1024
+        return await relay(validator, client, relayed, streamed=streamed, attempt_timeout=attempt_timeout, max_bytes=max_bytes)
+
+    api.add_api_route("/v1/attest", signed_route(verifier, attest, log), methods=["POST"])
+    api.add_api_route("/v1/infer", guarded(infer, log), methods=["POST"])
+    completions = Completions(validator, client, verifier, limiter, bearer_keys(keys))
+    api.add_api_route("/v1/completions", guarded(completions, log), methods=["POST"])
+
+    @api.get("/v1/models")
+    async def models() -> Any:
+        offered = [prober.models.get(m) for m in prober.model_ids]
+        workloads = {m: [w.name for w in prober.workloads if m in prober.judged.get(w.name, ())] for m in prober.model_ids}
+        return json_response({
+            "validator": verifier.self_hotkey,
+            "models": [{"id": s.model_id, "sha256": s.sha256.hex(), "runtime": s.runtime, "workloads": workloads[s.model_id],
+                        "input_shape": list(s.input_shape), "input_dtype": s.input_dtype} for s in offered],
+            # The OpenAI shape: every model on offer.
+            "object": "list",
+            "data": [{"id": s.model_id, "object": "model", "created": 0, "owned_by": "omron-tee", "sha256": s.sha256.hex(), "runtime": s.runtime}
+                     for s in offered],
+        })
+
+    return api
+
+
+@contextlib.asynccontextmanager
+async def running_api(validator: Any, *, host: str = "127.0.0.1", port: int, api_keys: list[str] | None = None) -> AsyncIterator[str]:
+    """Serve the API (any client hotkey admitted) until the block ends; yields its URL."""
+    api = build_api(validator, RequestVerifier(validator.hotkey, Admission.anyone()), api_keys=api_keys)
+    server = uvicorn.Server(server_config(api, host=host, port=port))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # the server failed to start: raise its error
+                raise OmronTeeError(f"the validator API did not start on {host}:{port}")
+            await asyncio.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
