@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from omron_tee.errors import ProtocolError
 from omron_tee.reasons import Reason
+
+if TYPE_CHECKING:
+    from omron_tee.attestation.platform import PlatformClaims
 
 
 class TeeType(str, enum.Enum):
@@ -128,8 +131,9 @@ class Claims:
     """What verified evidence says, normalised across TEE types.
 
     ``measurement`` is the value a policy allow-lists (MRENCLAVE, MRTD, SNP
-    measurement, simulated build hash). ``details`` holds the remaining
-    type-specific fields as hex strings or numbers, for display and policy.
+    measurement, simulated build hash). ``platform`` holds the remaining
+    fields of that TEE, typed (``attestation.platform``): policy reads them;
+    ``details`` is their display form.
     """
 
     tee_type: TeeType
@@ -139,7 +143,7 @@ class Claims:
     tcb_status: str = "Unknown"
     advisory_ids: tuple[str, ...] = ()
     issued_at: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    platform: "PlatformClaims | None" = None
     attached: tuple["Claims", ...] = ()
     # SHA-256 over the canonical form of what was verified (signed bytes, signature,
     # the certificates the chain was built from): the same claims always give the same
@@ -149,6 +153,11 @@ class Claims:
     # The hardware's own identity where the evidence proves one (SEV-SNP chip id,
     # Intel PPID, NVIDIA device certificate), so one machine cannot back many hotkeys.
     platform_id: bytes = b""
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The platform's fields for display (hex strings); policy reads ``platform``."""
+        return self.platform.to_json() if self.platform is not None else {}
 
     def to_json(self) -> dict[str, Any]:
         return {

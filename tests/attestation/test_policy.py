@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from omron_tee.attestation.abi.snp import POLICY_MIGRATE_MA, POLICY_SMT, GuestPolicy, TcbVersion
 from omron_tee.attestation.evidence import Claims, TeeType
+from omron_tee.attestation.platform import DcapCollateral, SgxClaims, SnpClaims, TdxClaims
 from omron_tee.attestation.validate.policy import Policy, SnpPolicy, inspection_policy
 from omron_tee.errors import ConfigError
 
@@ -18,6 +20,24 @@ def _claims(tee: TeeType, **kw) -> Claims:
     base = dict(tee_type=tee, measurement=bytes(48), report_data=bytes(64), debug=False, tcb_status="UpToDate")
     base.update(kw)
     return Claims(**base)
+
+
+def _snp(policy_raw: int = 0, *, signing_key: str = "vcek") -> SnpClaims:
+    tcb = TcbVersion.decode(0, turin_layout=False)
+    return SnpClaims(version=2, guest_svn=0, policy=GuestPolicy(policy_raw), family_id=bytes(16), image_id=bytes(16), vmpl=0, host_data=bytes(32),
+                     id_key_digest=bytes(48), author_key_digest=bytes(48), report_id=bytes(32), report_id_ma=bytes(32), chip_id=bytes(64),
+                     signing_key=signing_key, reported_tcb=tcb, current_tcb=tcb, committed_tcb=tcb, launch_tcb=tcb, current_version=(1, 55, 0),
+                     committed_version=(1, 55, 0), platform_info=())
+
+
+def _tdx(mr_seam: bytes = b"\x00") -> TdxClaims:
+    z = bytes(48)
+    return TdxClaims(4, z, (z, z, z, z), mr_seam, z, bytes(8), bytes(8), bytes(8), z, z, z, bytes(16), True, 0, 0)
+
+
+def _sgx(tcb_evaluation_data_number: int) -> SgxClaims:
+    return SgxClaims(3, bytes(32), bytes(32), 0, 0, bytes(16), 0, bytes(16), bytes(64), 0, bytes(16), bytes(16), 0, 0,
+                     collateral=DcapCollateral("00A067110000", "processor", "Intel SGX Root CA", "2027-01-01T00:00:00Z", tcb_evaluation_data_number))
 
 
 def test_general_and_simulated_unchanged():
@@ -68,22 +88,24 @@ def test_sev_snp_defaults_forbid_migration_agent_and_allow_underscored_name():
 
 def test_inspection_policy():
     p = inspection_policy()
-    assert p.check(_claims(TeeType.TDX, details={"mr_seam": "00"}), now=0) == []
-    assert [r for r, _ in p.check(_claims(TeeType.TDX, tcb_status="OutOfDate"), now=0)] == ["tcb-status-not-accepted"]
-    assert [r for r, _ in p.check(_claims(TeeType.SEV_SNP, debug=True, details={"signing_key": "vcek", "policy": {"migrate_ma": False}}), now=0)] == ["debug-enclave"]
+    assert p.check(_claims(TeeType.TDX, platform=_tdx()), now=0) == []
+    assert [r for r, _ in p.check(_claims(TeeType.TDX, tcb_status="OutOfDate", platform=_tdx()), now=0)] == ["tcb-status-not-accepted"]
+    assert [r for r, _ in p.check(_claims(TeeType.SEV_SNP, debug=True, platform=_snp()), now=0)] == ["debug-enclave"]
 
 
-def test_snp_policy_bits_fail_closed():
-    """A required or forbidden guest-policy bit that the claims do not state is refused, not assumed."""
+def test_snp_policy_reads_the_typed_report_and_fails_closed_without_it():
+    """Guest-policy bits come from the report's own GuestPolicy; claims without the report's fields are refused, not assumed."""
     p = Policy.from_toml("[sev_snp]\nallow_any_measurement = true\nrequired_policy_bits = [\"smt\"]\n")
-    ok = {"signing_key": "vcek", "policy": {"migrate_ma": False, "smt": True}}
-    assert p.check(_claims(TeeType.SEV_SNP, details=ok), now=0) == []
-    for details in ({"signing_key": "vcek"}, {"signing_key": "vcek", "policy": {"smt": True}}, {"signing_key": "vcek", "policy": "junk"},
-                    {"signing_key": "vcek", "policy": {"migrate_ma": "no", "smt": True}}):
-        reasons = p.check(_claims(TeeType.SEV_SNP, details=details), now=0)
-        assert reasons and {r for r, _ in reasons} == {"guest-policy"}, details
-        assert any("not stated" in m for _, m in reasons)
-    assert [r for r, _ in p.check(_claims(TeeType.SEV_SNP, details={**ok, "policy": {"migrate_ma": True, "smt": True}}), now=0)] == ["guest-policy"]
+    assert p.check(_claims(TeeType.SEV_SNP, platform=_snp(POLICY_SMT)), now=0) == []
+    clear = p.check(_claims(TeeType.SEV_SNP, platform=_snp(0)), now=0)
+    assert [r for r, _ in clear] == ["guest-policy"] and "clear" in clear[0][1]
+    forbidden = p.check(_claims(TeeType.SEV_SNP, platform=_snp(POLICY_SMT | POLICY_MIGRATE_MA)), now=0)
+    assert [r for r, _ in forbidden] == ["guest-policy"] and "forbids" in forbidden[0][1]
+    assert [r for r, _ in p.check(_claims(TeeType.SEV_SNP, platform=_snp(POLICY_SMT, signing_key="none")), now=0)] == ["signing-key-not-allowed"]
+    for platform in (None, _tdx()):  # no report fields, or another TEE's
+        assert [r for r, _ in p.check(_claims(TeeType.SEV_SNP, platform=platform), now=0)] == ["evidence-malformed"]
+    # The display form keeps its shape (omron-tee evidence verify prints it).
+    assert _claims(TeeType.SEV_SNP, platform=_snp(POLICY_SMT)).details["policy"]["smt"] is True
 
 
 def _doc_blocks() -> list[str]:
@@ -98,7 +120,7 @@ def test_documented_examples_load():
 
 
 def test_min_tcb_evaluation_data_number():
-    c = _claims(TeeType.SGX, measurement=bytes(32), details={"tcb_evaluation_data_number": 17})
+    c = _claims(TeeType.SGX, measurement=bytes(32), platform=_sgx(17))
     ok = Policy.from_mapping({"sgx": {"allow_any_measurement": True, "min_tcb_evaluation_data_number": 17}})
     assert ok.check(c, now=0) == []
     newer = Policy.from_mapping({"sgx": {"allow_any_measurement": True, "min_tcb_evaluation_data_number": 18}})

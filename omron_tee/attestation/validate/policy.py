@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omron_tee.attestation.platform import NvidiaClaims, SgxClaims, SnpClaims, TdxClaims
 from omron_tee.attestation.evidence import Claims, TeeType
 from omron_tee.errors import ConfigError
 from omron_tee.reasons import Reason
@@ -166,7 +167,9 @@ class TcbPolicy:
             if bad:
                 out.append((Reason.ADVISORY_NOT_ALLOWED, f"{claims.tee_type.value} platform is affected by advisories the policy does not allow: {', '.join(bad)}"))
         if self.min_tcb_evaluation_data_number:
-            got = claims.details.get("tcb_evaluation_data_number", 0)
+            p = claims.platform
+            collateral = p.collateral if isinstance(p, (SgxClaims, TdxClaims)) else None
+            got = collateral.tcb_evaluation_data_number if collateral is not None else 0
             if got < self.min_tcb_evaluation_data_number:
                 out.append(
                     (
@@ -223,9 +226,9 @@ class SgxPolicy:
         out = self.tcb.check(claims)
         if self.allow_any_measurement or claims.measurement in self.mrenclaves:
             return out
-        d = claims.details
-        mrsigner = bytes.fromhex(d.get("mr_signer", ""))
-        prod, svn = d.get("isv_prod_id"), d.get("isv_svn", -1)
+        p = claims.platform if isinstance(claims.platform, SgxClaims) else None
+        mrsigner = p.mr_signer if p else b""
+        prod, svn = (p.isv_prod_id, p.isv_svn) if p else (None, -1)
         same_signer = [s for s in self.signers if s.mrsigner == mrsigner and s.isv_prod_id == prod]
         if any(svn >= s.min_isv_svn for s in same_signer):
             return out
@@ -282,14 +285,15 @@ class TdxPolicy:
 
     def check(self, claims: Claims) -> list[Refusal]:
         out = self.tcb.check(claims)
-        d = claims.details
-        if self.mrseams and bytes.fromhex(d.get("mr_seam", "")) not in self.mrseams:
-            out.append((Reason.MRSEAM_NOT_ALLOWED, f"TDX module MRSEAM {_short(bytes.fromhex(d.get('mr_seam', '')))} is not in the policy"))
-        if self.require_sept_ve_disable and not d.get("sept_ve_disable"):
+        p = claims.platform if isinstance(claims.platform, TdxClaims) else None
+        mr_seam = p.mr_seam if p else b""
+        if self.mrseams and mr_seam not in self.mrseams:
+            out.append((Reason.MRSEAM_NOT_ALLOWED, f"TDX module MRSEAM {_short(mr_seam)} is not in the policy"))
+        if self.require_sept_ve_disable and not (p and p.sept_ve_disable):
             out.append((Reason.TD_ATTRIBUTES, "TD attribute SEPT_VE_DISABLE is clear; the policy requires it"))
         if self.allow_any_measurement:
             return out
-        rtmrs = [bytes.fromhex(d.get(f"rtmr{j}", "")) for j in range(4)]
+        rtmrs = list(p.rtmrs) if p else [b""] * 4
         same_mrtd = [m for m in self.measurements if m.mrtd == claims.measurement]
         for m in same_mrtd:
             if all(want is None or want == got for want, got in zip(m.rtmrs, rtmrs)):
@@ -372,35 +376,36 @@ class SnpPolicy:
 
     def check(self, claims: Claims) -> list[Refusal]:
         out: list[Refusal] = []
-        d = claims.details
+        p = claims.platform if isinstance(claims.platform, SnpClaims) else None
+        if p is None:
+            # Fail closed: without the report's fields no rule below can be checked.
+            return [(Reason.EVIDENCE_MALFORMED, "SEV-SNP claims carry no report fields")]
         if not self.allow_any_measurement and claims.measurement not in self.measurements:
             out.append((Reason.MEASUREMENT_NOT_ALLOWED, f"SEV-SNP measurement {_short(claims.measurement)} is not in the policy"))
-        reported = d.get("reported_tcb", {})
+        reported = p.reported_tcb.components()
         low = [f"{k} {reported.get(k)} < {v}" for k, v in self.min_tcb if reported.get(k) is not None and reported[k] < v]
         missing = [k for k, _ in self.min_tcb if k != "fmc" and reported.get(k) is None]
         if low or missing:
             out.append((Reason.TCB_TOO_OLD, "SEV-SNP reported TCB is below the policy's minimum: " + ", ".join(low + [f"{k} unknown" for k in missing])))
-        bits = d.get("policy")
-        bits = bits if isinstance(bits, dict) else {}
         # Fail closed: a bit the claims do not state is neither "set" nor "clear".
         for name in sorted(self.required_policy_bits | self.forbidden_policy_bits):
-            value = bits.get(name)
+            value = getattr(p.policy, name, None)
             if not isinstance(value, bool):
                 out.append((Reason.GUEST_POLICY, f"SEV-SNP guest policy bit {name} is not stated by the claims; the policy needs it known"))
             elif name in self.required_policy_bits and not value:
                 out.append((Reason.GUEST_POLICY, f"SEV-SNP guest policy bit {name} is clear; the policy requires it"))
             elif name in self.forbidden_policy_bits and value:
                 out.append((Reason.GUEST_POLICY, f"SEV-SNP guest policy bit {name} is set; the policy forbids it"))
-        if self.host_data and bytes.fromhex(d.get("host_data", "")) not in self.host_data:
-            out.append((Reason.HOST_DATA_NOT_ALLOWED, f"SEV-SNP HOST_DATA {d.get('host_data', '')[:16]}… is not in the policy"))
-        if self.allowed_vmpls is not None and d.get("vmpl") not in self.allowed_vmpls:
-            out.append((Reason.VMPL_NOT_ALLOWED, f"SEV-SNP report was requested at VMPL {d.get('vmpl')}; the policy allows {sorted(self.allowed_vmpls)}"))
-        if d.get("signing_key") not in self.allowed_signing_keys:
-            out.append((Reason.SIGNING_KEY_NOT_ALLOWED, f"SEV-SNP report is signed by a {d.get('signing_key')}; the policy allows {sorted(self.allowed_signing_keys)}"))
-        if self.require_crl and not d.get("crl_checked"):
+        if self.host_data and p.host_data not in self.host_data:
+            out.append((Reason.HOST_DATA_NOT_ALLOWED, f"SEV-SNP HOST_DATA {p.host_data.hex()[:16]}… is not in the policy"))
+        if self.allowed_vmpls is not None and p.vmpl not in self.allowed_vmpls:
+            out.append((Reason.VMPL_NOT_ALLOWED, f"SEV-SNP report was requested at VMPL {p.vmpl}; the policy allows {sorted(self.allowed_vmpls)}"))
+        if p.signing_key not in self.allowed_signing_keys:
+            out.append((Reason.SIGNING_KEY_NOT_ALLOWED, f"SEV-SNP report is signed by a {p.signing_key}; the policy allows {sorted(self.allowed_signing_keys)}"))
+        if self.require_crl and not p.crl_checked:
             out.append((Reason.CRL_NOT_CHECKED, "no current AMD CRL was available to check revocation; the policy requires one"))
-        if d.get("guest_svn", 0) < self.min_guest_svn:
-            out.append((Reason.GUEST_SVN_TOO_LOW, f"SEV-SNP guest SVN {d.get('guest_svn')} is below the policy's minimum {self.min_guest_svn}"))
+        if p.guest_svn < self.min_guest_svn:
+            out.append((Reason.GUEST_SVN_TOO_LOW, f"SEV-SNP guest SVN {p.guest_svn} is below the policy's minimum {self.min_guest_svn}"))
         return out
 
 
@@ -440,19 +445,20 @@ class NvidiaPolicy:
 
     def check(self, claims: Claims) -> list[Refusal]:
         out: list[Refusal] = []
-        d = claims.details
-        if self.require_ocsp and d.get("ocsp") != "good":
-            status = d.get("ocsp", "unknown")
-            out.append((f"ocsp-{status}", f"NVIDIA certificate revocation not established ({status}: {d.get('ocsp_detail', '')}); the policy requires OCSP"))
-        if self.allowed_driver_versions and d.get("driver_version") not in self.allowed_driver_versions:
-            out.append((Reason.DRIVER_VERSION_NOT_ALLOWED, f"NVIDIA driver {d.get('driver_version')} is not in the policy"))
-        if self.allowed_vbios_versions and d.get("vbios_version") not in self.allowed_vbios_versions:
-            out.append((Reason.VBIOS_VERSION_NOT_ALLOWED, f"NVIDIA VBIOS {d.get('vbios_version')} is not in the policy"))
+        p = claims.platform if isinstance(claims.platform, NvidiaClaims) else None
+        chain = p.chain if p else None
+        if self.require_ocsp and (chain is None or chain.ocsp != "good"):
+            status = chain.ocsp if chain else "unknown"
+            out.append((f"ocsp-{status}", f"NVIDIA certificate revocation not established ({status}: {chain.ocsp_detail if chain else ''}); the policy requires OCSP"))
+        driver, vbios = (p.driver_version, p.vbios_version) if p else (None, None)
+        if self.allowed_driver_versions and driver not in self.allowed_driver_versions:
+            out.append((Reason.DRIVER_VERSION_NOT_ALLOWED, f"NVIDIA driver {driver} is not in the policy"))
+        if self.allowed_vbios_versions and vbios not in self.allowed_vbios_versions:
+            out.append((Reason.VBIOS_VERSION_NOT_ALLOWED, f"NVIDIA VBIOS {vbios} is not in the policy"))
         if self.allow_any_measurement or claims.measurement in self.measurements:
             return out
         if self.golden:
-            got = d.get("measurements", {})
-            bad = [str(i) for i, allowed in self.golden if bytes.fromhex(got.get(str(i), "")) not in allowed]
+            bad = [str(i) for i, allowed in self.golden if (p.measurement(i) if p else None) not in allowed]
             if not bad:
                 return out
             out.append((Reason.MEASUREMENT_NOT_ALLOWED, f"NVIDIA measurement block(s) {', '.join(bad)} differ from the policy's golden values"))

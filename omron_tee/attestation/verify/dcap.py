@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from omron_tee.attestation.abi import dcap_common, sgx, tdx
 from omron_tee.attestation.collateral.intel import pck_ca_of
 from omron_tee.attestation.collateral.store import CollateralStore
+from omron_tee.attestation.platform import DcapCollateral, SgxClaims, TdxClaims
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.errors import AttestationError, CollateralError, ParseError, VerificationError
 from omron_tee.reasons import Reason
@@ -152,7 +153,7 @@ class DcapVerifier:
     def describe(self, evidence: Evidence) -> Claims:
         """The quote's claims without any verification (for display when verification fails)."""
         quote = self.parse(evidence.quote)
-        return self._claims(quote, tcb_status="Unverified", advisory_ids=(), extra={"verified": False})
+        return self._claims(quote, tcb_status="Unverified", advisory_ids=(), collateral=None)
 
     # --- verification ----------------------------------------------------
 
@@ -167,15 +168,8 @@ class DcapVerifier:
             report = self._qvl_verify(evidence.quote, coll.qvl, int(now))
         except (ValueError, TypeError, RuntimeError) as e:
             raise map_dcap_error(str(e)) from None
-        extra = {
-            "fmspc": fmspc,
-            "pck_ca": ca,
-            "trust_root": self._trust_root,
-            "collateral_expires": _iso(coll.expires_at),
-            "tcb_evaluation_data_number": coll.tcb_evaluation_data_number,
-            "verified": True,
-        }
-        claims = self._claims(quote, tcb_status=str(report.status), advisory_ids=tuple(report.advisory_ids), extra=extra)
+        verified = DcapCollateral(fmspc, ca, self._trust_root, _iso(coll.expires_at), coll.tcb_evaluation_data_number)
+        claims = self._claims(quote, tcb_status=str(report.status), advisory_ids=tuple(report.advisory_ids), collateral=verified)
         sig = quote.signature_data
         digest = canonical_digest(self.tee_type, [
             quote.signed_bytes, sig.signature, sig.attestation_key,
@@ -183,7 +177,7 @@ class DcapVerifier:
         ])
         return dataclasses.replace(claims, evidence_digest=digest, platform_id=pck.ppid)
 
-    def _claims(self, quote: Any, *, tcb_status: str, advisory_ids: tuple[str, ...], extra: dict[str, Any]) -> Claims:
+    def _claims(self, quote: Any, *, tcb_status: str, advisory_ids: tuple[str, ...], collateral: DcapCollateral | None) -> Claims:
         raise NotImplementedError
 
 
@@ -194,25 +188,14 @@ class SgxVerifier(DcapVerifier):
     def parse(self, quote: bytes) -> sgx.SgxQuote:
         return sgx.parse(quote)
 
-    def _claims(self, quote: sgx.SgxQuote, *, tcb_status: str, advisory_ids: tuple[str, ...], extra: dict[str, Any]) -> Claims:
+    def _claims(self, quote: sgx.SgxQuote, *, tcb_status: str, advisory_ids: tuple[str, ...], collateral: DcapCollateral | None) -> Claims:
         r = quote.report
-        details = {
-            "quote_version": quote.header.version,
-            "mr_enclave": r.mr_enclave.hex(),
-            "mr_signer": r.mr_signer.hex(),
-            "isv_prod_id": r.isv_prod_id,
-            "isv_svn": r.isv_svn,
-            "attributes": r.attributes.hex(),
-            "misc_select": r.misc_select,
-            "cpu_svn": r.cpu_svn.hex(),
-            "config_id": r.config_id.hex(),
-            "config_svn": r.config_svn,
-            "isv_ext_prod_id": r.isv_ext_prod_id.hex(),
-            "isv_family_id": r.isv_family_id.hex(),
-            "qe_svn": quote.header.qe_svn,
-            "pce_svn": quote.header.pce_svn,
-            **extra,
-        }
+        platform = SgxClaims(
+            quote_version=quote.header.version, mr_enclave=r.mr_enclave, mr_signer=r.mr_signer, isv_prod_id=r.isv_prod_id, isv_svn=r.isv_svn,
+            attributes=r.attributes, misc_select=r.misc_select, cpu_svn=r.cpu_svn, config_id=r.config_id, config_svn=r.config_svn,
+            isv_ext_prod_id=r.isv_ext_prod_id, isv_family_id=r.isv_family_id, qe_svn=quote.header.qe_svn, pce_svn=quote.header.pce_svn,
+            collateral=collateral,
+        )
         return Claims(
             tee_type=TeeType.SGX,
             measurement=r.mr_enclave,
@@ -220,7 +203,7 @@ class SgxVerifier(DcapVerifier):
             debug=r.debug,
             tcb_status=tcb_status,
             advisory_ids=advisory_ids,
-            details=details,
+            platform=platform,
         )
 
 
@@ -231,32 +214,15 @@ class TdxVerifier(DcapVerifier):
     def parse(self, quote: bytes) -> tdx.TdxQuote:
         return tdx.parse(quote)
 
-    def _claims(self, quote: tdx.TdxQuote, *, tcb_status: str, advisory_ids: tuple[str, ...], extra: dict[str, Any]) -> Claims:
+    def _claims(self, quote: tdx.TdxQuote, *, tcb_status: str, advisory_ids: tuple[str, ...], collateral: DcapCollateral | None) -> Claims:
         r = quote.report
-        details: dict[str, Any] = {
-            "quote_version": quote.header.version,
-            "mr_td": r.mr_td.hex(),
-            "rtmr0": r.rtmrs[0].hex(),
-            "rtmr1": r.rtmrs[1].hex(),
-            "rtmr2": r.rtmrs[2].hex(),
-            "rtmr3": r.rtmrs[3].hex(),
-            "mr_seam": r.mr_seam.hex(),
-            "mr_signer_seam": r.mr_signer_seam.hex(),
-            "seam_attributes": r.seam_attributes.hex(),
-            "td_attributes": r.td_attributes.hex(),
-            "xfam": r.xfam.hex(),
-            "mr_config_id": r.mr_config_id.hex(),
-            "mr_owner": r.mr_owner.hex(),
-            "mr_owner_config": r.mr_owner_config.hex(),
-            "tee_tcb_svn": r.tee_tcb_svn.hex(),
-            "sept_ve_disable": r.sept_ve_disable,
-            "qe_svn": quote.header.qe_svn,
-            "pce_svn": quote.header.pce_svn,
-        }
-        if r.tee_tcb_svn2 is not None:
-            details["tee_tcb_svn2"] = r.tee_tcb_svn2.hex()
-            details["mr_servicetd"] = (r.mr_servicetd or b"").hex()
-        details.update(extra)
+        platform = TdxClaims(
+            quote_version=quote.header.version, mr_td=r.mr_td, rtmrs=tuple(r.rtmrs), mr_seam=r.mr_seam, mr_signer_seam=r.mr_signer_seam,  # type: ignore[arg-type]
+            seam_attributes=r.seam_attributes, td_attributes=r.td_attributes, xfam=r.xfam, mr_config_id=r.mr_config_id, mr_owner=r.mr_owner,
+            mr_owner_config=r.mr_owner_config, tee_tcb_svn=r.tee_tcb_svn, sept_ve_disable=r.sept_ve_disable, qe_svn=quote.header.qe_svn,
+            pce_svn=quote.header.pce_svn, tee_tcb_svn2=r.tee_tcb_svn2, mr_servicetd=r.mr_servicetd if r.tee_tcb_svn2 is not None else None,
+            collateral=collateral,
+        )
         return Claims(
             tee_type=TeeType.TDX,
             measurement=r.mr_td,
@@ -264,7 +230,7 @@ class TdxVerifier(DcapVerifier):
             debug=r.debug,
             tcb_status=tcb_status,
             advisory_ids=advisory_ids,
-            details=details,
+            platform=platform,
         )
 
 

@@ -48,6 +48,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from omron_tee.attestation.abi import nvidia as abi
 from omron_tee.attestation.collateral.nvidia import driver_rim_id, issuer_key_hash, vbios_rim_id
 from omron_tee.attestation.collateral.store import CollateralStore
+from omron_tee.attestation.platform import NvidiaChain, NvidiaClaims
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.attestation.verify import roots
 from omron_tee.attestation.verify.certs import check_validity, load_certificates, name_of, verify_issued_by
@@ -229,49 +230,34 @@ class NvidiaVerifier:
         self._check_fwid(report, leaf)
         self._check_signature(report, leaf)
         status, detail = self._ocsp_status(certs, now)
-        extra = {
-            "trust_root": name_of(certs[-1]),
-            "device": name_of(leaf),
-            "ocsp": status,
-            "ocsp_detail": detail,
-            "rim": "not-compared",
-            "verified": True,
-        }
+        chain_claims = NvidiaChain(name_of(certs[-1]), name_of(leaf), status, detail)
         # What was verified: the signed transcript, its signature, and the chain below the
         # pinned root. The device's identity is the key that certifies its firmware's
         # alias key (the leaf's issuer: fused into the GPU, the same across firmware).
         chain = [c.public_bytes(Encoding.DER) for c in certs[:-1]]
         digest = canonical_digest(TeeType.NVIDIA, [report.signed_bytes, report.response.signature, *chain])
         device = hashlib.sha256(certs[1].public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
-        return dataclasses.replace(self._claims(report, TCB_STATUS, extra), evidence_digest=digest, platform_id=device)
+        return dataclasses.replace(self._claims(report, TCB_STATUS, chain_claims), evidence_digest=digest, platform_id=device)
 
     def describe(self, evidence: Evidence) -> Claims:
-        return self._claims(abi.parse(evidence.quote), "Unverified", {"verified": False})
+        return self._claims(abi.parse(evidence.quote), "Unverified", None)
 
     @staticmethod
-    def _claims(report: abi.NvidiaReport, tcb_status: str, extra: dict[str, Any]) -> Claims:
+    def _claims(report: abi.NvidiaReport, tcb_status: str, chain: NvidiaChain | None) -> Claims:
         project, sku, chip_sku = report.opaque_text("project"), report.opaque_text("project_sku"), report.opaque_text("chip_sku")
-        details: dict[str, Any] = {
-            "spdm_version": f"{report.request.spdm_version >> 4}.{report.request.spdm_version & 0xF}",
-            "driver_version": report.driver_version,
-            "vbios_version": report.vbios_version,
-            "project": project,
-            "project_sku": sku,
-            "chip_sku": chip_sku,
-            "fwid": report.fwid.hex() if report.fwid else None,
-            "responder_nonce": report.response.nonce.hex(),
-            "measurements": {str(i): v.hex() for i, v in sorted(report.measurements().items())},
-        }
-        if report.driver_version:
-            details["driver_rim_id"] = driver_rim_id(report.driver_version)
-        if project and sku and chip_sku and report.vbios_version:
-            details["vbios_rim_id"] = vbios_rim_id(project, sku, chip_sku, report.vbios_version)
-        details.update(extra)
+        platform = NvidiaClaims(
+            spdm_version=f"{report.request.spdm_version >> 4}.{report.request.spdm_version & 0xF}",
+            driver_version=report.driver_version, vbios_version=report.vbios_version, project=project, project_sku=sku, chip_sku=chip_sku,
+            fwid=report.fwid or None, responder_nonce=report.response.nonce, measurements=tuple(sorted(report.measurements().items())),
+            driver_rim_id=driver_rim_id(report.driver_version) if report.driver_version else None,
+            vbios_rim_id=vbios_rim_id(project, sku, chip_sku, report.vbios_version) if project and sku and chip_sku and report.vbios_version else None,
+            chain=chain,
+        )
         return Claims(
             tee_type=TeeType.NVIDIA,
             measurement=measurement_digest(report),
             report_data=report.nonce,
             debug=False,
             tcb_status=tcb_status,
-            details=details,
+            platform=platform,
         )

@@ -8,6 +8,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from omron_tee.attestation.abi import simulated as abi
+from omron_tee.attestation.platform import SimulatedClaims
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.errors import VerificationError
 from omron_tee.reasons import Reason
@@ -44,6 +45,6 @@ class SimulatedVerifier:
             debug=report.debug,
             tcb_status="Simulated",
             issued_at=report.issued_at_ms / 1000.0,
-            details={"key_id": report.key_id.hex(), "version": report.version},
+            platform=SimulatedClaims(report.key_id, report.version),
             evidence_digest=canonical_digest(TeeType.SIMULATED, [report.signed_bytes, report.signature]),
         )

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from omron_tee.attestation.abi import snp as abi
 from omron_tee.attestation.collateral import amd as amd_coll
 from omron_tee.attestation.collateral.store import CollateralStore
+from omron_tee.attestation.platform import SnpChain, SnpClaims
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
 from omron_tee.attestation.verify import roots
 from omron_tee.attestation.verify.certs import (
@@ -218,10 +219,8 @@ class SnpVerifier:
         self._check_leaf_binding(report, leaf, signer, product)
         if not self._signature_ok(report, leaf):
             raise VerificationError(f"the report's ECDSA P-384 signature does not verify with the {signer.upper()}", reason=Reason.BAD_SIGNATURE)
-        extra = {"product": product, "trust_root": f"ARK-{product}", "crl_checked": crl_checked, "verified": True}
         csp = amd_coll.leaf_csp_id(leaf) if signer == "vlek" else None
-        if csp:
-            extra["vlek_csp_id"] = csp
+        chain = SnpChain(product, f"ARK-{product}", crl_checked, csp or None)
         # What was verified: the signed report bytes, its signature and the key's certificate
         # (not the unsigned bytes after the report, nor certificates the chain did not use).
         digest = canonical_digest(TeeType.SEV_SNP, [
@@ -231,7 +230,7 @@ class SnpVerifier:
             leaf.public_bytes(serialization.Encoding.DER),
         ])
         platform = report.chip_id if any(report.chip_id) and not report.mask_chip_key else b""
-        return dataclasses.replace(self._claims(report, TCB_STATUS, extra), evidence_digest=digest, platform_id=platform)
+        return dataclasses.replace(self._claims(report, TCB_STATUS, chain), evidence_digest=digest, platform_id=platform)
 
     @staticmethod
     def _check_leaf_binding(report: abi.SnpReport, leaf: x509.Certificate, signer: str, product: str) -> None:
@@ -251,48 +250,30 @@ class SnpVerifier:
 
     def describe(self, evidence: Evidence) -> Claims:
         report = abi.parse(evidence.quote)
-        return self._claims(report, "Unverified", {"product": report.product, "verified": False})
+        return self._claims(report, "Unverified", None)
 
     @staticmethod
-    def _claims(report: abi.SnpReport, tcb_status: str, extra: dict[str, Any]) -> Claims:
-        turin = (extra.get("product") or report.product) == "Turin"
+    def _claims(report: abi.SnpReport, tcb_status: str, chain: SnpChain | None) -> Claims:
+        turin = (chain.product if chain is not None else report.product) == "Turin"
 
-        def tcb(raw: int) -> dict[str, object]:
-            return report.tcb(raw, turin_layout=turin).to_json()
+        def tcb(raw: int) -> abi.TcbVersion:
+            return report.tcb(raw, turin_layout=turin)
 
-        details: dict[str, Any] = {
-            "version": report.version,
-            "guest_svn": report.guest_svn,
-            "policy": report.policy.to_json(),
-            "family_id": report.family_id.hex(),
-            "image_id": report.image_id.hex(),
-            "vmpl": report.vmpl,
-            "host_data": report.host_data.hex(),
-            "id_key_digest": report.id_key_digest.hex(),
-            "author_key_digest": report.author_key_digest.hex(),
-            "report_id": report.report_id.hex(),
-            "report_id_ma": report.report_id_ma.hex(),
-            "chip_id": report.chip_id.hex(),
-            "signing_key": report.signing_key_name,
-            "reported_tcb": tcb(report.reported_tcb_raw),
-            "current_tcb": tcb(report.current_tcb_raw),
-            "committed_tcb": tcb(report.committed_tcb_raw),
-            "launch_tcb": tcb(report.launch_tcb_raw),
-            "current_version": "%d.%d.%d" % report.current_version,
-            "committed_version": "%d.%d.%d" % report.committed_version,
-            "platform_info": report.platform_flags(),
-        }
-        if report.cpuid_fam_id is not None:
-            details["cpuid"] = {"family": report.cpuid_fam_id, "model": report.cpuid_mod_id, "stepping": report.cpuid_step}
-        if report.launch_mit_vector is not None:
-            details["launch_mit_vector"] = report.launch_mit_vector
-            details["current_mit_vector"] = report.current_mit_vector
-        details.update(extra)
+        platform = SnpClaims(
+            version=report.version, guest_svn=report.guest_svn, policy=report.policy, family_id=report.family_id, image_id=report.image_id,
+            vmpl=report.vmpl, host_data=report.host_data, id_key_digest=report.id_key_digest, author_key_digest=report.author_key_digest,
+            report_id=report.report_id, report_id_ma=report.report_id_ma, chip_id=report.chip_id, signing_key=report.signing_key_name,
+            reported_tcb=tcb(report.reported_tcb_raw), current_tcb=tcb(report.current_tcb_raw), committed_tcb=tcb(report.committed_tcb_raw),
+            launch_tcb=tcb(report.launch_tcb_raw), current_version=report.current_version, committed_version=report.committed_version,
+            platform_info=tuple(sorted(report.platform_flags().items())),
+            cpuid=(report.cpuid_fam_id, report.cpuid_mod_id, report.cpuid_step) if report.cpuid_fam_id is not None else None,  # type: ignore[arg-type]
+            launch_mit_vector=report.launch_mit_vector, current_mit_vector=report.current_mit_vector, chain=chain, product=report.product,
+        )
         return Claims(
             tee_type=TeeType.SEV_SNP,
             measurement=report.measurement,
             report_data=report.report_data,
             debug=report.debug,
             tcb_status=tcb_status,
-            details=details,
+            platform=platform,
         )
