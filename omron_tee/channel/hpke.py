@@ -104,27 +104,27 @@ def seal(kem: KemSuite, recipient_public: bytes, plaintext: bytes, info: bytes) 
         raise ChannelError(f"cannot seal to this {kem.value} public key", reason=Reason.BAD_KEY) from None
 
 
-def bucket_size(n: int) -> int:
-    """The padded size for an ``n``-byte message: the next power of two, at least 1 KiB."""
-    size = _MIN_BUCKET
+def bucket_size(n: int, floor: int = _MIN_BUCKET) -> int:
+    """The padded size for an ``n``-byte message: the next power of two, at least ``floor`` (1 KiB)."""
+    size = floor
     while size < n + 4:
         size *= 2
     return size
 
 
-def pad(plaintext: bytes) -> bytes:
+def pad(plaintext: bytes, floor: int = _MIN_BUCKET) -> bytes:
+    """``len (4 bytes) || plaintext || zeros`` to its bucket (the stream's chunks use a smaller floor)."""
     if len(plaintext) > MAX_PLAINTEXT:
         raise ChannelError(f"message of {len(plaintext)} bytes exceeds the {MAX_PLAINTEXT}-byte limit", reason=Reason.TOO_LARGE)
-    size = bucket_size(len(plaintext))
-    return struct.pack(">I", len(plaintext)) + plaintext + bytes(size - 4 - len(plaintext))
+    return struct.pack(">I", len(plaintext)) + plaintext + bytes(bucket_size(len(plaintext), floor) - 4 - len(plaintext))
 
 
-def unpad(padded: bytes) -> bytes:
+def unpad(padded: bytes, *, reason: Reason = Reason.MALFORMED_MESSAGE) -> bytes:
     if len(padded) < 4:
-        raise ChannelError("sealed message is too short", reason=Reason.MALFORMED_MESSAGE)
+        raise ChannelError("padded message is too short", reason=reason)
     (n,) = struct.unpack_from(">I", padded)
     if n > len(padded) - 4:
-        raise ChannelError("sealed message has an impossible length", reason=Reason.MALFORMED_MESSAGE)
+        raise ChannelError("padded message has an impossible length", reason=reason)
     return padded[4 : 4 + n]
 
 

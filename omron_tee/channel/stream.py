@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from omron_tee import untrusted
-from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, seal
+from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, pad, seal, unpad
 from omron_tee.errors import ChannelError, ProtocolError
 from omron_tee.reasons import Reason
 
@@ -102,22 +102,6 @@ class FrameReader:
         return len(self._buf)
 
 
-def _pad(plaintext: bytes, floor: int = MIN_CHUNK_BUCKET) -> bytes:
-    size = floor
-    while size < len(plaintext) + 4:
-        size *= 2
-    return struct.pack(">I", len(plaintext)) + plaintext + bytes(size - 4 - len(plaintext))
-
-
-def _unpad(padded: bytes) -> bytes:
-    if len(padded) < 4:
-        raise ChannelError("stream chunk is too short", reason=Reason.STREAM_MALFORMED)
-    (n,) = struct.unpack_from(">I", padded)
-    if n > len(padded) - 4:
-        raise ChannelError("stream chunk has an impossible length", reason=Reason.STREAM_MALFORMED)
-    return padded[4 : 4 + n]
-
-
 def _aad(nonce: bytes, seq: int, flag: int) -> bytes:
     return CHUNK_TAG + nonce + struct.pack(">QB", seq, flag)
 
@@ -137,7 +121,7 @@ class ChunkSealer:
         self.seq += 1
         flag = FLAG_FINAL if final else FLAG_MORE
         body = _dumps({"i": self.seq, **chunk})
-        padded = _pad(body, MIN_FINAL_BUCKET if final else MIN_CHUNK_BUCKET)
+        padded = pad(body, MIN_FINAL_BUCKET if final else MIN_CHUNK_BUCKET)
         ct = self._aead.encrypt(self.seq.to_bytes(12, "big"), padded, _aad(self._nonce, self.seq, flag))
         self.closed = final
         return frame(bytes([flag]) + ct)
@@ -165,7 +149,7 @@ class ChunkOpener:
         except InvalidTag:
             raise ChannelError(f"stream chunk {seq} does not authenticate (tampered, reordered or missing chunk)", reason=Reason.STREAM_TAMPERED) from None
         try:
-            chunk = untrusted.loads(_unpad(padded), "stream chunk", max_bytes=self._max_chunk)
+            chunk = untrusted.loads(unpad(padded, reason=Reason.STREAM_MALFORMED), "stream chunk", max_bytes=self._max_chunk)
         except ProtocolError as e:
             # Authenticated, so the enclave's own bytes: still the miner's fault, named.
             raise ChannelError(f"stream chunk {seq} is malformed: {e}", reason=Reason.STREAM_MALFORMED) from None

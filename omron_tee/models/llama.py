@@ -259,11 +259,16 @@ class LlamaRuntime:
                     return
 
     def complete(self, prompt: str, max_tokens: int) -> tuple[list[int], bytes]:
-        toks, pieces = [], []
-        for t, p in self.stream(prompt, max_tokens):
-            toks.append(t)
-            pieces.append(p)
-        return toks, b"".join(pieces)
+        return complete(self, prompt, max_tokens)
+
+
+def complete(runtime: Any, prompt: str, max_tokens: int) -> tuple[list[int], bytes]:
+    """A whole completion from an LLM runtime's ``stream``: the token ids and the text's bytes."""
+    toks, pieces = [], []
+    for t, p in runtime.stream(prompt, max_tokens):
+        toks.append(t)
+        pieces.append(p)
+    return toks, b"".join(pieces)
 
 
 _LOADED: dict[tuple[bytes, str], LlamaRuntime] = {}

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from omron_tee.errors import ModelError
+from omron_tee.models.llama import complete
 from omron_tee.models.runtimes import Runtimes, default_runtimes
 from omron_tee.models.spec import ModelSpec, read_pinned
 from omron_tee.reasons import Reason
@@ -72,11 +73,7 @@ class FakeLlm:
                 return
 
     def complete(self, prompt: str, max_tokens: int) -> tuple[list[int], bytes]:
-        toks, pieces = [], []
-        for t, p in self.stream(prompt, max_tokens):
-            toks.append(t)
-            pieces.append(p)
-        return toks, b"".join(pieces)
+        return complete(self, prompt, max_tokens)
 
 
 def fake_llm_spec(path: Path, model_id: str = "fake-llm", *, seed: bytes = b"omron-tee fake llm") -> ModelSpec:

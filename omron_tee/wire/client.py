@@ -101,43 +101,9 @@ class SignedClient:
         Reasons: timeout, unreachable, disconnected, too-large, malformed-reply, http-error,
         or the peer's own reason for refusing.
         """
-        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         limit = self._max_reply if max_bytes is None else max_bytes
-        body = dumps(payload)
-        async with self._limit:
-            for attempt in (0, 1):
-                headers = self.signer.headers("POST", path, body, receiver)  # fresh btauth/1 nonce per attempt
-                headers["Content-Type"] = "application/json"
-                try:
-                    return await self._exchange(base_url, path, body, headers, deadline, limit)
-                except _RETRYABLE as e:
-                    if attempt == 0 and deadline - time.monotonic() > 0.05:
-                        continue
-                    raise MinerError(f"{base_url} closed the connection before answering ({type(e).__name__})", reason=Reason.DISCONNECTED) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _exchange(self, base_url: str, path: str, body: bytes, headers: dict[str, str], deadline: float, limit: int) -> Any:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT)
-        try:
-            async with asyncio.timeout(left):
-                # httpx's own timeouts no shorter than the deadline: the deadline alone decides.
-                per_read = httpx.Timeout(left, connect=min(left, 3.0))
-                async with self._pool(base_url).stream("POST", base_url + path, content=body, headers=headers, timeout=per_read) as resp:
-                    if resp.status_code != 200:
-                        raise refusal(base_url, path, resp.status_code, await _read_error(resp))
-                    raw = await read_capped(resp, limit)
-        except TimeoutError:
-            raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT) from None
-        except httpx.TimeoutException:
-            raise MinerError(f"no answer from {base_url} within the timeout", reason=Reason.TIMEOUT) from None
-        except ReplyTooLarge:
-            raise MinerError(f"the answer from {base_url} exceeds {limit} bytes", reason=Reason.TOO_LARGE) from None
-        except _RETRYABLE:
-            raise
-        except httpx.TransportError as e:
-            raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
+        async with self.stream(base_url, path, payload, receiver=receiver, timeout=timeout, max_bytes=limit, broken=Reason.DISCONNECTED) as body:
+            raw = await body.read()
         try:
             return loads(raw, "reply", max_bytes=limit)
         except ProtocolError as e:
@@ -146,10 +112,12 @@ class SignedClient:
 
     @contextlib.asynccontextmanager
     async def stream(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None,
-                     max_bytes: int | None = None) -> AsyncIterator["ByteStream"]:
+                     max_bytes: int | None = None, broken: Reason = Reason.STREAM_TRUNCATED) -> AsyncIterator["ByteStream"]:
         """POST ``payload`` as JSON and read the answer as it arrives: ``async with client.stream(...) as s:
-        async for data in s``. The same deadline (the whole exchange, every byte included), size
-        cap, refusal mapping and one retry of a closed keep-alive connection as ``post``."""
+        async for data in s``. One deadline for the whole exchange (every byte included), the size
+        cap, the peer's named refusals, and one retry when a reused keep-alive connection turns out
+        closed before the answer began (the race with the peer's idle close: never the peer's
+        fault). An answer that breaks off after it began is ``broken``."""
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         limit = self._max_reply if max_bytes is None else max_bytes
         body = dumps(payload)
@@ -164,7 +132,7 @@ class SignedClient:
                         continue
                     raise MinerError(f"{base_url} closed the connection before answering ({type(e).__name__})", reason=Reason.DISCONNECTED) from None
                 try:
-                    yield ByteStream(resp, base_url, deadline, limit)
+                    yield ByteStream(resp, base_url, deadline, limit, broken)
                 finally:
                     await resp.aclose()
                 return
@@ -212,8 +180,9 @@ class SignedClient:
 class ByteStream:
     """An answer's bytes as they arrive, within the exchange's deadline and size cap (``MinerError`` past either)."""
 
-    def __init__(self, resp: httpx.Response, base_url: str, deadline: float, limit: int) -> None:
+    def __init__(self, resp: httpx.Response, base_url: str, deadline: float, limit: int, broken: Reason = Reason.STREAM_TRUNCATED) -> None:
         self.headers = resp.headers
+        self._broken = broken
         self._resp = resp
         self._base_url = base_url
         self._deadline = deadline
@@ -233,7 +202,7 @@ class ByteStream:
             except (TimeoutError, httpx.TimeoutException):
                 raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT) from None
             except httpx.TransportError as e:
-                raise MinerError(f"the answer from {self._base_url} broke off ({type(e).__name__})", reason=Reason.STREAM_TRUNCATED) from None
+                raise MinerError(f"the answer from {self._base_url} broke off ({type(e).__name__})", reason=self._broken) from None
             size += len(data)
             if size > self._limit:
                 raise MinerError(f"the answer from {self._base_url} exceeds {self._limit} bytes", reason=Reason.TOO_LARGE)
