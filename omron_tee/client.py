@@ -154,9 +154,12 @@ class PrivateClient:
                 if reader is None:
                     raise ProtocolError("the validator answered for a miner this client did not seal to")
                 reader.restart_clock()
-                async for data in body:
-                    for part in reader.feed(data):
-                        yield part
+                if not w.streamed:
+                    reader.feed(await body.read())
+                else:
+                    async for data in body:
+                        for part in reader.feed(data):
+                            yield part
         except MinerError as e:
             # The validator itself refused or failed (or the stream it relayed broke): say so, not "miner".
             raise OmronTeeError(f"validator: {e}", reason=e.reason) from None

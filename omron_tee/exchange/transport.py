@@ -17,6 +17,10 @@ from omron_tee.exchange.requester import Answer, AnswerReader
 from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest
 from omron_tee.wire.client import SignedClient
 
+async def _once(data: bytes):
+    yield data
+
+
 # Evidence with every attachment allowed is well under this; a reply past it is refused unread.
 MAX_ATTEST_REPLY_BYTES = 1024 * 1024
 
@@ -33,7 +37,9 @@ async def answer(client: SignedClient, url: str, request: InferRequest, reader: 
     """Send the sealed request and feed the answer's bytes to ``reader`` until it is verified."""
     reader.restart_clock()
     async with client.stream(url, "/infer", request.to_json(), receiver=receiver, timeout=timeout, max_bytes=reader.workload.max_stream) as body:
-        async for data in body:
+        # An answer that does not stream is read whole (one timer); a streamed one part by part.
+        chunks = body if reader.workload.streamed else _once(await body.read())
+        async for data in chunks:
             for part in reader.feed(data):
                 if on_part is not None:
                     r = on_part(part)

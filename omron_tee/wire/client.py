@@ -209,8 +209,19 @@ class ByteStream:
             yield data
 
     async def read(self) -> bytes:
-        """The whole answer (capped and within the deadline)."""
-        return b"".join([d async for d in self])
+        """The whole answer (capped and within the deadline): one timer for the whole body, not one per chunk."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT)
+        try:
+            async with asyncio.timeout(left):
+                return await read_capped(self._resp, self._limit)
+        except (TimeoutError, httpx.TimeoutException):
+            raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT) from None
+        except ReplyTooLarge:
+            raise MinerError(f"the answer from {self._base_url} exceeds {self._limit} bytes", reason=Reason.TOO_LARGE) from None
+        except httpx.TransportError as e:
+            raise MinerError(f"the answer from {self._base_url} broke off ({type(e).__name__})", reason=self._broken) from None
 
 
 async def _read_error(resp: httpx.Response) -> bytes:

@@ -51,6 +51,9 @@ class InProcessClient:
             async def __aiter__(self):
                 yield data
 
+            async def read(self):
+                return data
+
         yield Body()
 
 
