@@ -107,3 +107,47 @@ def test_openai_completion_is_rate_limited(tmp_path, llm_registry, llm_runtime, 
 
     codes = asyncio.run(go())
     assert 429 in codes and codes[0] == 400
+
+
+def test_the_official_openai_client(tmp_path, llm_registry, llm_runtime, monkeypatch) -> None:
+    """The OpenAI-compatible path as its users call it: the official ``openai`` client, plain and streamed."""
+    import openai
+
+    monkeypatch.setenv("OMRON_TEE_API_KEYS", "sk-openai")
+    _, expected = llm_runtime.complete(PROMPT, N)
+
+    async def go():
+        async with llm_net(tmp_path, llm_registry, {"honest": DevFaults()}) as net:
+            client = openai.AsyncOpenAI(base_url=net.api_url + "/v1", api_key="sk-openai", max_retries=0)
+            try:
+                models = [m.id async for m in client.models.list()]
+                plain = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=N)
+                stream = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=N, stream=True)
+                chunks = [c async for c in stream]
+                refusals = []
+                for kwargs in ({"temperature": 0.7}, {"model": "nope"}):
+                    try:
+                        await client.completions.create(**{"model": MODEL, "prompt": PROMPT, "max_tokens": N, **kwargs})
+                    except openai.APIStatusError as e:
+                        refusals.append((e.status_code, e.body))
+                bad_key = openai.AsyncOpenAI(base_url=net.api_url + "/v1", api_key="sk-wrong", max_retries=0)
+                try:
+                    await bad_key.completions.create(model=MODEL, prompt=PROMPT, max_tokens=N)
+                except openai.AuthenticationError as e:
+                    refusals.append((e.status_code, e.body))
+                finally:
+                    await bad_key.close()
+            finally:
+                await client.close()
+            return net, models, plain, chunks, refusals
+
+    net, models, plain, chunks, refusals = asyncio.run(go())
+    assert MODEL in models
+    assert plain.choices[0].text == expected.decode() and plain.usage.completion_tokens == N
+    assert "".join(c.choices[0].text for c in chunks) == expected.decode()
+    assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+    # The provenance rides along as an extra field the official client keeps: a receipt file that checks offline.
+    receipt_file = plain.model_dump()["omron_tee"]["receipt_file"]
+    check = verify_receipt_file(receipt_file, policy=net.policy, verifiers=net.verifiers, workloads=default_workloads(), models=net.registry)
+    assert check.ok and check.miner_hotkey == net.miners["honest"].hotkey, check.reasons
+    assert [(s, b["type"]) for s, b in refusals] == [(400, "unsupported"), (422, "unknown-model"), (401, "bad-api-key")], refusals
