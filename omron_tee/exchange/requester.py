@@ -163,38 +163,37 @@ class AnswerReader(Generic[R]):
         self.started = self._clock()
 
     def feed(self, data: bytes) -> list[object]:
-        out = []
+        """The parts these bytes completed, each verified (the final chunk's parts once its receipt checks)."""
+        out: list[object] = []
         for f in self._frames.feed(data):
-            part = self._on_frame(f)
-            if part is not None:
-                out.append(part)
+            out.extend(self._on_frame(f))
         return out
 
-    def _on_frame(self, data: bytes) -> object | None:
+    def _on_frame(self, data: bytes) -> list[object]:
         if self._opener is None:
             self._opener = ChunkOpener(open_header(self._reply_key, data, self.nonce), self.nonce, max_chunk=self.workload.max_frame)
-            return None
+            return []
         if self.answer is not None:
             raise ChannelError("data after the final chunk of the stream", reason=Reason.STREAM_TAMPERED)
         chunk, final = self._opener.open(data)
         if final:
-            self._finish(chunk)
-            return None
+            return self._finish(chunk)
         if "p" not in chunk:
             raise ChannelError("stream chunk carries no part", reason=Reason.STREAM_MALFORMED)
         part = self._collector.part(chunk["p"])
         self.parts += 1
         if self.ttft_s is None:
             self.ttft_s = self._clock() - self.started
-        return part
+        return [part]
 
-    def _finish(self, chunk: dict) -> None:
+    def _finish(self, chunk: dict) -> list[object]:
         elapsed = self._clock() - self.started
         held = chunk.get("ps", [])
         if not isinstance(held, list) or len(held) > MAX_HELD_PARTS:
             raise ChannelError("the final chunk's parts are malformed", reason=Reason.STREAM_MALFORMED)
+        parts = []
         for part in held:  # a workload that does not stream sends its parts here
-            self._collector.part(part)
+            parts.append(self._collector.part(part))
             self.parts += 1
             if self.ttft_s is None:
                 self.ttft_s = elapsed
@@ -210,6 +209,7 @@ class AnswerReader(Generic[R]):
         check_receipt(receipt, signing_public=self.session.keys.signing_public,
                       expected=Binding(self.nonce, self.spec.sha256, self.input_hash, out_hash, self.session.evidence_hash))
         self.answer = Answer(self.spec.model_id, self.workload.name, result, receipt, self.ttft_s, elapsed, self.input_hash, self.session)
+        return parts
 
     def close(self) -> Answer:
         """The verified answer; ``ChannelError`` (stream-truncated) if the stream ended early."""
