@@ -108,3 +108,4 @@ def _free_port() -> int:
 def free_port() -> Callable[[], int]:
     """A function returning a port on 127.0.0.1 with nothing listening (at the time of asking)."""
     return _free_port
+

@@ -7,7 +7,6 @@ the result must be a named refusal, never an unexpected exception."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 from typing import Any
@@ -17,10 +16,9 @@ import pytest
 
 from omron_tee.chain.base import Endpoint, Neuron
 from omron_tee.exchange.receipt_file import ReceiptFile, verify_receipt_file
-from omron_tee.errors import MinerError
 from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
 from omron_tee.workloads.tensor import sample_input
-from omron_tee.protocol import AttestRequest, InferRequest
+from omron_tee.protocol import AttestRequest
 from omron_tee.workloads import default_workloads
 from omron_tee.validator.prober import Prober
 
@@ -65,6 +63,8 @@ def all_mutations(root: Any) -> list[tuple[tuple, Any]]:
     return out
 
 
+from inprocess import InProcessClient  # noqa: E402
+
 WORKLOADS = default_workloads()
 
 
@@ -106,36 +106,9 @@ def test_receipt_file_checker_never_crashes(sim, registry) -> None:
     assert n > 300
 
 
-class FakeTransport:
-    """Stands in for the validator's SignedClient: answers from a real trusted app, then lets a test corrupt the reply."""
-
-    def __init__(self, app, corrupt_attest=None, corrupt_infer=None) -> None:
-        self.app = app
-        self.corrupt_attest = corrupt_attest
-        self.corrupt_infer = corrupt_infer
-
-    async def post(self, base_url, path, payload, *, receiver, timeout=None, max_bytes=None):
-        out = self.app.attest(AttestRequest.from_json(payload)).to_json()
-        return self.corrupt_attest(out) if self.corrupt_attest else out
-
-    @contextlib.asynccontextmanager
-    async def stream(self, base_url, path, payload, *, receiver, timeout=None, max_bytes=None):
-        try:
-            out = await self.app.answer_whole(self.app.open(InferRequest.from_json(payload)))
-        except Exception as e:  # what the HTTP layer would turn into a refusal
-            raise MinerError(str(e), reason=getattr(e, "reason", "error")) from None
-        data = self.corrupt_infer(out) if self.corrupt_infer else out
-
-        class Body:
-            headers: dict = {}
-
-            async def __aiter__(self):
-                yield data
-
-            async def read(self):
-                return data
-
-        yield Body()
+def FakeTransport(app, corrupt_attest=None, corrupt_infer=None) -> InProcessClient:
+    """Answers from a real trusted app, then lets a test corrupt the reply."""
+    return InProcessClient({_neuron().endpoint.url: app}, corrupt_attest=corrupt_attest, corrupt_infer=corrupt_infer)
 
 
 def _neuron() -> Neuron:

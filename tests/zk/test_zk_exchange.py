@@ -9,7 +9,6 @@ it proves the claimed output, and recomputes the output itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 import numpy as np
@@ -26,35 +25,10 @@ from omron_tee.workloads.tensor import sample_input
 from omron_tee.validator.prober import Prober
 from omron_tee.validator.scoring import ScoreBook
 
+from inprocess import InProcessClient  # noqa: E402
+
 ZK_MODEL = "diabetes-mlp"
 WORKLOADS = default_workloads()
-
-
-class InProcessClient:
-    """The validator's SignedClient, minus HTTP: JSON both ways, straight into trusted apps by URL."""
-
-    def __init__(self) -> None:
-        self.apps: dict[str, TrustedApp] = {}
-
-    async def post(self, base_url: str, path: str, payload, *, receiver=None, timeout=None, max_bytes=None):
-        body = json.loads(json.dumps(payload))
-        return json.loads(json.dumps(self.apps[base_url].attest(AttestRequest.from_json(body)).to_json()))
-
-    @contextlib.asynccontextmanager
-    async def stream(self, base_url: str, path: str, payload, *, receiver=None, timeout=None, max_bytes=None):
-        app = self.apps[base_url]
-        data = await app.answer_whole(app.open(InferRequest.from_json(json.loads(json.dumps(payload)))))
-
-        class Body:
-            headers: dict = {}
-
-            async def __aiter__(self):
-                yield data
-
-            async def read(self):
-                return data
-
-        yield Body()
 
 
 def answer(app, request, reader):
