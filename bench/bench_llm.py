@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import uvicorn
 
 from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy
@@ -39,6 +38,7 @@ from omron_tee.config import create_wallet, dev_attestation_key_path, run_async
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.client import PrivateClient
 from omron_tee.devnet.llm_demo import llm_miner_measurement
+from omron_tee.devnet.processes import StartFailed, free_port, wait_serving
 from omron_tee.exchange.requester import Answer
 from omron_tee.models.llama import DEFAULT_MODEL_ID, PINNED, default_spec, load_llm
 from omron_tee.workloads.llm import BENCH_PROMPTS
@@ -50,14 +50,6 @@ from omron_tee.validator.neuron import build_verifiers
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw_run(rt, prompt: str, n: int) -> tuple[float, float, int]:
@@ -103,18 +95,11 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     try:
         rt = await asyncio.to_thread(load_llm, default_spec())
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit("the miner exited:\n" + (work / "miner.log").read_text()[-1500:])
-            try:
-                async with httpx.AsyncClient(trust_env=False, timeout=0.5) as h:
-                    await h.get(f"http://127.0.0.1:{port}/health")
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the miner did not start")
-                await asyncio.sleep(0.2)
+        try:
+            await asyncio.to_thread(wait_serving, {"miner": port}, {"miner": proc}, timeout=90.0,
+                                    tail=lambda _: (work / "miner.log").read_text()[-1500:])
+        except StartFailed as e:
+            raise SystemExit(str(e)) from None
         registry = ModelRegistry.builtin()
         registry.add(default_spec())
         spec = registry.get(DEFAULT_MODEL_ID)

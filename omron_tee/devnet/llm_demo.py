@@ -20,12 +20,12 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import httpx
 
 from omron_tee.chain.base import Endpoint
 from omron_tee.client import PrivateClient
 from omron_tee.config import create_wallet
 from omron_tee.enclave.measurement import trusted_app_measurement
+from omron_tee.devnet.processes import StartFailed, wait_serving
 from omron_tee.errors import OmronTeeError
 from omron_tee.exchange.receipt_file import verify_receipt_file
 from omron_tee.exchange.requester import Answer
@@ -103,19 +103,13 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
     prober = validator.prober
     # Meanwhile the validator loads its reference copy of the model (hash-checked).
     await asyncio.to_thread(models.runtime, DEFAULT_MODEL_ID)
-    deadline = time.monotonic() + 60
+    logs = {name: log_path for name, _, _, _, log_path, _, _ in miners}
+    try:
+        await asyncio.to_thread(wait_serving, {name: port for name, _, _, port, *_ in miners}, {name: proc for name, *_, proc, _ in miners},
+                                timeout=60.0, tail=lambda name: logs[name].read_text()[-800:])
+    except StartFailed as e:
+        raise OmronTeeError(f"an LLM miner did not start: {e}") from None
     for name, uid, hotkey, port, log_path, proc, what in miners:
-        while True:
-            if proc.poll() is not None:
-                raise OmronTeeError(f"the {name} miner exited during start-up:\n{log_path.read_text()[-800:]}")
-            try:
-                async with httpx.AsyncClient(trust_env=False, timeout=0.5) as h:
-                    await h.get(f"http://127.0.0.1:{port}/health")
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise OmronTeeError(f"the {name} miner did not start within 60s (see {log_path})") from None
-                await asyncio.sleep(0.2)
         console.say(f"    uid {uid}  {name:<11} {what:<36} port {port}  log {log_path}")
     console.say(f"    both up in {time.monotonic() - t0:.1f}s")
     policy = prober.policy  # it allows this release's LLM-serving build (``prepare``)
