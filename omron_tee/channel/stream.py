@@ -2,9 +2,9 @@
 
 A byte stream of frames, each ``len (4 bytes, big-endian) || frame``:
 
-* frame 0, the *header*: HPKE-sealed to the requester's one-time reply key
-  (info ``omron-tee/stream/v1 || 0 || nonce``); it carries a fresh 32-byte
-  stream key chosen by the enclave. Only the holder of the reply key learns it.
+* frame 0, the *header*: a fresh 32-byte stream key chosen by the enclave,
+  HPKE-sealed to the requester's one-time reply key (info
+  ``omron-tee/stream/v1 || 0 || nonce``). Only the holder of the reply key learns it.
 * frames 1..n, the *chunks*: ``flag (1 byte) || ChaCha20-Poly1305(stream key,
   nonce = chunk number (12 bytes), padded JSON, aad = tag || request nonce ||
   chunk number || flag)``. ``flag`` is 1 on the last chunk only. The chunk
@@ -20,7 +20,6 @@ do show, as in any streamed answer.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import struct
@@ -59,19 +58,14 @@ def frame(data: bytes) -> bytes:
 
 
 def seal_header(kem: KemSuite, reply_public: bytes, nonce: bytes) -> tuple[bytes, bytes]:
-    """(stream key, the header frame carrying it sealed to the reply key)."""
+    """(stream key, the header frame: the key itself, HPKE-sealed to the reply key)."""
     key = os.urandom(KEY_LEN)
-    sealed = seal(kem, reply_public, _dumps({"key": base64.b64encode(key).decode()}), stream_info(nonce))
-    return key, frame(sealed)
+    return key, frame(seal(kem, reply_public, key, stream_info(nonce)))
 
 
 def open_header(reply_key: HpkeKeyPair, data: bytes, nonce: bytes) -> bytes:
     """The stream key from the header frame, or ``ChannelError``."""
-    try:
-        header = untrusted.loads(reply_key.open(data, stream_info(nonce)), "stream header")
-        key = base64.b64decode(header["key"], validate=True)
-    except (KeyError, TypeError, ValueError, ProtocolError):
-        key = b""
+    key = reply_key.open(data, stream_info(nonce))
     if len(key) != KEY_LEN:
         raise ChannelError("stream header carries no valid stream key", reason=Reason.STREAM_MALFORMED)
     return key

@@ -142,12 +142,12 @@ class AnswerReader(Generic[R]):
     """
 
     def __init__(self, session: AttestedSession, workload: Workload, spec: ModelSpec, value: object, *, nonce: bytes,
-                 reply_key: HpkeKeyPair, clock: Callable[[], float] = time.perf_counter) -> None:
+                 reply_key: HpkeKeyPair, input_hash: bytes | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.session = session
         self.workload = workload
         self.spec = spec
         self.nonce = nonce
-        self.input_hash = workload.input_hash(spec, value)
+        self.input_hash = workload.input_hash(spec, value) if input_hash is None else input_hash
         self._reply_key = reply_key
         self._collector = workload.collector(spec, value)
         self._frames = FrameReader(workload.max_frame)
@@ -227,15 +227,16 @@ def seal_request(session: AttestedSession, workload: Workload, spec: ModelSpec, 
     fresh one-time reply key; the reader opens and checks the answer to exactly this request."""
     nonce = new_nonce() if nonce is None else nonce
     reply_key = HpkeKeyPair.generate(session.kem)
+    encoded, input_hash = workload.prepare_input(spec, value)
     payload = SealedRequest(
         nonce=nonce,
         model_id=spec.model_id,
         workload=workload.name,
-        input=workload.encode_input(spec, value),
+        input=encoded,
         reply_kem=session.kem.value,
         reply_public=reply_key.public_bytes,
         evidence_hash=session.evidence_hash,
     )
     sealed = seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id))
-    reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_key=reply_key, clock=clock)
+    reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_key=reply_key, input_hash=input_hash, clock=clock)
     return InferRequest(key_id=session.key_id, sealed=sealed), reader

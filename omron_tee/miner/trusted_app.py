@@ -48,6 +48,7 @@ class Opened:
     request: SealedRequest | None  # None: refused for ``refusal``, inside the sealed stream
     workload: Workload | None = None
     value: Any = None
+    input_hash: bytes = b""
     refusal: str | None = None
 
     @property
@@ -140,11 +141,11 @@ class TrustedApp:
             workload = self.workloads.get(sealed.workload)
             if not workload.serves(spec):
                 raise ModelError(f"model {spec.model_id!r} does not run as {workload.name!r}", reason=Reason.UNSUPPORTED)
-            value = workload.decode_input(spec, sealed.input)
+            value, input_hash = workload.accept_input(spec, sealed.input)
         except (OmronTeeError, *LIBRARY_DECODE_ERRORS) as e:
             reason = e.reason if isinstance(e, OmronTeeError) else Reason.MALFORMED_MESSAGE
             return Opened(header, stream_key, route, keys, None, refusal=f"{reason}: {e}")
-        return Opened(header, stream_key, route, keys, sealed, workload, value)
+        return Opened(header, stream_key, route, keys, sealed, workload, value, input_hash)
 
     async def answer(self, opened: Opened) -> AsyncIterator[bytes]:
         """The sealed stream: the header, one chunk per part (a workload that does not stream: none),
@@ -178,7 +179,7 @@ class TrustedApp:
             return
         # The receipt names the evidence the requester says it verified: any evidence
         # binding this signing key is as good, since only this enclave holds it.
-        binding = Binding(req.nonce, served.spec.sha256, workload.input_hash(served.spec, opened.value), produced.output_hash, req.evidence_hash)
+        binding = Binding(req.nonce, served.spec.sha256, opened.input_hash, produced.output_hash, req.evidence_hash)
         receipt = issue_receipt(binding, opened.keys.sign, issued_at_ms=int(time.time() * 1000))
         final: dict[str, object] = {"n": parts, "meta": produced.meta, "receipt": receipt.to_json()}
         if held:

@@ -106,6 +106,15 @@ class Workload(abc.ABC, Generic[I, R]):
     @abc.abstractmethod
     def input_hash(self, spec: ModelSpec, value: I) -> bytes: ...
 
+    def prepare_input(self, spec: ModelSpec, value: I) -> tuple[Json, bytes]:
+        """The requester's side: the input's JSON for the sealed request and its hash (a workload may share one encoding)."""
+        return self.encode_input(spec, value), self.input_hash(spec, value)
+
+    def accept_input(self, spec: ModelSpec, data: Json) -> tuple[I, bytes]:
+        """The enclave's side: the decoded input and its hash."""
+        value = self.decode_input(spec, data)
+        return value, self.input_hash(spec, value)
+
     # --- the enclave ----------------------------------------------------------------
 
     @abc.abstractmethod

@@ -157,6 +157,14 @@ class TensorWorkload(Workload[np.ndarray, TensorResult]):
     def input_hash(self, spec: ModelSpec, value: np.ndarray) -> bytes:
         return Tensor.from_array(value).digest()
 
+    def prepare_input(self, spec: ModelSpec, value: np.ndarray) -> tuple[Json, bytes]:
+        t = Tensor.from_array(value)  # one canonical encoding for the wire and the hash
+        return t.to_json(), t.digest()
+
+    def accept_input(self, spec: ModelSpec, data: Json) -> tuple[np.ndarray, bytes]:
+        t = Tensor.from_json(data)
+        return t.to_array(), t.digest()
+
     async def produce(self, served: Served, value: np.ndarray, out: Produced) -> AsyncIterator[Json]:
         output = Tensor.from_array(await run_tensor(served.runtime, value))
         out.output_hash = output.digest()
