@@ -52,6 +52,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "omron_tee.validator.store": _except(),
     "omron_tee.validator.schedule": _except("chain", "workloads"),
     "omron_tee.validator.weights": _except(),
+    "omron_tee.validator.metrics": _except(),
 }
 # Where a lower layer reaches up on purpose (docs/ARCHITECTURE.md says why).
 ALLOWED = {

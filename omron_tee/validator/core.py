@@ -19,6 +19,7 @@ import bittensor as bt
 
 from omron_tee.chain.base import Chain, Metagraph, Neuron
 from omron_tee.errors import ChainError, RateLimited
+from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import Prober, ProbeResult
 from omron_tee.validator.scoring import Outcome, ScoreBook
 from omron_tee.validator.weights import WeightVector, compute_weights
@@ -66,6 +67,7 @@ class Validator:
         self.weights_interval = weights_interval
         self.top_k = top_k
         self.on_event = on_event or (lambda e: None)
+        self.metrics = ValidatorMetrics()
         self.metagraph: Metagraph | None = None
         self._synced_at = 0.0
         # A metagraph older than about a block is re-read before use: the API serves
@@ -107,7 +109,9 @@ class Validator:
         return picked
 
     def record(self, outcome: Outcome) -> tuple[float, float]:
-        return self.scores.update(outcome)
+        old, new = self.scores.update(outcome)
+        self.metrics.outcome(outcome, new)
+        return old, new
 
     async def step(self, n: int) -> list[ProbeEvent]:
         """Probe ``n`` miners concurrently and score them (one round: it lasts as long as its slowest
@@ -190,5 +194,6 @@ class Validator:
             except ChainError as e:
                 error = f"chain refused weights: {e}"
         ev = WeightsEvent(block, weights, error)
+        self.metrics.weights_set(weights.as_dict(), error)
         self.on_event(ev)
         return ev

@@ -77,16 +77,19 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
 Route = Callable[[Request], Awaitable[Response]]
 
 
-def guarded(handler: Route, log: logging.Logger) -> Route:
-    """The one path every route takes: an ``OmronTeeError`` becomes its named JSON refusal,
-    anything else (a bug of ours) a JSON ``internal-error`` with no message that might
-    carry data, and the log gets the reason only, never a traceback or a body."""
+def guarded(handler: Route, log: logging.Logger, *, on_refusal: Callable[[str], None] | None = None) -> Route:
+    """The one path every route takes: an ``OmronTeeError`` becomes its named JSON refusal
+    (and ``on_refusal(reason)``, for metrics), anything else (a bug of ours) a JSON
+    ``internal-error`` with no message that might carry data, and the log gets the reason
+    only, never a traceback or a body."""
 
     async def route(request: Request) -> Response:
         try:
             return await handler(request)
         except OmronTeeError as e:
             log.info("refused %s %s: %s (%s)", request.method, request.url.path, e.reason, e)
+            if on_refusal is not None:
+                on_refusal(e.reason)
             return error_response(e)
         except Exception as e:  # noqa: BLE001
             log.error("internal error on %s %s: %s", request.method, request.url.path, type(e).__name__)
@@ -102,11 +105,11 @@ async def authenticated(request: Request, verifier: RequestVerifier) -> tuple[st
     return verifier.verify(request.headers, body, method=request.method, path=path), body
 
 
-def signed_route(verifier: RequestVerifier, handler: Handler, log: logging.Logger) -> Route:
+def signed_route(verifier: RequestVerifier, handler: Handler, log: logging.Logger, *, on_refusal: Callable[[str], None] | None = None) -> Route:
     """Wrap ``handler(caller_hotkey, parsed_json) -> json-able`` with btauth/1 and error mapping."""
 
     async def route(request: Request) -> Response:
         caller, body = await authenticated(request, verifier)
         return json_response(await handler(caller, loads(body, "request body")))
 
-    return guarded(route, log)
+    return guarded(route, log, on_refusal=on_refusal)

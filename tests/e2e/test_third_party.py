@@ -259,6 +259,70 @@ def test_api_rate_limit_and_auth(net, tmp_path, make_wallet) -> None:
     assert ids == {s.model_id: s.sha256.hex() for s in MODELS.specs()}
 
 
+def test_metrics_health_and_status_are_scraped(net, tmp_path, make_wallet) -> None:
+    """/metrics (Prometheus text), /health and /status after real probes, a relayed request and API refusals."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    spec = MODELS.get("digits-mlp")
+
+    async def go():
+        async with Api(net, tmp_path / "scores.sqlite", quota=ApiQuota(rate=0.01, burst=2)) as api:
+            for _ in range(2):
+                await api.v.step(len(api.v.miners()))
+            api.v.set_weights()
+            c = api.client()
+            try:
+                await c.infer(spec.model_id, _secret_input(spec), candidates=4, deadline_s=8.0)  # one relayed exchange (and the burst spent)
+                with pytest.raises(OmronTeeError):
+                    await c.infer(spec.model_id, _secret_input(spec), candidates=4)  # rate-limited
+            finally:
+                await c.aclose()
+            async with httpx.AsyncClient(trust_env=False, timeout=10) as h:
+                metrics, health, status = [await h.get(api.url + p) for p in ("/metrics", "/health", "/status")]
+            return api, metrics, health.json(), status.json()
+
+    api, metrics, health, status = asyncio.run(go())
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(metrics.text):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append(s)
+
+    def total(name, **labels):
+        return sum(s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+    m = net.miners
+    assert total("omron_tee_probes_total", reason="ok", latency_class="tee") >= 2
+    for reason in ("wrong-output", "measurement-not-allowed", "timeout", "unreachable"):
+        assert total("omron_tee_probes_total", reason=reason) >= 2, reason
+    assert total("omron_tee_attestations_total", verdict="accepted") >= 6 and total("omron_tee_attestations_total", verdict="rejected") >= 2
+    assert total("omron_tee_probe_latency_seconds_count", latency_class="tee") >= 2
+    assert total("omron_tee_relayed_total", reason="ok") >= 1
+    assert total("omron_tee_api_refusals_total", reason="rate-limited") >= 1
+    assert total("omron_tee_weight_settings_total") >= 1
+    scores = {s.labels["uid"]: s.value for s in samples["omron_tee_miner_score"]}
+    assert scores[str(m["honest"].uid)] > 0 and scores[str(m["wrong"].uid)] == 0
+    if total("omron_tee_weight_settings_total", result="ok"):
+        assert {s.labels["uid"] for s in samples["omron_tee_miner_weight"]} >= {str(m["honest"].uid)}
+    assert "secret" not in metrics.text and "3.14159" not in metrics.text
+    assert health["ok"] is True and health["hotkey"] == api.v.hotkey
+    by_uid = {row["uid"]: row for row in status["miners"]}
+    assert by_uid[m["wrong"].uid]["reasons"].get("wrong-output", 0) >= 2 and by_uid[m["honest"].uid]["score"] > 0
+
+
+def test_metrics_labels_stay_bounded_whatever_miners_answer() -> None:
+    """A miner choosing a new refusal reason per probe cannot grow the metrics: unknown reasons are 'other'."""
+    from omron_tee.validator.metrics import ValidatorMetrics
+    from omron_tee.validator.scoring import Outcome
+
+    metrics = ValidatorMetrics()
+    for i in range(500):
+        metrics.outcome(Outcome("5Miner", 1, False, f"made-up-{i}", None, True, None), 0.0)
+    text = metrics.render().decode()
+    assert "made-up" not in text and 'reason="other"' in text
+    assert text.count("omron_tee_probes_total{") == 1
+
+
 def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "omron_tee.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

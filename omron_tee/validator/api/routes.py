@@ -10,6 +10,8 @@ validator's hotkey, rate-limited per caller):
 ``POST /v1/infer``        {model, workload, deadline_ms, attempts: [{hotkey, request}]} -> the sealed answer stream,
                           headers ``X-Omron-Miner`` and ``X-Omron-Tried`` (``protocol.RelayReply``)
 ``POST /v1/completions``  OpenAI-compatible; the validator reads the prompt (``api.openai``)
+``GET  /metrics``         Prometheus metrics (``validator.metrics``); ``GET /health``, ``GET /status`` (JSON), unsigned,
+                          public facts only (scores, weights, reasons: no private data)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from omron_tee.reasons import Reason
 from omron_tee.validator.api.openai import Completions, bearer_keys
 from omron_tee.validator.api.quota import ApiQuota
 from omron_tee.validator.api.relay import REQUEST_FAULTS, relay
+from omron_tee.validator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from omron_tee.validator.schedule import candidates
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import Admission, RequestVerifier
@@ -94,10 +97,23 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
         max_bytes = workload.max_stream if workload else 16 * 1024 * 1024
         return await relay(validator, client, relayed, streamed=streamed, attempt_timeout=attempt_timeout, max_bytes=max_bytes)
 
-    api.add_api_route("/v1/attest", signed_route(verifier, attest, log), methods=["POST"])
-    api.add_api_route("/v1/infer", guarded(infer, log), methods=["POST"])
+    refused = validator.metrics.api_refused
+    api.add_api_route("/v1/attest", signed_route(verifier, attest, log, on_refusal=refused), methods=["POST"])
+    api.add_api_route("/v1/infer", guarded(infer, log, on_refusal=refused), methods=["POST"])
     completions = Completions(validator, client, verifier, limiter, bearer_keys(keys))
-    api.add_api_route("/v1/completions", guarded(completions, log), methods=["POST"])
+    api.add_api_route("/v1/completions", guarded(completions, log, on_refusal=refused), methods=["POST"])
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        return Response(validator.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    @api.get("/health")
+    async def health() -> Any:
+        return json_response({"ok": True, "hotkey": validator.hotkey, "miners": len(validator.metagraph.neurons) if validator.metagraph else 0})
+
+    @api.get("/status")
+    async def status() -> Any:
+        return json_response(status_of(validator))
 
     @api.get("/v1/models")
     async def models() -> Any:
@@ -114,6 +130,20 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
         })
 
     return api
+
+
+def status_of(validator: Any) -> dict[str, Any]:
+    """What the validator knows of each miner, as public facts: scores, counts, reasons, the last weights."""
+    uid_of = {n.hotkey: n.uid for n in validator.metagraph.neurons} if validator.metagraph else {}
+    miners = []
+    for hotkey, rec in sorted(validator.scores.records.items(), key=lambda kv: -kv[1].score):
+        if hotkey not in uid_of:
+            continue
+        top = sorted(rec.reasons.items(), key=lambda kv: -kv[1])[:5]
+        miners.append({"uid": uid_of[hotkey], "hotkey": hotkey, "score": round(rec.score, 6), "requests": rec.requests, "correct": rec.correct,
+                       "incorrect": rec.incorrect, "failures": rec.failures, "reasons": dict(top)})
+    return {"validator": validator.hotkey, "last_weights_block": validator.last_weights_block,
+            "weights": {str(u): round(w, 6) for u, w in validator.last_weights.items()}, "miners": miners}
 
 
 @contextlib.asynccontextmanager
