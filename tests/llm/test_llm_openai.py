@@ -151,3 +151,46 @@ def test_the_official_openai_client(tmp_path, llm_registry, llm_runtime, monkeyp
     check = verify_receipt_file(receipt_file, policy=net.policy, verifiers=net.verifiers, workloads=default_workloads(), models=net.registry)
     assert check.ok and check.miner_hotkey == net.miners["honest"].hotkey, check.reasons
     assert [(s, b["type"]) for s, b in refusals] == [(400, "unsupported"), (422, "unknown-model"), (401, "bad-api-key")], refusals
+
+
+def test_openai_parameters_models_and_auth_are_refused_by_name(tmp_path, llm_registry, monkeypatch) -> None:
+    """Every parameter a greedy, pinned completion cannot honour is refused by name, never silently ignored;
+    /v1/models lists what /v1/completions serves; a missing or unusable credential says what to send."""
+    import openai
+
+    async def go(keys: str):
+        monkeypatch.setenv("OMRON_TEE_API_KEYS", keys)
+        async with llm_net(tmp_path / (keys or "nokeys"), llm_registry, {"honest": DevFaults()}) as net:
+            client = openai.AsyncOpenAI(base_url=net.api_url + "/v1", api_key="sk-p", max_retries=0)
+            out = {}
+            try:
+                for name, extra in (("top_p", {"top_p": 0.5}), ("presence", {"presence_penalty": 0.5}), ("frequency", {"frequency_penalty": 1.0}),
+                                    ("stop", {"stop": ["\n"]}), ("unknown", {"extra_body": {"mirostat": 2}}), ("neutral", {"top_p": 1.0, "seed": 7})):
+                    try:
+                        r = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, **extra)
+                        out[name] = (200, r.choices[0].text)
+                    except openai.APIStatusError as e:
+                        out[name] = (e.status_code, e.body)
+                out["models"] = [m.id async for m in client.models.list()]
+                out["one"] = (await client.models.retrieve(MODEL)).id
+                try:
+                    await client.models.retrieve("digits-mlp")
+                except openai.NotFoundError as e:
+                    out["tensor_model"] = (e.status_code, e.body)
+            finally:
+                await client.close()
+            async with httpx.AsyncClient(base_url=net.api_url, timeout=10, trust_env=False) as h:
+                out["no_auth"] = (await h.post("/v1/completions", json={"model": MODEL, "prompt": PROMPT})).json()
+            return out
+
+    with_key = asyncio.run(go("sk-p"))
+    for name in ("top_p", "presence", "frequency", "stop"):
+        status, body = with_key[name]
+        assert status == 400 and body["type"] == "unsupported", (name, body)
+    assert with_key["unknown"][0] == 400 and "mirostat" in with_key["unknown"][1]["message"]
+    assert with_key["neutral"][0] == 200  # neutral values and a seed change nothing, so they are served
+    assert with_key["models"] == [MODEL] and with_key["one"] == MODEL  # the tensor models take the private relay, not this API
+    assert with_key["tensor_model"][0] == 404 and with_key["tensor_model"][1]["type"] == "unknown-model"
+    assert "Bearer" in with_key["no_auth"]["error"]["message"] and "btauth/1" in with_key["no_auth"]["error"]["message"]
+    no_keys = asyncio.run(go(""))
+    assert no_keys["top_p"][0] == 401 and "OMRON_TEE_API_KEYS" in no_keys["top_p"][1]["message"]

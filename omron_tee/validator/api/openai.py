@@ -20,6 +20,7 @@ import codecs
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -53,15 +54,45 @@ def bearer_keys(keys: list[str]) -> set[bytes]:
 
 
 async def authenticate(request: Request, body: bytes, verifier: RequestVerifier, key_digests: set[bytes], *, allow_bearer: bool) -> str:
-    """The caller: ``key:<digest prefix>`` for a bearer key, else the btauth/1 hotkey."""
+    """The caller: ``key:<digest prefix>`` for a bearer key, else the btauth/1 hotkey; a refusal says which to use."""
     auth = request.headers.get("authorization", "")
     if allow_bearer and auth.lower().startswith("bearer "):
+        if not key_digests:
+            raise AuthError("this validator has no API keys (its operator lists them in OMRON_TEE_API_KEYS); "
+                            "sign the request with btauth/1 instead", reason=Reason.BAD_API_KEY)
         digest = hashlib.sha256(auth[7:].strip().encode()).digest()
         if not any(hmac.compare_digest(digest, d) for d in key_digests):
             raise AuthError("unknown API key", reason=Reason.BAD_API_KEY)
         return "key:" + digest.hex()[:16]
+    if allow_bearer and not any(h.lower().startswith("x-bittensor-") for h in request.headers):
+        raise AuthError("no credentials: send 'Authorization: Bearer KEY' (a key from the validator's operator) "
+                        "or sign the request with btauth/1 (bittensor.http_auth)", reason=Reason.UNAUTHORIZED)
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return verifier.verify(request.headers, body, method=request.method, path=path)
+
+
+# Parameters a greedy, pinned completion can honour only at their neutral values: any other value is
+# refused by name (never silently ignored), so a client never gets other output than it asked for.
+NEUTRAL = {
+    "temperature": (0, 0.0, None), "top_p": (1, 1.0, None), "n": (1, None), "best_of": (1, None), "echo": (False, None),
+    "logprobs": (None, False, 0), "stop": (None, "", []), "suffix": (None, ""), "presence_penalty": (0, 0.0, None),
+    "frequency_penalty": (0, 0.0, None), "logit_bias": (None, {}),
+}
+# Accepted and without effect: greedy decoding needs no seed; usage is always in the last event.
+IGNORED = frozenset({"seed", "user", "stream_options"})
+KNOWN = frozenset({"model", "prompt", "max_tokens", "stream"}) | frozenset(NEUTRAL) | IGNORED
+
+
+def check_parameters(data: dict[str, Any]) -> None:
+    unknown = sorted(k for k in data if k not in KNOWN)
+    if unknown:
+        raise ProtocolError(f"unsupported parameter(s): {', '.join(str(k)[:32] for k in unknown[:8])}", reason=Reason.UNSUPPORTED)
+    for name, neutral in NEUTRAL.items():
+        if name in data and not any(type(data[name]) is type(v) and data[name] == v for v in neutral if v is not None) and data[name] is not None:
+            if name == "temperature":
+                raise ProtocolError("only greedy decoding is served (temperature 0): outputs must be reproducible to be verified", reason=Reason.UNSUPPORTED)
+            raise ProtocolError(f"{name} is served only at its neutral value (greedy, pinned decoding): {json.dumps(data[name])[:40]}",
+                                reason=Reason.UNSUPPORTED)
 
 
 def parse_request(data: Any, check_model: Callable[[Any], str]) -> tuple[str, str, int, bool]:
@@ -76,18 +107,15 @@ def parse_request(data: Any, check_model: Callable[[Any], str]) -> tuple[str, st
     max_tokens = data.get("max_tokens", DEFAULT_MAX_TOKENS)
     if type(max_tokens) is not int or not 1 <= max_tokens <= MAX_NEW_TOKENS:
         raise ProtocolError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
-    if data.get("temperature", 0) not in (0, 0.0, None):
-        raise ProtocolError("only greedy decoding is served (temperature 0): outputs must be reproducible to be verified", reason=Reason.UNSUPPORTED)
-    if data.get("n", 1) != 1 or data.get("best_of", 1) not in (1, None) or data.get("echo") or data.get("logprobs") or data.get("stop") or data.get("suffix"):
-        raise ProtocolError("n, best_of, echo, logprobs, stop and suffix are not supported", reason=Reason.UNSUPPORTED)
+    check_parameters(data)
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
         raise ProtocolError("stream must be true or false")
     return model, prompt, max_tokens, stream
 
 
-def openai_error(e: OmronTeeError) -> Response:
-    status = error_response(e).status_code
+def openai_error(e: OmronTeeError, *, status: int | None = None) -> Response:
+    status = status or error_response(e).status_code
     return Response(content=dumps({"error": {"message": str(e), "type": e.reason, "code": e.reason}}), status_code=status, media_type="application/json")
 
 

@@ -28,12 +28,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from omron_tee.channel.hpke import KemSuite
-from omron_tee.errors import OmronTeeError
+from omron_tee.errors import ModelError, OmronTeeError
 from omron_tee.exchange import transport
 from omron_tee.exchange.requester import candidate_nonce
 from omron_tee.protocol import AttestRequest, Candidate, CandidatesReply, CandidatesRequest, RelayRequest, Tried, loads
 from omron_tee.reasons import Reason
-from omron_tee.validator.api.openai import Completions, bearer_keys
+from omron_tee.validator.api.openai import Completions, bearer_keys, openai_error
 from omron_tee.validator.api.quota import ApiQuota
 from omron_tee.validator.api.relay import REQUEST_FAULTS, relay
 from omron_tee.validator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -123,13 +123,23 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
             "validator": verifier.self_hotkey,
             "models": [{"id": s.model_id, "sha256": s.sha256.hex(), "runtime": s.runtime, "workloads": workloads[s.model_id],
                         "input_shape": list(s.input_shape), "input_dtype": s.input_dtype} for s in offered],
-            # The OpenAI shape: every model on offer.
+            # The OpenAI shape: the models /v1/completions serves (the others take the private relay only).
             "object": "list",
-            "data": [{"id": s.model_id, "object": "model", "created": 0, "owned_by": "omron-tee", "sha256": s.sha256.hex(), "runtime": s.runtime}
-                     for s in offered],
+            "data": [openai_model(s) for s in offered if s.model_id in completions.llm_models()],
         })
 
+    @api.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> Response:
+        if model_id not in completions.llm_models():
+            return openai_error(ModelError(f"no model {model_id[:128]!r} is served on /v1/completions; GET /v1/models lists them",
+                                           reason=Reason.UNKNOWN_MODEL), status=404)
+        return json_response(openai_model(prober.models.get(model_id)))
+
     return api
+
+
+def openai_model(spec: Any) -> dict[str, Any]:
+    return {"id": spec.model_id, "object": "model", "created": 0, "owned_by": "omron-tee", "sha256": spec.sha256.hex(), "runtime": spec.runtime}
 
 
 def status_of(validator: Any) -> dict[str, Any]:
