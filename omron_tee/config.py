@@ -1,7 +1,7 @@
 """Command-line configuration shared by the neurons: the subnet template's standard flags.
 
 ``--netuid``, ``--subtensor.network``, ``--subtensor.chain_endpoint``,
-``--wallet.name``, ``--wallet.hotkey``, ``--wallet.path``, ``--logging.debug``,
+``--wallet.name``, ``--wallet.hotkey``, ``--wallet.path``, ``--logging.debug``, ``--logging.json``,
 plus ``--chain.path`` for the embedded development chain.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import time
 import os
 import sys
 from collections.abc import Coroutine
@@ -42,6 +44,7 @@ def add_standard_args(p: argparse.ArgumentParser) -> None:
     lg = p.add_argument_group("logging")
     lg.add_argument("--logging.debug", dest="log_debug", action="store_true", help="verbose logs")
     lg.add_argument("--logging.info", dest="log_info", action="store_true", help="informational logs (the default)")
+    lg.add_argument("--logging.json", dest="log_json", action="store_true", help="one JSON object per log line (time, level, logger, message)")
 
 
 def network_of(args: argparse.Namespace) -> str:
@@ -58,9 +61,40 @@ def dev_attestation_key_path(chain_path: str | Path) -> Path:
     return p.with_name(p.stem + ".simulated-attestation.key")
 
 
+class _UtcFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+class _JsonFormatter(_UtcFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()})
+
+
+class _Below(logging.Filter):
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
 def setup_logging(args: argparse.Namespace, name: str) -> logging.Logger:
+    """Dated UTC timestamps (or JSON lines with ``--logging.json``); information on stdout, warnings and
+    errors on stderr (what pm2 files as out and error logs)."""
     level = logging.DEBUG if getattr(args, "log_debug", False) else logging.INFO
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)-5s {name} %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    formatter = _JsonFormatter() if getattr(args, "log_json", False) else _UtcFormatter(f"%(asctime)s %(levelname)-5s {name} %(message)s")
+    out, err = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    out.addFilter(_Below(logging.WARNING))
+    err.setLevel(logging.WARNING)
+    for h in (out, err):
+        h.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [out, err]
+    root.setLevel(level)
     for noisy in ("httpx", "httpcore", "uvicorn.access", "websockets", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return logging.getLogger(f"omron_tee.{name}")

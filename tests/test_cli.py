@@ -183,3 +183,80 @@ def test_wallet_create(runs) -> None:
     hotkey = runs["_wallets"] / "fresh" / "hotkeys" / "default"
     assert hotkey.exists()
     assert "hotkey" in out and "5" in out
+
+
+def test_neuron_logs_are_dated_split_by_level_and_optionally_json(capsys) -> None:
+    """Dated UTC timestamps; information on stdout and warnings on stderr (pm2's out and error logs); JSON lines on request."""
+    import argparse
+    import json
+    import logging
+    import re
+
+    from omron_tee.config import setup_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        log = setup_logging(argparse.Namespace(log_debug=False, log_json=False), "miner")
+        log.info("serving")
+        log.warning("slow")
+        out, err = capsys.readouterr()
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  miner serving$", out.strip()), out
+        assert "slow" in err and "slow" not in out and "serving" not in err
+        log = setup_logging(argparse.Namespace(log_debug=False, log_json=True), "validator")
+        log.info("probe %s", "ok")
+        line = json.loads(capsys.readouterr().out.strip())
+        assert line["level"] == "info" and line["message"] == "probe ok" and line["logger"] == "omron_tee.validator" and line["time"].endswith("Z")
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
+def test_policy_init_writes_a_policy_that_accepts_this_networks_miners(tmp_path, capsys) -> None:
+    """The embedded chain's policy trusts its development key and this release's builds; elsewhere a template that loads."""
+    from omron_tee.attestation.binding import EnclavePublicKeys, report_data_for
+    from omron_tee.attestation.validate.appraise import appraise
+    from omron_tee.attestation.validate.policy import Policy
+    from omron_tee.attestation.verify.registry import VerifierRegistry
+    from omron_tee.attestation.verify.simulated import SimulatedVerifier
+    from omron_tee.chain.embedded import EmbeddedChain
+    from omron_tee.cli import main
+    from omron_tee.config import dev_attestation_key_path
+    from omron_tee.enclave.measurement import trusted_app_measurement
+    from omron_tee.enclave.simulated import SimulatedBackend, dev_public_key
+    from omron_tee.models.registry import ModelRegistry
+
+    chain_path = tmp_path / "chain.sqlite"
+    assert main(["policy", "init", "--chain.path", str(chain_path)]) == 2  # no chain there yet: one line, no traceback
+    assert "no embedded chain" in capsys.readouterr().err
+    EmbeddedChain(1, path=chain_path).close()
+    out = tmp_path / "policy.toml"
+    assert main(["policy", "init", "--chain.path", str(chain_path), "-o", str(out)]) == 0
+    policy = Policy.load(out)
+    key_path = dev_attestation_key_path(chain_path)
+    assert policy.simulated.allow and policy.simulated.trusted_keys == {dev_public_key(key_path)}
+    measurement = trusted_app_measurement([(s.model_id, s.sha256) for s in ModelRegistry.builtin().specs()])
+    assert measurement in policy.simulated.measurements and len(policy.simulated.measurements) == 3
+    # A miner of this network, as the neuron starts it, passes that policy.
+    keys = EnclavePublicKeys("x25519-hkdf-sha256-chacha20poly1305", bytes(32), bytes(32))
+    nonce = bytes(32)
+    evidence = SimulatedBackend(key_path, measurement).attest(report_data_for(nonce, keys, "5Miner"))
+    import time
+
+    verdict = appraise(evidence, nonce=nonce, keys=keys, hotkey="5Miner", policy=policy, registry=VerifierRegistry([SimulatedVerifier([dev_public_key(key_path)])]),
+                       now=time.time())
+    assert verdict.accepted, verdict.reasons
+    assert main(["policy", "init", "--subtensor.network", "finney", "-o", str(tmp_path / "finney.toml")]) == 0
+    finney = Policy.load(tmp_path / "finney.toml")
+    assert not finney.simulated.allow and "[sgx]" in (tmp_path / "finney.toml").read_text()
+
+
+def test_policy_files_refuse_misspelt_sections_and_keys(tmp_path) -> None:
+    """A misspelt key may be the rule the operator meant: it is an error, never dropped."""
+    from omron_tee.attestation.validate.policy import Policy
+    from omron_tee.errors import ConfigError
+
+    for text, needle in (("[genral]\nallow_debug = false\n", "genral"), ("[general]\nmax_evidence_age = 30\n", "max_evidence_age"),
+                         ("[simulated]\nalow = true\n", "alow"), ("[general]\nallow_debug = \"no\"\n", "true or false")):
+        with pytest.raises(ConfigError) as e:
+            Policy.from_toml(text, source="p.toml")
+        assert needle in str(e.value), text

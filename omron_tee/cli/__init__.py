@@ -6,6 +6,7 @@
     omron-tee evidence verify     judge attestation evidence against a policy
     omron-tee collateral ...      export / import attestation collateral
     omron-tee enclave detect|measure
+    omron-tee policy init         write a working, commented attestation policy
     omron-tee miner ... / validator ...   the neurons (same flags as neurons/*.py)
 
 A mistake of the user's is one line on stderr and exit status 2, never a traceback.
@@ -24,7 +25,7 @@ from omron_tee.errors import OmronTeeError
 from omron_tee.reasons import Reason
 
 # Subcommand groups, one module each; each has register(subparsers).
-_PLUGINS = ["omron_tee.cli.attestation", "omron_tee.cli.enclave", "omron_tee.cli.zk", "omron_tee.cli.llm"]
+_PLUGINS = ["omron_tee.cli.attestation", "omron_tee.cli.enclave", "omron_tee.cli.zk", "omron_tee.cli.llm", "omron_tee.cli.policy"]
 
 
 def _wallet(sub: Any) -> None:

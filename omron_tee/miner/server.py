@@ -62,12 +62,17 @@ def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> FastAPI:
         return app_core.attest(AttestRequest.from_json(body)).to_json()
 
     async def infer(request: Request) -> Response:
-        _, body = await authenticated(request, verifier)
+        t0 = time.perf_counter()
+        caller, body = await authenticated(request, verifier)
         opened = app_core.open(InferRequest.from_json(loads(body, "request body")))
         headers = {"Cache-Control": "no-store"}
         if opened.streamed:
+            log.info("request from %s: sealed, %d bytes in; answer streamed", caller[:10], len(body))
             return StreamingResponse(app_core.answer(opened), media_type=STREAM_MEDIA_TYPE, headers=headers)
-        return Response(await app_core.answer_whole(opened), media_type=STREAM_MEDIA_TYPE, headers=headers)
+        answer = await app_core.answer_whole(opened)
+        # What the operator may know: who asked, sizes and time; the request's model, workload and content are sealed.
+        log.info("request from %s: sealed, %d bytes in, %d out, %.1f ms", caller[:10], len(body), len(answer), (time.perf_counter() - t0) * 1000)
+        return Response(answer, media_type=STREAM_MEDIA_TYPE, headers=headers)
 
     api.add_api_route("/attest", signed_route(verifier, attest, log), methods=["POST"])
     api.add_api_route("/infer", guarded(infer, log), methods=["POST"])

@@ -84,6 +84,9 @@ def _hex(value: Any, where: str, *, length: int | None = None) -> bytes:
     return out
 
 
+SECTIONS = ("general", "simulated", "sgx", "tdx", "sev-snp", "sev_snp", "nvidia")
+
+
 def _section(data: dict[str, Any], name: str) -> dict[str, Any] | None:
     sec = data.get(name)
     if sec is None:
@@ -506,8 +509,14 @@ class Policy:
     def from_mapping(cls, data: dict[str, Any]) -> "Policy":
         if not isinstance(data, dict):
             raise ConfigError("policy must be a table of sections")
+        # A misspelt section or key must never be dropped silently: it may be the rule the operator meant.
+        _check_keys(data, set(SECTIONS), "the policy's sections")
         general = _section(data, "general") or {}
+        _check_keys(general, {"max_evidence_age_seconds", "allow_debug"}, "general")
         sim = _section(data, "simulated") or {}
+        _check_keys(sim, {"allow", "trusted_keys", "measurements"}, "simulated")
+        if not isinstance(general.get("allow_debug", False), bool) or not isinstance(sim.get("allow", False), bool):
+            raise ConfigError("policy general.allow_debug and simulated.allow must be true or false")
         sgx, tdx, nv = _section(data, "sgx"), _section(data, "tdx"), _section(data, "nvidia")
         snp = _section(data, "sev-snp")
         if snp is None:
