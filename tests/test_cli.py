@@ -260,3 +260,15 @@ def test_policy_files_refuse_misspelt_sections_and_keys(tmp_path) -> None:
         with pytest.raises(ConfigError) as e:
             Policy.from_toml(text, source="p.toml")
         assert needle in str(e.value), text
+
+
+def test_neuron_help_names_the_command_and_status_says_when_no_network_runs(tmp_path, capsys) -> None:
+    from omron_tee.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["miner", "--help"])
+    assert capsys.readouterr().out.startswith("usage: omron-tee miner")
+    assert main(["status", "--chain.path", str(tmp_path / "typo.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no embedded chain" in err
+    assert not (tmp_path / "typo.sqlite").exists()  # a mistyped path creates nothing

@@ -7,6 +7,7 @@
     omron-tee collateral ...      export / import attestation collateral
     omron-tee enclave detect|measure
     omron-tee policy init         write a working, commented attestation policy
+    omron-tee status              a running network as a table (metagraph; a validator's scores and weights)
     omron-tee miner ... / validator ...   the neurons (same flags as neurons/*.py)
 
 A mistake of the user's is one line on stderr and exit status 2, never a traceback.
@@ -25,7 +26,7 @@ from omron_tee.errors import OmronTeeError
 from omron_tee.reasons import Reason
 
 # Subcommand groups, one module each; each has register(subparsers).
-_PLUGINS = ["omron_tee.cli.attestation", "omron_tee.cli.enclave", "omron_tee.cli.zk", "omron_tee.cli.llm", "omron_tee.cli.policy"]
+_PLUGINS = ["omron_tee.cli.attestation", "omron_tee.cli.enclave", "omron_tee.cli.zk", "omron_tee.cli.llm", "omron_tee.cli.policy", "omron_tee.cli.status"]
 
 
 def _wallet(sub: Any) -> None:
@@ -103,7 +104,7 @@ def _neurons(sub: Any) -> None:
     for name, module in (("miner", "omron_tee.miner.neuron"), ("validator", "omron_tee.validator.neuron")):
         p = sub.add_parser(name, help=f"run a {name} (flags as neurons/{name}.py; `omron-tee {name} --help`)", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(handler=lambda a, m=module: importlib.import_module(m).main([x for x in a.rest if x != "--"]))
+        p.set_defaults(handler=lambda a, m=module, n=name: importlib.import_module(m).main([x for x in a.rest if x != "--"], prog=f"omron-tee {n}"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args_in and args_in[0] in _NEURONS:
         # The neurons parse their own flags (--help included), exactly as neurons/*.py do.
         rest = args_in[1:]
-        return int(importlib.import_module(_NEURONS[args_in[0]]).main(rest[1:] if rest[:1] == ["--"] else rest) or 0)
+        return int(importlib.import_module(_NEURONS[args_in[0]]).main(rest[1:] if rest[:1] == ["--"] else rest, prog=f"omron-tee {args_in[0]}") or 0)
     parser = build_parser()
     args = parser.parse_args(args_in)
     try:

@@ -26,9 +26,9 @@ from omron_tee.workloads import default_workloads
 from omron_tee.wire.auth import Admission, RequestVerifier
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "miner.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="miner.py",
+        prog=prog,
         description="omron-tee miner: serves private, attested inference from a TEE enclave. "
         "Validators send a nonce, the enclave answers with evidence binding its keys, and inputs "
         "arrive sealed (HPKE) to those keys: the operator never sees them.",
@@ -144,8 +144,8 @@ def run(args: argparse.Namespace) -> None:
     uvicorn.Server(server_config(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port)).run()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "miner.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         run(args)
     except OmronTeeError as e:

@@ -37,9 +37,9 @@ from omron_tee.workloads import default_workloads
 from omron_tee.zk import service as zk_service
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "validator.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="validator.py",
+        prog=prog,
         description="omron-tee validator: attests miners' enclaves, sends them sealed benchmark inputs, "
         "checks the answers, scores miners on correctness and speed, sets weights, and relays "
         "third parties' end-to-end encrypted requests.",
@@ -230,8 +230,8 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
             server_task.cancel()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "validator.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     log = setup_logging(args, "validator")
     try:
         run_async(serve_forever(args, log))

@@ -259,7 +259,7 @@ def test_api_rate_limit_and_auth(net, tmp_path, make_wallet) -> None:
     assert ids == {s.model_id: s.sha256.hex() for s in MODELS.specs()}
 
 
-def test_metrics_health_and_status_are_scraped(net, tmp_path, make_wallet) -> None:
+def test_metrics_health_and_status_are_scraped(net, tmp_path, make_wallet, capsys) -> None:
     """/metrics (Prometheus text), /health and /status after real probes, a relayed request and API refusals."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -279,9 +279,13 @@ def test_metrics_health_and_status_are_scraped(net, tmp_path, make_wallet) -> No
                 await c.aclose()
             async with httpx.AsyncClient(trust_env=False, timeout=10) as h:
                 metrics, health, status = [await h.get(api.url + p) for p in ("/metrics", "/health", "/status")]
-            return api, metrics, health.json(), status.json()
+            from omron_tee.cli import main
 
-    api, metrics, health, status = asyncio.run(go())
+            capsys.readouterr()
+            rc = await asyncio.to_thread(main, ["status", "--chain.path", str(net.chain_path), "--validator", api.url, "--json"])
+            return api, metrics, health.json(), status.json(), rc, json.loads(capsys.readouterr().out)
+
+    api, metrics, health, status, rc, table = asyncio.run(go())
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     samples = {}
     for family in text_string_to_metric_families(metrics.text):
@@ -308,6 +312,9 @@ def test_metrics_health_and_status_are_scraped(net, tmp_path, make_wallet) -> No
     assert health["ok"] is True and health["hotkey"] == api.v.hotkey
     by_uid = {row["uid"]: row for row in status["miners"]}
     assert by_uid[m["wrong"].uid]["reasons"].get("wrong-output", 0) >= 2 and by_uid[m["honest"].uid]["score"] > 0
+    # `omron-tee status` shows the same, beside the metagraph.
+    rows = {r["uid"]: r for r in table["neurons"]}
+    assert rc == 0 and rows[m["honest"].uid]["score"] == by_uid[m["honest"].uid]["score"] and rows[m["wrong"].uid]["top_reason"] == "wrong-output"
 
 
 def test_metrics_labels_stay_bounded_whatever_miners_answer() -> None:

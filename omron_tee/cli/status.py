@@ -1,0 +1,76 @@
+"""``omron-tee status``: a running network as a table: the metagraph, and (with --validator) a validator's scores and weights.
+
+    omron-tee status                                     # the embedded chain at the neurons' default path
+    omron-tee status --chain.path ~/.omron-tee/localnet/chain.sqlite --validator http://127.0.0.1:8092
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.reasons import Reason
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("status", help="a running network as a table: neurons, stake, incentive, emission, a validator's scores and weights",
+                              description="Read the chain's metagraph (read-only) and, with --validator, that validator's GET /status.")
+    p.add_argument("--subtensor.network", dest="network", default="embedded", help="embedded (default), local, test, finney or a ws:// URL")
+    p.add_argument("--netuid", type=int, default=1)
+    p.add_argument("--chain.path", dest="chain_path", default=None, help="the embedded chain's file (default: the neurons' default)")
+    p.add_argument("--validator", default=None, metavar="URL", help="a validator's API, e.g. http://127.0.0.1:8092, for its scores and weights")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=status_cmd)
+
+
+def _validator_status(url: str) -> dict[str, Any]:
+    import httpx
+
+    try:
+        r = httpx.get(url.rstrip("/") + "/status", timeout=5.0, trust_env=False)
+        r.raise_for_status()
+        return r.json()
+    except (httpx.HTTPError, ValueError) as e:
+        raise OmronTeeError(f"cannot read {url}/status: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
+
+
+def status_cmd(args: argparse.Namespace) -> int:
+    from omron_tee.chain import connect
+    from omron_tee.config import DEFAULT_HOME, is_local
+
+    if is_local(args.network):
+        path = Path(args.chain_path or DEFAULT_HOME / "embedded-chain.sqlite").expanduser()
+        if not path.exists():
+            # Opening a missing file would create an empty chain: say so instead.
+            raise ConfigError(f"no embedded chain at {path}: is the network running? (name it with --chain.path)")
+        chain = connect(args.network, args.netuid, chain_path=str(path))
+    else:
+        chain = connect(args.network, args.netuid)
+    try:
+        mg = chain.metagraph()
+    finally:
+        close = getattr(chain, "close", None)
+        if close:
+            close()
+    v = _validator_status(args.validator) if args.validator else None
+    scores = {m["uid"]: m for m in v["miners"]} if v else {}
+    weights = {int(u): w for u, w in v["weights"].items()} if v else {}
+    rows = [{
+        "uid": n.uid, "hotkey": n.hotkey, "stake": n.stake, "permit": n.validator_permit, "serving": n.endpoint is not None,
+        "incentive": n.incentive, "emission": n.emission,
+        "score": scores.get(n.uid, {}).get("score"), "weight": weights.get(n.uid), "top_reason": next(iter(scores.get(n.uid, {}).get("reasons", {})), None),
+    } for n in mg.neurons]
+    if args.json:
+        print(json.dumps({"netuid": args.netuid, "block": mg.block, "neurons": rows, "validator": v and v.get("validator")}, indent=2))
+        return 0
+    print(f"netuid {args.netuid} at block {mg.block}: {len(rows)} neurons" + (f"; scores and weights of validator {v['validator'][:12]}…" if v else ""))
+    print(f"{'uid':>4} {'hotkey':<14} {'stake':>9} {'permit':>6} {'serving':>7} {'incentive':>9} {'emission':>10} {'score':>6} {'weight':>6}  top reason")
+    for r in rows:
+        score = f"{r['score']:.3f}" if r["score"] is not None else "-"
+        weight = f"{r['weight']:.3f}" if r["weight"] is not None else "-"
+        print(f"{r['uid']:>4} {r['hotkey'][:12] + '…':<14} {r['stake']:>9.2f} {('yes' if r['permit'] else 'no'):>6} {('yes' if r['serving'] else 'no'):>7} "
+              f"{r['incentive']:>9.4f} {r['emission']:>10.4f} {score:>6} {weight:>6}  {r['top_reason'] or '-'}")
+    return 0
