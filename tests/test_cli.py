@@ -23,6 +23,13 @@ def _omron_tee() -> list[str]:
     return [str(script)] if script.exists() else [PY, "-m", "omron_tee.cli"]
 
 
+def _real_tee_policy(d: Path) -> Path:
+    """A valid policy for a real network (it accepts no build; enough to get past the configuration)."""
+    p = d / "real-tee-policy.toml"
+    p.write_text("[general]\nmax_evidence_age_seconds = 120\n")
+    return p
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
@@ -39,11 +46,13 @@ def runs(tmp_path_factory):
         "miner_bad_flag": [PY, "neurons/miner.py", "--no-such-flag"],
         "miner_no_wallet": [PY, "neurons/miner.py", "--subtensor.network", "embedded", *chain, *missing],
         "miner_local": [PY, "neurons/miner.py", "--netuid", "1", "--subtensor.network", "local", *have],
-        "validator_local": [PY, "neurons/validator.py", "--netuid", "1", "--subtensor.network", "local", *have, "--neuron.data_dir", str(d / "v")],
+        "validator_local": [PY, "neurons/validator.py", "--netuid", "1", "--subtensor.network", "local", *have, "--neuron.data_dir", str(d / "v"),
+                            "--validator.policy", str(_real_tee_policy(d))],
+        "validator_no_policy": [PY, "neurons/validator.py", "--netuid", "1", "--subtensor.network", "local", *have, "--neuron.data_dir", str(d / "v")],
         "wallet_create": [*_omron_tee(), "wallet", "create", "--wallet.name", "fresh", "--wallet.path", str(wallets)],
     }
     # Two waves, so that the timed ones (an unreachable node) do not queue behind the rest for CPU.
-    timed = {k: commands.pop(k) for k in ("miner_local", "validator_local")}
+    timed = {k: commands.pop(k) for k in ("miner_local", "validator_local", "validator_no_policy")}
     out = {}
     for wave in (commands, timed):
         out.update(_run_all(wave))
@@ -136,16 +145,25 @@ def test_validator_missing_wallet_in_process(tmp_path, capsys) -> None:
     assert len(errors) == 1 and "nobody" in errors[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name", ["miner_local", "validator_local"])
-def test_unreachable_subtensor_is_a_clear_error_not_a_hang(runs, name) -> None:
-    rc, out, err, took = runs[name]
-    assert rc == 2, (name, out, err)
+def test_unreachable_subtensor_is_a_clear_error_not_a_hang(runs) -> None:
+    rc, out, err, took = runs["validator_local"]
+    assert rc == 2, (out, err)
     assert took < 20
     assert "Traceback" not in out + err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1, err
     assert errors[0] == err.strip().splitlines()[-1]
     assert "9944" in errors[0] or "subtensor" in errors[0]
+
+
+@pytest.mark.parametrize(("name", "needle"), [("miner_local", "enclave"), ("validator_no_policy", "--validator.policy")])
+def test_configuration_is_checked_before_the_chain_is_reached(runs, name, needle) -> None:
+    """A miner without TEE hardware, or a validator without a policy, off the local network: named at once,
+    before any connection to the (here unreachable) node is tried."""
+    rc, out, err, took = runs[name]
+    assert rc == 2 and "Traceback" not in out + err, (name, err)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and needle in errors[0] and "9944" not in errors[0], err
 
 
 def test_simulated_enclave_and_policy_refused_off_local_networks(tmp_path, registry) -> None:

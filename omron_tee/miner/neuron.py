@@ -101,8 +101,10 @@ def run(args: argparse.Namespace) -> None:
     log = setup_logging(args, "miner")
     network = network_of(args)
     wallet = load_wallet(args)
-    chain: Chain = connect(network, args.netuid, chain_path=args.chain_path)
     hotkey = wallet.hotkey.ss58_address
+    # Configuration first (models, enclave, zk, flags): a mistake is named at once, not after the chain answers.
+    if args.allow_any_caller and not is_local(network):
+        raise ConfigError("--miner.allow_any_caller is only allowed on a local network")
     registry = ModelRegistry.builtin()
     asked = [m for m in args.models.split(",") if m]
     llms = [registry.add(s) for s in llm_specs(args, asked)]  # --llm / --llm.gguf: LLMs pinned by hash (docs/LLM.md)
@@ -116,7 +118,9 @@ def run(args: argparse.Namespace) -> None:
             provers = load_provers(registry, model_ids, cache_dir=args.zk_circuits, srs_path=args.zk_srs, network=network,
                                    input_visibility=args.zk_input_visibility)
     app_core = TrustedApp(backend, registry, model_ids, hotkey=hotkey, workloads=default_workloads(), provers=provers)
+    check_port_free(args.axon_ip, args.axon_port, "--axon.port")
 
+    chain: Chain = connect(network, args.netuid, chain_path=args.chain_path)
     if is_local(network):
         uid = chain.register(wallet)
     else:
@@ -124,11 +128,8 @@ def run(args: argparse.Namespace) -> None:
         if neuron is None:
             raise ConfigError(f"hotkey {hotkey} is not registered on netuid {args.netuid}: register it with btcli first")
         uid = neuron.uid
-    if args.allow_any_caller and not is_local(network):
-        raise ConfigError("--miner.allow_any_caller is only allowed on a local network")
     admission = Admission.anyone() if args.allow_any_caller else validator_admission(chain)
     verifier = RequestVerifier(hotkey, admission)
-    check_port_free(args.axon_ip, args.axon_port, "--axon.port")
     announce = args.axon_external_ip or args.axon_ip
     chain.serve(wallet, Endpoint(announce, args.axon_port))
     m = backend.measurement()

@@ -159,6 +159,10 @@ def log_event(log: logging.Logger, ev: Event) -> None:
 async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     network = network_of(args)
     wallet: bt.Wallet = load_wallet(args)
+    # Configuration first: a mistake in it is named at once, not after the chain has answered.
+    models = ModelRegistry.builtin()
+    policy = load_policy(args, network, models)
+    policy = add_llms(args, models, policy, local=is_local(network))  # LLMs on offer and scored (docs/LLM.md)
     chain: Chain = connect(network, args.netuid, chain_path=args.chain_path)
     hotkey = wallet.hotkey.ss58_address
     if is_local(network):
@@ -172,9 +176,6 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
         raise ConfigError(f"validator hotkey {hotkey} is not registered on netuid {args.netuid}")
     if not neuron.validator_permit:
         log.warning("hotkey %s holds no validator permit yet: miners will refuse its requests until it has enough stake", hotkey)
-    models = ModelRegistry.builtin()
-    policy = load_policy(args, network, models)
-    policy = add_llms(args, models, policy, local=is_local(network))  # LLMs on offer and scored (docs/LLM.md)
     client = SignedClient(Signer(wallet), timeout=args.timeout)
     workloads = default_workloads(zk_verifiers=zk_service.validator_verifiers(args, models, network), llm_tokens=args.llm_tokens)
     prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=workloads, kem=KemSuite.parse(args.kem),
