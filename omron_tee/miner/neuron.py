@@ -131,7 +131,13 @@ def run(args: argparse.Namespace) -> None:
     admission = Admission.anyone() if args.allow_any_caller else validator_admission(chain)
     verifier = RequestVerifier(hotkey, admission)
     announce = args.axon_external_ip or args.axon_ip
-    chain.serve(wallet, Endpoint(announce, args.axon_port))
+    endpoint = Endpoint(announce, args.axon_port)
+    served = chain.metagraph().by_hotkey(hotkey)
+    if served is not None and served.endpoint is not None and served.endpoint != endpoint and _serves(served.endpoint, hotkey):
+        # Announcing ours would silently take the other miner's place on chain.
+        raise ConfigError(f"hotkey {hotkey} is already served by a running miner at {served.endpoint.ip}:{served.endpoint.port}: "
+                          "stop that one first, or run this one with another hotkey")
+    chain.serve(wallet, endpoint)
     m = backend.measurement()
     log.info(
         "miner uid %d hotkey %s serving %s on %s:%d with a %s enclave (measurement %s)",
@@ -143,6 +149,17 @@ def run(args: argparse.Namespace) -> None:
     if faults.any or args.dev_variant:
         log.warning("development faults on: delay=%.3fs wrong_output=%s bad_proof=%s variant=%r", faults.delay_s, faults.wrong_output, faults.bad_proof, args.dev_variant)
     uvicorn.Server(server_config(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port)).run()
+
+
+def _serves(endpoint: Endpoint, hotkey: str) -> bool:
+    """Whether a miner answers at ``endpoint`` for ``hotkey`` right now (its public /health)."""
+    import httpx
+
+    try:
+        r = httpx.get(endpoint.url + "/health", timeout=1.0, trust_env=False)
+        return r.status_code == 200 and r.json().get("hotkey") == hotkey
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
 
 
 def main(argv: list[str] | None = None, *, prog: str = "miner.py") -> int:

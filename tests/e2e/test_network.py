@@ -286,3 +286,22 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
     for role, reason in (("honest", "ok"), ("wrong", "wrong-output"), ("unapproved", "measurement-not-allowed"),
                          ("slow", "timeout"), ("down", "unreachable")):
         assert re.search(rf"uid {net.miners[role].uid}\s+\S+\s+{re.escape(reason)}\s", text), (role, reason, text[-3000:])
+
+
+def test_a_second_miner_on_a_served_hotkey_is_refused_not_a_silent_takeover(net, tmp_path) -> None:
+    """Starting another miner process with a hotkey a running miner already serves is a one-line error,
+    and the chain keeps the first one's endpoint."""
+    import subprocess
+    import sys
+
+    from conftest import _free_port
+
+    honest = net.miners["honest"]
+    before = net.chain.metagraph().by_hotkey(honest.hotkey).endpoint
+    cmd = [sys.executable, "-m", "omron_tee.miner", *net.chain_args(), *net.wallet_args("miner-honest"),
+           "--axon.port", str(_free_port()), "--enclave", "simulated", "--zk.off"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=net.dir)
+    assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-2000:])
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "already served by a running miner" in errors[0] and "Traceback" not in out.stderr
+    assert net.chain.metagraph().by_hotkey(honest.hotkey).endpoint == before
