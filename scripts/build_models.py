@@ -46,7 +46,7 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from omron_tee.models.onnx_runtime import PROVIDERS, session_options  # noqa: E402
+from omron_tee.models.onnx import PROVIDERS, session_options  # noqa: E402
 
 ASSETS = ROOT / "omron_tee" / "models" / "assets"
 OPSET = 17
