@@ -291,15 +291,17 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
 def test_a_second_miner_on_a_served_hotkey_is_refused_not_a_silent_takeover(net, tmp_path) -> None:
     """Starting another miner process with a hotkey a running miner already serves is a one-line error,
     and the chain keeps the first one's endpoint."""
+    import socket
     import subprocess
     import sys
 
-    from conftest import _free_port
-
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     honest = net.miners["honest"]
     before = net.chain.metagraph().by_hotkey(honest.hotkey).endpoint
     cmd = [sys.executable, "-m", "omron_tee.miner", *net.chain_args(), *net.wallet_args("miner-honest"),
-           "--axon.port", str(_free_port()), "--enclave", "simulated", "--zk.off"]
+           "--axon.port", str(port), "--enclave", "simulated", "--zk.off"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=net.dir)
     assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-2000:])
     errors = [line for line in out.stderr.splitlines() if "error:" in line]
