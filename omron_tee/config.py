@@ -35,8 +35,11 @@ def add_standard_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subtensor.network", dest="network", default=EMBEDDED,
                    help="chain to use: 'embedded' (the built-in development chain, default), 'local' (a subtensor at ws://127.0.0.1:9944), 'test', 'finney', or a ws:// URL")
     g.add_argument("--subtensor.chain_endpoint", dest="chain_endpoint", default=None, help="explicit ws:// endpoint of a subtensor node (overrides --subtensor.network)")
-    g.add_argument("--chain.path", dest="chain_path", default=str(DEFAULT_HOME / "embedded-chain.sqlite"),
+    g.add_argument("--chain.path", dest="chain_path", default=DEFAULT_CHAIN_PATH,
                    help="SQLite file of the embedded chain; processes sharing it share one local network (default: %(default)s)")
+    g.add_argument("--chain.create", dest="chain_create", action="store_true",
+                   help="start a new embedded chain at --chain.path if there is none (without it a missing file named there is an error: a typo "
+                   "would otherwise start an empty network); the default path is always created when missing")
     w = p.add_argument_group("wallet")
     w.add_argument("--wallet.name", dest="wallet_name", default="default", help="coldkey name (default: %(default)s)")
     w.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="hotkey name (default: %(default)s)")
@@ -45,6 +48,18 @@ def add_standard_args(p: argparse.ArgumentParser) -> None:
     lg.add_argument("--logging.debug", dest="log_debug", action="store_true", help="verbose logs")
     lg.add_argument("--logging.info", dest="log_info", action="store_true", help="informational logs (the default)")
     lg.add_argument("--logging.json", dest="log_json", action="store_true", help="one JSON object per log line (time, level, logger, message)")
+
+
+DEFAULT_CHAIN_PATH = str(DEFAULT_HOME / "embedded-chain.sqlite")
+
+
+def embedded_chain_path(args: argparse.Namespace) -> str:
+    """The embedded chain's file the flags name; ``ConfigError`` if it is missing at a path given by
+    hand and ``--chain.create`` was not (a mistyped path must not start a fresh, empty network)."""
+    path = Path(args.chain_path).expanduser()
+    if not path.exists() and str(path) != str(Path(DEFAULT_CHAIN_PATH)) and not getattr(args, "chain_create", False):
+        raise ConfigError(f"no embedded chain at {path}: check --chain.path, or pass --chain.create to start a new network there")
+    return str(path)
 
 
 def network_of(args: argparse.Namespace) -> str:

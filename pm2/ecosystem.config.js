@@ -14,7 +14,8 @@ const root = path.resolve(__dirname, "..");
 const python = path.join(root, ".venv", "bin", "python");
 const dir = process.env.OMRON_TEE_PM2_DIR || path.join(os.homedir(), ".omron-tee", "pm2-net");
 const common = [
-  "--netuid", "1", "--subtensor.network", "embedded", "--chain.path", path.join(dir, "chain.sqlite"),
+  // --chain.create: the first of them to start makes the chain file (a missing file is otherwise an error).
+  "--netuid", "1", "--subtensor.network", "embedded", "--chain.path", path.join(dir, "chain.sqlite"), "--chain.create",
   "--wallet.path", path.join(dir, "wallets"), "--wallet.hotkey", "default",
 ];
 

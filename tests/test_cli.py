@@ -290,3 +290,19 @@ def test_neuron_help_names_the_command_and_status_says_when_no_network_runs(tmp_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no embedded chain" in err
     assert not (tmp_path / "typo.sqlite").exists()  # a mistyped path creates nothing
+
+
+def test_a_mistyped_chain_path_is_an_error_not_a_fresh_network(tmp_path, capsys) -> None:
+    """A neuron given a --chain.path that does not exist stops with one line and writes nothing there;
+    --chain.create starts a new network on purpose."""
+    from omron_tee.config import create_wallet
+    from omron_tee.validator.neuron import main as validator_main
+
+    create_wallet("v", "default", tmp_path / "wallets")
+    typo = tmp_path / "chian" / "chain.sqlite"
+    args = ["--subtensor.network", "embedded", "--chain.path", str(typo), "--wallet.name", "v", "--wallet.path", str(tmp_path / "wallets"),
+            "--validator.api_port", "0", "--neuron.data_dir", str(tmp_path / "data")]
+    assert validator_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no embedded chain" in err and "--chain.create" in err
+    assert not typo.parent.exists()  # nothing written: no chain, no development key

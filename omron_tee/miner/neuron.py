@@ -10,7 +10,7 @@ import uvicorn
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.attestation.evidence import TeeType
-from omron_tee.config import add_standard_args, check_port_free, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.config import embedded_chain_path, add_standard_args, check_port_free, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
 from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.select import select_backend
@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> None:
     log = setup_logging(args, "miner")
     network = network_of(args)
     wallet = load_wallet(args)
+    chain_path = embedded_chain_path(args) if is_local(network) else None  # checked before anything is written beside it
     hotkey = wallet.hotkey.ss58_address
     # Configuration first (models, enclave, zk, flags): a mistake is named at once, not after the chain answers.
     if args.allow_any_caller and not is_local(network):
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
     app_core = TrustedApp(backend, registry, model_ids, hotkey=hotkey, workloads=default_workloads(), provers=provers)
     check_port_free(args.axon_ip, args.axon_port, "--axon.port")
 
-    chain: Chain = connect(network, args.netuid, chain_path=args.chain_path)
+    chain: Chain = connect(network, args.netuid, chain_path=chain_path)
     if is_local(network):
         uid = chain.register(wallet)
     else:

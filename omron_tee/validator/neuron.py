@@ -19,7 +19,7 @@ from omron_tee.attestation.verify.simulated import SimulatedVerifier
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.channel.hpke import KemSuite
-from omron_tee.config import DEFAULT_HOME, check_port_free, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.config import embedded_chain_path, DEFAULT_HOME, check_port_free, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
@@ -159,11 +159,12 @@ def log_event(log: logging.Logger, ev: Event) -> None:
 async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     network = network_of(args)
     wallet: bt.Wallet = load_wallet(args)
+    chain_path = embedded_chain_path(args) if is_local(network) else None  # checked before anything is written beside it
     # Configuration first: a mistake in it is named at once, not after the chain has answered.
     models = ModelRegistry.builtin()
     policy = load_policy(args, network, models)
     policy = add_llms(args, models, policy, local=is_local(network))  # LLMs on offer and scored (docs/LLM.md)
-    chain: Chain = connect(network, args.netuid, chain_path=args.chain_path)
+    chain: Chain = connect(network, args.netuid, chain_path=chain_path)
     hotkey = wallet.hotkey.ss58_address
     if is_local(network):
         chain.register(wallet)
