@@ -306,3 +306,26 @@ def test_a_mistyped_chain_path_is_an_error_not_a_fresh_network(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no embedded chain" in err and "--chain.create" in err
     assert not typo.parent.exists()  # nothing written: no chain, no development key
+
+
+def test_client_tools_take_the_neurons_dotted_flags_and_explain_every_flag(capsys) -> None:
+    """The client tools accept bittensor's dotted spelling beside their own, and no flag goes without help."""
+    import argparse
+
+    from omron_tee.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["llm", "complete", "hi", "--validator.url", "http://v", "--validator.hotkey", "5V", "--client.policy", "p.toml",
+                              "--llm.max_tokens", "4"])
+    assert (args.validator, args.validator_hotkey, args.policy, args.max_tokens) == ("http://v", "5V", "p.toml", 4)
+
+    def walk(p: argparse.ArgumentParser):
+        yield p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    yield from walk(sub)
+
+    missing = [f"{p.prog}: {a.option_strings or a.dest}" for p in walk(parser) for a in p._actions
+               if not a.help and not isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)) and a.dest != "rest"]
+    assert not missing, missing

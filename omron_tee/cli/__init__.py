@@ -33,9 +33,9 @@ def _wallet(sub: Any) -> None:
     p = sub.add_parser("wallet", help="local keys", description="Manage local keys (see also bittensor's btcli).")
     ws = p.add_subparsers(dest="wallet_cmd", required=True)
     c = ws.add_parser("create", help="create a password-less coldkey and hotkey (development; keep such keys off mainnet)")
-    c.add_argument("--wallet.name", dest="wallet_name", default="default")
-    c.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
-    c.add_argument("--wallet.path", dest="wallet_path", default=str(Path.home() / ".bittensor" / "wallets"))
+    c.add_argument("--wallet.name", dest="wallet_name", default="default", help="coldkey name (default: %(default)s)")
+    c.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="hotkey name (default: %(default)s)")
+    c.add_argument("--wallet.path", dest="wallet_path", default=str(Path.home() / ".bittensor" / "wallets"), help="wallets folder (default: %(default)s)")
     c.set_defaults(handler=_wallet_create)
 
 
@@ -56,7 +56,7 @@ def _receipt(sub: Any) -> None:
                       description="Check a receipt file: the evidence against the policy (as of now, unless --now), "
                       "the binding of the enclave keys, the enclave's signature, the output (or completion) hash when it is included, "
                       "and that the file's model id names the model the receipt signs.")
-    v.add_argument("file")
+    v.add_argument("file", help="a receipt file, or a saved response of the OpenAI-compatible path")
     v.add_argument("--policy", required=True, help="attestation policy file (TOML) to judge the evidence by")
     v.add_argument("--now", default=None, help="judge the evidence (collateral, TCB, revocation) as of this time (RFC 3339; default: now)")
     v.add_argument("--model-sha256", default=None, help="require the receipt to be for this model hash")

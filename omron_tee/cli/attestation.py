@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
         "export it with 'collateral export' for air-gapped validators.",
     )
     fe.add_argument("files", nargs="+", help="evidence files (as for 'evidence verify')")
-    fe.add_argument("--type", choices=TYPES, default="auto")
+    fe.add_argument("--type", choices=TYPES, default="auto", help="the evidence's TEE type (default: recognised from the bytes)")
     fe.add_argument("--certs", help="certificates handed out with the evidence")
     fe.add_argument("--dir", help="collateral cache directory (default as for export)")
     fe.add_argument("--pccs-url", help="Intel PCS or PCCS base URL (default: Intel PCS, or $OMRON_TEE_PCCS_URL)")

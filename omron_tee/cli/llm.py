@@ -23,17 +23,18 @@ def register(subparsers: Any) -> None:
     c = ls.add_parser("complete", help="stream a private completion to stdout",
                       description="Attest the validator's LLM miners with this client's own nonce and policy, seal the prompt to one, "
                       "and print the completion as its sealed chunks arrive (each checked); the receipt covers the whole output.")
-    c.add_argument("prompt")
-    c.add_argument("--validator", required=True, help="the validator's API URL, e.g. http://127.0.0.1:8092")
-    c.add_argument("--validator-hotkey", required=True, help="the validator's hotkey (requests are signed for it)")
-    c.add_argument("--policy", required=True, help="attestation policy file (TOML) this client trusts")
-    c.add_argument("--model", default=None, help="model id (default: the shipped default LLM)")
-    c.add_argument("--model-sha256", default=None, help="pin the model's sha256 (default: the pinned hash of the default LLM)")
-    c.add_argument("--max-tokens", type=int, default=32)
-    c.add_argument("--receipt", default=None, help="save the receipt (with the completion) to this file")
-    c.add_argument("--wallet.name", dest="wallet_name", default="default")
-    c.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
-    c.add_argument("--wallet.path", dest="wallet_path", default=str(Path.home() / ".bittensor" / "wallets"))
+    # Each flag also has bittensor's dotted spelling, as the neurons use (--validator.hotkey ...).
+    c.add_argument("prompt", help="the text the model continues (a base model: completion, not chat)")
+    c.add_argument("--validator", "--validator.url", dest="validator", required=True, help="the validator's API URL, e.g. http://127.0.0.1:8092")
+    c.add_argument("--validator-hotkey", "--validator.hotkey", dest="validator_hotkey", required=True, help="the validator's hotkey (requests are signed for it)")
+    c.add_argument("--policy", "--client.policy", dest="policy", required=True, help="attestation policy file (TOML) this client trusts (`omron-tee policy init` writes one)")
+    c.add_argument("--model", "--llm.model", dest="model", default=None, help="model id (default: the shipped default LLM)")
+    c.add_argument("--model-sha256", "--llm.sha256", dest="model_sha256", default=None, help="pin the model's sha256 (default: the pinned hash of the default LLM)")
+    c.add_argument("--max-tokens", "--llm.max_tokens", dest="max_tokens", type=int, default=32, help="new tokens at most (default: %(default)s)")
+    c.add_argument("--receipt", default=None, help="save the receipt (with the completion) to this file; check it with `omron-tee receipt verify`")
+    c.add_argument("--wallet.name", dest="wallet_name", default="default", help="this client's coldkey name (default: %(default)s)")
+    c.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="the hotkey that signs the requests (default: %(default)s)")
+    c.add_argument("--wallet.path", dest="wallet_path", default=str(Path.home() / ".bittensor" / "wallets"), help="wallets folder (default: %(default)s)")
     c.set_defaults(handler=_complete)
 
 

@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("status", help="a running network as a table: neurons, stake, incentive, emission, a validator's scores and weights",
                               description="Read the chain's metagraph (read-only) and, with --validator, that validator's GET /status.")
     p.add_argument("--subtensor.network", dest="network", default="embedded", help="embedded (default), local, test, finney or a ws:// URL")
-    p.add_argument("--netuid", type=int, default=1)
+    p.add_argument("--netuid", type=int, default=1, help="subnet uid (default: %(default)s)")
     p.add_argument("--chain.path", dest="chain_path", default=None, help="the embedded chain's file (default: the neurons' default)")
     p.add_argument("--validator", default=None, metavar="URL", help="a validator's API, e.g. http://127.0.0.1:8092, for its scores and weights")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
