@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import inspect
 import json
 import logging
@@ -41,7 +40,7 @@ import numpy as np
 
 from omron_tee.config import is_local
 from omron_tee.errors import ConfigError
-from omron_tee.models.spec import ModelSpec, read_pinned
+from omron_tee.models.spec import ModelSpec, read_pinned, sha256_file
 from omron_tee.zk.errors import ZkError
 from omron_tee.reasons import Reason
 
@@ -119,14 +118,6 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return box.get("value")
 
 
-def _sha256_file(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest()
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock across processes (miners and a validator may build at once)."""
@@ -164,7 +155,7 @@ def ceremony_srs(path: str | Path) -> Srs:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"SRS file {p} does not exist; production needs a ceremony SRS file (nothing is downloaded)")
-    return Srs(p.resolve(), _sha256_file(p), dev=False)
+    return Srs(p.resolve(), sha256_file(p), dev=False)
 
 
 _warned: set[Path] = set()
@@ -186,7 +177,7 @@ def dev_srs(logrows: int, *, cache_dir: Path, network: str, create: bool = True)
             call(ezkl_module().gen_srs, str(tmp), logrows)
             os.replace(tmp, path)
             (path.parent / "WARNING.txt").write_text(DEV_SRS_WARNING + "\n")
-    return Srs(path, _sha256_file(path), dev=True)
+    return Srs(path, sha256_file(path), dev=True)
 
 
 # --- circuits ---------------------------------------------------------------------
@@ -372,8 +363,8 @@ def _build_settings(spec: ModelSpec, d: Path, *, max_logrows: int | None, input_
         "max_calibration_error": worst,
         "atol": atol,
         "rtol": 0.0,
-        "settings_sha256": _sha256_file(settings).hex(),
-        "compiled_sha256": _sha256_file(compiled).hex(),
+        "settings_sha256": sha256_file(settings).hex(),
+        "compiled_sha256": sha256_file(compiled).hex(),
         "built_at": int(time.time()),
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
