@@ -237,11 +237,10 @@ class LlmWorkload(Workload[Prompt, Completion]):
             async for tok, piece in gen:
                 tokens.append(tok)
                 pieces.append(piece)
-                out.output_hash = output_hash(tokens, b"".join(pieces))
                 yield {"t": [tok], "b": b64(piece)}
         finally:
             await gen.aclose()  # the requester went away (or we are done): stop generating now
-        out.output_hash = output_hash(tokens, b"".join(pieces))
+        out.output_hash = output_hash(tokens, b"".join(pieces))  # once, at the end: a refused stream carries no receipt
         out.meta["finish"] = "stop" if len(tokens) < value.max_tokens else "length"
 
     def collector(self, spec: ModelSpec, value: Prompt) -> Collector[Completion]:
