@@ -180,23 +180,21 @@ class AnswerReader(Generic[R]):
             return self._finish(chunk)
         if "p" not in chunk:
             raise ChannelError("stream chunk carries no part", reason=Reason.STREAM_MALFORMED)
-        part = self._collector.part(chunk["p"])
+        return [self._part(chunk["p"], self._clock() - self.started)]
+
+    def _part(self, data: object, at: float) -> object:
+        part = self._collector.part(data)
         self.parts += 1
         if self.ttft_s is None:
-            self.ttft_s = self._clock() - self.started
-        return [part]
+            self.ttft_s = at
+        return part
 
     def _finish(self, chunk: dict) -> list[object]:
         elapsed = self._clock() - self.started
         held = chunk.get("ps", [])
         if not isinstance(held, list) or len(held) > MAX_HELD_PARTS:
             raise ChannelError("the final chunk's parts are malformed", reason=Reason.STREAM_MALFORMED)
-        parts = []
-        for part in held:  # a workload that does not stream sends its parts here
-            parts.append(self._collector.part(part))
-            self.parts += 1
-            if self.ttft_s is None:
-                self.ttft_s = elapsed
+        parts = [self._part(p, elapsed) for p in held]  # a workload that does not stream sends its parts here
         if chunk.get("error"):
             raise ChannelError(f"the enclave refused the request: {str(chunk['error'])[:300]}", reason=Reason.ENCLAVE_REFUSED)
         if chunk.get("n") != self.parts:
