@@ -46,13 +46,8 @@ class ReplyTooLarge(Exception):
 
 
 async def read_capped(resp: httpx.Response, limit: int) -> bytes:
-    """The body of ``resp``, refused (``ReplyTooLarge``) past ``limit`` bytes without reading further."""
-    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise MinerError(f"the answer uses content encoding {encoding[:16]!r}; only identity is accepted", reason=Reason.MALFORMED_REPLY)
-    declared = resp.headers.get("content-length")
-    if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
-        raise ReplyTooLarge
+    """The raw body of ``resp``, refused (``ReplyTooLarge``) past ``limit`` bytes without reading further.
+    (The headers, encoding and declared length, are ``SignedClient._open``'s to check.)"""
     chunks, size = [], 0
     async for chunk in resp.aiter_raw():
         size += len(chunk)
@@ -157,7 +152,8 @@ class SignedClient:
         try:
             if resp.status_code != 200:
                 async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
-                    raise refusal(base_url, path, resp.status_code, await _read_error(resp))
+                    raw = await _read_error(resp)
+                raise refusal(base_url, path, resp.status_code, raw)
             encoding = resp.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise MinerError(f"the answer uses content encoding {encoding[:16]!r}; only identity is accepted", reason=Reason.MALFORMED_REPLY)
@@ -227,7 +223,7 @@ class ByteStream:
 async def _read_error(resp: httpx.Response) -> bytes:
     try:
         return await read_capped(resp, MAX_ERROR_BYTES)
-    except (ReplyTooLarge, MinerError):
+    except ReplyTooLarge:
         return b""
 
 
