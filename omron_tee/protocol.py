@@ -213,12 +213,13 @@ class SealedRequest:
         })
 
     @classmethod
-    def from_dict(cls, d: Any) -> "SealedRequest":
+    def from_dict(cls, d: Any, *, route: ReplyRoute | None = None) -> "SealedRequest":
+        """``route``: the request's ``ReplyRoute`` when the caller has read it already (the enclave reads it first)."""
         model = field_of(d, "model", "sealed request")
         workload = field_of(d, "workload", "sealed request")
         if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_ID or not isinstance(workload, str) or len(workload) > 32:
             raise ProtocolError("sealed request model and workload must be short strings")
-        route = ReplyRoute.from_dict(d)
+        route = route or ReplyRoute.from_dict(d)
         evidence_hash = unb64(field_of(d, "evidence_hash", "sealed request"), "sealed request evidence hash")
         if len(evidence_hash) != 32:
             raise ProtocolError("sealed request evidence hash must be 32 bytes")

@@ -134,7 +134,7 @@ class TrustedApp:
             raise ProtocolError("the sealed request is not a well-formed request") from None
         stream_key, header = seal_header(kem, route.reply_public, route.nonce)  # an unusable reply key: bad-key, in the clear
         try:
-            sealed = SealedRequest.from_dict(fields)
+            sealed = SealedRequest.from_dict(fields, route=route)
             spec = self.specs.get(sealed.model_id)
             if spec is None:
                 raise ModelError(f"model {sealed.model_id!r} is not served here (serving: {', '.join(self.specs)})", reason=Reason.UNKNOWN_MODEL)
