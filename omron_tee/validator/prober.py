@@ -42,6 +42,7 @@ from omron_tee.workloads.base import Workload, Workloads
 log = logging.getLogger("omron_tee.validator")
 
 MAX_UNCHARGED_FAULTS = 3
+DEADLINE_SLACK_S = 0.5  # beyond a request's own deadline, before the probe gives up on it regardless
 
 
 @dataclass(frozen=True)
@@ -143,16 +144,13 @@ class Prober:
     async def probe(self, neuron: Neuron, model_id: str | None = None, workload: str | None = None) -> ProbeResult:
         """One benchmark exchange, its workload and model picked by ``schedule.choose`` unless given.
 
-        Never raises for anything the miner sends, and never takes longer than its
-        deadline (both requests' timeouts and a little slack), however the miner behaves.
+        Never raises for anything the miner sends, and the miner's part of it never takes longer
+        than its deadlines (the attestation's timeout, then the workload's, each with a little
+        slack), however the miner behaves; the validator's own reference is not the miner's time.
         """
-        deadline = self.timeout + max(self.timeouts.values()) + 1.0
         label = model_id or "?"
         try:
-            async with asyncio.timeout(deadline):
-                result = await self._probe(neuron, model_id, workload)
-        except TimeoutError:
-            result = self._fail(neuron, label, Reason.TIMEOUT, f"the exchange took longer than its {deadline:.1f} s deadline", None)
+            result = await self._probe(neuron, model_id, workload)
         except ValueError:
             raise  # a configuration of ours that judges nothing: not a probe's outcome
         except Exception as e:  # noqa: BLE001 - a bug of ours met by a miner's bytes: see validator_fault
@@ -181,8 +179,12 @@ class Prober:
         label = model_id or "?"
         if neuron.endpoint is None:
             return self._fail(neuron, label, Reason.NOT_SERVING, "miner has no endpoint on chain", None)
+        deadline = self.timeout + DEADLINE_SLACK_S
         try:
-            session, attest_s, nonce = await self.session(neuron)
+            async with asyncio.timeout(deadline):
+                session, attest_s, nonce = await self.session(neuron)
+        except TimeoutError:
+            return self._fail(neuron, label, Reason.TIMEOUT, f"the attestation took longer than its {deadline:.1f} s deadline", None)
         except AttestationError as e:
             return self._fail(neuron, label, e.reason, f"attestation rejected: {e}", False)
         except OmronTeeError as e:
@@ -196,9 +198,13 @@ class Prober:
         value = w.sample(spec, self.rng)
         expected = await w.reference(self.models.runtime(mid), spec, value)  # before the miner is timed
         request, reader = seal_request(session, w, spec, value, nonce=nonce)
+        timeout = self.timeouts[w.latency_class]
         try:
-            answer = await transport.answer(self.client, neuron.endpoint.url, request, reader, receiver=neuron.hotkey,
-                                            timeout=self.timeouts[w.latency_class])
+            async with asyncio.timeout(timeout + DEADLINE_SLACK_S):
+                answer = await transport.answer(self.client, neuron.endpoint.url, request, reader, receiver=neuron.hotkey, timeout=timeout)
+        except TimeoutError:
+            return self._fail(neuron, mid, Reason.TIMEOUT, f"the answer took longer than its {timeout + DEADLINE_SLACK_S:.1f} s deadline", True,
+                              latency_class=w.latency_class)
         except OmronTeeError as e:
             if not isinstance(e, MinerError) or e.reason == Reason.UNKNOWN_KEY:
                 self.forget(neuron.hotkey)
