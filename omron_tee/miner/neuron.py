@@ -20,7 +20,7 @@ from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.wire.server import server_config
 from omron_tee.miner.server import build_app, validator_admission
 from omron_tee.miner.trusted_app import TrustedApp
-from omron_tee.models.llama import DEFAULT_MODEL_ID, default_spec, gguf_spec
+from omron_tee.models.llama import DEFAULT_MODEL_ID, default_spec, gguf_flag_specs
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.workloads import default_workloads
 from omron_tee.wire.auth import Admission, RequestVerifier
@@ -71,10 +71,7 @@ def llm_specs(args: argparse.Namespace, model_ids: list[str] | None = None) -> l
     specs = []
     if getattr(args, "llm", False) or DEFAULT_MODEL_ID in (model_ids or []):
         specs.append(default_spec())
-    for item in getattr(args, "llm_gguf", []) or []:
-        path, _, mid = item.partition("=")
-        specs.append(gguf_spec(path, mid or None))
-    return specs
+    return specs + gguf_flag_specs(getattr(args, "llm_gguf", []) or [])
 
 
 def make_backend(args: argparse.Namespace, network: str, registry: ModelRegistry) -> EnclaveBackend:

