@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
 def init_cmd(args: argparse.Namespace) -> int:
     from omron_tee.attestation.validate.policy import Policy
     from omron_tee.config import DEFAULT_HOME, dev_attestation_key_path, is_local
-    from omron_tee.enclave.measurement import trusted_app_measurement
+    from omron_tee.enclave.measurement import release_builds
     from omron_tee.enclave.simulated import dev_public_key
     from omron_tee.models.llama import default_spec, gguf_flag_specs
     from omron_tee.models.registry import ModelRegistry
@@ -71,12 +71,7 @@ def init_cmd(args: argparse.Namespace) -> int:
         key = dev_public_key(dev_attestation_key_path(chain_path))
         onnx = [(s.model_id, s.sha256) for s in ModelRegistry.builtin().specs()]
         llms = [default_spec(), *gguf_flag_specs(args.llm_gguf)]
-        llm = [(s.model_id, s.sha256) for s in llms]
-        builds = [
-            ("miners serving the shipped models", trusted_app_measurement(onnx)),
-            ("miners with --llm", trusted_app_measurement(onnx + llm)),
-            ("LLM-only miners", trusted_app_measurement(llm)),
-        ]
+        builds = release_builds(onnx, [(s.model_id, s.sha256) for s in llms])
         text = (
             f"# Attestation policy for the embedded chain at {chain_path} (development only: simulated enclaves).\n"
             "# Written by `omron-tee policy init`; docs/POLICY.md explains every key.\n\n"

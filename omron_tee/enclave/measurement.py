@@ -45,3 +45,12 @@ def trusted_app_measurement(models: Iterable[tuple[str, bytes]], *, variant: byt
     if variant:
         h.update(b"variant:" + variant)
     return h.digest()
+
+
+def release_builds(shipped: list[tuple[str, bytes]], llms: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """(label, measurement) of each simulated build of this release a local network's policy allows: miners
+    serving the shipped models, and with LLMs, miners adding them (``--llm``) and LLM-only miners."""
+    builds = [("miners serving the shipped models", trusted_app_measurement(shipped))]
+    if llms:
+        builds += [("miners with --llm", trusted_app_measurement(shipped + llms)), ("LLM-only miners", trusted_app_measurement(llms))]
+    return builds

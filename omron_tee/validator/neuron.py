@@ -19,7 +19,7 @@ from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.channel.hpke import KemSuite
 from omron_tee.config import embedded_chain_path, DEFAULT_HOME, check_port_free, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
-from omron_tee.enclave.measurement import trusted_app_measurement
+from omron_tee.enclave.measurement import release_builds, trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.models.llama import default_llm_missing, default_spec, gguf_flag_specs
@@ -129,8 +129,7 @@ def add_llms(args: argparse.Namespace, models: ModelRegistry, policy: Policy, *,
     for s in specs:
         models.add(s)
     if local and policy.simulated.allow:
-        llm = [(s.model_id, s.sha256) for s in specs]
-        extra = {trusted_app_measurement(onnx + llm), trusted_app_measurement(llm)}  # miners with --llm, and LLM-only miners
+        extra = {m for _, m in release_builds(onnx, [(s.model_id, s.sha256) for s in specs])}
         policy = replace(policy, simulated=replace(policy.simulated, measurements=policy.simulated.measurements | extra))
     return policy
 
