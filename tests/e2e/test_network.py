@@ -291,13 +291,12 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
 def test_a_second_miner_on_a_served_hotkey_is_refused_not_a_silent_takeover(net, tmp_path) -> None:
     """Starting another miner process with a hotkey a running miner already serves is a one-line error,
     and the chain keeps the first one's endpoint."""
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from omron_tee.devnet.processes import free_port
+
+    port = free_port()
     honest = net.miners["honest"]
     before = net.chain.metagraph().by_hotkey(honest.hotkey).endpoint
     cmd = [sys.executable, "-m", "omron_tee.miner", *net.chain_args(), *net.wallet_args("miner-honest"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from omron_tee.attestation.verify.simulated import SimulatedVerifier  # noqa: E4
 from omron_tee.chain.base import Endpoint  # noqa: E402
 from omron_tee.chain.embedded import EmbeddedChain  # noqa: E402
 from omron_tee.config import create_wallet  # noqa: E402
+from omron_tee.devnet.processes import free_port  # noqa: E402
 from omron_tee.enclave.measurement import trusted_app_measurement  # noqa: E402
 from omron_tee.enclave.simulated import SimulatedBackend, dev_public_key  # noqa: E402
 from omron_tee.miner.server import build_app  # noqa: E402
@@ -37,12 +37,6 @@ from omron_tee.wire.client import SignedClient  # noqa: E402
 from omron_tee.workloads import default_workloads  # noqa: E402
 
 MODEL = "fake-llm"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from omron_tee.protocol import dumps
 from omron_tee.validator.neuron import add_llms, build_verifiers, local_dev_policy
 from omron_tee.wire.auth import Signer
 
-from llmnet import free_port
+from omron_tee.devnet.processes import free_port
 
 PROMPT = "A prime number is a number that"
 
