@@ -26,6 +26,7 @@ from omron_tee.reasons import Reason
 from omron_tee.workloads.base import Collector, Json, Judgement, Produced, Served, Workload
 
 MAX_TENSOR_BYTES = 4 * 1024 * 1024
+MAX_PROOF_BYTES = 1024 * 1024  # a zk answer's proof (about 17 kB for the shipped circuit)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class _TensorCollector(Collector[TensorResult]):
             out = Tensor.from_json(field_of(data, "output", "tensor answer"))
             proof = data.get("proof")
             proof_bytes = unb64(proof, "tensor answer proof") if proof is not None else None
+            if proof_bytes is not None and len(proof_bytes) > MAX_PROOF_BYTES:
+                raise ProtocolError(f"proof exceeds {MAX_PROOF_BYTES} bytes")
         except OmronTeeError as e:
             raise ChannelError(f"malformed tensor answer: {e}", reason=Reason.MALFORMED_RESULT) from None
         prove_ms = data.get("prove_ms")

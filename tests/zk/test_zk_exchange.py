@@ -153,3 +153,17 @@ def test_zk_answer_fields_roundtrip() -> None:
     back = zk.collector(None, None).part(json.loads(json.dumps(part)))  # type: ignore[arg-type]
     assert (back.proof, back.prove_ms) == (b'{"proof":[1]}', 12.5)
     assert WORKLOADS.get("tensor").collector(None, None).part({"output": t.to_json()}).proof is None  # type: ignore[arg-type]
+
+
+def test_an_oversized_proof_is_a_malformed_result() -> None:
+    """A proof past 1 MiB is refused when the answer is read, before any verifier sees it."""
+    import base64
+
+    from omron_tee.errors import ChannelError
+    from omron_tee.workloads.tensor import MAX_PROOF_BYTES, Tensor
+
+    t = Tensor.from_array(np.zeros((1, 1), dtype=np.float32))
+    part = {"output": t.to_json(), "proof": base64.b64encode(bytes(MAX_PROOF_BYTES + 1)).decode()}
+    with pytest.raises(ChannelError) as e:
+        WORKLOADS.get("zk").collector(None, None).part(part)  # type: ignore[arg-type]
+    assert e.value.reason == "malformed-result"
