@@ -345,3 +345,48 @@ def test_oversized_bodies_are_refused_before_being_read_whole() -> None:
         asyncio.run(read_body(chunked, limit=4096))
     assert chunked.read <= 5 * 1024
     assert asyncio.run(read_body(FakeRequest([b"ab", b"cd"], declared=4), limit=4096)) == b"abcd"
+
+
+def test_blocking_get_json_is_bounded_against_a_hostile_peer() -> None:
+    """wire.client.get_json (a miner's start-up check of an old endpoint, `omron-tee status`): size, time and garbage, each named."""
+    import http.server
+    import threading
+
+    from omron_tee.wire.client import get_json
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):  # quiet
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            if self.path == "/huge":
+                for _ in range(64):
+                    self.wfile.write(b"[" * 65536)
+            elif self.path == "/trickle":
+                for _ in range(20):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            elif self.path == "/deep":
+                self.wfile.write(b"[" * 5000 + b"]" * 5000)
+            elif self.path == "/garbage":
+                self.wfile.write(b"\xff\xfe not json")
+            else:
+                self.wfile.write(b'{"hotkey": "5Miner"}')
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert get_json(base + "/ok", max_bytes=4096, timeout=2.0) == {"hotkey": "5Miner"}
+        for path, reason in (("/huge", "too-large"), ("/trickle", "timeout"), ("/deep", "too-deep"), ("/garbage", "malformed-reply")):
+            t0 = time.monotonic()
+            with pytest.raises(MinerError) as e:
+                get_json(base + path, max_bytes=64 * 1024, timeout=1.0)
+            assert e.value.reason == reason, (path, e.value.reason)
+            assert time.monotonic() - t0 < 2.5, path
+    finally:
+        server.shutdown()

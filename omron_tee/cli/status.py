@@ -27,14 +27,15 @@ def register(subparsers: Any) -> None:
 
 
 def _validator_status(url: str) -> dict[str, Any]:
-    import httpx
+    from omron_tee.wire.client import get_json
 
     try:
-        r = httpx.get(url.rstrip("/") + "/status", timeout=5.0, trust_env=False)
-        r.raise_for_status()
-        return r.json()
-    except (httpx.HTTPError, ValueError) as e:
-        raise OmronTeeError(f"cannot read {url}/status: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
+        status = get_json(url.rstrip("/") + "/status", max_bytes=4 * 1024 * 1024, timeout=5.0)
+    except OmronTeeError as e:
+        raise OmronTeeError(f"cannot read {url}/status: {e}", reason=e.reason) from None
+    if not isinstance(status, dict) or not isinstance(status.get("miners"), list) or not isinstance(status.get("weights"), dict):
+        raise OmronTeeError(f"{url}/status is not a validator's status", reason=Reason.MALFORMED_REPLY)
+    return status
 
 
 def status_cmd(args: argparse.Namespace) -> int:

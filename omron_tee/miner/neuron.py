@@ -16,7 +16,7 @@ from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.select import select_backend
 from omron_tee.enclave.dev_faults import DevFaults
 from omron_tee.enclave.simulated import SimulatedBackend
-from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.errors import ConfigError, MinerError, OmronTeeError
 from omron_tee.wire.server import server_config
 from omron_tee.miner.server import build_app, validator_admission
 from omron_tee.miner.trusted_app import TrustedApp
@@ -24,6 +24,7 @@ from omron_tee.models.llama import DEFAULT_MODEL_ID, default_spec, gguf_flag_spe
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.workloads import default_workloads
 from omron_tee.wire.auth import Admission, RequestVerifier
+from omron_tee.wire.client import get_json
 
 
 def build_parser(prog: str = "miner.py") -> argparse.ArgumentParser:
@@ -150,14 +151,13 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _serves(endpoint: Endpoint, hotkey: str) -> bool:
-    """Whether a miner answers at ``endpoint`` for ``hotkey`` right now (its public /health)."""
-    import httpx
-
+    """Whether a miner answers at ``endpoint`` for ``hotkey`` right now (its public /health, read bounded:
+    whatever answers at an old address is not necessarily ours)."""
     try:
-        r = httpx.get(endpoint.url + "/health", timeout=1.0, trust_env=False)
-        return r.status_code == 200 and r.json().get("hotkey") == hotkey
-    except (httpx.HTTPError, ValueError, AttributeError):
+        health = get_json(endpoint.url + "/health", max_bytes=4096, timeout=2.0)
+    except MinerError:
         return False
+    return isinstance(health, dict) and health.get("hotkey") == hotkey
 
 
 def main(argv: list[str] | None = None, *, prog: str = "miner.py") -> int:

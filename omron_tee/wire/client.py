@@ -45,6 +45,39 @@ class ReplyTooLarge(Exception):
     pass
 
 
+def get_json(url: str, *, max_bytes: int, timeout: float) -> Any:
+    """``GET url`` (unsigned, blocking) and its JSON, bounded: ``timeout`` for the whole answer, ``max_bytes``
+    read at most, decoded by ``untrusted.loads``; ``MinerError`` with a reason otherwise. For the few
+    synchronous callers (a neuron's start-up check, the command line)."""
+    deadline = time.monotonic() + timeout
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)), trust_env=False, headers={"Accept-Encoding": "identity"}) as h:
+            with h.stream("GET", url) as resp:
+                if resp.status_code != 200:
+                    raise MinerError(f"{url} answered HTTP {resp.status_code}", reason=Reason.HTTP_ERROR)
+                body = bytearray()
+                for chunk in resp.iter_raw():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise MinerError(f"the answer from {url} exceeds {max_bytes} bytes", reason=Reason.TOO_LARGE)
+                    if time.monotonic() > deadline:
+                        raise MinerError(f"no whole answer from {url} within {timeout:g} s", reason=Reason.TIMEOUT)
+    except httpx.TimeoutException:
+        raise MinerError(f"no answer from {url} within {timeout:g} s", reason=Reason.TIMEOUT) from None
+    except httpx.HTTPError as e:
+        raise MinerError(f"cannot reach {url}: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
+    return _decoded(bytes(body), max_bytes)
+
+
+def _decoded(raw: bytes, limit: int) -> Any:
+    """A peer's JSON answer (``untrusted.loads``), or ``MinerError``: too-deep, too-large or malformed-reply."""
+    try:
+        return loads(raw, "reply", max_bytes=limit)
+    except ProtocolError as e:
+        reason = e.reason if e.reason in (Reason.TOO_DEEP, Reason.TOO_LARGE) else Reason.MALFORMED_REPLY
+        raise MinerError(str(e), reason=reason) from None
+
+
 async def read_capped(resp: httpx.Response, limit: int) -> bytes:
     """The raw body of ``resp``, refused (``ReplyTooLarge``) past ``limit`` bytes without reading further.
     (The headers, encoding and declared length, are ``SignedClient._open``'s to check.)"""
@@ -99,11 +132,7 @@ class SignedClient:
         limit = self._max_reply if max_bytes is None else max_bytes
         async with self.stream(base_url, path, payload, receiver=receiver, timeout=timeout, max_bytes=limit, broken=Reason.DISCONNECTED) as body:
             raw = await body.read()
-        try:
-            return loads(raw, "reply", max_bytes=limit)
-        except ProtocolError as e:
-            reason = e.reason if e.reason in (Reason.TOO_DEEP, Reason.TOO_LARGE) else Reason.MALFORMED_REPLY
-            raise MinerError(str(e), reason=reason) from None
+        return _decoded(raw, limit)
 
     @contextlib.asynccontextmanager
     async def stream(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None,
