@@ -153,3 +153,8 @@ class Reason(enum.StrEnum):
     ZK_NOT_BUILT = "zk-not-built"
     ZK_BUILD_FAILED = "zk-build-failed"
     ZK_UNAVAILABLE = "zk-unavailable"
+
+
+# Failures a miner cannot be blamed for: counted and shown, never scored (docs/SCORING.md).
+# The validator could not fetch collateral (its network, Intel's or NVIDIA's service).
+NOT_CHARGED: frozenset[str] = frozenset({Reason.VALIDATOR_FAULT, Reason.COLLATERAL_UNAVAILABLE})

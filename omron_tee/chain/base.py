@@ -94,6 +94,9 @@ class Neuron:
     dividends: float
     emission: float
     last_update: int
+    consensus: float = 0.0  # Yuma: the stake-weighted median of the validators' weights on it
+    trust: float = 0.0  # the share of its weight that survived clipping to consensus
+    validator_trust: float = 0.0  # a validator's: how much of its weight agreed with consensus
 
 
 @dataclass(frozen=True)
@@ -203,9 +206,10 @@ class Chain(abc.ABC):
 
     @abc.abstractmethod
     def set_weights(
-        self, wallet: bt.Wallet, uids: list[int], weights: list[float]
+        self, wallet: bt.Wallet, uids: list[int], weights: list[float], *, version_key: int = 0
     ) -> None:
-        """Set the wallet hotkey's weights; raises RateLimited when it is too soon."""
+        """Set the wallet hotkey's weights (committed, and revealed later, where the subnet has
+        commit-reveal on), tagged ``version_key``; raises RateLimited when it is too soon."""
 
     @abc.abstractmethod
     def weights_rate_limit(self) -> int:

@@ -15,16 +15,21 @@ the localnet supervisor need to agree on, kept in a file they all open:
   restaked. The ``max_validators`` hotkeys with the most stake (> 0; ties to
   the lower uid) hold validator permits, recomputed from current stake.
 * **Weights.** Only permit holders may set weights; each hotkey must wait
-  ``weights_rate_limit`` blocks between sets. Weights are normalised to sum
-  to 1 and replace the hotkey's previous row.
-* **Emission (a simplified Yuma, no consensus clipping or bonds).** Each
-  epoch ends every ``tempo`` blocks after the subnet was created and emits
-  ``emission_per_block * tempo``. Let V be the permit holders that have set
-  weights. Half goes to miners by incentive, ``incentive_j = sum_i stake_i *
-  w_ij / sum_j sum_i stake_i * w_ij`` over i in V; half to V by stake
-  (dividends). With V empty the epoch's emission is undistributed. Amounts
-  are integer rao, so ``sum(emission) + undistributed == epochs * tempo *
-  emission_per_block`` exactly.
+  ``weights_rate_limit`` blocks between sets, and a set whose ``version_key`` is below the
+  subnet's ``weights_version`` is refused (subtensor's ``IncorrectWeightVersionKey``).
+  Weights are normalised to sum to 1 and replace the hotkey's previous row.
+* **Commit-reveal.** With ``commit_reveal`` on (as ``SetWeights`` finds it on a real subnet),
+  weights set during epoch ``k`` are committed and take effect when epoch
+  ``k + reveal_period`` starts; until then ``weights()`` and emission do not see them, so a
+  validator cannot copy another's current weights. The real chain hides a commit behind a drand
+  timelock; this file is readable by any local process, so here the hiding is only that of
+  the read interface.
+* **Emission (Yuma consensus, ``chain.yuma``).** Each epoch ends every ``tempo`` blocks after
+  the subnet was created and emits ``emission_per_block * tempo``: half to miners by
+  incentive (stake-weighted median consensus, weights clipped to it), half to validators by
+  dividends (bonds, an EMA of their clipped weights). With no validator weights the epoch's
+  emission is undistributed. Amounts are integer rao, so ``sum(emission) + undistributed ==
+  epochs * tempo * emission_per_block`` exactly.
 
 Epochs are settled lazily: every read or write first settles the epochs that
 ended since the last settlement, inside a ``BEGIN IMMEDIATE`` transaction that
@@ -36,6 +41,7 @@ left idle for a week) are paid in one step.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import numbers
@@ -61,6 +67,8 @@ from omron_tee.chain.base import (
     coldkey_address,
     hotkey_address,
 )
+from omron_tee.chain import yuma
+from omron_tee.chain.yuma import DEFAULT_BONDS_MOVING_AVG, DEFAULT_KAPPA
 from omron_tee.errors import ChainError, ConfigError, RateLimited
 from omron_tee.reasons import Reason
 
@@ -70,7 +78,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RAO_PER_TAO = 10**9
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Yuma (bonds, consensus), commit-reveal, weights version; files of 1 are migrated
 DEFAULT_PATH = "~/.omron-tee/embedded-chain.sqlite"
 
 
@@ -84,8 +92,23 @@ class EmbeddedParams:
     max_validators: int = 64  # permits go to this many top-stake hotkeys
     max_uids: int = 256
     emission_per_block: float = 1.0  # TAO
+    commit_reveal: bool = False  # weights take effect reveal_period epochs after they are set
+    reveal_period: int = 1  # epochs
+    weights_version: int = 0  # set_weights with a lower version_key is refused
+    kappa: float = DEFAULT_KAPPA  # consensus quantile
+    bonds_moving_avg: float = DEFAULT_BONDS_MOVING_AVG
 
     def __post_init__(self) -> None:
+        if not isinstance(self.commit_reveal, bool):
+            raise ConfigError(f"commit_reveal {self.commit_reveal!r} must be true or false")
+        for name in ("reveal_period", "weights_version"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "reveal_period" else 0):
+                raise ConfigError(f"{name} {value!r} must be an integer >= {1 if name == 'reveal_period' else 0}")
+        for name in ("kappa", "bonds_moving_avg"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0 or (name == "kappa" and value <= 0):
+                raise ConfigError(f"{name} {value!r} must be a number in (0, 1)" if name == "kappa" else f"{name} {value!r} must be in [0, 1)")
         if not (
             isinstance(self.block_time, (int, float))
             and math.isfinite(self.block_time)
@@ -134,7 +157,12 @@ CREATE TABLE IF NOT EXISTS subnets (
     max_uids INTEGER NOT NULL,
     emission_per_block_rao INTEGER NOT NULL,
     epochs_done INTEGER NOT NULL DEFAULT 0,
-    undistributed_rao INTEGER NOT NULL DEFAULT 0
+    undistributed_rao INTEGER NOT NULL DEFAULT 0,
+    commit_reveal INTEGER NOT NULL DEFAULT 0,
+    reveal_period INTEGER NOT NULL DEFAULT 1,
+    weights_version INTEGER NOT NULL DEFAULT 0,
+    kappa REAL NOT NULL DEFAULT 0.5,
+    bonds_moving_avg REAL NOT NULL DEFAULT 0.9
 );
 CREATE TABLE IF NOT EXISTS neurons (
     netuid INTEGER NOT NULL,
@@ -150,6 +178,9 @@ CREATE TABLE IF NOT EXISTS neurons (
     incentive REAL NOT NULL DEFAULT 0,   -- as of the last settled epoch
     dividends REAL NOT NULL DEFAULT 0,
     emission_rao INTEGER NOT NULL DEFAULT 0,   -- cumulative
+    consensus REAL NOT NULL DEFAULT 0,
+    trust REAL NOT NULL DEFAULT 0,
+    validator_trust REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (netuid, uid),
     UNIQUE (netuid, hotkey)
 );
@@ -160,7 +191,34 @@ CREATE TABLE IF NOT EXISTS weights (
     weight REAL NOT NULL,
     PRIMARY KEY (netuid, uid, dest)
 );
+CREATE TABLE IF NOT EXISTS bonds (
+    netuid INTEGER NOT NULL,
+    uid INTEGER NOT NULL,          -- validator
+    dest INTEGER NOT NULL,         -- miner
+    bond REAL NOT NULL,
+    PRIMARY KEY (netuid, uid, dest)
+);
+CREATE TABLE IF NOT EXISTS commits (
+    netuid INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    committed_at INTEGER NOT NULL,   -- block
+    reveal_at INTEGER NOT NULL,      -- block: the start of epoch k + reveal_period
+    weights TEXT NOT NULL,           -- JSON {dest: weight}, normalised
+    seq INTEGER PRIMARY KEY AUTOINCREMENT
+);
 """
+
+# Version 1 files lack these columns: added with their defaults when such a file is opened.
+_MIGRATIONS = [
+    ("neurons", "consensus", "REAL NOT NULL DEFAULT 0"),
+    ("neurons", "trust", "REAL NOT NULL DEFAULT 0"),
+    ("neurons", "validator_trust", "REAL NOT NULL DEFAULT 0"),
+    ("subnets", "commit_reveal", "INTEGER NOT NULL DEFAULT 0"),
+    ("subnets", "reveal_period", "INTEGER NOT NULL DEFAULT 1"),
+    ("subnets", "weights_version", "INTEGER NOT NULL DEFAULT 0"),
+    ("subnets", "kappa", f"REAL NOT NULL DEFAULT {DEFAULT_KAPPA}"),
+    ("subnets", "bonds_moving_avg", f"REAL NOT NULL DEFAULT {DEFAULT_BONDS_MOVING_AVG}"),
+]
 
 
 class _Busy(ChainError):
@@ -182,12 +240,13 @@ def _to_tao(rao: int) -> float:
 
 @dataclass(frozen=True)
 class _Payout:
-    """One epoch's outcome, per uid: scores, and rao paid (per epoch)."""
+    """One epoch's outcome: Yuma's result, rao paid per uid, and whether the bonds have converged."""
 
-    incentive: dict[int, float]
-    dividends: dict[int, float]
+    result: yuma.EpochResult
     paid: dict[int, int]
     undistributed: int
+    bonds: dict[int, dict[int, float]]
+    converged: bool
 
 
 def _permits(stakes: dict[int, int], max_validators: int) -> set[int]:
@@ -197,38 +256,37 @@ def _permits(stakes: dict[int, int], max_validators: int) -> set[int]:
     return set(ranked[:max_validators])
 
 
+def _shares(pool: int, values: dict[int, float]) -> dict[int, int]:
+    """``pool`` rao split in proportion to ``values``, floored with exact rationals so it never sums past the pool."""
+    exact = {k: Fraction(v) for k, v in values.items() if v > 0}
+    total = sum(exact.values(), Fraction(0))
+    if total <= 0:
+        return {}
+    return {k: math.floor(pool * v / total) for k, v in exact.items()}
+
+
 def _epoch_payout(
     stakes: dict[int, int],
     weights: dict[int, dict[int, float]],
-    max_validators: int,
+    bonds: dict[int, dict[int, float]],
+    params: EmbeddedParams,
     emission: int,
 ) -> _Payout:
-    """Split one epoch's ``emission`` rao (the simplified Yuma in the module docstring)."""
-    permitted = _permits(stakes, max_validators)
-    voters = sorted(uid for uid in permitted if weights.get(uid))
-    raw: dict[int, float] = {}
-    for i in voters:
-        for j, w in weights[i].items():
-            if j in stakes:  # uids are never reused, but stay safe
-                raw[j] = raw.get(j, 0.0) + stakes[i] * w
-    total_raw = sum((Fraction(v) for v in raw.values()), Fraction(0))
-    if total_raw <= 0:
-        return _Payout({}, {}, {}, emission)
-    miner_pool = emission // 2
-    validator_pool = emission - miner_pool
+    """Split one epoch's ``emission`` rao by Yuma consensus (``chain.yuma``)."""
+    permitted = _permits(stakes, params.max_validators)
+    validators = {uid: float(stakes[uid]) for uid in permitted}
+    live = {i: {j: w for j, w in row.items() if j in stakes} for i, row in weights.items()}  # uids are never reused, but stay safe
+    result = yuma.epoch(validators, live, bonds, kappa=params.kappa, bonds_moving_avg=params.bonds_moving_avg)
     paid: dict[int, int] = {}
-    # Exact rational arithmetic so floors never sum past the pool.
-    for j, v in raw.items():
-        paid[j] = paid.get(j, 0) + math.floor(miner_pool * Fraction(v) / total_raw)
-    voter_stake = sum(stakes[i] for i in voters)
-    for i in voters:
-        paid[i] = paid.get(i, 0) + validator_pool * stakes[i] // voter_stake
-    return _Payout(
-        incentive={j: float(Fraction(v) / total_raw) for j, v in raw.items()},
-        dividends={i: stakes[i] / voter_stake for i in voters},
-        paid=paid,
-        undistributed=emission - sum(paid.values()),
-    )
+    if result.incentive:
+        miner_pool = emission // 2
+        for uid, rao in _shares(miner_pool, result.ranks).items():
+            paid[uid] = paid.get(uid, 0) + rao
+        for uid, rao in _shares(emission - miner_pool, result.dividends).items():
+            paid[uid] = paid.get(uid, 0) + rao
+    keys = {(i, j) for i, row in result.bonds.items() for j in row} | {(i, j) for i, row in bonds.items() for j in row}
+    converged = all(abs(result.bonds.get(i, {}).get(j, 0.0) - bonds.get(i, {}).get(j, 0.0)) < 1e-9 for i, j in keys)
+    return _Payout(result, paid, emission - sum(paid.values()), result.bonds, converged)
 
 
 class EmbeddedChain(Chain):
@@ -253,6 +311,11 @@ class EmbeddedChain(Chain):
         max_validators: int | None = None,
         max_uids: int | None = None,
         emission_per_block: float | None = None,
+        commit_reveal: bool | None = None,
+        reveal_period: int | None = None,
+        weights_version: int | None = None,
+        kappa: float | None = None,
+        bonds_moving_avg: float | None = None,
         busy_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -270,6 +333,11 @@ class EmbeddedChain(Chain):
             "max_validators": max_validators,
             "max_uids": max_uids,
             "emission_per_block": emission_per_block,
+            "commit_reveal": commit_reveal,
+            "reveal_period": reveal_period,
+            "weights_version": weights_version,
+            "kappa": kappa,
+            "bonds_moving_avg": bonds_moving_avg,
         }
         defaults = EmbeddedParams(
             **{k: v for k, v in requested.items() if v is not None}
@@ -363,6 +431,9 @@ class EmbeddedChain(Chain):
                 row = db.execute(
                     "SELECT schema_version, genesis, block_time FROM chain WHERE id = 1"
                 ).fetchone()
+            if row[0] == 1:
+                self._migrate_from_1(db)
+                row = (SCHEMA_VERSION, *row[1:])
             if row[0] != SCHEMA_VERSION:
                 raise ConfigError(
                     f"embedded chain {self.path} has schema version {row[0]}, this code "
@@ -374,7 +445,8 @@ class EmbeddedChain(Chain):
             if subnet is None:
                 db.execute(
                     "INSERT INTO subnets (netuid, created_block, tempo, weights_rate_limit, "
-                    "max_validators, max_uids, emission_per_block_rao) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "max_validators, max_uids, emission_per_block_rao, commit_reveal, reveal_period, "
+                    "weights_version, kappa, bonds_moving_avg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         self.netuid,
                         self._block_now(),
@@ -383,13 +455,18 @@ class EmbeddedChain(Chain):
                         defaults.max_validators,
                         defaults.max_uids,
                         _to_rao(defaults.emission_per_block),
+                        int(defaults.commit_reveal),
+                        defaults.reveal_period,
+                        defaults.weights_version,
+                        float(defaults.kappa),
+                        float(defaults.bonds_moving_avg),
                     ),
                 )
                 subnet = self._subnet_row(db)
             assert subnet is not None
         # Subnet parameters never change after creation, so caching them is
         # safe across processes; only epochs_done is re-read each time.
-        self._created_block, tempo, rate, max_v, max_uids, epb_rao = subnet
+        self._created_block, tempo, rate, max_v, max_uids, epb_rao, cr, rp, wv, kappa, bma = subnet
         self._emission_per_block_rao = int(epb_rao)
         self.params = EmbeddedParams(
             block_time=self._block_time,
@@ -398,12 +475,27 @@ class EmbeddedChain(Chain):
             max_validators=int(max_v),
             max_uids=int(max_uids),
             emission_per_block=_to_tao(int(epb_rao)),
+            commit_reveal=bool(cr),
+            reveal_period=int(rp),
+            weights_version=int(wv),
+            kappa=float(kappa),
+            bonds_moving_avg=float(bma),
         )
+
+    def _migrate_from_1(self, db: sqlite3.Connection) -> None:
+        """A file of schema 1 (no bonds, no commit-reveal): add the columns; its weights keep counting."""
+        for table, column, decl in _MIGRATIONS:
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        db.execute("UPDATE chain SET schema_version = ? WHERE id = 1", (SCHEMA_VERSION,))
+        log.info("embedded chain %s: migrated from schema 1 to %d", self.path, SCHEMA_VERSION)
 
     def _subnet_row(self, db: sqlite3.Connection) -> tuple | None:
         return db.execute(
             "SELECT created_block, tempo, weights_rate_limit, max_validators, max_uids, "
-            "emission_per_block_rao FROM subnets WHERE netuid = ?",
+            "emission_per_block_rao, commit_reveal, reveal_period, weights_version, kappa, "
+            "bonds_moving_avg FROM subnets WHERE netuid = ?",
             (self.netuid,),
         ).fetchone()
 
@@ -469,51 +561,102 @@ class EmbeddedChain(Chain):
     def _epochs_due(self, block: int) -> int:
         return max(0, (block - self._created_block) // self.params.tempo)
 
+    def _epoch_start(self, epoch: int) -> int:
+        return self._created_block + epoch * self.params.tempo
+
     def _settle(self, db: sqlite3.Connection, block: int) -> None:
-        """Pay every epoch that ended by ``block`` and is not yet paid (inside a write txn)."""
+        """Reveal the commits due by ``block`` and pay every epoch that ended by it (inside a write txn)."""
         (done,) = db.execute(
             "SELECT epochs_done FROM subnets WHERE netuid = ?", (self.netuid,)
         ).fetchone()
         due = self._epochs_due(block)
-        if due <= done:
-            return
-        count = due - done
+        if due > done:
+            self._pay_epochs(db, done, due)
+        self._reveal(db, block)
+
+    def _reveal(self, db: sqlite3.Connection, block: int) -> None:
+        """Commits whose reveal block has come replace their validator's weights, oldest first."""
+        due = db.execute(
+            "SELECT seq, uid, weights FROM commits WHERE netuid = ? AND reveal_at <= ? ORDER BY seq",
+            (self.netuid, block),
+        ).fetchall()
+        for seq, uid, payload in due:
+            self._replace_weights(db, uid, {int(k): float(v) for k, v in json.loads(payload).items()})
+            db.execute("DELETE FROM commits WHERE seq = ?", (seq,))
+
+    def _replace_weights(self, db: sqlite3.Connection, uid: int, weights: dict[int, float]) -> None:
+        db.execute("DELETE FROM weights WHERE netuid = ? AND uid = ?", (self.netuid, uid))
+        db.executemany(
+            "INSERT INTO weights (netuid, uid, dest, weight) VALUES (?, ?, ?, ?)",
+            [(self.netuid, uid, dest, w) for dest, w in weights.items() if w > 0],
+        )
+
+    def _pay_epochs(self, db: sqlite3.Connection, done: int, due: int) -> None:
+        """Pay epochs ``done .. due-1`` in order: each first sees the commits revealed by its start."""
         stakes = {
             uid: stake
             for uid, stake in db.execute(
                 "SELECT uid, stake_rao FROM neurons WHERE netuid = ?", (self.netuid,)
             )
         }
-        weights: dict[int, dict[int, float]] = {}
-        for uid, dest, weight in db.execute(
-            "SELECT uid, dest, weight FROM weights WHERE netuid = ?", (self.netuid,)
+        bonds: dict[int, dict[int, float]] = {}
+        for uid, dest, bond in db.execute(
+            "SELECT uid, dest, bond FROM bonds WHERE netuid = ?", (self.netuid,)
         ):
-            weights.setdefault(uid, {})[dest] = weight
-        payout = _epoch_payout(
-            stakes,
-            weights,
-            self.params.max_validators,
-            self._emission_per_block_rao * self.params.tempo,
-        )
-        # Nothing changed between the missed epochs (any write settles first),
-        # so each paid the same: pay ``count`` times in one step.
+            bonds.setdefault(uid, {})[dest] = bond
+        paid_total: dict[int, int] = {}
+        undistributed = 0
+        payout: _Payout | None = None
+        epoch = done
+        while epoch < due:
+            self._reveal(db, self._epoch_start(epoch))
+            weights: dict[int, dict[int, float]] = {}
+            for uid, dest, weight in db.execute(
+                "SELECT uid, dest, weight FROM weights WHERE netuid = ?", (self.netuid,)
+            ):
+                weights.setdefault(uid, {})[dest] = weight
+            payout = _epoch_payout(stakes, weights, bonds, self.params, self._emission_per_block_rao * self.params.tempo)
+            bonds = payout.bonds
+            # Nothing changes between missed epochs once no commit is left to reveal in them and the
+            # bonds have converged (their EMA is within 1e-9 after at most a few hundred epochs):
+            # the rest of a long idle stretch pays the same as this epoch, in one step.
+            pending = db.execute(
+                "SELECT COUNT(*) FROM commits WHERE netuid = ? AND reveal_at <= ?",
+                (self.netuid, self._epoch_start(due - 1)),
+            ).fetchone()[0]
+            count = 1
+            if not pending and payout.converged:
+                count = due - epoch
+            for uid, rao in payout.paid.items():
+                paid_total[uid] = paid_total.get(uid, 0) + rao * count
+            undistributed += payout.undistributed * count
+            epoch += count
+        assert payout is not None
         db.executemany(
-            "UPDATE neurons SET incentive = ?, dividends = ?, emission_rao = emission_rao + ? "
-            "WHERE netuid = ? AND uid = ?",
+            "UPDATE neurons SET incentive = ?, dividends = ?, consensus = ?, trust = ?, validator_trust = ?, "
+            "emission_rao = emission_rao + ? WHERE netuid = ? AND uid = ?",
             [
                 (
-                    payout.incentive.get(uid, 0.0),
-                    payout.dividends.get(uid, 0.0),
-                    payout.paid.get(uid, 0) * count,
+                    payout.result.incentive.get(uid, 0.0),
+                    payout.result.dividends.get(uid, 0.0),
+                    payout.result.consensus.get(uid, 0.0),
+                    payout.result.trust.get(uid, 0.0),
+                    payout.result.validator_trust.get(uid, 0.0),
+                    paid_total.get(uid, 0),
                     self.netuid,
                     uid,
                 )
                 for uid in stakes
             ],
         )
+        db.execute("DELETE FROM bonds WHERE netuid = ?", (self.netuid,))
+        db.executemany(
+            "INSERT INTO bonds (netuid, uid, dest, bond) VALUES (?, ?, ?, ?)",
+            [(self.netuid, i, j, b) for i, row in bonds.items() for j, b in row.items() if b > 0],
+        )
         db.execute(
             "UPDATE subnets SET epochs_done = ?, undistributed_rao = undistributed_rao + ? WHERE netuid = ?",
-            (due, payout.undistributed * count, self.netuid),
+            (due, undistributed, self.netuid),
         )
 
     def _settled_block(self) -> int:
@@ -524,7 +667,10 @@ class EmbeddedChain(Chain):
                 (done,) = db.execute(
                     "SELECT epochs_done FROM subnets WHERE netuid = ?", (self.netuid,)
                 ).fetchone()
-            if self._epochs_due(block) > done:
+                (reveals,) = db.execute(
+                    "SELECT COUNT(*) FROM commits WHERE netuid = ? AND reveal_at <= ?", (self.netuid, block)
+                ).fetchone()
+            if self._epochs_due(block) > done or reveals:
                 with self._write() as db:
                     self._settle(db, block)
             return block
@@ -557,7 +703,8 @@ class EmbeddedChain(Chain):
         with self._read() as db:
             rows = db.execute(
                 "SELECT uid, hotkey, coldkey, stake_rao, registered_at, weights_set_at, ip, port, "
-                "protocol, incentive, dividends, emission_rao FROM neurons WHERE netuid = ? ORDER BY uid",
+                "protocol, incentive, dividends, emission_rao, consensus, trust, validator_trust "
+                "FROM neurons WHERE netuid = ? ORDER BY uid",
                 (self.netuid,),
             ).fetchall()
         permitted = _permits(
@@ -577,6 +724,9 @@ class EmbeddedChain(Chain):
                 last_update=weights_set_at
                 if weights_set_at is not None
                 else registered_at,
+                consensus=consensus,
+                trust=trust,
+                validator_trust=validator_trust,
             )
             for (
                 uid,
@@ -591,6 +741,9 @@ class EmbeddedChain(Chain):
                 incentive,
                 dividends,
                 emission,
+                consensus,
+                trust,
+                validator_trust,
             ) in rows
         )
         return Metagraph(netuid=self.netuid, block=block, neurons=neurons)
@@ -656,10 +809,15 @@ class EmbeddedChain(Chain):
             )
 
     def set_weights(
-        self, wallet: bt.Wallet, uids: list[int], weights: list[float]
+        self, wallet: bt.Wallet, uids: list[int], weights: list[float], *, version_key: int = 0
     ) -> None:
         hotkey = hotkey_address(wallet)
         normalised = self._normalise(uids, weights)
+        if isinstance(version_key, bool) or not isinstance(version_key, int) or version_key < self.params.weights_version:
+            raise ChainError(
+                f"weights refused (IncorrectWeightVersionKey): version_key {version_key!r} is below the subnet's "
+                f"weights_version {self.params.weights_version}; this validator is older than the subnet requires: upgrade it"
+            )
         with self._write() as db:
             block = self._block_now()
             self._settle(db, block)
@@ -687,17 +845,15 @@ class EmbeddedChain(Chain):
                     f"weights name uids {unknown} that are not registered on embedded netuid "
                     f"{self.netuid} (uids 0..{len(stakes) - 1} exist): read the metagraph again"
                 )
-            db.execute(
-                "DELETE FROM weights WHERE netuid = ? AND uid = ?", (self.netuid, uid)
-            )
-            db.executemany(
-                "INSERT INTO weights (netuid, uid, dest, weight) VALUES (?, ?, ?, ?)",
-                [
-                    (self.netuid, uid, dest, w)
-                    for dest, w in normalised.items()
-                    if w > 0
-                ],
-            )
+            if self.params.commit_reveal:
+                epoch = (block - self._created_block) // self.params.tempo
+                db.execute(
+                    "INSERT INTO commits (netuid, uid, committed_at, reveal_at, weights) VALUES (?, ?, ?, ?, ?)",
+                    (self.netuid, uid, block, self._epoch_start(epoch + self.params.reveal_period),
+                     json.dumps({str(k): v for k, v in normalised.items()})),
+                )
+            else:
+                self._replace_weights(db, uid, normalised)
             db.execute(
                 "UPDATE neurons SET weights_set_at = ? WHERE netuid = ? AND uid = ?",
                 (block, self.netuid, uid),
@@ -705,6 +861,22 @@ class EmbeddedChain(Chain):
 
     def weights_rate_limit(self) -> int:
         return self.params.weights_rate_limit
+
+    def weights(self) -> dict[int, dict[int, float]]:
+        """Every validator's revealed weights (uid -> uid -> weight); committed, unrevealed ones are not shown."""
+        self._settled_block()
+        out: dict[int, dict[int, float]] = {}
+        with self._read() as db:
+            for uid, dest, w in db.execute("SELECT uid, dest, weight FROM weights WHERE netuid = ?", (self.netuid,)):
+                out.setdefault(int(uid), {})[int(dest)] = float(w)
+        return out
+
+    def pending_reveals(self) -> dict[int, int]:
+        """uid -> the block its oldest unrevealed commit reveals at (what a validator may know of its own commit)."""
+        self._settled_block()
+        with self._read() as db:
+            rows = db.execute("SELECT uid, MIN(reveal_at) FROM commits WHERE netuid = ? GROUP BY uid", (self.netuid,)).fetchall()
+        return {int(u): int(b) for u, b in rows}
 
     def blocks_until_weights_allowed(self, hotkey: str) -> int:
         with self._read() as db:

@@ -253,6 +253,9 @@ class SubtensorChain(Chain):
                 dividends=float(n.dividends),
                 emission=float(n.emission.amount),
                 last_update=int(n.last_update),
+                consensus=float(getattr(n, "consensus", 0.0)),
+                trust=float(getattr(n, "trust", 0.0)),
+                validator_trust=float(getattr(n, "validator_trust", 0.0)),
             )
             for n in graph.neurons
         )
@@ -317,7 +320,7 @@ class SubtensorChain(Chain):
         )
 
     def set_weights(
-        self, wallet: bt.Wallet, uids: list[int], weights: list[float]
+        self, wallet: bt.Wallet, uids: list[int], weights: list[float], *, version_key: int = 0
     ) -> None:
         uids = [int(u) for u in uids]
         weights = [float(w) for w in weights]
@@ -325,7 +328,7 @@ class SubtensorChain(Chain):
         def submit() -> None:
             # SetWeights conforms (clip, normalise, u16), picks commit-reveal when the
             # subnet needs it, and preflights registration and the rate limit.
-            intent = bt.SetWeights(netuid=self.netuid, uids=uids, weights=weights)
+            intent = bt.SetWeights(netuid=self.netuid, uids=uids, weights=weights, version_key=int(version_key))
             self._sub.execute(intent, wallet, retries=2).raise_for_failure()
 
         self._write("set weights", submit)

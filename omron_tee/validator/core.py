@@ -22,12 +22,13 @@ from omron_tee.errors import ChainError, RateLimited
 from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import Prober, ProbeResult
 from omron_tee.validator.scoring import Outcome, ScoreBook
-from omron_tee.validator.weights import WeightVector, compute_weights
+from omron_tee.validator.weights import WEIGHTS_VERSION, WeightVector, compute_weights
 
 log = logging.getLogger("omron_tee.validator")
 
 MAX_BACKOFF = 16.0  # a failing miner is probed at least every MAX_BACKOFF intervals
 FAILURE_GAP_S = 0.25  # the shortest pause after a failed probe, before its backoff
+DEFAULT_MAX_IN_FLIGHT = 64  # probes at once over all miners' lanes
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ class Validator:
         self.on_event(ev)
         return ev
 
-    async def probe_continuously(self, stop: asyncio.Event, *, interval: float, max_backoff: float = MAX_BACKOFF) -> None:
+    async def probe_continuously(self, stop: asyncio.Event, *, interval: float, max_backoff: float = MAX_BACKOFF,
+                                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         """Probe every miner on its own lane until ``stop`` is set.
 
         Each miner is probed, scored, then left alone for ``interval`` (times a random factor
@@ -136,15 +138,17 @@ class Validator:
         deadline delays only its own next probe. A miner whose probe failed waits twice as
         long as before, up to ``max_backoff`` times the interval or ``FAILURE_GAP_S``,
         whichever is longer (its score is decaying anyway); one success brings it back to
-        the normal pace. Scores are flushed about once a second; the metagraph decides which
-        lanes exist.
+        the normal pace. At most ``max_in_flight`` probes run at once over all lanes (a lane
+        waits for a slot, never for another miner's answer). Scores are flushed about once a
+        second; the metagraph decides which lanes exist.
         """
         lanes: dict[str, asyncio.Task] = {}
+        slots = asyncio.Semaphore(max_in_flight)
         try:
             while not stop.is_set():
                 for m in self.miners():
                     if m.hotkey not in lanes or lanes[m.hotkey].done():
-                        lanes[m.hotkey] = asyncio.create_task(self._lane(m.hotkey, stop, interval, max_backoff))
+                        lanes[m.hotkey] = asyncio.create_task(self._lane(m.hotkey, stop, interval, max_backoff, slots))
                 self.scores.flush()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
@@ -154,13 +158,15 @@ class Validator:
             await asyncio.gather(*lanes.values(), return_exceptions=True)
             self.scores.flush()
 
-    async def _lane(self, hotkey: str, stop: asyncio.Event, interval: float, max_backoff: float) -> None:
+    async def _lane(self, hotkey: str, stop: asyncio.Event, interval: float, max_backoff: float, slots: asyncio.Semaphore) -> None:
         backoff = 1.0
         while not stop.is_set():
             neuron = next((n for n in self.miners() if n.hotkey == hotkey), None)
             if neuron is None:
                 return  # deregistered, or no longer serving: the supervisor starts a lane if it returns
-            ev = self._scored(await self.prober.probe(neuron))
+            async with slots:
+                result = await self.prober.probe(neuron)
+            ev = self._scored(result)
             failed = not ev.result.outcome.ok and ev.result.outcome.kind == "benchmark"
             backoff = min(backoff * 2.0, max_backoff) if failed else 1.0
             # A failing miner waits at least FAILURE_GAP_S times its backoff, even when the
@@ -178,7 +184,7 @@ class Validator:
     def set_weights(self) -> WeightsEvent:
         mg = self.sync()
         uid_of = {n.hotkey: n.uid for n in mg.neurons}
-        scores = {uid_of[h]: s for h, s in self.scores.scores().items() if h in uid_of and h != self.hotkey}
+        scores = {uid_of[h]: s for h, s in self.scores.earning_scores().items() if h in uid_of and h != self.hotkey}
         weights = compute_weights(scores, top_k=self.top_k)
         block = self.chain.block()
         error = None
@@ -186,7 +192,7 @@ class Validator:
             error = "no miner has earned weight yet"
         else:
             try:
-                self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights))
+                self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights), version_key=WEIGHTS_VERSION)
                 self.last_weights_block = block
                 self.last_weights = weights.as_dict()
             except RateLimited as e:

@@ -50,6 +50,8 @@ def build_parser(prog: str = "validator.py") -> argparse.ArgumentParser:
                    "On the embedded chain the default accepts simulated enclaves of this release.")
     v.add_argument("--validator.interval", dest="interval", type=float, default=2.0,
                    help="seconds between two probes of one miner, randomised by ±50%%; a failing miner waits up to 16 times longer (default: %(default)s)")
+    v.add_argument("--validator.max_in_flight", dest="max_in_flight", type=int, default=64,
+                   help="probes in flight at once over all miners; each miner has its own lane, so a slow one delays only itself (default: %(default)s)")
     v.add_argument("--validator.weights_interval", dest="weights_interval", type=int, default=100, help="blocks between weight settings (default: %(default)s)")
     v.add_argument("--validator.top_k", dest="top_k", type=int, default=16, help="only the top K miners get weight (default: %(default)s)")
     v.add_argument("--validator.timeout", dest="timeout", type=float, default=5.0, help="seconds a miner has to answer (default: %(default)s)")
@@ -206,7 +208,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
             elif validator.miners():
                 if lanes is None:
                     stop = asyncio.Event()
-                    lanes = asyncio.create_task(validator.probe_continuously(stop, interval=args.interval))
+                    lanes = asyncio.create_task(validator.probe_continuously(stop, interval=args.interval, max_in_flight=args.max_in_flight))
             else:
                 log.info("no miner serves yet; waiting")
             if validator.due_for_weights():

@@ -1,42 +1,103 @@
-"""The reward rule, as pure functions: what one outcome does to a miner's score.
+"""The reward rule, as pure functions: what one outcome does to a miner's score (docs/SCORING.md).
 
-A verified, correct benchmark answer moves the score an ``ALPHA`` of the way toward a
-target; the target is 1 for the fastest median latency among recently seen miners of its
-class and ``1 - RT_WEIGHT`` for the slowest, linear in between. A failed benchmark takes
-``FAILURE_DECAY`` of the score away. Relayed traffic and validator faults move nothing
-(see ``omron_tee.validator.scoring``). No I/O, no clock: ``ScoreBook`` supplies the state.
+* A verified, correct benchmark answer of latency ``l`` has quality
+  ``q = min(1, R / l)``, where ``R`` is the 25th percentile of the recent verified
+  latencies of its class (tensor, zk, LLM) over every recently seen miner. Being
+  faster than three quarters of the network's answers earns the full 1; twice as slow
+  as that earns 0.5. The quality moves the score an ``ALPHA`` of the way toward it
+  (an exponential moving average, so latency noise averages out and two equal miners
+  converge to equal scores).
+* An availability failure (timeout, unreachable, a broken stream) takes
+  ``FAILURE_DECAY`` of the score away: a miner that went offline fades within a few probes.
+* A strike (a wrong answer, or evidence the policy rejects) sets the score to 0 and puts the
+  miner on probation: it earns nothing until ``PROBATION_SAMPLES`` verified answers in a
+  row for each strike it has had (up to ``MAX_PROBATION_STRIKES`` of them). A miner that
+  cheats even now and then therefore never holds weight.
+* A new miner earns after ``MIN_SAMPLES`` verified answers, so one lucky answer is not weight.
+* Relayed traffic, validator faults and faults that are no one's (a zk circuit that differs
+  from ours) move nothing.
+
+No I/O, no clock: ``ScoreBook`` supplies the state, ``weights`` turns scores into weights.
 """
 
 from __future__ import annotations
 
-import statistics
+import enum
+import math
 from collections.abc import Iterable
 
-ALPHA = 0.1  # how far one verified answer moves the score toward its target
-FAILURE_DECAY = 0.2  # fraction of the score a failure takes away
-RT_WEIGHT = 0.5  # share of the target that response time can take away
+ALPHA = 0.05  # how far one verified answer moves the score toward its quality
+FAILURE_DECAY = 0.2  # fraction of the score an availability failure takes away
+REFERENCE_QUANTILE = 0.25  # the reference latency: this quantile of the class's recent verified latencies
+MIN_SAMPLES = 16  # verified answers before a new miner earns
+PROBATION_SAMPLES = 64  # verified answers in a row, per strike, before a miner with strikes earns again
+MAX_PROBATION_STRIKES = 16  # so the longest probation is 1024 answers (about half an hour at one probe per 2 s)
 
 
-def latency_range(latency_pools: Iterable[Iterable[float]]) -> tuple[float, float] | None:
-    """(fastest, slowest) median latency among the miners' pools that have any, or None."""
-    medians = [statistics.median(p) for p in map(list, latency_pools) if p]
-    return (min(medians), max(medians)) if medians else None
+class Verdict(enum.Enum):
+    """What scoring makes of one outcome."""
+
+    VERIFIED = "verified"  # correct, attested, in time: scores its quality
+    UNAVAILABLE = "unavailable"  # did not answer properly: decays
+    STRIKE = "strike"  # answered wrong, or its evidence was rejected: zero and probation
+    NOT_SCORED = "not-scored"  # relayed traffic, a validator fault, a fault that is no one's
 
 
-def latency_target(median: float | None, span: tuple[float, float] | None) -> float:
-    """The score a miner of this median latency converges to: 1 for the fastest, 1 - RT_WEIGHT for the slowest."""
-    if median is None or span is None or span[1] - span[0] <= 1e-9:
-        return 1.0
-    lo, hi = span
-    return 1.0 - RT_WEIGHT * min(1.0, max(0.0, (median - lo) / (hi - lo)))
-
-
-def next_score(old: float, *, scored: bool, ok: bool, correct: bool | None, target: float) -> float:
-    """The score after one outcome. ``scored``: a benchmark of the validator's own (else nothing moves)."""
-    if not scored:
-        return old
+def verdict_of(*, kind: str, ok: bool, attestation_accepted: bool | None, correct: bool | None, charged: bool = True) -> Verdict:
+    """The verdict for one outcome. ``kind``: "benchmark" (scored) or anything else (counted only);
+    ``charged``: False for a failure the miner cannot be blamed for (e.g. ``circuit-mismatch``)."""
+    if kind != "benchmark" or not charged:
+        return Verdict.NOT_SCORED
     if ok and correct is not False:
-        return old + ALPHA * (target - old)
-    if not ok:
+        return Verdict.VERIFIED
+    if correct is False or attestation_accepted is False:
+        return Verdict.STRIKE
+    return Verdict.UNAVAILABLE
+
+
+def quantile(values: Iterable[float], q: float) -> float | None:
+    """The ``q`` quantile of ``values`` (linear interpolation, as numpy's default), None when empty."""
+    xs = sorted(values)
+    if not xs:
+        return None
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def reference_latency(latency_pools: Iterable[Iterable[float]]) -> float | None:
+    """The class's reference: ``REFERENCE_QUANTILE`` of every recent verified latency, pooled over miners."""
+    return quantile((x for pool in latency_pools for x in pool), REFERENCE_QUANTILE)
+
+
+def quality(latency: float | None, reference: float | None) -> float:
+    """A verified answer's quality in (0, 1]: ``min(1, reference / latency)``; 1 with nothing to compare."""
+    if latency is None or reference is None or latency <= 0.0:
+        return 1.0
+    return min(1.0, reference / latency)
+
+
+def next_score(old: float, verdict: Verdict, q: float = 1.0) -> float:
+    """The score after one outcome of ``verdict`` (``q``: its quality when verified)."""
+    if verdict is Verdict.VERIFIED:
+        return old + ALPHA * (q - old)
+    if verdict is Verdict.UNAVAILABLE:
         return old * (1.0 - FAILURE_DECAY)
+    if verdict is Verdict.STRIKE:
+        return 0.0
     return old
+
+
+def next_streak(streak: int, verdict: Verdict) -> int:
+    """Verified answers since the last strike (or since registration)."""
+    if verdict is Verdict.VERIFIED:
+        return streak + 1
+    if verdict is Verdict.STRIKE:
+        return 0
+    return streak
+
+
+def earns(streak: int, strikes: int) -> bool:
+    """Whether a miner with ``streak`` verified answers since its last strike, and ``strikes`` in all, earns weight."""
+    return streak >= (PROBATION_SAMPLES * min(strikes, MAX_PROBATION_STRIKES) if strikes else MIN_SAMPLES)

@@ -1,9 +1,4 @@
-"""Miner scores, in the spirit of Omron: verified correct answers earn, failures decay.
-
-A verified, correct response moves a miner's score toward a target scaled by
-its response time relative to the other miners (the fastest median latency
-gets the full target, the slowest half of it). A failed attestation, a wrong
-output, a bad receipt, a timeout or an unreachable miner decays the score.
+"""Miner scores: the rule of ``validator.reward`` (docs/SCORING.md), applied and persisted.
 
 Only the validator's own benchmark traffic moves scores. Relayed third-party
 traffic is counted but never scored: its deadline, its load and even its
@@ -11,13 +6,9 @@ disconnects are the client's to choose, so scoring it would let anyone drive
 an honest miner's score down. Since miners cannot tell the two kinds of
 traffic apart, benchmarks still spot-check all of it. Latencies are compared
 within their class (tensor, zk, LLM) and only among miners seen recently.
-zk answers (proven with EZKL) are timed the same way, but against the other
-miners' zk times (proving takes seconds, not milliseconds); a proof that does
-not verify or does not prove the claimed output decays the score.
 
-The rule itself is pure (``validator.reward``); records persist in SQLite (WAL,
-``validator.store``) so a validator restart keeps them; updates are kept in
-memory and flushed about once a second, so a crash loses at most that.
+Records persist in SQLite (WAL, ``validator.store``) so a validator restart keeps them;
+updates are kept in memory and flushed about once a second, so a crash loses at most that.
 """
 
 from __future__ import annotations
@@ -26,12 +17,13 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omron_tee.reasons import Reason
+from omron_tee.reasons import NOT_CHARGED, Reason
 from omron_tee.validator import reward
-from omron_tee.validator.reward import ALPHA, FAILURE_DECAY, RT_WEIGHT  # noqa: F401 - the rule's constants, re-exported
+from omron_tee.validator.reward import ALPHA, FAILURE_DECAY, Verdict  # noqa: F401 - the rule's constants, re-exported
 from omron_tee.validator.store import ScoreStore
 
 LATENCY_WINDOW = 64
@@ -53,6 +45,12 @@ class Outcome:
     kind: str = "benchmark"  # "relay" (counted, never scored), "validator-fault" (our bug: counted, never scored)
     latency_class: str = "tee"  # the workload's: latencies are compared within a class only ("tee", "zk", "llm")
 
+    @property
+    def verdict(self) -> Verdict:
+        """What scoring makes of it; a failure named in ``reasons.NOT_CHARGED`` is never the miner's."""
+        return reward.verdict_of(kind=self.kind, ok=self.ok, attestation_accepted=self.attestation_accepted, correct=self.correct,
+                                 charged=self.ok or self.reason not in NOT_CHARGED)
+
 
 @dataclass
 class MinerRecord:
@@ -70,6 +68,12 @@ class MinerRecord:
     zk_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     llm_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     last_seen: float = 0.0  # wall time of the last benchmark outcome
+    streak: int = 0  # verified answers since the last strike (or registration)
+    strikes: int = 0  # wrong answers and rejected evidence, in all
+
+    @property
+    def earning(self) -> bool:
+        return reward.earns(self.streak, self.strikes)
 
     def median_latency(self) -> float | None:
         return statistics.median(self.latencies) if self.latencies else None
@@ -84,8 +88,9 @@ class MinerRecord:
 class ScoreBook:
     """Every miner's record, in memory, persisted through ``ScoreStore``; the rule is ``reward``'s."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self.clock = clock
         self._store = ScoreStore(self.path)
         self._lock = threading.Lock()
         self.records: dict[str, MinerRecord] = {}
@@ -106,6 +111,8 @@ class ScoreBook:
                 zk_latencies=deque(r.get("zk_latencies", []), maxlen=LATENCY_WINDOW),
                 llm_latencies=deque(r.get("llm_latencies", []), maxlen=LATENCY_WINDOW),
                 last_seen=float(r.get("last_seen", 0.0)),
+                streak=int(r.get("streak", 0)),
+                strikes=int(r.get("strikes", 0)),
             )
 
     def record(self, hotkey: str, uid: int) -> MinerRecord:
@@ -116,9 +123,10 @@ class ScoreBook:
             self.records[hotkey] = rec
         return rec
 
-    def _latency_range(self, latency_class: str = "tee") -> tuple[float, float] | None:
-        since = time.time() - ACTIVE_WINDOW_S
-        return reward.latency_range(r.pool(latency_class) for r in self.records.values() if r.last_seen >= since)
+    def reference(self, latency_class: str = "tee") -> float | None:
+        """The class's reference latency over the miners seen within ``ACTIVE_WINDOW_S``."""
+        since = self.clock() - ACTIVE_WINDOW_S
+        return reward.reference_latency(r.pool(latency_class) for r in self.records.values() if r.last_seen >= since)
 
     def update(self, outcome: Outcome) -> tuple[float, float]:
         """Apply one outcome; returns (old score, new score)."""
@@ -140,19 +148,21 @@ class ScoreBook:
             rec.reasons[reason] = rec.reasons.get(reason, 0) + 1
             if not outcome.ok:
                 rec.failures += 1
-            scored = outcome.kind == "benchmark"
-            if scored:
-                rec.last_seen = time.time()
-                if outcome.ok and outcome.correct is not False and outcome.latency_s is not None:
+            verdict = outcome.verdict
+            if verdict is not Verdict.NOT_SCORED:
+                rec.last_seen = self.clock()
+            q = 1.0
+            if verdict is Verdict.VERIFIED:
+                # Quality against the reference before this answer joins it, so no answer judges itself.
+                q = reward.quality(outcome.latency_s, self.reference(outcome.latency_class))
+                if outcome.latency_s is not None:
                     rec.pool(outcome.latency_class).append(outcome.latency_s)
-            target = self._target(rec, outcome.latency_class) if scored and outcome.ok else 1.0
-            rec.score = reward.next_score(old, scored=scored, ok=outcome.ok, correct=outcome.correct, target=target)
+            elif verdict is Verdict.STRIKE:
+                rec.strikes += 1
+            rec.streak = reward.next_streak(rec.streak, verdict)
+            rec.score = reward.next_score(old, verdict, q)
             self._dirty.add(outcome.hotkey)
             return old, rec.score
-
-    def _target(self, rec: MinerRecord, latency_class: str = "tee") -> float:
-        pool = rec.pool(latency_class)
-        return reward.latency_target(statistics.median(pool) if pool else None, self._latency_range(latency_class))
 
     def flush(self) -> None:
         with self._lock:
@@ -161,7 +171,12 @@ class ScoreBook:
         self._store.save(rows)
 
     def scores(self) -> dict[str, float]:
+        """Every miner's score (the API ranks miners by it)."""
         return {h: r.score for h, r in self.records.items()}
+
+    def earning_scores(self) -> dict[str, float]:
+        """The scores of the miners that may earn weight: enough verified answers, probation served."""
+        return {h: r.score for h, r in self.records.items() if r.earning}
 
     def close(self) -> None:
         self.flush()
@@ -181,4 +196,6 @@ def _fields(r: MinerRecord) -> dict[str, object]:
         "zk_latencies": list(r.zk_latencies),
         "llm_latencies": list(r.llm_latencies),
         "last_seen": r.last_seen,
+        "streak": r.streak,
+        "strikes": r.strikes,
     }

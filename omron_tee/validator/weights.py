@@ -1,15 +1,20 @@
-"""From scores to on-chain weights, concentrated on the top miners.
+"""From scores to on-chain weights: a smooth function of score, concentrated on the top miners.
 
-Only the ``top_k`` best-scoring miners get weight, and within them weight
-grows as score**POWER, so a miner half as good earns an eighth as much:
-being the best pays, being mediocre barely does, failing earns nothing.
+Only the ``top_k`` best-scoring miners that earn (``reward.earns``) get weight, and within
+them weight grows as ``score ** POWER``: a miner half as good earns a quarter as much, being
+the best pays, failing earns nothing. The function is continuous in every score, so two
+miners of equal score get equal weight and a small difference in score is a small difference
+in weight (docs/SCORING.md). Pure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-POWER = 3.0
+# Sent with every weight set as its version_key: a subnet owner raises the chain's weights_version
+# to refuse weights from validators still scoring by an older rule (docs/SCORING.md).
+WEIGHTS_VERSION = 2
+POWER = 2.0
 MIN_SCORE = 0.05  # below this a miner gets no weight at all
 DEFAULT_TOP_K = 16
 
@@ -24,11 +29,11 @@ class WeightVector:
 
 
 def compute_weights(scores: dict[int, float], *, top_k: int = DEFAULT_TOP_K) -> WeightVector:
-    """Normalised weights for uids by score; empty when nobody qualifies."""
-    ranked = sorted(((s, uid) for uid, s in scores.items() if s >= MIN_SCORE), reverse=True)[:top_k]
-    raw = [(uid, s**POWER) for s, uid in ranked]
+    """Normalised weights for uids by score (uid order); empty when nobody qualifies. Ties at the
+    ``top_k`` boundary go to the lower uid, so the result never depends on dict order."""
+    ranked = sorted(((s, uid) for uid, s in scores.items() if s >= MIN_SCORE), key=lambda t: (-t[0], t[1]))[:top_k]
+    raw = sorted((uid, s**POWER) for s, uid in ranked)
     total = sum(w for _, w in raw)
     if total <= 0:
         return WeightVector((), ())
-    raw.sort()
     return WeightVector(tuple(u for u, _ in raw), tuple(w / total for _, w in raw))

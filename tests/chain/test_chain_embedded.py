@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from omron_tee.chain import Endpoint, Metagraph
+from omron_tee.chain import embedded
 from omron_tee.chain.embedded import RAO_PER_TAO, EmbeddedChain
 from omron_tee.errors import ChainError, ConfigError, RateLimited
 
@@ -228,9 +229,7 @@ def rao(tao: float) -> int:
     return round(tao * RAO_PER_TAO)
 
 
-def test_emission_split_follows_stake_weighted_incentive(
-    open_chain, make_wallet, clock
-):
+def test_emission_split_follows_yuma_consensus(open_chain, make_wallet, clock):
     chain = open_chain(tempo=10, emission_per_block=1.0, weights_rate_limit=0)
     a, b = make_wallet("a"), make_wallet("b")
     m1, m2, m3 = make_wallet("m1"), make_wallet("m2"), make_wallet("m3")
@@ -245,17 +244,23 @@ def test_emission_split_follows_stake_weighted_incentive(
     graph = chain.metagraph()
     emissions = chain.emissions()
     assert emissions.epochs == 2 and emissions.cumulative
-    # incentive: m1 = (30*.75 + 10*.5) / 40 = 0.6875, m2 = 0.3125, m3 = 0
-    assert graph.by_uid(2).incentive == pytest.approx(0.6875)
-    assert graph.by_uid(3).incentive == pytest.approx(0.3125)
+    # Stake .75 / .25. Consensus (stake-weighted median): m1 .75 (a alone holds .75 of the
+    # stake), m2 .25. b's .5 on m2 is clipped to .25. Ranks: m1 = .75*.75 + .25*.5 = .6875,
+    # m2 = .75*.25 + .25*.25 = .25; incentive = rank / .9375.
+    assert graph.by_uid(2).consensus == pytest.approx(0.75) and graph.by_uid(3).consensus == pytest.approx(0.25)
+    assert graph.by_uid(2).incentive == pytest.approx(0.6875 / 0.9375)
+    assert graph.by_uid(3).incentive == pytest.approx(0.25 / 0.9375)
     assert graph.by_uid(4).incentive == 0.0
-    # half of 2 * 10 TAO to miners by incentive, half to validators by stake
-    assert emissions.of(m1.hotkey.ss58_address) == pytest.approx(10 * 0.6875)
-    assert emissions.of(m2.hotkey.ss58_address) == pytest.approx(10 * 0.3125)
+    assert graph.by_uid(3).trust == pytest.approx(0.25 / 0.3125)  # its weight that survived clipping
+    assert graph.by_uid(0).validator_trust == pytest.approx(1.0) and graph.by_uid(1).validator_trust == pytest.approx(0.75)
+    # Half of 2 * 10 TAO to miners by incentive; half to validators by dividends from bonds:
+    # bonds on m1 are a .5625/.6875, b .125/.6875; on m2 .75 / .25; D_a = .8, D_b = .2.
+    assert emissions.of(m1.hotkey.ss58_address) == pytest.approx(10 * 0.6875 / 0.9375)
+    assert emissions.of(m2.hotkey.ss58_address) == pytest.approx(10 * 0.25 / 0.9375)
     assert emissions.of(m3.hotkey.ss58_address) == 0.0
-    assert graph.by_uid(0).dividends == pytest.approx(0.75)
-    assert emissions.of(a.hotkey.ss58_address) == pytest.approx(7.5)
-    assert emissions.of(b.hotkey.ss58_address) == pytest.approx(2.5)
+    assert graph.by_uid(0).dividends == pytest.approx(0.8)
+    assert emissions.of(a.hotkey.ss58_address) == pytest.approx(8.0)
+    assert emissions.of(b.hotkey.ss58_address) == pytest.approx(2.0)
     assert [n.emission for n in graph.neurons] == [
         emissions.of(h) for h in graph.hotkeys
     ]
@@ -264,6 +269,81 @@ def test_emission_split_follows_stake_weighted_incentive(
         emissions.undistributed
     )
     assert paid == 2 * 10 * RAO_PER_TAO
+
+
+def test_a_validator_that_disagrees_loses_dividends_and_moves_no_incentive(open_chain, make_wallet, clock):
+    chain = open_chain(tempo=10, weights_rate_limit=0)
+    v = [make_wallet(f"v{i}") for i in range(3)]
+    for w, stake in zip(v, (40, 40, 20)):
+        chain.register(w, stake=stake)  # uids 0, 1, 2
+    honest, other = make_wallet("honest"), make_wallet("other")
+    chain.register(honest)  # uid 3
+    chain.register(other)  # uid 4
+    chain.set_weights(v[0], [3, 4], [1, 1])
+    chain.set_weights(v[1], [3, 4], [1, 1])
+    chain.set_weights(v[2], [4], [1])  # the dissenter puts everything on uid 4
+    advance_blocks(clock, chain, 50)
+    graph = chain.metagraph()
+    # Consensus holds both at .5: the dissenter's extra weight on uid 4 is clipped away.
+    assert graph.by_uid(3).incentive == pytest.approx(0.5 * 0.8 / (0.5 * 0.8 + 0.5))
+    assert graph.by_uid(2).validator_trust == pytest.approx(0.5)
+    assert graph.by_uid(0).validator_trust == pytest.approx(1.0)
+    # Per unit of stake the dissenter earns less than those who agreed.
+    assert graph.by_uid(2).dividends / 20 < graph.by_uid(0).dividends / 40
+
+
+def test_commit_reveal_weights_count_only_from_the_reveal_epoch(open_chain, make_wallet, clock):
+    chain = open_chain(tempo=10, weights_rate_limit=0, commit_reveal=True, reveal_period=1)
+    v, m1, m2 = make_wallet("v"), make_wallet("m1"), make_wallet("m2")
+    chain.register(v, stake=10)
+    chain.register(m1)
+    chain.register(m2)
+    chain.set_weights(v, [1], [1.0])  # committed in epoch 0: revealed when epoch 1 starts (block 10)
+    assert chain.weights() == {} and chain.pending_reveals() == {0: 10}
+    advance_blocks(clock, chain, 10)  # epoch 0 paid with no weights
+    assert chain.emissions().undistributed == pytest.approx(10.0)
+    assert chain.weights() == {0: {1: 1.0}} and chain.pending_reveals() == {}
+    chain.set_weights(v, [2], [1.0])  # committed in epoch 1, revealed at block 20
+    advance_blocks(clock, chain, 10)  # epoch 1 paid by the first commit
+    graph = chain.metagraph()
+    assert graph.by_uid(1).incentive == 1.0 and graph.by_uid(2).incentive == 0.0
+    advance_blocks(clock, chain, 10)
+    assert chain.metagraph().by_uid(2).incentive == 1.0
+
+
+def test_weights_below_the_subnet_version_are_refused(open_chain, make_wallet):
+    chain = open_chain(weights_version=3)
+    v = make_wallet("v")
+    chain.register(v, stake=1)
+    chain.register(make_wallet("m"))
+    with pytest.raises(ChainError, match="IncorrectWeightVersionKey"):
+        chain.set_weights(v, [1], [1.0], version_key=2)
+    chain.set_weights(v, [1], [1.0], version_key=3)
+
+
+def test_a_schema_1_file_is_migrated_and_keeps_its_state(tmp_path, make_wallet, clock):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    chain = EmbeddedChain(1, path=path, clock=clock, tempo=5, weights_rate_limit=0)
+    v, m = make_wallet("v"), make_wallet("m")
+    chain.register(v, stake=5)
+    chain.register(m)
+    chain.close()
+    db = sqlite3.connect(path)  # make it look like a file written by the previous release
+    for table, column, _ in embedded._MIGRATIONS:
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    db.execute("DROP TABLE bonds")
+    db.execute("DROP TABLE commits")
+    db.execute("UPDATE chain SET schema_version = 1")
+    db.commit()
+    db.close()
+    again = EmbeddedChain(1, path=path, clock=clock)
+    assert again.metagraph().by_uid(0).stake == 5 and not again.params.commit_reveal
+    again.set_weights(v, [1], [1.0])
+    advance_blocks(clock, again, 5)
+    assert again.metagraph().by_uid(1).incentive == 1.0
+    again.close()
 
 
 def test_epoch_with_no_weights_is_undistributed(open_chain, make_wallet, clock):

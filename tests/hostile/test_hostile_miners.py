@@ -20,6 +20,8 @@ import pytest
 
 from omron_tee.devnet.hostile import EXPECTED_REASONS
 from omron_tee.devnet.processes import free_port
+from omron_tee.validator import reward
+from omron_tee.validator.reward import Verdict
 from omron_tee.validator.scoring import FAILURE_DECAY
 
 SEEDED_SCORE = 0.5  # what each miner's score is before the rounds, so a penalty shows
@@ -31,7 +33,8 @@ def _rounds(net, tmp_path, rounds: int):
         v = net.validator(tmp_path / "scores.sqlite", timeout=1.0)
         try:
             for m in net.members.values():
-                v.scores.record(m.hotkey, m.uid).score = SEEDED_SCORE
+                rec = v.scores.record(m.hotkey, m.uid)
+                rec.score, rec.streak = SEEDED_SCORE, reward.MIN_SAMPLES  # every miner starts as an earning one
             miners = v.miners()
             events, durations = [], []
             for _ in range(rounds):
@@ -70,9 +73,13 @@ def test_every_hostile_miner_is_named_and_penalised(hostile_net, outcome) -> Non
         want = EXPECTED_REASONS[m.behaviour]
         assert reasons == [want, want], (name, reasons, [e.result.message for e in evs])
         assert all(not e.result.outcome.ok and e.result.outcome.kind == "benchmark" for e in evs)
-        # Charged: each failure takes FAILURE_DECAY of the score.
+        # Charged by the rule: a stall decays the score, evidence or answers that are wrong zero it.
         assert evs[0].old_score == pytest.approx(SEEDED_SCORE)
-        assert evs[-1].new_score == pytest.approx(SEEDED_SCORE * (1 - FAILURE_DECAY) ** 2), name
+        verdicts = {e.result.outcome.verdict for e in evs}
+        assert verdicts <= {Verdict.UNAVAILABLE, Verdict.STRIKE}, (name, verdicts)
+        for e in evs:
+            assert e.new_score == pytest.approx(reward.next_score(e.old_score, e.result.outcome.verdict)), name
+        assert evs[-1].new_score <= SEEDED_SCORE * (1 - FAILURE_DECAY) ** 2, name
     # One enclave behind two hotkeys: whichever was probed first keeps it, the other is refused.
     assert sorted(map(tuple, shared.values())) == [("enclave-shared", "enclave-shared"), ("ok", "ok")], shared
 
