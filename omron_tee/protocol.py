@@ -46,6 +46,16 @@ def unb64(value: Any, what: str) -> bytes:
         raise ProtocolError(f"{what} is not valid base64") from None
 
 
+def unhex_id(value: Any, what: str) -> bytes:
+    """A 32-byte identifier (a sha256) written as 64 hex digits, or ``ProtocolError``."""
+    if not isinstance(value, str) or len(value) != 64:
+        raise ProtocolError(f"{what} must be 64 hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ProtocolError(f"{what} must be 64 hex digits") from None
+
+
 def field_of(data: Any, key: str, what: str) -> Any:
     """``data[key]`` of a JSON object, or ``ProtocolError`` naming what is missing."""
     if not isinstance(data, dict):
@@ -119,6 +129,9 @@ class AttestResponse:
     models: tuple[str, ...] = ()
     # Per model, the proof systems this miner offers; a model missing here offers "tee" only.
     proof_systems: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per zk model, the id of the circuit it proves with, so a validator sees a mismatch before
+    # it sends a zk probe (zk.circuits.Circuit.circuit_id; each proof carries it too).
+    zk_circuits: dict[str, bytes] = field(default_factory=dict)
 
     def offers(self, model_id: str, proof_system: str) -> bool:
         return proof_system in self.proof_systems.get(model_id, ("tee",) if model_id in self.models else ())
@@ -127,6 +140,8 @@ class AttestResponse:
         out = {"evidence": self.evidence.to_json(), "keys": keys_to_json(self.keys), "models": list(self.models)}
         if self.proof_systems:
             out["proof_systems"] = {m: list(p) for m, p in self.proof_systems.items()}
+        if self.zk_circuits:
+            out["zk_circuits"] = {m: c.hex() for m, c in self.zk_circuits.items()}
         return out
 
     @classmethod
@@ -137,11 +152,15 @@ class AttestResponse:
         offered = data.get("proof_systems", {}) if isinstance(data, dict) else {}
         if not isinstance(offered, dict) or not all(isinstance(p, list) for p in offered.values()):
             raise ProtocolError("attest response proof_systems must map model ids to lists")
+        circuits = data.get("zk_circuits", {}) if isinstance(data, dict) else {}
+        if not isinstance(circuits, dict):
+            raise ProtocolError("attest response zk_circuits must map model ids to circuit ids")
         return cls(
             evidence=Evidence.from_json(field_of(data, "evidence", "attest response")),
             keys=keys_from_json(field_of(data, "keys", "attest response")),
             models=tuple(str(m) for m in models),
             proof_systems={str(m): tuple(str(x) for x in p if x in PROOF_SYSTEMS) for m, p in offered.items()},
+            zk_circuits={str(m): unhex_id(c, "attest response zk circuit id") for m, c in circuits.items()},
         )
 
 

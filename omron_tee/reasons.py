@@ -153,8 +153,12 @@ class Reason(enum.StrEnum):
     ZK_NOT_BUILT = "zk-not-built"
     ZK_BUILD_FAILED = "zk-build-failed"
     ZK_UNAVAILABLE = "zk-unavailable"
+    CIRCUIT_MISMATCH = "circuit-mismatch"  # proven with another build of the model's circuit: no one's fault, not charged
 
 
 # Failures a miner cannot be blamed for: counted and shown, never scored (docs/SCORING.md).
-# The validator could not fetch collateral (its network, Intel's or NVIDIA's service).
-NOT_CHARGED: frozenset[str] = frozenset({Reason.VALIDATOR_FAULT, Reason.COLLATERAL_UNAVAILABLE})
+# The validator could not fetch collateral (its network, Intel's or NVIDIA's service); the miner
+# proved with a circuit that differs from the validator's own build of the same model; a zk probe
+# asked of a miner that does not offer zk (a miner is never scored on a workload it does not offer).
+NOT_CHARGED: frozenset[str] = frozenset({Reason.VALIDATOR_FAULT, Reason.COLLATERAL_UNAVAILABLE, Reason.CIRCUIT_MISMATCH,
+                                         Reason.ZK_UNSUPPORTED})

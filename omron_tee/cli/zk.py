@@ -75,6 +75,7 @@ def _build(args: argparse.Namespace) -> int:
         "pk": str(c.pk_path),
         "srs": str(c.srs.path),
         "srs_sha256": c.srs.sha256.hex(),
+        "circuit_id": c.circuit_id.hex(),
         "dev_srs": c.srs.dev,
         "logrows": c.logrows,
         "input_scale": c.input_scale,
@@ -89,6 +90,7 @@ def _build(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         print(f"circuit of {c.model_id} (sha256 {info['model_sha256'][:16]}…) in {c.dir}")
+        print(f"  circuit id {info['circuit_id']} (settings + verifying key: a miner's and a validator's must be equal)")
         print(f"  2^{c.logrows} rows, scales in/out {c.input_scale}/{c.output_scale}, input {c.input_visibility}, output {c.output_visibility}")
         print(f"  quantisation error on calibration rows ≤ {c.max_calibration_error:.4g}; zk tolerance {c.atol:.4g}")
         print(f"  keys for SRS {c.srs.path} ({'DEVELOPMENT, can forge proofs' if c.srs.dev else 'ceremony'}): vk {c.vk_path.name}, pk {c.pk_path.name} (pk stays out of git)")

@@ -103,6 +103,10 @@ class TrustedApp:
     def proof_systems(self) -> dict[str, tuple[str, ...]]:
         return {m: ("tee", "zk") if s.prover is not None else ("tee",) for m, s in self.served.items()}
 
+    @property
+    def zk_circuits(self) -> dict[str, bytes]:
+        return {m: s.prover.circuit.circuit_id for m, s in self.served.items() if s.prover is not None}
+
     def attest(self, request: AttestRequest) -> AttestResponse:
         if request.hotkey and request.hotkey != self.hotkey:
             # Another miner relaying our enclave: evidence for its hotkey would never verify,
@@ -110,7 +114,8 @@ class TrustedApp:
             raise AuthError("this enclave attests only for the hotkey it serves", reason=Reason.HOTKEY_MISMATCH)
         keys = self._keys_for(KemSuite.parse(request.kem))
         evidence = self.backend.attest(report_data_for(request.nonce, keys.public, self.hotkey))
-        return AttestResponse(evidence=evidence, keys=keys.public, models=self.models, proof_systems=self.proof_systems)
+        return AttestResponse(evidence=evidence, keys=keys.public, models=self.models, proof_systems=self.proof_systems,
+                              zk_circuits=self.zk_circuits)
 
     def keys(self, key_id_: bytes) -> EnclaveKeys:
         """The channel keys a sealed request names, or ``unknown-key`` (the enclave restarted since)."""

@@ -153,6 +153,8 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     wallet: bt.Wallet = load_wallet(args)
     chain_path = embedded_chain_path(args) if is_local(network) else None  # checked before anything is written beside it
     # Configuration first: a mistake in it is named at once, not after the chain has answered.
+    if args.max_in_flight < 1:
+        raise ConfigError(f"--validator.max_in_flight {args.max_in_flight} must be at least 1")
     models = ModelRegistry.builtin()
     policy = load_policy(args, network, models)
     policy = add_llms(args, models, policy, local=is_local(network))  # LLMs on offer and scored (docs/LLM.md)
@@ -170,7 +172,8 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     if not neuron.validator_permit:
         log.warning("hotkey %s holds no validator permit yet: miners will refuse its requests until it has enough stake", hotkey)
     client = SignedClient(Signer(wallet), timeout=args.timeout)
-    workloads = default_workloads(zk_verifiers=zk_service.validator_verifiers(args, models, network), llm_tokens=args.llm_tokens)
+    workloads = default_workloads(zk_verifiers=zk_service.validator_verifiers(args, models, network), llm_tokens=args.llm_tokens,
+                                  zk_verify_fraction=args.zk_verify_fraction)
     prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=workloads, kem=KemSuite.parse(args.kem),
                     timeout=args.timeout, timeouts={"zk": args.zk_timeout, "llm": args.llm_timeout},
                     shares={"zk": args.zk_share, "llm": args.llm_share}, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl)

@@ -193,7 +193,8 @@ class Prober:
             return self._fail(neuron, label, e.reason, str(e), None)
         w, mid = self.pick(neuron, model_id, workload_name)
         if w.optional and not w.offered(self.offers[neuron.hotkey], mid):
-            return self._fail(neuron, mid, w.unoffered_reason, f"miner does not offer {mid} as {w.name}", True, latency_class=w.latency_class)
+            reason, message = w.unoffered(self.offers[neuron.hotkey], mid)
+            return self._fail(neuron, mid, reason, message, True, latency_class=w.latency_class)
         spec = self.models.get(mid)
         value = w.sample(spec, self.rng)
         expected = await w.reference(self.models.runtime(mid), spec, value)  # before the miner is timed

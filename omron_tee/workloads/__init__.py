@@ -15,6 +15,7 @@ from omron_tee.workloads.tensor import TensorWorkload
 from omron_tee.workloads.zk import ZkWorkload
 
 
-def default_workloads(*, zk_verifiers: Mapping[str, Any] | None = None, llm_tokens: int | None = None) -> Workloads:
+def default_workloads(*, zk_verifiers: Mapping[str, Any] | None = None, llm_tokens: int | None = None,
+                      zk_verify_fraction: float = 1.0) -> Workloads:
     llm = LlmWorkload() if llm_tokens is None else LlmWorkload(max_tokens=llm_tokens)
-    return Workloads([TensorWorkload(), ZkWorkload(zk_verifiers), llm])
+    return Workloads([TensorWorkload(), ZkWorkload(zk_verifiers, verify_fraction=zk_verify_fraction), llm])

@@ -90,6 +90,10 @@ class Workload(abc.ABC, Generic[I, R]):
         """Whether a miner's attestation (``AttestResponse``) offers this workload for ``model_id``."""
         return model_id in offer.models
 
+    def unoffered(self, offer: Any, model_id: str) -> tuple[str, str]:
+        """(reason, message) for a probe of this workload that ``offer`` does not offer."""
+        return self.unoffered_reason, f"miner does not offer {model_id} as {self.name}"
+
     def judges(self, spec: ModelSpec) -> bool:
         """Whether a validator of this process can judge a result for ``spec`` (zk: holds its verifier)."""
         return True

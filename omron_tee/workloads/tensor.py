@@ -21,7 +21,7 @@ import numpy as np
 from omron_tee.errors import ChannelError, OmronTeeError, ProtocolError
 from omron_tee.models.samples import sample_input
 from omron_tee.models.spec import INPUT_DTYPES, ModelSpec
-from omron_tee.protocol import b64, field_of, unb64
+from omron_tee.protocol import b64, field_of, unb64, unhex_id
 from omron_tee.reasons import Reason
 from omron_tee.workloads.base import Collector, Json, Judgement, Produced, Served, Workload
 
@@ -82,6 +82,7 @@ class TensorResult:
     output: np.ndarray
     proof: bytes | None = None  # zk: the EZKL proof, public instances are the outputs
     prove_ms: float | None = None  # zk: how long proving took inside the enclave
+    circuit: bytes | None = None  # zk: the id of the circuit it was proven with (zk.circuits.Circuit.circuit_id)
 
 
 def outputs_match(spec: ModelSpec, expected: np.ndarray, got: np.ndarray) -> bool:
@@ -127,6 +128,8 @@ class _TensorCollector(Collector[TensorResult]):
             proof_bytes = unb64(proof, "tensor answer proof") if proof is not None else None
             if proof_bytes is not None and len(proof_bytes) > MAX_PROOF_BYTES:
                 raise ProtocolError(f"proof exceeds {MAX_PROOF_BYTES} bytes")
+            circuit = data.get("circuit")
+            circuit_id = unhex_id(circuit, "tensor answer circuit") if circuit is not None else None
         except OmronTeeError as e:
             raise ChannelError(f"malformed tensor answer: {e}", reason=Reason.MALFORMED_RESULT) from None
         prove_ms = data.get("prove_ms")
@@ -134,6 +137,7 @@ class _TensorCollector(Collector[TensorResult]):
         self._result = TensorResult(
             out.to_array(), proof_bytes,
             float(prove_ms) if isinstance(prove_ms, (int, float)) and not isinstance(prove_ms, bool) else None,
+            circuit_id,
         )
         return self._result
 

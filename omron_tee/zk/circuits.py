@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
+import hashlib
 import inspect
 import json
 import logging
@@ -41,12 +43,13 @@ import numpy as np
 from omron_tee.config import is_local
 from omron_tee.errors import ConfigError
 from omron_tee.models.spec import ModelSpec, read_pinned, sha256_file
+from omron_tee.zk.dev_srs import VERSION as DEV_SRS_VERSION, write_srs
 from omron_tee.zk.errors import ZkError
 from omron_tee.reasons import Reason
 
 log = logging.getLogger("omron_tee.zk")
 
-CIRCUIT_SCHEMA = 1
+CIRCUIT_SCHEMA = 2  # 2: canonical settings (circuits built apart agree); older caches are rebuilt
 DEFAULT_CACHE_DIR = Path.home() / ".omron-tee" / "circuits"
 # Small circuits fit in 2^12 rows; proving time grows with the rows, so try that first.
 DEFAULT_MAX_LOGROWS = 12
@@ -62,9 +65,9 @@ MIN_TOLERANCE_QUANTA = 16
 VISIBILITIES = ("private", "hashed", "public")
 
 DEV_SRS_WARNING = (
-    "DEVELOPMENT SRS: generated on this machine with ezkl.gen_srs. Whoever generated it knows its "
-    "toxic waste and CAN FORGE PROOFS. Use it only on the embedded local network; production needs "
-    "a ceremony SRS file (miners: --zk.srs PATH; omron-tee circuits build: --srs PATH)."
+    "DEVELOPMENT SRS: derived from a public seed (omron_tee.zk.dev_srs), so every local process builds "
+    "the same circuit, and ANYONE CAN FORGE PROOFS under it. Use it only on the embedded local network; "
+    "production needs a ceremony SRS file (miners: --zk.srs PATH; omron-tee circuits build: --srs PATH)."
 )
 
 
@@ -162,10 +165,11 @@ _warned: set[Path] = set()
 
 
 def dev_srs(logrows: int, *, cache_dir: Path, network: str, create: bool = True) -> Srs:
-    """A locally generated SRS for the embedded network only; it can forge proofs."""
+    """The development SRS for the embedded network only (``zk.dev_srs``: the same bytes on every
+    machine, so validators and miners with separate caches agree); anyone can forge proofs under it."""
     if not is_local(network):
         raise ConfigError(f"a generated SRS can forge proofs and is refused on '{network}'; pass a ceremony SRS file (--zk.srs PATH on a miner, --srs PATH to circuits build)")
-    path = cache_dir / "dev-srs" / f"k{logrows}.srs"
+    path = cache_dir / "dev-srs" / f"k{logrows}-{DEV_SRS_VERSION}.srs"  # a random k<N>.srs of older releases is not reused
     if path not in _warned:  # loudly, once per process and file
         _warned.add(path)
         log.warning(DEV_SRS_WARNING)
@@ -174,7 +178,7 @@ def dev_srs(logrows: int, *, cache_dir: Path, network: str, create: bool = True)
             if not create:
                 raise ZkError(f"no development SRS at {path}: build the circuit first (omron-tee circuits build MODEL --dev-srs)", reason=Reason.ZK_NOT_BUILT)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            call(ezkl_module().gen_srs, str(tmp), logrows)
+            write_srs(tmp, logrows)
             os.replace(tmp, path)
             (path.parent / "WARNING.txt").write_text(DEV_SRS_WARNING + "\n")
     return Srs(path, sha256_file(path), dev=True)
@@ -204,6 +208,15 @@ class Circuit:
     @property
     def settings_path(self) -> Path:
         return self.dir / "settings.json"
+
+    @functools.cached_property
+    def circuit_id(self) -> bytes:
+        """What identifies this circuit for a proof: sha256 over its compiled settings and its verifying
+        key (which depends on the SRS). A prover and a verifier agree on a proof exactly when their ids do."""
+        h = hashlib.sha256(b"omron-tee circuit id v1\0")
+        for p in (self.settings_path, self.vk_path):
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+        return h.digest()
 
     @property
     def compiled_path(self) -> Path:
@@ -301,6 +314,23 @@ def _meta_current(meta: dict[str, Any] | None, spec: ModelSpec, input_visibility
     )
 
 
+def _canonicalise_settings(path: Path) -> None:
+    """Make two builds of one model's settings byte-identical, so their circuits (and keys) agree.
+
+    ezkl (23) writes its settings from hash maps and hash sets: the range checks a circuit needs
+    come out in a different order from one run to the next, and the order decides the circuit's
+    column layout, hence its verifying key; a timestamp differs too. Sorted, with the timestamp
+    zeroed, two processes that build the same model with the same ezkl and SRS get the same
+    circuit (tests/zk/test_zk_agreement.py)."""
+    s = json.loads(path.read_text())
+    for key in ("required_lookups", "required_range_checks"):
+        if isinstance(s.get(key), list):
+            s[key] = sorted(s[key], key=lambda v: json.dumps(v, sort_keys=True))
+    if "timestamp" in s:
+        s["timestamp"] = 0
+    path.write_text(json.dumps(s, sort_keys=True, separators=(",", ":")))
+
+
 def _build_settings(spec: ModelSpec, d: Path, *, max_logrows: int | None, input_visibility: str) -> dict[str, Any]:
     """gen_settings -> calibrate -> compile -> measure the quantisation error. Returns the meta."""
     ezkl = ezkl_module()
@@ -326,6 +356,7 @@ def _build_settings(spec: ModelSpec, d: Path, *, max_logrows: int | None, input_
             errors.append(f"max_logrows={limit}: {str(e)[:300]}")
     else:
         raise ZkError(f"cannot calibrate a circuit for {spec.model_id!r}: {'; '.join(errors)}", reason=Reason.ZK_BUILD_FAILED)
+    _canonicalise_settings(settings)
     call(ezkl.compile_circuit, str(model), str(compiled), str(settings))
     s = json.loads(settings.read_text())
     logrows = int(s["run_args"]["logrows"])

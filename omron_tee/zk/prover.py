@@ -38,6 +38,7 @@ class ZkProof:
     output: np.ndarray  # the dequantised public output
     prove_s: float  # witness + proof
     witness_s: float = 0.0
+    circuit_id: bytes = b""  # the circuit it was proven with (Circuit.circuit_id)
 
 
 def compact_proof(raw: bytes) -> bytes:
@@ -80,7 +81,7 @@ class ZkProver:
                 except OSError:
                     pass
         output = c.dequantise([f for out in w["outputs"] for f in out])
-        return ZkProof(proof=compact_proof(raw), output=output, prove_s=time.perf_counter() - t0, witness_s=t_w)
+        return ZkProof(proof=compact_proof(raw), output=output, prove_s=time.perf_counter() - t0, witness_s=t_w, circuit_id=c.circuit_id)
 
 
 def tamper_proof(proof: bytes) -> bytes:

@@ -82,12 +82,18 @@ def add_validator_args(p) -> None:
                    help="circuit cache (default: $OMRON_TEE_CIRCUITS or ~/.omron-tee/circuits); missing circuits are built")
     z.add_argument("--zk.srs", dest="zk_srs", default=None,
                    help="ceremony SRS file; without it zk probes run only on the embedded network (development SRS)")
+    z.add_argument("--zk.verify_fraction", dest="zk_verify_fraction", type=float, default=1.0,
+                   help="share of zk proofs verified (the output is always recomputed); one forged proof found is a strike "
+                   "(score 0, then probation), so a lower share still deters forgery; verifying costs milliseconds "
+                   "against the miner's second of proving, hence all by default (default: %(default)s)")
     z.add_argument("--zk.input_visibility", dest="zk_input_visibility", default="private", choices=["private", "hashed", "public"],
                    help="the input in zk proofs, as the miners' circuits have it (default: %(default)s)")
 
 
 def validator_verifiers(args, registry: ModelRegistry, network: str) -> dict:
     """Verifiers for the validator's zk probes, or none when ``--zk.share`` is 0."""
+    if not 0 < getattr(args, "zk_verify_fraction", 1.0) <= 1:
+        raise ConfigError("--zk.verify_fraction must be in (0, 1]")
     if getattr(args, "zk_share", 0.0) <= 0:
         return {}
     if not 0 < args.zk_share <= 1:

@@ -47,3 +47,23 @@ def proven(prover):
     spec = ModelRegistry.builtin().get(ZK_MODEL)
     x = sample_input(spec, np.random.default_rng(3))
     return x, prover.prove(x)
+
+
+@pytest.fixture(scope="session")
+def separate_circuit(tmp_path_factory):
+    """The same model's circuit built again in another cache, as a validator on another machine would."""
+    from omron_tee.zk.circuits import build_circuit
+
+    return build_circuit(ModelRegistry.builtin().get(ZK_MODEL), cache_dir=tmp_path_factory.mktemp("other-circuits"), dev_network="embedded")
+
+
+@pytest.fixture(scope="session")
+def foreign_circuit(tmp_path_factory):
+    """The same model's circuit under another SRS (a random one, passed as if it were a ceremony file):
+    a real circuit mismatch."""
+    from omron_tee.zk.circuits import build_circuit, call, ezkl_module
+
+    d = tmp_path_factory.mktemp("foreign-circuits")
+    srs = d / "random.srs"
+    call(ezkl_module().gen_srs, str(srs), 12)
+    return build_circuit(ModelRegistry.builtin().get(ZK_MODEL), cache_dir=d, srs_path=srs)

@@ -78,7 +78,11 @@ def zknet(tmp_path_factory, circuit, zk_cache):
         chain.close()
 
 
-def test_zk_over_real_processes(zknet, verifier, tmp_path) -> None:
+def test_zk_over_real_processes(zknet, separate_circuit, foreign_circuit, tmp_path) -> None:
+    """The miners prove from one cache; the validator verifies with a circuit it built in another."""
+    from omron_tee.zk.verifier import ZkVerifier
+
+    verifier = ZkVerifier(separate_circuit)
     chain, chain_path, validator, hotkeys, d = zknet
     models = ModelRegistry.builtin()
     policy = local_dev_policy(chain_path, models)
@@ -97,11 +101,18 @@ def test_zk_over_real_processes(zknet, verifier, tmp_path) -> None:
                 tee = await prober.probe(mg.by_hotkey(hk), ZK_MODEL)
                 zk = await prober.probe(mg.by_hotkey(hk), ZK_MODEL, workload="zk")
                 out[role] = (tee, zk)
+            # A validator whose circuit differs (another SRS) sees it in the attestation: named, not charged.
+            other = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models,
+                           workloads=default_workloads(zk_verifiers={ZK_MODEL: ZkVerifier(foreign_circuit)}), timeout=5.0, seed=1)
+            out["mismatch"] = (None, await other.probe(mg.by_hotkey(hotkeys["honest"]), ZK_MODEL, workload="zk"))
             return out
         finally:
             await client.aclose()
 
     out = asyncio.run(run())
+    _, mismatch = out.pop("mismatch")
+    assert mismatch.outcome.reason == "circuit-mismatch" and "not charged" in mismatch.message, mismatch.message
+    assert scores.update(mismatch.outcome) == (0.0, 0.0) and scores.records[hotkeys["honest"]].strikes == 0
     for role, (tee, zk) in out.items():
         assert tee.outcome.ok, (role, tee.message)
         before = scores.update(tee.outcome)[1]
@@ -110,8 +121,9 @@ def test_zk_over_real_processes(zknet, verifier, tmp_path) -> None:
             assert zk.outcome.ok and zk.outcome.reason == "ok" and zk.outcome.latency_class == "zk" and "proving" in zk.message, zk.message
             assert new > old
         else:
+            # The circuits agree, so a proof that does not verify is a forgery: a strike.
             assert zk.outcome.reason == "zk-proof-invalid", zk.message
-            assert new < old == before
+            assert zk.outcome.verdict.value == "strike" and new == 0.0 < old == before
     logs = "".join(p.read_text(errors="replace") for p in d.glob("*.log"))
     assert "zk proofs (EZKL, private input, public output) for diabetes-mlp" in logs
     assert "Traceback" not in logs
