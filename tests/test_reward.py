@@ -65,10 +65,19 @@ def test_each_outcome_has_one_verdict(kind, ok, attested, correct, charged, verd
 
 def test_the_score_is_an_ema_of_quality() -> None:
     s = 0.0
-    for _ in range(400):
+    for _ in range(1500):
         s = reward.next_score(s, Verdict.VERIFIED, 0.75)
     assert s == pytest.approx(0.75, abs=1e-6)
     assert reward.next_score(0.5, Verdict.VERIFIED, 1.0) == pytest.approx(0.5 + reward.ALPHA * 0.5)
+
+
+def test_a_new_miner_is_scored_on_the_mean_of_its_first_answers() -> None:
+    s = reward.next_score(0.0, Verdict.VERIFIED, 0.8, n=1)
+    assert s == pytest.approx(0.8)  # no ramp from zero
+    s = reward.next_score(s, Verdict.VERIFIED, 0.4, n=2)
+    assert s == pytest.approx(0.6)
+    far = round(1 / reward.ALPHA) * 4
+    assert reward.next_score(0.5, Verdict.VERIFIED, 1.0, n=far) == pytest.approx(0.5 + reward.ALPHA * 0.5)  # then the EMA
 
 
 def test_availability_failures_decay_and_strikes_zero() -> None:

@@ -871,6 +871,11 @@ class EmbeddedChain(Chain):
                 out.setdefault(int(uid), {})[int(dest)] = float(w)
         return out
 
+    def next_epoch_boundary(self, block: int) -> int:
+        """The first block after ``block`` at which an epoch ends (and is paid)."""
+        tempo = self.params.tempo
+        return self._created_block + ((block - self._created_block) // tempo + 1) * tempo
+
     def pending_reveals(self) -> dict[int, int]:
         """uid -> the block its oldest unrevealed commit reveals at (what a validator may know of its own commit)."""
         self._settled_block()

@@ -18,11 +18,13 @@ def add_parser(sub: Any) -> None:
         description="Run a local network doing private verified inference and show what happens: each request, "
         "each attestation verdict, each score change, then the weights set and who earns.",
     )
-    p.add_argument("--miners", type=int, default=4, help="number of miners (default: %(default)s; the first four have distinct roles)")
-    p.add_argument("--requests", type=int, default=200, help="benchmark requests the validator sends (default: %(default)s)")
+    p.add_argument("--miners", type=int, default=5, help="number of miners (default: %(default)s: honest, slow, wrong, unapproved and the "
+                   "honest miner's twin; further ones are honest)")
+    p.add_argument("--validators", type=int, default=2, help="number of validators, with decreasing stakes (1000, 600, 400, ... TAO); "
+                   "the chain runs Yuma consensus over their weights (default: %(default)s)")
+    p.add_argument("--requests", type=int, default=300, help="benchmark requests each validator sends, at least (default: %(default)s)")
     p.add_argument("--json", default=None, help="write the summary as JSON to this file")
     p.add_argument("--dir", default=str(Path.home() / ".omron-tee" / "localnet"), help="working folder, recreated on each run (default: %(default)s)")
-    p.add_argument("--parallel", type=int, default=2, help="requests per miner per round (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="seed for the benchmark inputs")
     p.add_argument("--quiet", action="store_true", help="do not print one line per request")
     p.add_argument("--zk-requests", dest="zk_requests", type=int, default=4,
@@ -35,8 +37,10 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_localnet(args: Any) -> int:
-    if args.miners < 1 or args.requests < 1:
-        raise ConfigError("--miners and --requests must be at least 1")
+    if args.miners < 1 or args.requests < 1 or args.validators < 1:
+        raise ConfigError("--miners, --validators and --requests must be at least 1")
+    if args.validators > 8:
+        raise ConfigError("--validators is at most 8 on a local network")
     from omron_tee.devnet.scenarios import run_localnet  # the whole stack: imported when the command runs
 
     summary = run_async(run_localnet(args))

@@ -16,7 +16,7 @@ from omron_tee.reasons import Reason
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("status", help="a running network as a table: neurons, stake, incentive, emission, a validator's scores and weights",
+    p = subparsers.add_parser("status", help="a running network as a table: neurons, stake, consensus, incentive, validator trust, dividends, emission, a validator's scores and weights",
                               description="Read the chain's metagraph (read-only) and, with --validator, that validator's GET /status.")
     p.add_argument("--subtensor.network", dest="network", default="embedded", help="embedded (default), local, test, finney or a ws:// URL")
     p.add_argument("--netuid", type=int, default=1, help="subnet uid (default: %(default)s)")
@@ -61,17 +61,20 @@ def status_cmd(args: argparse.Namespace) -> int:
     weights = {int(u): w for u, w in v["weights"].items()} if v else {}
     rows = [{
         "uid": n.uid, "hotkey": n.hotkey, "stake": n.stake, "permit": n.validator_permit, "serving": n.endpoint is not None,
-        "incentive": n.incentive, "emission": n.emission,
+        "incentive": n.incentive, "emission": n.emission, "consensus": n.consensus, "trust": n.trust, "validator_trust": n.validator_trust,
+        "dividends": n.dividends,
         "score": scores.get(n.uid, {}).get("score"), "weight": weights.get(n.uid), "top_reason": next(iter(scores.get(n.uid, {}).get("reasons", {})), None),
     } for n in mg.neurons]
     if args.json:
         print(json.dumps({"netuid": args.netuid, "block": mg.block, "neurons": rows, "validator": v and v.get("validator")}, indent=2))
         return 0
     print(f"netuid {args.netuid} at block {mg.block}: {len(rows)} neurons" + (f"; scores and weights of validator {v['validator'][:12]}…" if v else ""))
-    print(f"{'uid':>4} {'hotkey':<14} {'stake':>9} {'permit':>6} {'serving':>7} {'incentive':>9} {'emission':>10} {'score':>6} {'weight':>6}  top reason")
+    print(f"{'uid':>4} {'hotkey':<14} {'stake':>9} {'permit':>6} {'serving':>7} {'consensus':>9} {'incentive':>9} {'vtrust':>6} {'dividends':>9} "
+          f"{'emission':>10} {'score':>6} {'weight':>6}  top reason")
     for r in rows:
         score = f"{r['score']:.3f}" if r["score"] is not None else "-"
         weight = f"{r['weight']:.3f}" if r["weight"] is not None else "-"
         print(f"{r['uid']:>4} {r['hotkey'][:12] + '…':<14} {r['stake']:>9.2f} {('yes' if r['permit'] else 'no'):>6} {('yes' if r['serving'] else 'no'):>7} "
-              f"{r['incentive']:>9.4f} {r['emission']:>10.4f} {score:>6} {weight:>6}  {r['top_reason'] or '-'}")
+              f"{r['consensus']:>9.4f} {r['incentive']:>9.4f} {r['validator_trust']:>6.3f} {r['dividends']:>9.4f} "
+              f"{r['emission']:>10.4f} {score:>6} {weight:>6}  {r['top_reason'] or '-'}")
     return 0

@@ -1,12 +1,15 @@
-"""A whole subnet on one machine: embedded chain, miners as real processes, a validator, a client.
+"""A whole subnet on one machine: embedded chain, miners as real processes, validators, a client.
 
-Miner roles in the default network (4 miners):
-  uid 1 honest      a simulated enclave of this release, correct and fast
-  uid 2 slow        same build, but adds --dev.delay to every answer
-  uid 3 wrong       same build, but returns wrong outputs
-  uid 4 unapproved  a build whose measurement is not in the validator's policy
-Further miners are honest. The validator (uid 0) runs in this process so that
-every request, verdict and score change can be shown as it happens.
+Miner roles in the default network (5 miners):
+  honest      a simulated enclave of this release, correct and fast
+  slow        same build, but adds --dev.delay to every answer
+  wrong       same build, but returns wrong outputs
+  unapproved  a build whose measurement is not in the validator's policy
+  twin        the honest miner's equal: the two should earn the same
+Further miners are honest. The validators (uids 0, 1, ...: two by default, with
+different stakes) run in this process so that every request, verdict and score
+change can be shown as it happens; the chain has commit-reveal on and settles
+each epoch by Yuma consensus (docs/SCORING.md).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from omron_tee.devnet.processes import StartFailed, free_port, stop_all, wait_se
 from omron_tee.errors import OmronTeeError
 
 NETUID = 1
-VALIDATOR_STAKE = 1000.0
+VALIDATOR_STAKES = (1000.0, 600.0, 400.0, 300.0, 200.0, 150.0, 100.0, 80.0)
+TEMPO = 20
+REVEAL_PERIOD = 1  # epochs
 SLOW_DELAY_S = 0.03
 
 
@@ -39,6 +44,7 @@ ROLES = [
     MinerRole("slow", ("--dev.delay", str(SLOW_DELAY_S)), f"correct, {SLOW_DELAY_S * 1000:.0f} ms slower"),
     MinerRole("wrong", ("--dev.wrong_output",), "returns wrong outputs"),
     MinerRole("unapproved", ("--dev.measurement_variant", "unapproved-build"), "measurement not in policy"),
+    MinerRole("twin", (), "correct and fast, honest's equal"),
 ]
 
 
@@ -68,7 +74,11 @@ class Console:
 
 
 class LocalNet:
-    def __init__(self, workdir: Path, n_miners: int, console: Console, *, block_time: float = 0.05, roles: list[MinerRole] = ROLES) -> None:
+    def __init__(self, workdir: Path, n_miners: int, console: Console, *, block_time: float = 0.05, roles: list[MinerRole] = ROLES,
+                 n_validators: int = 2) -> None:
+        if not 1 <= n_validators <= len(VALIDATOR_STAKES):
+            raise OmronTeeError(f"a local network runs 1 to {len(VALIDATOR_STAKES)} validators, not {n_validators}")
+        self.n_validators = n_validators
         self.dir = workdir
         self.role_list = roles
         self.n = n_miners
@@ -85,10 +95,16 @@ class LocalNet:
         self.dir.mkdir(parents=True)
         self.chain_path = self.dir / "chain.sqlite"
         self.wallet_path = self.dir / "wallets"
-        self.chain = EmbeddedChain(NETUID, path=self.chain_path, block_time=self.block_time, tempo=20, weights_rate_limit=10)
-        self.console.step(f"embedded chain at {self.chain_path} (development chain: {self.block_time * 1000:.0f} ms blocks, tempo 20)")
-        self.validator_wallet = create_wallet("localnet-validator", "default", self.wallet_path)
-        self.chain.register(self.validator_wallet, stake=VALIDATOR_STAKE)
+        self.chain = EmbeddedChain(NETUID, path=self.chain_path, block_time=self.block_time, tempo=TEMPO, weights_rate_limit=10,
+                                   commit_reveal=True, reveal_period=REVEAL_PERIOD)
+        self.console.step(f"embedded chain at {self.chain_path} (development chain: {self.block_time * 1000:.0f} ms blocks, tempo {TEMPO}, "
+                          f"commit-reveal after {REVEAL_PERIOD} epoch, Yuma consensus)")
+        self.validator_wallets, self.validator_uids = [], []
+        for i in range(self.n_validators):
+            w = create_wallet("localnet-validator" if i == 0 else f"localnet-validator{i + 1}", "default", self.wallet_path)
+            self.validator_uids.append(self.chain.register(w, stake=VALIDATOR_STAKES[i]))
+            self.validator_wallets.append(w)
+        self.validator_wallet = self.validator_wallets[0]  # the one serving the third-party API
         self.client_wallet = create_wallet("localnet-client", "default", self.wallet_path)
         self.miner_wallets = []
         for i in range(self.n):
@@ -97,7 +113,8 @@ class LocalNet:
             self.miner_wallets.append(w)
             self.roles[w.hotkey.ss58_address] = role_for(i, self.role_list)
             self.uids[w.hotkey.ss58_address] = uid
-        self.console.step(f"registered validator (uid 0, {VALIDATOR_STAKE:.0f} TAO stake, permit) and {self.n} miners; keys in {self.wallet_path}")
+        stakes = ", ".join(f"uid {i} {VALIDATOR_STAKES[i]:.0f} TAO" for i in range(self.n_validators))
+        self.console.step(f"registered {self.n_validators} validator(s) ({stakes}; permits) and {self.n} miners; keys in {self.wallet_path}")
 
     def start_miners(self) -> None:
         self.console.step(f"starting {self.n} miner processes (simulated enclaves)")

@@ -19,13 +19,14 @@ from omron_tee.attestation.validate.policy import simulated_policy_toml
 from omron_tee.chain.base import Endpoint
 from omron_tee.client import PrivateClient
 from omron_tee.devnet import llm_demo
-from omron_tee.devnet.localnet import Console, LocalNet
+from omron_tee.devnet.localnet import TEMPO, REVEAL_PERIOD, Console, LocalNet
 from omron_tee.devnet.processes import free_port
 from omron_tee.devnet.summary import build_summary, print_summary
 from omron_tee.errors import OmronTeeError
 from omron_tee.exchange.receipt_file import verify_receipt_file
 from omron_tee.models.llama import default_llm_missing
 from omron_tee.models.registry import ModelRegistry
+from omron_tee.protocol import MAX_CANDIDATES
 from omron_tee.reasons import Reason
 from omron_tee.validator.api.routes import running_api
 from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
@@ -41,7 +42,7 @@ from omron_tee.workloads.tensor import sample_input
 async def run_localnet(args: Any) -> dict[str, Any]:
     console = Console(quiet=args.quiet)
     t_start = time.monotonic()
-    net = LocalNet(Path(args.dir).expanduser(), args.miners, console)
+    net = LocalNet(Path(args.dir).expanduser(), args.miners, console, n_validators=getattr(args, "validators", 2))
     try:
         net.setup()
         if getattr(args, "zk_requests", 0) > 0:
@@ -53,6 +54,14 @@ async def run_localnet(args: Any) -> dict[str, Any]:
         net.stop()
 
 
+# Pause between two probes of one miner on one validator's lane: enough that the validators, which
+# share this machine's cores with the miners, are not saturated (a saturated event loop adds its
+# own queueing to the latencies it measures).
+BENCH_INTERVAL_S = 0.05
+MIN_PROBES_PER_MINER = 3  # each validator probes every miner at least this often (failing ones are backed off)
+BENCH_CAP_S = 120.0  # the benchmark phase ends by then whatever the counts
+
+
 async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> dict[str, Any]:
     models = ModelRegistry.builtin()
     policy = local_dev_policy(net.chain_path, models)
@@ -61,66 +70,104 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
         policy = llm_demo.prepare(models, policy)  # the validator judges the LLM too (probed in the LLM part, docs/LLM.md)
     verifiers = build_verifiers(policy)
     (net.dir / "policy.toml").write_text(simulated_policy_toml(policy))
-    signer = Signer(net.validator_wallet)
-    client = SignedClient(signer, max_concurrency=64, timeout=5.0)
     zk_verifiers = {}
     if net.zk_circuits is not None:
         from omron_tee.zk.service import load_verifiers
 
         zk_verifiers = load_verifiers(models, cache_dir=net.zk_circuits, network="embedded")
-    prober = Prober(client, policy=policy, verifiers=verifiers, models=models, workloads=default_workloads(zk_verifiers=zk_verifiers),
-                    timeout=5.0, timeouts={"zk": 60.0, "llm": 30.0}, seed=args.seed)
-    scores = ScoreBook(net.dir / "validator-scores.sqlite")
-    done = {"n": 0}
+    counts: list[int] = [0] * len(net.validator_wallets)
+    seen: list[dict[str, int]] = [{} for _ in net.validator_wallets]
+    validators: list[Validator] = []
+    for i, wallet in enumerate(net.validator_wallets):
+        client = SignedClient(Signer(wallet), max_concurrency=64, timeout=5.0)
+        prober = Prober(client, policy=policy, verifiers=verifiers, models=models, workloads=default_workloads(zk_verifiers=zk_verifiers),
+                        timeout=5.0, timeouts={"zk": 60.0, "llm": 30.0}, seed=None if args.seed is None else args.seed + i)
+        scores = ScoreBook(net.dir / ("validator-scores.sqlite" if i == 0 else f"validator{i + 1}-scores.sqlite"))
+        validators.append(Validator(chain=net.chain, wallet=wallet, prober=prober, scores=scores, weights_interval=TEMPO,
+                                    on_event=_shower(net, console, i, counts, seen, args.requests)))
+    validator = validators[0]  # serves the third-party API and runs the zk and LLM parts
+    for v in validators:
+        v.sync()
+    names = ", ".join(f"uid {net.validator_uids[i]}" for i in range(len(validators)))
+    console.step(f"{len(validators)} validator(s) ({names}) probing {len(validator.miners())} miners continuously, each miner on its own lane, "
+                 f"about {args.requests} requests per validator, each with a fresh nonce and attestation")
+    await _benchmark(net, validators, counts, seen, args.requests)
+    zk = await _zk_round(net, validator, getattr(args, "zk_requests", 0), console) if zk_verifiers else None
+    third_party = await _third_party_demo(net, validator, models, policy, verifiers, console)
+    llm = await llm_demo.run_llm_demo(net, validator, models, console, port_of=free_port) if getattr(args, "llm", False) else None  # docs/LLM.md
+
+    console.step("final weights from every validator (committed; the chain reveals them one epoch later)")
+    for v in validators:
+        while True:
+            ev = v.set_weights()
+            if ev.error is None or "no miner" in ev.error:
+                break
+            await asyncio.sleep(net.block_time * max(1, net.chain.blocks_until_weights_allowed(v.hotkey)))
+    console.step("waiting for the reveal and one epoch of Yuma consensus")
+    await _await_reveal_and_epoch(net)
+    summary = build_summary(net, validators, time.monotonic() - t_start, third_party, zk=zk)
+    summary.update({"llm": llm} if llm is not None else {})
+    print_summary(summary, console)
+    for v in validators:
+        v.scores.close()
+        await v.prober.client.aclose()
+    return summary
+
+
+def _shower(net: LocalNet, console: Console, index: int, counts: list[int], seen: list[dict[str, int]], target: int) -> Any:
+    """What validator ``index`` prints for each event, counting its probes."""
+    tag = f"v{net.validator_uids[index]}"
 
     def show(ev: Event) -> None:
         if isinstance(ev, ProbeEvent):
-            done["n"] += 1
+            counts[index] += 1
             o = ev.result.outcome
+            seen[index][o.hotkey] = seen[index].get(o.hotkey, 0) + 1
             role = net.roles.get(o.hotkey)
             verdict = "attestation accepted" if o.attestation_accepted else ("attestation REJECTED" if o.attestation_accepted is False else "no attestation")
             console.event(
-                f"[{done['n']:>4}/{args.requests}] uid {o.uid} {role.name if role else '?':<10} {ev.result.model_id:<16} "
+                f"{tag} [{counts[index]:>4}/{target}] uid {o.uid} {role.name if role else '?':<10} {ev.result.model_id:<16} "
                 f"{verdict:<20} {o.reason:<24} score {ev.old_score:.3f} -> {ev.new_score:.3f}",
                 o.ok,
             )
         elif isinstance(ev, WeightsEvent):
             if ev.error:
-                console.say(f"  weights not set at block {ev.block}: {ev.error}")
+                console.say(f"  {tag} weights not set at block {ev.block}: {ev.error}")
             else:
-                console.say(f"  weights set at block {ev.block}: " + ", ".join(f"uid {u} {w:.3f}" for u, w in ev.weights.as_dict().items()))
+                console.say(f"  {tag} weights committed at block {ev.block}: " + ", ".join(f"uid {u} {w:.3f}" for u, w in ev.weights.as_dict().items()))
 
-    validator = Validator(chain=net.chain, wallet=net.validator_wallet, prober=prober, scores=scores, weights_interval=20, on_event=show)
-    validator.sync()
-    console.step(f"validator probing {len(validator.miners())} miners: {args.requests} requests, each with a fresh nonce and attestation")
-    remaining = args.requests
-    rounds = 0
-    while remaining > 0:
-        n = min(remaining, len(validator.miners()) * args.parallel)
-        await validator.step(n)
-        remaining -= n
-        rounds += 1
-        if rounds % 10 == 0 and validator.due_for_weights():
-            validator.set_weights()
-    zk = await _zk_round(net, validator, getattr(args, "zk_requests", 0), console) if zk_verifiers else None
-    third_party = await _third_party_demo(net, validator, models, policy, verifiers, console)
-    llm = await llm_demo.run_llm_demo(net, validator, models, console, port_of=free_port) if getattr(args, "llm", False) else None  # docs/LLM.md
+    return show
 
-    console.step("final weights (every miner's score so far, the LLM miners' included)")
-    while True:
-        ev = validator.set_weights()
-        if ev.error is None or "no miner" in ev.error:
-            break
-        await asyncio.sleep(net.block_time * max(1, net.chain.blocks_until_weights_allowed(validator.hotkey)))
 
-    console.step("waiting one epoch for emissions")
-    await asyncio.sleep(net.block_time * (net.chain.params.tempo + 2))
-    summary = build_summary(net, validator, scores, time.monotonic() - t_start, third_party, zk=zk)
-    summary.update({"llm": llm} if llm is not None else {})
-    print_summary(summary, console)
-    scores.close()
-    await client.aclose()
-    return summary
+async def _benchmark(net: LocalNet, validators: list[Validator], counts: list[int], seen: list[dict[str, int]], target: int) -> None:
+    """Every validator probes every miner on its own lanes (``Validator.probe_continuously``) and sets
+    weights when due, until each has sent ``target`` requests and probed each miner a few times."""
+    stop = asyncio.Event()
+    lanes = [asyncio.create_task(v.probe_continuously(stop, interval=BENCH_INTERVAL_S)) for v in validators]
+    miners = {n.hotkey for n in validators[0].miners()}
+    deadline = time.monotonic() + BENCH_CAP_S
+    try:
+        while time.monotonic() < deadline:
+            for v in validators:
+                if v.due_for_weights():
+                    v.set_weights()
+            done = all(c >= target and all(s.get(h, 0) >= MIN_PROBES_PER_MINER for h in miners) for c, s in zip(counts, seen))
+            if done or any(t.done() for t in lanes):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*lanes)
+
+
+async def _await_reveal_and_epoch(net: LocalNet) -> None:
+    """Until every commit is revealed and an epoch has been paid with it (or a bound passes)."""
+    chain = net.chain
+    deadline = time.monotonic() + net.block_time * TEMPO * (REVEAL_PERIOD + 3)
+    reveal = max(chain.pending_reveals().values(), default=chain.block())
+    paid_at = chain.next_epoch_boundary(reveal)  # the end of the epoch that starts at the reveal
+    while time.monotonic() < deadline and (chain.pending_reveals() or chain.block() < paid_at):
+        await asyncio.sleep(net.block_time)
 
 
 def _prepare_zk(console: Console) -> Path | None:
@@ -193,7 +240,7 @@ async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRe
         c = PrivateClient(url, validator.hotkey, net.client_wallet, policy=policy, verifiers=verifiers, models=models)
         try:
             x = sample_input(spec, np.random.default_rng(7))
-            r = await c.infer(spec.model_id, x, candidates=4)
+            r = await c.infer(spec.model_id, x, candidates=min(MAX_CANDIDATES, len(validator.miners())))
             path = net.dir / "receipt.json"
             c.receipt_file(r).save(path)
             check = verify_receipt_file(json.loads(path.read_text()), policy=policy, verifiers=verifiers, workloads=c.workloads, models=models)

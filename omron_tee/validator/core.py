@@ -75,6 +75,7 @@ class Validator:
         # between rounds, and a round (LLM probes, zk proofs) can take seconds.
         self._metagraph_max_age = max(1.0, chain.block_time())
         self.last_weights_block: int | None = None
+        self._nothing_to_set_at: int | None = None  # block of the last attempt that found no miner earning
         self.last_weights: dict[int, float] = {}
         self._cursor = 0
 
@@ -179,6 +180,9 @@ class Validator:
         block = self.chain.block()
         if self.last_weights_block is not None and block - self.last_weights_block < self.weights_interval:
             return False
+        # Nobody earned yet at the last attempt: look again in a while, not every block.
+        if self._nothing_to_set_at is not None and block - self._nothing_to_set_at < max(1, self.weights_interval // 10):
+            return False
         return self.chain.blocks_until_weights_allowed(self.hotkey) == 0
 
     def set_weights(self) -> WeightsEvent:
@@ -190,6 +194,7 @@ class Validator:
         error = None
         if not weights.uids:
             error = "no miner has earned weight yet"
+            self._nothing_to_set_at = block
         else:
             try:
                 self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights), version_key=WEIGHTS_VERSION)

@@ -4,9 +4,11 @@
   ``q = min(1, R / l)``, where ``R`` is the 25th percentile of the recent verified
   latencies of its class (tensor, zk, LLM) over every recently seen miner. Being
   faster than three quarters of the network's answers earns the full 1; twice as slow
-  as that earns 0.5. The quality moves the score an ``ALPHA`` of the way toward it
-  (an exponential moving average, so latency noise averages out and two equal miners
-  converge to equal scores).
+  as that earns 0.5. The score is a moving average of quality: the plain mean of the
+  first ``1 / ALPHA`` verified answers since the last strike, an exponential moving
+  average with weight ``ALPHA`` after that, so latency noise averages out, two equal
+  miners converge to equal scores, and a new miner is scored on its own answers from
+  the start rather than ramping up from 0.
 * An availability failure (timeout, unreachable, a broken stream) takes
   ``FAILURE_DECAY`` of the score away: a miner that went offline fades within a few probes.
 * A strike (a wrong answer, or evidence the policy rejects) sets the score to 0 and puts the
@@ -26,7 +28,7 @@ import enum
 import math
 from collections.abc import Iterable
 
-ALPHA = 0.05  # how far one verified answer moves the score toward its quality
+ALPHA = 0.01  # how far one verified answer moves the score toward its quality, once 1 / ALPHA are in
 FAILURE_DECAY = 0.2  # fraction of the score an availability failure takes away
 REFERENCE_QUANTILE = 0.25  # the reference latency: this quantile of the class's recent verified latencies
 MIN_SAMPLES = 16  # verified answers before a new miner earns
@@ -78,10 +80,12 @@ def quality(latency: float | None, reference: float | None) -> float:
     return min(1.0, reference / latency)
 
 
-def next_score(old: float, verdict: Verdict, q: float = 1.0) -> float:
-    """The score after one outcome of ``verdict`` (``q``: its quality when verified)."""
+def next_score(old: float, verdict: Verdict, q: float = 1.0, *, n: int | None = None) -> float:
+    """The score after one outcome of ``verdict`` (``q``: its quality when verified; ``n``: the verified
+    answers since the last strike, this one included; None: as many as it takes for the plain EMA)."""
     if verdict is Verdict.VERIFIED:
-        return old + ALPHA * (q - old)
+        step = ALPHA if n is None else max(ALPHA, 1.0 / max(1, n))
+        return old + step * (q - old)
     if verdict is Verdict.UNAVAILABLE:
         return old * (1.0 - FAILURE_DECAY)
     if verdict is Verdict.STRIKE:

@@ -160,7 +160,7 @@ class ScoreBook:
             elif verdict is Verdict.STRIKE:
                 rec.strikes += 1
             rec.streak = reward.next_streak(rec.streak, verdict)
-            rec.score = reward.next_score(old, verdict, q)
+            rec.score = reward.next_score(old, verdict, q, n=rec.streak)
             self._dirty.add(outcome.hotkey)
             return old, rec.score
 

@@ -100,7 +100,7 @@ def test_prober_scores_zk_like_response_time(net) -> None:
     o = r.outcome
     assert (o.ok, o.reason, o.latency_class, o.attestation_accepted, o.correct) == (True, "ok", "zk", True, True)
     assert "proof verified" in r.message and "proving" in r.message
-    assert new2 > old2 == new > 0
+    assert new2 == old2 == new == 1.0  # the first answers of each class: nothing to compare with, full quality
     rec = scores.records["hotkey-honest"]
     # Proof time is timed like response time, against zk times only: the tee pool keeps its milliseconds.
     assert list(rec.zk_latencies) == [o.latency_s] and len(rec.latencies) == 1 and rec.latencies[0] < o.latency_s

@@ -119,7 +119,7 @@ def test_zk_over_real_processes(zknet, separate_circuit, foreign_circuit, tmp_pa
         old, new = scores.update(zk.outcome)
         if role == "honest":
             assert zk.outcome.ok and zk.outcome.reason == "ok" and zk.outcome.latency_class == "zk" and "proving" in zk.message, zk.message
-            assert new > old
+            assert new >= old > 0  # scored as verified (the first zk answer has nothing to be compared with)
         else:
             # The circuits agree, so a proof that does not verify is a forgery: a strike.
             assert zk.outcome.reason == "zk-proof-invalid", zk.message
