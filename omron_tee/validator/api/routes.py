@@ -10,6 +10,7 @@ validator's hotkey, rate-limited per caller):
 ``POST /v1/infer``        {model, workload, deadline_ms, attempts: [{hotkey, request}]} -> the sealed answer stream,
                           headers ``X-Omron-Miner`` and ``X-Omron-Tried`` (``protocol.RelayReply``)
 ``POST /v1/completions``  OpenAI-compatible; the validator reads the prompt (``api.openai``)
+``POST /v1/chat/completions``  the same, for chat messages (the model's pinned chat format)
 ``GET  /metrics``         Prometheus metrics (``validator.metrics``); ``GET /health``, ``GET /status`` (JSON), unsigned,
                           public facts only (scores, weights, reasons: no private data)
 """
@@ -33,7 +34,7 @@ from omron_tee.exchange import transport
 from omron_tee.exchange.requester import candidate_nonce
 from omron_tee.protocol import AttestRequest, Candidate, CandidatesReply, CandidatesRequest, RelayRequest, Tried, loads
 from omron_tee.reasons import Reason
-from omron_tee.validator.api.openai import Completions, bearer_keys, openai_error
+from omron_tee.validator.api.openai import ChatCompletions, Completions, bearer_keys, openai_error
 from omron_tee.validator.api.quota import ApiQuota
 from omron_tee.validator.api.relay import REQUEST_FAULTS, relay
 from omron_tee.validator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -102,6 +103,8 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
     api.add_api_route("/v1/infer", guarded(infer, log, on_refusal=refused), methods=["POST"])
     completions = Completions(validator, client, verifier, limiter, bearer_keys(keys))
     api.add_api_route("/v1/completions", guarded(completions, log, on_refusal=refused), methods=["POST"])
+    chat = ChatCompletions(validator, client, verifier, limiter, completions.key_digests)
+    api.add_api_route("/v1/chat/completions", guarded(chat, log, on_refusal=refused), methods=["POST"])
 
     @api.get("/metrics")
     async def metrics() -> Response:
