@@ -19,6 +19,7 @@ import bittensor as bt
 
 from omron_tee.chain.base import Chain, Metagraph, Neuron
 from omron_tee.errors import ChainError, RateLimited
+from omron_tee.validator.history import History
 from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import Prober, ProbeResult
 from omron_tee.validator.scoring import Outcome, ScoreBook
@@ -69,6 +70,7 @@ class Validator:
         self.top_k = top_k
         self.on_event = on_event or (lambda e: None)
         self.metrics = ValidatorMetrics()
+        self.history = History()  # what the dashboard shows (validator.api.dashboard)
         self.metagraph: Metagraph | None = None
         self._synced_at = 0.0
         # A metagraph older than about a block is re-read before use: the API serves
@@ -110,10 +112,16 @@ class Validator:
         self._cursor = (self._cursor + n) % len(miners)
         return picked
 
-    def record(self, outcome: Outcome) -> tuple[float, float]:
+    def record(self, outcome: Outcome, model_id: str = "?") -> tuple[float, float]:
         old, new = self.scores.update(outcome)
         self.metrics.outcome(outcome, new)
+        self.history.exchange(uid=outcome.uid, model=model_id, latency_class=outcome.latency_class, kind=outcome.kind, reason=outcome.reason,
+                              ok=outcome.ok, latency_s=outcome.latency_s, score=new)
+        self.history.maybe_snapshot(self._scores_by_uid)
         return old, new
+
+    def _scores_by_uid(self) -> dict[int, float]:
+        return {r.uid: r.score for r in self.scores.records.values()}
 
     async def step(self, n: int) -> list[ProbeEvent]:
         """Probe ``n`` miners concurrently and score them (one round: it lasts as long as its slowest
@@ -125,7 +133,7 @@ class Validator:
         return events
 
     def _scored(self, r: ProbeResult) -> ProbeEvent:
-        old, new = self.record(r.outcome)
+        old, new = self.record(r.outcome, r.model_id)
         ev = ProbeEvent(r, old, new)
         self.on_event(ev)
         return ev
@@ -200,6 +208,7 @@ class Validator:
                 self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights), version_key=WEIGHTS_VERSION)
                 self.last_weights_block = block
                 self.last_weights = weights.as_dict()
+                self.history.weights_set(block, self.last_weights)
             except RateLimited as e:
                 error = str(e)
             except ChainError as e:

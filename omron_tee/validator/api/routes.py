@@ -13,6 +13,7 @@ validator's hotkey, rate-limited per caller):
 ``POST /v1/chat/completions``  the same, for chat messages (the model's pinned chat format)
 ``GET  /metrics``         Prometheus metrics (``validator.metrics``); ``GET /health``, ``GET /status`` (JSON), unsigned,
                           public facts only (scores, weights, reasons: no private data)
+``GET  /dashboard``       the live dashboard page; its data at ``GET /v1/dashboard`` (``api.dashboard``), unsigned, public facts only
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from omron_tee.exchange import transport
 from omron_tee.exchange.requester import candidate_nonce
 from omron_tee.protocol import AttestRequest, Candidate, CandidatesReply, CandidatesRequest, RelayRequest, Tried, loads
 from omron_tee.reasons import Reason
+from omron_tee.validator.api import dashboard
 from omron_tee.validator.api.openai import ChatCompletions, Completions, bearer_keys, openai_error
 from omron_tee.validator.api.quota import ApiQuota
 from omron_tee.validator.api.relay import REQUEST_FAULTS, relay
@@ -117,6 +119,14 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
     @api.get("/status")
     async def status() -> Any:
         return json_response(status_of(validator))
+
+    @api.get("/dashboard")
+    async def dashboard_page() -> Any:
+        return Response(content=dashboard.page(), media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
+
+    @api.get("/v1/dashboard")
+    async def dashboard_data() -> Any:
+        return json_response(dashboard.dashboard_of(validator))
 
     @api.get("/v1/models")
     async def models() -> Any:
