@@ -46,7 +46,11 @@ def register(subparsers: Any) -> None:
     )
     m.add_argument("--enclave", choices=["simulated", "sgx", "tdx", "sev-snp"], default=None,
                    help="TEE type (default: inferred from the other flags, else simulated)")
-    m.add_argument("--models", default="", help="simulated: comma-separated model ids (default: every shipped model)")
+    m.add_argument("--models", default="", help="simulated: comma-separated model ids (default: every shipped model); "
+                   "gemma3-270m names the default LLM")
+    m.add_argument("--llm", action="store_true", help="simulated: the build of a miner started with --llm (the shipped models and the default LLM)")
+    m.add_argument("--llm.gguf", dest="llm_gguf", action="append", default=[], metavar="PATH[=ID]",
+                   help="simulated: also a GGUF model the miner serves (as the miner's --llm.gguf); repeatable")
     m.add_argument("--sig", type=Path, help="sgx: the SIGSTRUCT file gramine-sgx-sign wrote (e.g. gramine/omron-tee-miner.sig)")
     m.add_argument("--sign-output", type=Path, help="sgx: a saved log of gramine-sgx-sign's output")
     m.add_argument("--quote", type=Path, help="sgx/tdx: a quote file of the reference build (raw bytes)")
@@ -129,7 +133,7 @@ def _reference(args: argparse.Namespace) -> ref.ReferenceValues:
     if args.live:
         return _live(kind, HostPaths.under(args.root))
     if kind == "simulated":
-        return _simulated(args.models)
+        return _simulated(args.models, llm=getattr(args, "llm", False), gguf=getattr(args, "llm_gguf", []))
     if kind == "sgx":
         if args.sig:
             return ref.sgx_reference_from_sigstruct(_read(args.sig, "SIGSTRUCT"), source=str(args.sig))
@@ -164,14 +168,23 @@ def _reference(args: argparse.Namespace) -> ref.ReferenceValues:
     raise ConfigError(f"unknown enclave type {kind!r}")
 
 
-def _simulated(models_arg: str) -> ref.ReferenceValues:
+def _simulated(models_arg: str, *, llm: bool = False, gguf: list[str] | None = None) -> ref.ReferenceValues:
     try:
+        from omron_tee.models.llama import default_spec, gguf_flag_specs
         from omron_tee.models.registry import ModelRegistry
     except ImportError:
         raise ConfigError("the model registry (omron_tee.models) is not available in this install") from None
     registry = ModelRegistry.builtin()
     wanted = [m for m in models_arg.split(",") if m]
-    specs = [registry.get(m) for m in wanted] if wanted else registry.specs()
+    # The LLMs a miner may serve are known by their pinned hash: no model file is read here.
+    llms = ([default_spec()] if llm or default_spec().model_id in wanted else []) + gguf_flag_specs(gguf or [])
+    for s in llms:
+        if s.model_id not in registry:
+            registry.add(s)
+    if wanted:
+        specs = [registry.get(m) for m in wanted] + [s for s in llms if s.model_id not in wanted]
+    else:
+        specs = registry.specs()
     return ref.simulated_reference([(s.model_id, s.sha256) for s in specs])
 
 

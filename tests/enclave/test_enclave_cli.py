@@ -117,3 +117,19 @@ def test_main_cli_exposes_the_enclave_commands(capsys):
 
     assert main(["enclave", "measure", "--enclave", "tdx"]) == 2
     assert "--live" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--llm"], ["--models", "breast-cancer-mlp,diabetes-mlp,digits-mlp,gemma3-270m"]])
+def test_measure_simulated_with_the_llm(argv, capsys):
+    """The build of a miner started with --llm: the shipped models and the default LLM, as the validator's policy allows it."""
+    from omron_tee.enclave.measurement import release_builds
+    from omron_tee.models.llama import default_spec
+    from omron_tee.models.registry import ModelRegistry
+
+    assert run(["enclave", "measure", *argv]) == 0
+    out = capsys.readouterr().out
+    snippet = tomllib.loads(out.split("# for the validator's policy file:\n", 1)[1])
+    onnx = [(s.model_id, s.sha256) for s in ModelRegistry.builtin().specs()]
+    llm = default_spec()
+    builds = dict(release_builds(onnx, [(llm.model_id, llm.sha256)]))
+    assert snippet["simulated"]["measurements"] == [builds["miners with --llm"].hex()]
