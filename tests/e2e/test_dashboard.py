@@ -49,14 +49,19 @@ def test_the_dashboard_shows_live_data_in_headless_chromium(net, tmp_path) -> No
                             v._scored(r)
                         await page.wait_for_function(f"document.querySelectorAll('#recent tbody tr').length > {first['recent']}", timeout=15_000)
                         second = await _read(page)
-                        return miners, first, second, problems, outside
+                        data = await (await page.request.get(url + "/v1/dashboard")).json()
+                        return miners, first, second, problems, outside, data
                     finally:
                         await browser.close()
         finally:
             await v.prober.client.aclose()
             v.scores.close()
 
-    miners, first, second, problems, outside = asyncio.run(go())
+    miners, first, second, problems, outside, data = asyncio.run(go())
+    # Public facts only: these fields and no others, none of which can carry an input or an output.
+    assert {k for e in data["recent"] for k in e} == {"t", "uid", "model", "latency_class", "kind", "reason", "ok", "latency_ms", "score"}
+    assert all(isinstance(e[k], (int, float, type(None))) for e in data["recent"] for k in ("t", "uid", "latency_ms", "score"))
+    assert {k for m in data["miners"] for k in m} == {"uid", "hotkey", "probes", "verified", "failed", "reasons", "score", "weight", "consensus", "incentive"}
     assert problems == [], problems
     assert outside == [], outside  # no CDN, no font, nothing from elsewhere
     assert first["miners"] == len(miners) and first["recent"] == 2 * len(miners)
