@@ -177,7 +177,13 @@ def openai_error(e: OmronTeeError, *, status: int | None = None) -> Response:
 
 
 class Completions:
-    """``POST /v1/completions`` over the validator's prober (attestation, policy) and its relay client."""
+    """``POST /v1/completions`` over the validator's prober (attestation, policy) and its relay client.
+
+    The exchange and the stream are the same for chat (``ChatCompletions``); a subclass says how a
+    request is read and how the answer is shaped (``parse``, ``whole``, ``chunk``, ``opening``)."""
+
+    id_prefix = "cmpl-"
+    what = "completion"
 
     def __init__(self, validator: Any, client: SignedClient, verifier: RequestVerifier, limiter: Any, key_digests: set[bytes]) -> None:
         self.validator = validator
@@ -197,17 +203,35 @@ class Completions:
             raise ModelError(f"unknown LLM {model!r}; offered: {', '.join(self.llm_models()) or 'none'}", reason=Reason.UNKNOWN_MODEL)
         return model
 
+    # --- the shape of this endpoint -----------------------------------------------
+
+    def parse(self, data: Any) -> tuple[str, Prompt, bool]:
+        model, prompt, max_tokens, stream = parse_request(data, self.check_model)
+        return model, Prompt(prompt, max_tokens), stream
+
+    def whole(self, cid: str, model: str, answer: Any) -> dict[str, Any]:
+        return {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": [{"text": answer.result.text, "index": 0, "logprobs": None, "finish_reason": answer.result.finish_reason}]}
+
+    def chunk(self, head: dict[str, Any], text: str, finish: str | None) -> dict[str, Any]:
+        return {**head, "object": "text_completion", "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+
+    def opening(self, head: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+    # --- the exchange ---------------------------------------------------------------
+
     async def __call__(self, request: Request) -> Response:
         try:
             body = await read_body(request)
             caller = await authenticate(request, body, self.verifier, self.key_digests, allow_bearer=True)
             self.limiter.take(caller)
-            model, prompt, max_tokens, stream = parse_request(loads(body, "request body"), self.check_model)
-            started = await self._start(model, Prompt(prompt, max_tokens))
+            model, prompt, stream = self.parse(loads(body, "request body"))
+            started = await self._start(model, prompt)
         except OmronTeeError as e:
             return openai_error(e)
-        cid = "cmpl-" + uuid.uuid4().hex[:24]
-        log.info("completion for %s via uid %d (validator-visible path)", caller[:12], started.neuron.uid)
+        cid = self.id_prefix + uuid.uuid4().hex[:24]
+        log.info("%s for %s via uid %d (validator-visible path)", self.what, caller[:12], started.neuron.uid)
         if stream:
             return StreamingResponse(self._sse(started, cid, model), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-store", "X-Omron-Miner": started.neuron.hotkey})
@@ -221,11 +245,7 @@ class Completions:
         finally:
             await started.close()
         started.record(True, Reason.OK)
-        return json_response({
-            "id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"text": answer.result.text, "index": 0, "logprobs": None, "finish_reason": answer.result.finish_reason}],
-            "usage": _usage(answer), "omron_tee": started.provenance(answer),
-        })
+        return json_response({**self.whole(cid, model, answer), "usage": _usage(answer), "omron_tee": started.provenance(answer)})
 
     async def _start(self, model: str, prompt: Prompt) -> "_Started":
         """Attest LLM miners (fresh nonce each), seal the prompt to the first that passes and answers."""
@@ -256,22 +276,20 @@ class Completions:
 
     async def _sse(self, started: "_Started", cid: str, model: str) -> AsyncIterator[bytes]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        created = int(time.time())
+        head = {"id": cid, "created": int(time.time()), "model": model}
 
         def event(obj: Any) -> bytes:
             return b"data: " + dumps(obj) + b"\n\n"
 
-        def chunk_event(text: str, finish: str | None, **extra: Any) -> bytes:
-            return event({"id": cid, "object": "text_completion", "created": created, "model": model,
-                          "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}], **extra})
-
+        for first in self.opening(head):
+            yield event(first)
         try:
             async for data in started.body:
                 for part in started.reader.feed(data):
                     assert isinstance(part, TokenChunk)
                     text = decoder.decode(part.data)
                     if text:
-                        yield chunk_event(text, None)
+                        yield event(self.chunk(head, text, None))
             answer = started.finish()
         except OmronTeeError as e:
             started.record(False, e.reason)
@@ -281,80 +299,38 @@ class Completions:
         finally:
             await started.close()
         started.record(True, Reason.OK)
-        yield chunk_event(decoder.decode(b"", final=True), answer.result.finish_reason, usage=_usage(answer), omron_tee=started.provenance(answer))
+        last = self.chunk(head, decoder.decode(b"", final=True), answer.result.finish_reason)
+        yield event({**last, "usage": _usage(answer), "omron_tee": started.provenance(answer)})
         yield b"data: [DONE]\n\n"
 
 
 class ChatCompletions(Completions):
     """``POST /v1/chat/completions``: the same exchange, the messages rendered in the enclave by the model's chat format."""
 
+    id_prefix = "chatcmpl-"
+    what = "chat completion"
+
     def check_chat_model(self, model: Any) -> str:
         model = self.check_model(model)
         chat_format(self.prober.models.get(model).chat_format, model)  # a named refusal for a completions-only model
         return model
 
-    async def __call__(self, request: Request) -> Response:
-        try:
-            body = await read_body(request)
-            caller = await authenticate(request, body, self.verifier, self.key_digests, allow_bearer=True)
-            self.limiter.take(caller)
-            model, messages, max_tokens, stream = parse_chat_request(loads(body, "request body"), self.check_chat_model)
-            started = await self._start(model, Prompt("", max_tokens, messages))
-        except OmronTeeError as e:
-            return openai_error(e)
-        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
-        log.info("chat completion for %s via uid %d (validator-visible path)", caller[:12], started.neuron.uid)
-        if stream:
-            return StreamingResponse(self._chat_sse(started, cid, model), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-store", "X-Omron-Miner": started.neuron.hotkey})
-        try:
-            async for data in started.body:
-                started.reader.feed(data)
-            answer = started.finish()
-        except OmronTeeError as e:
-            started.record(False, e.reason)
-            return openai_error(e)
-        finally:
-            await started.close()
-        started.record(True, Reason.OK)
-        return json_response({
-            "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.result.text}, "logprobs": None,
-                         "finish_reason": answer.result.finish_reason}],
-            "usage": _usage(answer), "omron_tee": started.provenance(answer),
-        })
+    def parse(self, data: Any) -> tuple[str, Prompt, bool]:
+        model, messages, max_tokens, stream = parse_chat_request(data, self.check_chat_model)
+        return model, Prompt("", max_tokens, messages), stream
 
-    async def _chat_sse(self, started: "_Started", cid: str, model: str) -> AsyncIterator[bytes]:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        created = int(time.time())
+    def whole(self, cid: str, model: str, answer: Any) -> dict[str, Any]:
+        return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.result.text}, "logprobs": None,
+                             "finish_reason": answer.result.finish_reason}]}
 
-        def event(obj: Any) -> bytes:
-            return b"data: " + dumps(obj) + b"\n\n"
+    def chunk(self, head: dict[str, Any], text: str, finish: str | None) -> dict[str, Any]:
+        return {**head, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": text} if text else {}, "logprobs": None, "finish_reason": finish}]}
 
-        def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
-            return event({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                          "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra})
-
-        yield chunk({"role": "assistant", "content": ""}, None)
-        try:
-            async for data in started.body:
-                for part in started.reader.feed(data):
-                    assert isinstance(part, TokenChunk)
-                    text = decoder.decode(part.data)
-                    if text:
-                        yield chunk({"content": text}, None)
-            answer = started.finish()
-        except OmronTeeError as e:
-            started.record(False, e.reason)
-            yield event({"error": {"message": str(e), "type": e.reason, "code": e.reason}})
-            yield b"data: [DONE]\n\n"
-            return
-        finally:
-            await started.close()
-        started.record(True, Reason.OK)
-        tail = decoder.decode(b"", final=True)
-        yield chunk({"content": tail} if tail else {}, answer.result.finish_reason, usage=_usage(answer), omron_tee=started.provenance(answer))
-        yield b"data: [DONE]\n\n"
+    def opening(self, head: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{**head, "object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]}]
 
 
 class _Started:
