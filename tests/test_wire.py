@@ -390,3 +390,39 @@ def test_blocking_get_json_is_bounded_against_a_hostile_peer() -> None:
             assert time.monotonic() - t0 < 2.5, path
     finally:
         server.shutdown()
+
+
+def test_the_quiet_server_serves_and_stopping_it_wakes_its_loop() -> None:
+    """QuietServer ticks once a second when idle (bench/bench_idle.py measures what that saves);
+    setting should_exit, as uvicorn's signal handler and our callers do, wakes it rather than waiting."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+
+    from omron_tee.devnet.processes import free_port
+    from omron_tee.wire.server import QuietServer, server_config
+
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict:
+        return {"ok": True}
+
+    async def go():
+        port = free_port()
+        server = QuietServer(server_config(app, host="127.0.0.1", port=port))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(trust_env=False) as c:
+            r = await c.get(f"http://127.0.0.1:{port}/ping")
+        assert r.json() == {"ok": True} and "date" in r.headers
+        assert server.should_exit is False
+        server.should_exit = True
+        await asyncio.sleep(0)  # the wake-up is scheduled on the loop (call_soon_threadsafe): let it run
+        woken = server._wake[1].is_set()
+        await asyncio.wait_for(task, timeout=10)
+        return woken
+
+    assert asyncio.run(go()) is True

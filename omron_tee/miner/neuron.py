@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import uvicorn
 
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
@@ -17,7 +16,7 @@ from omron_tee.enclave.select import select_backend
 from omron_tee.enclave.dev_faults import DevFaults
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.errors import ConfigError, MinerError, OmronTeeError
-from omron_tee.wire.server import server_config
+from omron_tee.wire.server import QuietServer, server_config
 from omron_tee.miner.server import build_app, validator_admission
 from omron_tee.miner.trusted_app import TrustedApp
 from omron_tee.models.llama import DEFAULT_MODEL_ID, default_spec, gguf_flag_specs
@@ -147,7 +146,7 @@ def run(args: argparse.Namespace) -> None:
     faults = getattr(backend, "faults", DevFaults())
     if faults.any or args.dev_variant:
         log.warning("development faults on: delay=%.3fs wrong_output=%s bad_proof=%s variant=%r", faults.delay_s, faults.wrong_output, faults.bad_proof, args.dev_variant)
-    uvicorn.Server(server_config(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port)).run()
+    QuietServer(server_config(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port)).run()
 
 
 def _serves(endpoint: Endpoint, hotkey: str) -> bool:

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import bittensor as bt
-import uvicorn
 
 from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy
 from omron_tee.attestation.verify.registry import VerifierRegistry
@@ -31,7 +30,7 @@ from omron_tee.validator.prober import Prober
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
-from omron_tee.wire.server import server_config
+from omron_tee.wire.server import QuietServer, server_config
 from omron_tee.workloads import default_workloads
 from omron_tee.zk import service as zk_service
 
@@ -187,7 +186,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
         quota_kw = dict(rate=args.api_rate, burst=args.api_burst, global_rate=args.api_global_rate, global_burst=2 * args.api_global_rate, admit=args.api_admit)
         quota = metagraph_quota(validator, **quota_kw) if args.api_admit != "anyone" else ApiQuota(**quota_kw)
         api = build_api(validator, RequestVerifier(hotkey, Admission.anyone()), quota=quota)
-        server = uvicorn.Server(server_config(api, host=args.api_ip, port=args.api_port))
+        server = QuietServer(server_config(api, host=args.api_ip, port=args.api_port))
         server_task = asyncio.create_task(server.serve())
         if is_local(network):
             chain.serve(wallet, Endpoint(args.api_ip, args.api_port))

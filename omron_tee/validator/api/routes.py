@@ -25,7 +25,6 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -44,7 +43,7 @@ from omron_tee.validator.schedule import candidates
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.client import SignedClient
-from omron_tee.wire.server import authenticated, guarded, json_response, server_config, signed_route
+from omron_tee.wire.server import QuietServer, authenticated, guarded, json_response, server_config, signed_route
 
 log = logging.getLogger("omron_tee.validator.api")
 
@@ -173,7 +172,7 @@ def status_of(validator: Any) -> dict[str, Any]:
 async def running_api(validator: Any, *, host: str = "127.0.0.1", port: int, api_keys: list[str] | None = None) -> AsyncIterator[str]:
     """Serve the API (any client hotkey admitted) until the block ends; yields its URL."""
     api = build_api(validator, RequestVerifier(validator.hotkey, Admission.anyone()), api_keys=api_keys)
-    server = uvicorn.Server(server_config(api, host=host, port=port))
+    server = QuietServer(server_config(api, host=host, port=port))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
