@@ -245,7 +245,6 @@ class _Payout:
     result: yuma.EpochResult
     paid: dict[int, int]
     undistributed: int
-    bonds: dict[int, dict[int, float]]
     converged: bool
 
 
@@ -286,7 +285,7 @@ def _epoch_payout(
             paid[uid] = paid.get(uid, 0) + rao
     keys = {(i, j) for i, row in result.bonds.items() for j in row} | {(i, j) for i, row in bonds.items() for j in row}
     converged = all(abs(result.bonds.get(i, {}).get(j, 0.0) - bonds.get(i, {}).get(j, 0.0)) < 1e-9 for i, j in keys)
-    return _Payout(result, paid, emission - sum(paid.values()), result.bonds, converged)
+    return _Payout(result, paid, emission - sum(paid.values()), converged)
 
 
 class EmbeddedChain(Chain):
@@ -558,7 +557,8 @@ class EmbeddedChain(Chain):
             0, math.floor((self._clock() - self._genesis + 1e-5) / self._block_time)
         )
 
-    def _epochs_due(self, block: int) -> int:
+    def _epoch_of(self, block: int) -> int:
+        """The epoch ``block`` falls in (epoch k runs from ``_epoch_start(k)``); also how many have ended by it."""
         return max(0, (block - self._created_block) // self.params.tempo)
 
     def _epoch_start(self, epoch: int) -> int:
@@ -569,13 +569,27 @@ class EmbeddedChain(Chain):
         (done,) = db.execute(
             "SELECT epochs_done FROM subnets WHERE netuid = ?", (self.netuid,)
         ).fetchone()
-        due = self._epochs_due(block)
+        due = self._epoch_of(block)
         if due > done:
             self._pay_epochs(db, done, due)
         self._reveal(db, block)
 
-    def _reveal(self, db: sqlite3.Connection, block: int) -> None:
-        """Commits whose reveal block has come replace their validator's weights, oldest first."""
+    def _commits_due(self, db: sqlite3.Connection, block: int) -> int:
+        """How many commits reveal by ``block``."""
+        (n,) = db.execute(
+            "SELECT COUNT(*) FROM commits WHERE netuid = ? AND reveal_at <= ?", (self.netuid, block)
+        ).fetchone()
+        return int(n)
+
+    def _weights(self, db: sqlite3.Connection) -> dict[int, dict[int, float]]:
+        """Every validator's revealed weights: uid -> uid -> weight."""
+        out: dict[int, dict[int, float]] = {}
+        for uid, dest, w in db.execute("SELECT uid, dest, weight FROM weights WHERE netuid = ?", (self.netuid,)):
+            out.setdefault(int(uid), {})[int(dest)] = float(w)
+        return out
+
+    def _reveal(self, db: sqlite3.Connection, block: int) -> int:
+        """Commits whose reveal block has come replace their validator's weights, oldest first; how many did."""
         due = db.execute(
             "SELECT seq, uid, weights FROM commits WHERE netuid = ? AND reveal_at <= ? ORDER BY seq",
             (self.netuid, block),
@@ -583,6 +597,7 @@ class EmbeddedChain(Chain):
         for seq, uid, payload in due:
             self._replace_weights(db, uid, {int(k): float(v) for k, v in json.loads(payload).items()})
             db.execute("DELETE FROM commits WHERE seq = ?", (seq,))
+        return len(due)
 
     def _replace_weights(self, db: sqlite3.Connection, uid: int, weights: dict[int, float]) -> None:
         db.execute("DELETE FROM weights WHERE netuid = ? AND uid = ?", (self.netuid, uid))
@@ -608,24 +623,17 @@ class EmbeddedChain(Chain):
         undistributed = 0
         payout: _Payout | None = None
         epoch = done
+        weights = self._weights(db)
         while epoch < due:
-            self._reveal(db, self._epoch_start(epoch))
-            weights: dict[int, dict[int, float]] = {}
-            for uid, dest, weight in db.execute(
-                "SELECT uid, dest, weight FROM weights WHERE netuid = ?", (self.netuid,)
-            ):
-                weights.setdefault(uid, {})[dest] = weight
+            if self._reveal(db, self._epoch_start(epoch)):
+                weights = self._weights(db)
             payout = _epoch_payout(stakes, weights, bonds, self.params, self._emission_per_block_rao * self.params.tempo)
-            bonds = payout.bonds
+            bonds = payout.result.bonds
             # Nothing changes between missed epochs once no commit is left to reveal in them and the
             # bonds have converged (their EMA is within 1e-9 after at most a few hundred epochs):
             # the rest of a long idle stretch pays the same as this epoch, in one step.
-            pending = db.execute(
-                "SELECT COUNT(*) FROM commits WHERE netuid = ? AND reveal_at <= ?",
-                (self.netuid, self._epoch_start(due - 1)),
-            ).fetchone()[0]
             count = 1
-            if not pending and payout.converged:
+            if payout.converged and not self._commits_due(db, self._epoch_start(due - 1)):
                 count = due - epoch
             for uid, rao in payout.paid.items():
                 paid_total[uid] = paid_total.get(uid, 0) + rao * count
@@ -667,10 +675,8 @@ class EmbeddedChain(Chain):
                 (done,) = db.execute(
                     "SELECT epochs_done FROM subnets WHERE netuid = ?", (self.netuid,)
                 ).fetchone()
-                (reveals,) = db.execute(
-                    "SELECT COUNT(*) FROM commits WHERE netuid = ? AND reveal_at <= ?", (self.netuid, block)
-                ).fetchone()
-            if self._epochs_due(block) > done or reveals:
+                reveals = self._commits_due(db, block)
+            if self._epoch_of(block) > done or reveals:
                 with self._write() as db:
                     self._settle(db, block)
             return block
@@ -846,7 +852,7 @@ class EmbeddedChain(Chain):
                     f"{self.netuid} (uids 0..{len(stakes) - 1} exist): read the metagraph again"
                 )
             if self.params.commit_reveal:
-                epoch = (block - self._created_block) // self.params.tempo
+                epoch = self._epoch_of(block)
                 db.execute(
                     "INSERT INTO commits (netuid, uid, committed_at, reveal_at, weights) VALUES (?, ?, ?, ?, ?)",
                     (self.netuid, uid, block, self._epoch_start(epoch + self.params.reveal_period),
@@ -865,16 +871,12 @@ class EmbeddedChain(Chain):
     def weights(self) -> dict[int, dict[int, float]]:
         """Every validator's revealed weights (uid -> uid -> weight); committed, unrevealed ones are not shown."""
         self._settled_block()
-        out: dict[int, dict[int, float]] = {}
         with self._read() as db:
-            for uid, dest, w in db.execute("SELECT uid, dest, weight FROM weights WHERE netuid = ?", (self.netuid,)):
-                out.setdefault(int(uid), {})[int(dest)] = float(w)
-        return out
+            return self._weights(db)
 
     def next_epoch_boundary(self, block: int) -> int:
         """The first block after ``block`` at which an epoch ends (and is paid)."""
-        tempo = self.params.tempo
-        return self._created_block + ((block - self._created_block) // tempo + 1) * tempo
+        return self._epoch_start(self._epoch_of(block) + 1)
 
     def pending_reveals(self) -> dict[int, int]:
         """uid -> the block its oldest unrevealed commit reveals at (what a validator may know of its own commit)."""
