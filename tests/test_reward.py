@@ -11,7 +11,7 @@ from omron_tee.reasons import NOT_CHARGED, Reason
 from omron_tee.validator import reward
 from omron_tee.validator.reward import Verdict
 from omron_tee.validator.scoring import Outcome, ScoreBook
-from omron_tee.validator.weights import MIN_SCORE, compute_weights
+from omron_tee.validator.weights import MIN_SCORE, compute_weights, cosine
 
 
 # The per-answer quality ---------------------------------------------------------------
@@ -138,6 +138,12 @@ def test_only_the_top_k_above_the_floor_earn() -> None:
     w = compute_weights({u: 1.0 - u / 100 for u in range(30)} | {99: MIN_SCORE / 2}, top_k=16).as_dict()
     assert sorted(w) == list(range(16))
     assert compute_weights({1: MIN_SCORE / 2}).uids == ()
+
+
+def test_cosine_says_how_alike_two_weight_vectors_are() -> None:
+    assert cosine({1: 0.5, 2: 0.5}, {1: 0.25, 2: 0.25}) == pytest.approx(1.0)
+    assert cosine({1: 1.0}, {2: 1.0}) == 0.0
+    assert cosine({}, {1: 1.0}) is None and cosine({1: 0.0}, {1: 1.0}) is None
 
 
 # Yuma ----------------------------------------------------------------------------------

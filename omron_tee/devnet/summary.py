@@ -3,23 +3,14 @@ the chain reached and what each miner earned; per validator, its stake, its agre
 
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any
 
 from omron_tee.devnet.localnet import NETUID, Console, LocalNet
 from omron_tee.validator.core import Validator
+from omron_tee.validator.weights import cosine
 
 COUNTS = ("requests", "attestations_accepted", "attestations_rejected", "correct", "incorrect", "failures")
-
-
-def cosine(a: dict[int, float], b: dict[int, float]) -> float | None:
-    """How alike two weight vectors are (1: the same direction); None when either is empty."""
-    keys = set(a) | set(b)
-    na, nb = math.sqrt(sum(v * v for v in a.values())), math.sqrt(sum(v * v for v in b.values()))
-    if not keys or na == 0 or nb == 0:
-        return None
-    return sum(a.get(k, 0.0) * b.get(k, 0.0) for k in keys) / (na * nb)
 
 
 def build_summary(net: LocalNet, validators: list[Validator], elapsed: float, third_party: dict[str, Any], *,

@@ -9,6 +9,7 @@ in weight (docs/SCORING.md). Pure.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Sent with every weight set as its version_key: a subnet owner raises the chain's weights_version
@@ -37,3 +38,11 @@ def compute_weights(scores: dict[int, float], *, top_k: int = DEFAULT_TOP_K) -> 
     if total <= 0:
         return WeightVector((), ())
     return WeightVector(tuple(u for u, _ in raw), tuple(w / total for _, w in raw))
+
+
+def cosine(a: dict[int, float], b: dict[int, float]) -> float | None:
+    """How alike two weight vectors are (1: the same direction); None when either is empty or zero."""
+    na, nb = math.sqrt(sum(v * v for v in a.values())), math.sqrt(sum(v * v for v in b.values()))
+    if na == 0 or nb == 0:
+        return None
+    return sum(w * b.get(k, 0.0) for k, w in a.items()) / (na * nb)

@@ -11,25 +11,17 @@ from elsewhere (no CDN: validators often run without outbound access) and polls 
 
 from __future__ import annotations
 
-import math
 from importlib import resources
 from typing import Any
 
 from omron_tee.errors import ChainError
+from omron_tee.validator.weights import cosine
 
 PAGE = resources.files("omron_tee.validator.api").joinpath("dashboard.html")
 
 
 def page() -> bytes:
     return PAGE.read_bytes()
-
-
-def cosine(a: dict[int, float], b: dict[int, float]) -> float | None:
-    """How alike two weight vectors are (1: the same direction); None when either is empty."""
-    na, nb = math.sqrt(sum(v * v for v in a.values())), math.sqrt(sum(v * v for v in b.values()))
-    if na == 0 or nb == 0:
-        return None
-    return sum(w * b.get(k, 0.0) for k, w in a.items()) / (na * nb)
 
 
 def dashboard_of(validator: Any) -> dict[str, Any]:
