@@ -91,11 +91,11 @@ def epoch(
     for j in miners:
         delta = {i: s[i] * clipped[i].get(j, 0.0) for i in rows}
         dsum = sum(delta.values())
+        fresh = {i: (delta.get(i, 0.0) / dsum if dsum > 0 else 0.0) for i in new_bonds}
         prev = {i: bonds.get(i, {}).get(j, 0.0) for i in new_bonds}
         psum = sum(prev.values())
-        ema = {i: a * (delta.get(i, 0.0) / dsum if dsum > 0 else 0.0) + (1.0 - a) * (prev[i] / psum if psum > 0 else 0.0) for i in new_bonds}
-        if psum <= 0:  # the first epoch with bonds on j: the EMA starts at its first value
-            ema = {i: (delta.get(i, 0.0) / dsum if dsum > 0 else 0.0) for i in new_bonds}
+        # The first epoch with bonds on j starts the EMA at its first value.
+        ema = fresh if psum <= 0 else {i: a * fresh[i] + (1.0 - a) * prev[i] / psum for i in new_bonds}
         esum = sum(ema.values())
         for i, b in ema.items():
             if esum > 0 and b > 0:
