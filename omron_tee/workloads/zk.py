@@ -62,7 +62,7 @@ class ZkWorkload(TensorWorkload):
         return offer.offers(model_id, "zk") and not self._mismatched(offer, model_id)
 
     def _mismatched(self, offer: Any, model_id: str) -> bool:
-        theirs = getattr(offer, "zk_circuits", {}).get(model_id)
+        theirs = offer.zk_circuits.get(model_id)
         if theirs is None:  # a miner of an older release: its proofs say whether they match
             return False
         ours = self.circuit_of(model_id)
@@ -83,7 +83,7 @@ class ZkWorkload(TensorWorkload):
         zp = await asyncio.to_thread(served.prover.prove, value)  # keep the server answering meanwhile
         out.output_hash = output.digest()
         part = {"output": output.to_json(), "proof": b64(zp.proof), "prove_ms": zp.prove_s * 1000.0}
-        if getattr(zp, "circuit_id", b""):
+        if zp.circuit_id:
             part["circuit"] = zp.circuit_id.hex()
         yield part
 

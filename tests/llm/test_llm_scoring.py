@@ -72,6 +72,7 @@ class _Offer:
     def __init__(self, models, zk=()):
         self.models = tuple(models)
         self._zk = set(zk)
+        self.zk_circuits: dict[str, bytes] = {}  # AttestResponse's: no circuit ids named
 
     def offers(self, model_id, proof_system):
         return model_id in self.models and (proof_system == "tee" or model_id in self._zk)
