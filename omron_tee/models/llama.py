@@ -20,7 +20,7 @@ import atexit
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,16 +262,7 @@ class LlamaRuntime:
         return bytes(self._llm.detokenize([token]))
 
     def check_request(self, prompt: str | tuple[ChatMessage, ...], max_tokens: int) -> list[int]:
-        if isinstance(prompt, str) and not prompt or not isinstance(prompt, (str, tuple)):
-            raise ModelError("the prompt must be a non-empty string", reason=Reason.BAD_INPUT)
-        if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
-            raise ModelError(f"the prompt has more than {MAX_PROMPT_CHARS} characters", reason=Reason.BAD_INPUT)
-        if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_NEW_TOKENS:
-            raise ModelError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}", reason=Reason.BAD_INPUT)
-        tokens = self.tokenize(prompt)
-        if len(tokens) + max_tokens > PINNED.n_ctx:
-            raise ModelError(f"prompt of {len(tokens)} tokens plus {max_tokens} new ones exceeds the context of {PINNED.n_ctx}", reason=Reason.BAD_INPUT)
-        return tokens
+        return checked_tokens(self.tokenize, prompt, max_tokens, PINNED.n_ctx)
 
     def stream(self, prompt: str | tuple[ChatMessage, ...], max_tokens: int, stop: threading.Event | None = None) -> Iterator[tuple[int, bytes]]:
         """Greedy completion, token by token: (token id, its bytes). Stops at end-of-text (for a chat:
@@ -302,6 +293,20 @@ class LlamaRuntime:
 
     def complete(self, prompt: str, max_tokens: int) -> tuple[list[int], bytes]:
         return complete(self, prompt, max_tokens)
+
+
+def checked_tokens(tokenize: Callable[[Any], list[int]], prompt: str | tuple[ChatMessage, ...], max_tokens: int, n_ctx: int) -> list[int]:
+    """The tokens of a request an LLM runtime can serve (a prompt or a chat), or a named refusal; every runtime's check."""
+    if not isinstance(prompt, (str, tuple)) or (isinstance(prompt, str) and not prompt):
+        raise ModelError("the prompt must be a non-empty string", reason=Reason.BAD_INPUT)
+    if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
+        raise ModelError(f"the prompt has more than {MAX_PROMPT_CHARS} characters", reason=Reason.BAD_INPUT)
+    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_NEW_TOKENS:
+        raise ModelError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}", reason=Reason.BAD_INPUT)
+    tokens = tokenize(prompt)  # a chat's messages are checked here (models.chat.check_messages)
+    if len(tokens) + max_tokens > n_ctx:
+        raise ModelError(f"prompt of {len(tokens)} tokens plus {max_tokens} new ones exceeds the context of {n_ctx}", reason=Reason.BAD_INPUT)
+    return tokens
 
 
 def complete(runtime: Any, prompt: str, max_tokens: int) -> tuple[list[int], bytes]:

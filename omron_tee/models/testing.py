@@ -17,12 +17,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from omron_tee.errors import ModelError
 from omron_tee.models.chat import ChatMessage, chat_format, check_messages
-from omron_tee.models.llama import complete
+from omron_tee.models.llama import checked_tokens, complete
 from omron_tee.models.runtimes import Runtimes, default_runtimes
 from omron_tee.models.spec import ModelSpec, read_pinned
-from omron_tee.reasons import Reason
 
 ALPHABET = " etaoinshrdlcumwfgypbvkjxqz.,ETAOINSHRDLCUMWFGYPBVKJXQZ0123456789"
 EOS = 0
@@ -48,14 +46,7 @@ class FakeLlm:
         return ALPHABET[token - 1].encode() if 1 <= token <= len(ALPHABET) else b""
 
     def check_request(self, prompt: str | tuple[ChatMessage, ...], max_tokens: int) -> list[int]:
-        if isinstance(prompt, str) and not prompt or not isinstance(prompt, (str, tuple)):
-            raise ModelError("the prompt must be a non-empty string", reason=Reason.BAD_INPUT)
-        if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_NEW_TOKENS:
-            raise ModelError(f"max_tokens must be an integer from 1 to {MAX_NEW_TOKENS}", reason=Reason.BAD_INPUT)
-        tokens = self.tokenize(prompt)
-        if len(tokens) + max_tokens > N_CTX:
-            raise ModelError(f"prompt of {len(tokens)} tokens plus {max_tokens} new ones exceeds the context of {N_CTX}", reason=Reason.BAD_INPUT)
-        return tokens
+        return checked_tokens(self.tokenize, prompt, max_tokens, N_CTX)
 
     def _next(self, context: list[int]) -> int:
         h = hashlib.sha256(self._seed + bytes(t % 256 for t in context[-6:])).digest()
