@@ -75,8 +75,7 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
         from omron_tee.zk.service import load_verifiers
 
         zk_verifiers = load_verifiers(models, cache_dir=net.zk_circuits, network="embedded")
-    counts: list[int] = [0] * len(net.validator_wallets)
-    seen: list[dict[str, int]] = [{} for _ in net.validator_wallets]
+    seen: list[dict[str, int]] = [{} for _ in net.validator_wallets]  # per validator: probes of each miner
     validators: list[Validator] = []
     for i, wallet in enumerate(net.validator_wallets):
         client = SignedClient(Signer(wallet), max_concurrency=64, timeout=5.0)
@@ -84,14 +83,14 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
                         timeout=5.0, timeouts={"zk": 60.0, "llm": 30.0}, seed=None if args.seed is None else args.seed + i)
         scores = ScoreBook(net.dir / ("validator-scores.sqlite" if i == 0 else f"validator{i + 1}-scores.sqlite"))
         validators.append(Validator(chain=net.chain, wallet=wallet, prober=prober, scores=scores, weights_interval=TEMPO,
-                                    on_event=_shower(net, console, i, counts, seen, args.requests)))
+                                    on_event=_shower(net, console, i, seen[i], args.requests)))
     validator = validators[0]  # serves the third-party API and runs the zk and LLM parts
     for v in validators:
         v.sync()
     names = ", ".join(f"uid {net.validator_uids[i]}" for i in range(len(validators)))
     console.step(f"{len(validators)} validator(s) ({names}) probing {len(validator.miners())} miners continuously, each miner on its own lane, "
                  f"about {args.requests} requests per validator, each with a fresh nonce and attestation")
-    await _benchmark(net, validators, counts, seen, args.requests)
+    await _benchmark(net, validators, seen, args.requests)
     zk = await _zk_round(net, validator, getattr(args, "zk_requests", 0), console) if zk_verifiers else None
     third_party = await _third_party_demo(net, validator, models, policy, verifiers, console)
     llm = await llm_demo.run_llm_demo(net, validator, models, console, port_of=free_port) if getattr(args, "llm", False) else None  # docs/LLM.md
@@ -114,19 +113,18 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
     return summary
 
 
-def _shower(net: LocalNet, console: Console, index: int, counts: list[int], seen: list[dict[str, int]], target: int) -> Any:
-    """What validator ``index`` prints for each event, counting its probes."""
+def _shower(net: LocalNet, console: Console, index: int, seen: dict[str, int], target: int) -> Any:
+    """What validator ``index`` prints for each event, counting its probes of each miner in ``seen``."""
     tag = f"v{net.validator_uids[index]}"
 
     def show(ev: Event) -> None:
         if isinstance(ev, ProbeEvent):
-            counts[index] += 1
             o = ev.result.outcome
-            seen[index][o.hotkey] = seen[index].get(o.hotkey, 0) + 1
+            seen[o.hotkey] = seen.get(o.hotkey, 0) + 1
             role = net.roles.get(o.hotkey)
             verdict = "attestation accepted" if o.attestation_accepted else ("attestation REJECTED" if o.attestation_accepted is False else "no attestation")
             console.event(
-                f"{tag} [{counts[index]:>4}/{target}] uid {o.uid} {role.name if role else '?':<10} {ev.result.model_id:<16} "
+                f"{tag} [{sum(seen.values()):>4}/{target}] uid {o.uid} {role.name if role else '?':<10} {ev.result.model_id:<16} "
                 f"{verdict:<20} {o.reason:<24} score {ev.old_score:.3f} -> {ev.new_score:.3f}",
                 o.ok,
             )
@@ -139,7 +137,7 @@ def _shower(net: LocalNet, console: Console, index: int, counts: list[int], seen
     return show
 
 
-async def _benchmark(net: LocalNet, validators: list[Validator], counts: list[int], seen: list[dict[str, int]], target: int) -> None:
+async def _benchmark(net: LocalNet, validators: list[Validator], seen: list[dict[str, int]], target: int) -> None:
     """Every validator probes every miner on its own lanes (``Validator.probe_continuously``) and sets
     weights when due, until each has sent ``target`` requests and probed each miner a few times."""
     stop = asyncio.Event()
@@ -151,7 +149,7 @@ async def _benchmark(net: LocalNet, validators: list[Validator], counts: list[in
             for v in validators:
                 if v.due_for_weights():
                     v.set_weights()
-            done = all(c >= target and all(s.get(h, 0) >= MIN_PROBES_PER_MINER for h in miners) for c, s in zip(counts, seen))
+            done = all(sum(s.values()) >= target and all(s.get(h, 0) >= MIN_PROBES_PER_MINER for h in miners) for s in seen)
             if done or any(t.done() for t in lanes):
                 break
             await asyncio.sleep(0.05)
