@@ -44,7 +44,7 @@ from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.client import ByteStream, SignedClient
 from omron_tee.wire.server import error_response, json_response, read_body
-from omron_tee.models.chat import ChatMessage, chat_format, check_messages
+from omron_tee.models.chat import MAX_MESSAGES, ChatMessage, chat_format, check_messages
 from omron_tee.workloads.llm import Prompt, TokenChunk
 
 log = logging.getLogger("omron_tee.validator.api")
@@ -144,7 +144,7 @@ def parse_chat_request(data: Any, check_model: Callable[[Any], str]) -> tuple[st
     if not isinstance(raw, list) or not raw:
         raise ProtocolError("messages must be a non-empty list")
     msgs = []
-    for i, m in enumerate(raw[:65]):
+    for i, m in enumerate(raw[:MAX_MESSAGES + 1]):  # one past the bound, so check_messages names it
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ProtocolError(f"message {i + 1} needs a role")
         role = {"developer": "system"}.get(m["role"], m["role"])  # OpenAI's newer name for the system role

@@ -143,7 +143,7 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
     @api.get("/v1/models/{model_id:path}")
     async def model(model_id: str) -> Response:
         if model_id not in completions.llm_models():
-            return openai_error(ModelError(f"no model {model_id[:128]!r} is served on /v1/completions; GET /v1/models lists them",
+            return openai_error(ModelError(f"no model {model_id[:128]!r} is served on /v1/completions or /v1/chat/completions; GET /v1/models lists them",
                                            reason=Reason.UNKNOWN_MODEL), status=404)
         return json_response(openai_model(prober.models.get(model_id)))
 
