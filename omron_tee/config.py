@@ -62,6 +62,15 @@ def embedded_chain_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
+def existing_chain_path(chain_path: str | None, hint: str) -> Path:
+    """The embedded chain's file a read-only command names (default: the neurons'), which must exist:
+    opening a missing one would create an empty chain. ``hint``: what to do when it is missing."""
+    path = Path(chain_path or DEFAULT_CHAIN_PATH).expanduser()
+    if not path.exists():
+        raise ConfigError(f"no embedded chain at {path}: {hint}")
+    return path
+
+
 def network_of(args: argparse.Namespace) -> str:
     return args.chain_endpoint or args.network
 

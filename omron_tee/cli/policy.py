@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omron_tee.errors import ConfigError
 
 _TEMPLATES = """
 # --- real TEEs: uncomment the sections you accept and fill in the measurements ---------------
@@ -58,16 +57,14 @@ def register(subparsers: Any) -> None:
 
 def init_cmd(args: argparse.Namespace) -> int:
     from omron_tee.attestation.validate.policy import Policy
-    from omron_tee.config import DEFAULT_HOME, dev_attestation_key_path, is_local
+    from omron_tee.config import dev_attestation_key_path, existing_chain_path, is_local
     from omron_tee.enclave.measurement import release_builds
     from omron_tee.enclave.simulated import dev_public_key
     from omron_tee.models.llama import default_spec, gguf_flag_specs
     from omron_tee.models.registry import ModelRegistry
 
     if is_local(args.network):
-        chain_path = Path(args.chain_path or DEFAULT_HOME / "embedded-chain.sqlite").expanduser()
-        if not chain_path.exists():
-            raise ConfigError(f"no embedded chain at {chain_path}: start the network first (`omron-tee localnet`, or a neuron) or name it with --chain.path")
+        chain_path = existing_chain_path(args.chain_path, "start the network first (`omron-tee localnet`, or a neuron) or name it with --chain.path")
         key = dev_public_key(dev_attestation_key_path(chain_path))
         onnx = [(s.model_id, s.sha256) for s in ModelRegistry.builtin().specs()]
         llms = [default_spec(), *gguf_flag_specs(args.llm_gguf)]

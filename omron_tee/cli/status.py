@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from omron_tee.errors import ConfigError, OmronTeeError
+from omron_tee.errors import OmronTeeError
 from omron_tee.reasons import Reason
 
 
@@ -40,13 +39,10 @@ def _validator_status(url: str) -> dict[str, Any]:
 
 def status_cmd(args: argparse.Namespace) -> int:
     from omron_tee.chain import connect
-    from omron_tee.config import DEFAULT_HOME, is_local
+    from omron_tee.config import existing_chain_path, is_local
 
     if is_local(args.network):
-        path = Path(args.chain_path or DEFAULT_HOME / "embedded-chain.sqlite").expanduser()
-        if not path.exists():
-            # Opening a missing file would create an empty chain: say so instead.
-            raise ConfigError(f"no embedded chain at {path}: is the network running? (name it with --chain.path)")
+        path = existing_chain_path(args.chain_path, "is the network running? (name it with --chain.path)")
         chain = connect(args.network, args.netuid, chain_path=str(path))
     else:
         chain = connect(args.network, args.netuid)
