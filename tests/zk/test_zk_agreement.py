@@ -112,3 +112,16 @@ def test_a_circuit_id_from_a_peer_must_be_64_hex_digits() -> None:
         with pytest.raises(ProtocolError):
             unhex_id(bad, "circuit id")
     assert unhex_id("ab" * 32, "circuit id") == b"\xab" * 32
+
+
+@pytest.mark.parametrize("circuit", ["zz" * 32, "ab", 7, ["ab" * 32], "ab" * 33])
+def test_a_miner_naming_a_malformed_circuit_id_sends_a_malformed_result(circuit) -> None:
+    from omron_tee.errors import ChannelError
+    from omron_tee.workloads.tensor import Tensor, TensorWorkload
+
+    spec = ModelRegistry.builtin().get(ZK_MODEL)
+    collector = TensorWorkload().collector(spec, None)
+    part = {"output": Tensor.from_array(np.zeros(spec.output_shape, dtype=np.float32)).to_json(), "circuit": circuit}
+    with pytest.raises(ChannelError) as e:
+        collector.part(part)
+    assert e.value.reason == Reason.MALFORMED_RESULT
