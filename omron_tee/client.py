@@ -18,7 +18,7 @@ bytes it cannot read.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ import bittensor as bt
 import numpy as np
 
 from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.validate.releases import ReleaseLog
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel.hpke import KemSuite
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError, ProtocolError
@@ -58,7 +59,7 @@ class Attested:
 
 
 def attested_candidates(reply: Any, *, nonce: bytes, policy: Policy, verifiers: VerifierRegistry, kem: KemSuite,
-                        model_id: str | None = None) -> tuple[list[Attested], list[Rejection]]:
+                        model_id: str | None = None, releases: ReleaseLog | None = None) -> tuple[list[Attested], list[Rejection]]:
     """Verify every candidate in a validator's ``CandidatesReply``: those that pass, and why the others did not.
 
     The validator is trusted for nothing here: its reply is parsed as hostile input, each
@@ -69,7 +70,8 @@ def attested_candidates(reply: Any, *, nonce: bytes, policy: Policy, verifiers: 
     accepted: list[Attested] = []
     for c in parsed.candidates:
         try:
-            session = check_attestation(c.attest, nonce=candidate_nonce(nonce, c.hotkey), hotkey=c.hotkey, policy=policy, registry=verifiers, kem=kem)
+            session = check_attestation(c.attest, nonce=candidate_nonce(nonce, c.hotkey), hotkey=c.hotkey, policy=policy, registry=verifiers, kem=kem,
+                                        releases=releases)
             if model_id is not None and model_id not in c.attest.models:
                 raise ProtocolError(f"miner does not serve {model_id}")
         except (AttestationError, ProtocolError) as e:
@@ -93,7 +95,10 @@ class PrivateClient:
         workloads: Workloads | None = None,
         kem: KemSuite = KemSuite.X25519,
         timeout: float = 30.0,
+        releases: Callable[[], ReleaseLog | None] | None = None,
     ) -> None:
+        """``releases``: where a policy with ``[releases]`` gets the chain's published builds (the
+        caller reads the chain: e.g. ``validator.releases.ReleaseWatcher(chain, policy.releases).refresh``)."""
         self.url = validator_url.rstrip("/")
         self.validator_hotkey = validator_hotkey
         self.policy = policy
@@ -105,6 +110,7 @@ class PrivateClient:
         self.timeout = timeout
         self._http = SignedClient(Signer(wallet), max_concurrency=8, timeout=timeout)
         self.last_rejected: tuple[Rejection, ...] = ()
+        self.releases = releases or (lambda: None)
 
     async def infer(self, model_id: str, x: np.ndarray, *, workload: str | None = None, candidates: int = 3, deadline_s: float = 10.0) -> Answer:
         """Run ``x`` through ``model_id`` on an attested enclave (``workload="zk"`` asks for a proof too)."""
@@ -135,7 +141,8 @@ class PrivateClient:
         w = self.workloads.get(workload) if workload else self.workloads.default_for(spec)
         nonce = new_nonce()
         raw = await self._post("/v1/attest", CandidatesRequest(model_id, nonce, self.kem.value, candidates).to_json())
-        accepted, rejected = attested_candidates(raw, nonce=nonce, policy=self.policy, verifiers=self.verifiers, kem=self.kem, model_id=model_id)
+        accepted, rejected = attested_candidates(raw, nonce=nonce, policy=self.policy, verifiers=self.verifiers, kem=self.kem, model_id=model_id,
+                                                  releases=self.releases())
         self.last_rejected = tuple(rejected)
         if not accepted:
             detail = "; ".join(f"{r.hotkey[:8]}…: {r.reason}" for r in rejected) or "the validator offered none"

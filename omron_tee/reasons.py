@@ -85,6 +85,9 @@ class Reason(enum.StrEnum):
     VBIOS_VERSION_NOT_ALLOWED = "vbios-version-not-allowed"
 
     # The exchange: binding, channel, receipts and streams
+    MEASUREMENT_UNPUBLISHED = "measurement-unpublished"  # a build the subnet's publisher never released on chain
+    RELEASE_TOO_RECENT = "release-too-recent"  # released, but its timelock has not passed: not yet earning, not struck
+    RELEASES_UNKNOWN = "releases-unknown"  # the validator could not read the chain's releases: not charged
     REPORT_DATA_MISMATCH = "report-data-mismatch"  # replayed, relayed or forged evidence
     HOTKEY_MISMATCH = "hotkey-mismatch"  # an enclave asked to attest for another miner
     ENCLAVE_SHARED = "enclave-shared"  # its keys or machine already back another hotkey
@@ -160,5 +163,10 @@ class Reason(enum.StrEnum):
 # The validator could not fetch collateral (its network, Intel's or NVIDIA's service); the miner
 # proved with a circuit that differs from the validator's own build of the same model; a zk probe
 # asked of a miner that does not offer zk (a miner is never scored on a workload it does not offer).
+# The validator could not read the chain's published releases.
 NOT_CHARGED: frozenset[str] = frozenset({Reason.VALIDATOR_FAULT, Reason.COLLATERAL_UNAVAILABLE, Reason.CIRCUIT_MISMATCH,
-                                         Reason.ZK_UNSUPPORTED})
+                                         Reason.ZK_UNSUPPORTED, Reason.RELEASES_UNKNOWN})
+
+# Refusals that cost the miner its earnings for now but are no strike: it runs a published build
+# whose timelock has not passed yet, and earns once it has (the score decays as for an outage).
+NOT_STRUCK: frozenset[str] = frozenset({Reason.RELEASE_TOO_RECENT})

@@ -174,6 +174,33 @@ class Emissions:
         return math.fsum(self.by_hotkey.values())
 
 
+# A commitment's text, as the Commitments pallet stores it: one Raw field of at most 128 bytes.
+MAX_COMMITMENT_BYTES = 128
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """Text a hotkey committed on the subnet, and the block it landed in.
+
+    Releases (``omron_tee.attestation.validate.releases``) and validators' audit roots
+    (``validator.audit``) travel as commitments; the chain only orders and dates them.
+    """
+
+    hotkey: str
+    block: int
+    data: str
+
+
+def check_commitment(data: str) -> bytes:
+    """The UTF-8 bytes of ``data`` when the chain would store it, else a ConfigError saying why."""
+    if not isinstance(data, str) or not data:
+        raise ConfigError("a commitment is a non-empty text")
+    raw = data.encode("utf-8")
+    if len(raw) > MAX_COMMITMENT_BYTES:
+        raise ConfigError(f"a commitment holds at most {MAX_COMMITMENT_BYTES} bytes (this one is {len(raw)})")
+    return raw
+
+
 class Chain(abc.ABC):
     """A subnet on some chain: reads of its state and the few writes neurons make.
 
@@ -224,6 +251,20 @@ class Chain(abc.ABC):
         """Emission received per hotkey (see :class:`Emissions` for the units)."""
 
     @abc.abstractmethod
+    def commit(self, wallet: bt.Wallet, data: str) -> None:
+        """Publish ``data`` (at most MAX_COMMITMENT_BYTES of UTF-8) as the hotkey's commitment on the
+        subnet; the hotkey must be registered. Raises RateLimited when its space for the epoch is spent."""
+
+    @abc.abstractmethod
+    def commitments(self) -> tuple[Commitment, ...]:
+        """The subnet's commitments, oldest first: every one ever made where the chain keeps them
+        (embedded), else the latest per hotkey (subtensor stores only that)."""
+
+    @abc.abstractmethod
+    def subnet_owner(self) -> str | None:
+        """The hotkey of the subnet's owner, or None when it has none."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release connections; the object is unusable afterwards."""
 
@@ -272,11 +313,14 @@ def check_netuid(netuid: object) -> int:
 
 __all__ = [
     "SUBTENSOR_NETWORKS",
+    "MAX_COMMITMENT_BYTES",
     "Chain",
+    "Commitment",
     "Emissions",
     "Endpoint",
     "Metagraph",
     "Neuron",
+    "check_commitment",
     "check_netuid",
     "coldkey_address",
     "hotkey_address",

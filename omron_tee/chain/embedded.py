@@ -59,6 +59,8 @@ from typing import TYPE_CHECKING
 
 from omron_tee.chain.base import (
     Chain,
+    Commitment,
+    check_commitment,
     Emissions,
     Endpoint,
     Metagraph,
@@ -78,7 +80,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RAO_PER_TAO = 10**9
-SCHEMA_VERSION = 2  # 2: Yuma (bonds, consensus), commit-reveal, weights version; files of 1 are migrated
+SCHEMA_VERSION = 3  # 2: Yuma (bonds, consensus), commit-reveal, weights version; 3: commitments, owner; older files are migrated
+# The Commitments pallet's space rule: a hotkey may use this many bytes of commitments per epoch,
+# each commitment counting at least COMMITMENT_MIN_COST (subtensor: MaxSpace, UsedSpaceOf).
+COMMITMENT_SPACE = 3100
+COMMITMENT_MIN_COST = 100
 DEFAULT_PATH = "~/.omron-tee/embedded-chain.sqlite"
 
 
@@ -162,7 +168,8 @@ CREATE TABLE IF NOT EXISTS subnets (
     reveal_period INTEGER NOT NULL DEFAULT 1,
     weights_version INTEGER NOT NULL DEFAULT 0,
     kappa REAL NOT NULL DEFAULT 0.5,
-    bonds_moving_avg REAL NOT NULL DEFAULT 0.9
+    bonds_moving_avg REAL NOT NULL DEFAULT 0.9,
+    owner_hotkey TEXT
 );
 CREATE TABLE IF NOT EXISTS neurons (
     netuid INTEGER NOT NULL,
@@ -206,6 +213,13 @@ CREATE TABLE IF NOT EXISTS commits (
     weights TEXT NOT NULL,           -- JSON {dest: weight}, normalised
     seq INTEGER PRIMARY KEY AUTOINCREMENT
 );
+CREATE TABLE IF NOT EXISTS commitments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    netuid INTEGER NOT NULL,
+    hotkey TEXT NOT NULL,
+    block INTEGER NOT NULL,
+    data TEXT NOT NULL           -- every commitment is kept: the history is what releases are judged by
+);
 """
 
 # Version 1 files lack these columns: added with their defaults when such a file is opened.
@@ -218,6 +232,7 @@ _MIGRATIONS = [
     ("subnets", "weights_version", "INTEGER NOT NULL DEFAULT 0"),
     ("subnets", "kappa", f"REAL NOT NULL DEFAULT {DEFAULT_KAPPA}"),
     ("subnets", "bonds_moving_avg", f"REAL NOT NULL DEFAULT {DEFAULT_BONDS_MOVING_AVG}"),
+    ("subnets", "owner_hotkey", "TEXT"),
 ]
 
 
@@ -430,8 +445,8 @@ class EmbeddedChain(Chain):
                 row = db.execute(
                     "SELECT schema_version, genesis, block_time FROM chain WHERE id = 1"
                 ).fetchone()
-            if row[0] == 1:
-                self._migrate_from_1(db)
+            if row[0] in (1, 2):
+                self._migrate(db, row[0])
                 row = (SCHEMA_VERSION, *row[1:])
             if row[0] != SCHEMA_VERSION:
                 raise ConfigError(
@@ -481,14 +496,15 @@ class EmbeddedChain(Chain):
             bonds_moving_avg=float(bma),
         )
 
-    def _migrate_from_1(self, db: sqlite3.Connection) -> None:
-        """A file of schema 1 (no bonds, no commit-reveal): add the columns; its weights keep counting."""
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """A file of schema 1 (no bonds, no commit-reveal) or 2 (no commitments, no owner): add the
+        columns (the tables exist already); its weights keep counting."""
         for table, column, decl in _MIGRATIONS:
             have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         db.execute("UPDATE chain SET schema_version = ? WHERE id = 1", (SCHEMA_VERSION,))
-        log.info("embedded chain %s: migrated from schema 1 to %d", self.path, SCHEMA_VERSION)
+        log.info("embedded chain %s: migrated from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     def _subnet_row(self, db: sqlite3.Connection) -> tuple | None:
         return db.execute(
@@ -867,6 +883,50 @@ class EmbeddedChain(Chain):
 
     def weights_rate_limit(self) -> int:
         return self.params.weights_rate_limit
+
+    def commit(self, wallet: bt.Wallet, data: str) -> None:
+        raw = check_commitment(data)
+        hotkey = hotkey_address(wallet)
+        with self._write() as db:
+            block = self._block_now()
+            self._settle(db, block)
+            if self._uid_row(db, hotkey) is None:
+                raise ChainError(
+                    f"commitment refused (AccountNotAllowedCommit): hotkey {hotkey} is not registered on embedded "
+                    f"netuid {self.netuid}: register it first"
+                )
+            start = self._epoch_start(self._epoch_of(block))
+            used = sum(max(COMMITMENT_MIN_COST, len(d.encode())) for (d,) in db.execute(
+                "SELECT data FROM commitments WHERE netuid = ? AND hotkey = ? AND block >= ?", (self.netuid, hotkey, start)))
+            cost = max(COMMITMENT_MIN_COST, len(raw))
+            if used + cost > COMMITMENT_SPACE:
+                left = self._epoch_start(self._epoch_of(block) + 1) - block
+                raise RateLimited(
+                    f"commitment refused (SpaceLimitExceeded): hotkey {hotkey} used {used} of its {COMMITMENT_SPACE} "
+                    f"bytes this epoch; wait {left} block(s) for the next epoch"
+                )
+            db.execute("INSERT INTO commitments (netuid, hotkey, block, data) VALUES (?, ?, ?, ?)", (self.netuid, hotkey, block, data))
+
+    def commitments(self) -> tuple[Commitment, ...]:
+        with self._read() as db:
+            rows = db.execute("SELECT hotkey, block, data FROM commitments WHERE netuid = ? ORDER BY seq", (self.netuid,)).fetchall()
+        return tuple(Commitment(h, int(b), d) for h, b, d in rows)
+
+    def claim_owner(self, wallet: bt.Wallet) -> None:
+        """Make the wallet's registered hotkey the subnet's owner (dev chain: the first claim wins;
+        on subtensor the owner is whoever registered the subnet)."""
+        hotkey = hotkey_address(wallet)
+        with self._write() as db:
+            self._require_uid(db, hotkey, "own the subnet")
+            (owner,) = db.execute("SELECT owner_hotkey FROM subnets WHERE netuid = ?", (self.netuid,)).fetchone()
+            if owner not in (None, hotkey):
+                raise ChainError(f"embedded netuid {self.netuid} already has an owner ({owner})")
+            db.execute("UPDATE subnets SET owner_hotkey = ? WHERE netuid = ?", (hotkey, self.netuid))
+
+    def subnet_owner(self) -> str | None:
+        with self._read() as db:
+            (owner,) = db.execute("SELECT owner_hotkey FROM subnets WHERE netuid = ?", (self.netuid,)).fetchone()
+        return owner
 
     def weights(self) -> dict[int, dict[int, float]]:
         """Every validator's revealed weights (uid -> uid -> weight); committed, unrevealed ones are not shown."""

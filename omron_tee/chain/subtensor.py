@@ -27,10 +27,12 @@ from bittensor.settings import NETWORKS as BT_NETWORKS
 from omron_tee.chain.base import (
     SUBTENSOR_NETWORKS,
     Chain,
+    Commitment,
     Emissions,
     Endpoint,
     Metagraph,
     Neuron,
+    check_commitment,
     check_netuid,
     hotkey_address,
 )
@@ -364,6 +366,29 @@ class SubtensorChain(Chain):
             cumulative=False,
             by_hotkey={n.hotkey: n.emission for n in graph.neurons},
         )
+
+    def commit(self, wallet: bt.Wallet, data: str) -> None:
+        raw = check_commitment(data)
+        # One Raw field (the pallet's Data::RawN, N <= 128); the Commitments pallet checks
+        # registration (AccountNotAllowedCommit) and the epoch's space (SpaceLimitExceeded).
+        call = bt.calls.Commitments.set_commitment(self.netuid, {"fields": [{f"Raw{len(raw)}": raw}]})
+        self._write("set the commitment", lambda: self._sub.submit_call(call, wallet).raise_for_failure())
+
+    def commitments(self) -> tuple[Commitment, ...]:
+        found = self._read("read the commitments", lambda: self._sub.subnets.commitments(self.netuid))
+        out = []
+        for hotkey, c in dict(found or {}).items():
+            text = getattr(c, "value", None)
+            if isinstance(text, str) and text:
+                out.append(Commitment(str(hotkey), int(c.block), text))
+        return tuple(sorted(out, key=lambda c: (c.block, c.hotkey)))
+
+    def subnet_owner(self) -> str | None:
+        owner = self._read(
+            "read the subnet owner",
+            lambda: self._sub.query(bt.storage.SubtensorModule.SubnetOwnerHotkey, [self.netuid]),
+        )
+        return str(owner) if owner else None
 
     def close(self) -> None:
         if self._closed:

@@ -26,7 +26,8 @@ from omron_tee.errors import OmronTeeError
 from omron_tee.reasons import Reason
 
 # Subcommand groups, one module each; each has register(subparsers).
-_PLUGINS = ["omron_tee.cli.attestation", "omron_tee.cli.enclave", "omron_tee.cli.zk", "omron_tee.cli.llm", "omron_tee.cli.policy", "omron_tee.cli.status"]
+_PLUGINS = ["omron_tee.cli.attestation", "omron_tee.cli.enclave", "omron_tee.cli.zk", "omron_tee.cli.llm", "omron_tee.cli.policy", "omron_tee.cli.status",
+            "omron_tee.cli.release"]
 
 
 def _wallet(sub: Any) -> None:

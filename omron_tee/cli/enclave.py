@@ -44,6 +44,21 @@ def register(subparsers: Any) -> None:
         "output (--sign-output). tdx: from a quote of the reference image (--quote). sev-snp: from the image with "
         "sev-snp-measure (--ovmf ...) or from a report (--report). --live attests on this machine instead.",
     )
+    add_build_flags(m)
+    m.add_argument("--live", action="store_true", help="attest on this machine's TEE and read the values from its evidence")
+    m.add_argument("--json", action="store_true", help="print one JSON object")
+    m.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    m.set_defaults(handler=measure_cmd)
+
+    g = es.add_parser("gramine-miner", help="run the miner inside a Gramine SGX enclave (the manifest's entry point)",
+                      description="The entry point gramine/omron-tee-miner.manifest.template fixes. The miner's flags come from "
+                      "the OMRON_TEE_MINER_ARGS environment variable (shell-quoted), are checked with the miner's own parser, "
+                      "and --enclave is forced to sgx. See gramine/README.md.")
+    g.set_defaults(handler=gramine_miner_cmd)
+
+
+def add_build_flags(m: argparse.ArgumentParser) -> None:
+    """The flags that name one build of the trusted app (``enclave measure``, ``release publish``)."""
     m.add_argument("--enclave", choices=["simulated", "sgx", "tdx", "sev-snp"], default=None,
                    help="TEE type (default: inferred from the other flags, else simulated)")
     m.add_argument("--models", default="", help="simulated: comma-separated model ids (default: every shipped model); "
@@ -62,16 +77,6 @@ def register(subparsers: Any) -> None:
     m.add_argument("--vcpus", type=int, help="sev-snp: number of vCPUs")
     m.add_argument("--vcpu-type", default="EPYC-v4", help="sev-snp: QEMU vCPU model (default: %(default)s)")
     m.add_argument("--guest-features", type=lambda x: int(x, 0), default=0x1, help="sev-snp: SEV_FEATURES of the guest (default: 0x1)")
-    m.add_argument("--live", action="store_true", help="attest on this machine's TEE and read the values from its evidence")
-    m.add_argument("--json", action="store_true", help="print one JSON object")
-    m.add_argument("--root", default="/", help=argparse.SUPPRESS)
-    m.set_defaults(handler=measure_cmd)
-
-    g = es.add_parser("gramine-miner", help="run the miner inside a Gramine SGX enclave (the manifest's entry point)",
-                      description="The entry point gramine/omron-tee-miner.manifest.template fixes. The miner's flags come from "
-                      "the OMRON_TEE_MINER_ARGS environment variable (shell-quoted), are checked with the miner's own parser, "
-                      "and --enclave is forced to sgx. See gramine/README.md.")
-    g.set_defaults(handler=gramine_miner_cmd)
 
 
 def _fail(e: OmronTeeError) -> int:
@@ -123,14 +128,14 @@ def _infer(args: argparse.Namespace) -> str:
             (tee,) = struct.unpack_from("<I", data, 4)
             return "tdx" if tee == 0x81 else "sgx"
         raise ConfigError(f"{args.quote} is too short to be a quote")
-    if args.live:
+    if getattr(args, "live", False):
         raise ConfigError("--live needs --enclave sgx, tdx or sev-snp")
     return "simulated"
 
 
-def _reference(args: argparse.Namespace) -> ref.ReferenceValues:
+def reference_values(args: argparse.Namespace) -> ref.ReferenceValues:
     kind = _infer(args)
-    if args.live:
+    if getattr(args, "live", False):
         return _live(kind, HostPaths.under(args.root))
     if kind == "simulated":
         return _simulated(args.models, llm=getattr(args, "llm", False), gguf=getattr(args, "llm_gguf", []))
@@ -209,7 +214,7 @@ def _live(kind: str, paths: HostPaths) -> ref.ReferenceValues:
 
 def measure_cmd(args: argparse.Namespace) -> int:
     try:
-        values = _reference(args)
+        values = reference_values(args)
     except OmronTeeError as e:
         return _fail(e)
     if args.json:

@@ -31,6 +31,7 @@ from omron_tee.exchange.receipt_file import verify_receipt_file
 from omron_tee.exchange.requester import Answer
 from omron_tee.models.llama import DEFAULT_MODEL_ID, default_llm_missing, default_spec
 from omron_tee.validator.api.routes import running_api
+from omron_tee.validator.releases import ReleaseWatcher
 
 DEMO_PROMPT = "The three primary colors are"
 DEMO_TOKENS = 24
@@ -124,7 +125,8 @@ async def _run(net: Any, validator: Any, models: Any, console: Any, *, port_of: 
     api_port = port_of()
     async with running_api(validator, port=api_port) as url:
         net.chain.serve(net.validator_wallet, Endpoint("127.0.0.1", api_port))
-        client = PrivateClient(url, validator.hotkey, net.client_wallet, policy=policy, verifiers=validator.prober.verifiers, models=models)
+        client = PrivateClient(url, validator.hotkey, net.client_wallet, policy=policy, verifiers=validator.prober.verifiers, models=models,
+                               releases=ReleaseWatcher(net.chain, policy.releases).refresh)
         result: dict[str, Any] = {"model": DEFAULT_MODEL_ID, "llm_miners": {name: uid for name, uid, *_ in miners}, "probes": probes}
         try:
             chunks = 0

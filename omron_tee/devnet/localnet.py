@@ -30,6 +30,9 @@ VALIDATOR_STAKES = (1000.0, 600.0, 400.0, 300.0, 200.0, 150.0, 100.0, 80.0)
 TEMPO = 20
 REVEAL_PERIOD = 1  # epochs
 SLOW_DELAY_S = 0.03
+# Validators accept a build this many blocks after the owner published it (1 s at 50 ms blocks):
+# on a real subnet, days, so the community can rebuild and inspect a release before it earns.
+RELEASE_TIMELOCK_BLOCKS = 20
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,31 @@ class LocalNet:
             self.miner_wallets.append(w)
             self.roles[w.hotkey.ss58_address] = role_for(i, self.role_list)
             self.uids[w.hotkey.ss58_address] = uid
+        self.publish_release()
         stakes = ", ".join(f"uid {i} {VALIDATOR_STAKES[i]:.0f} TAO" for i in range(self.n_validators))
         self.console.step(f"registered {self.n_validators} validator(s) ({stakes}; permits) and {self.n} miners; keys in {self.wallet_path}")
+
+    def publish_release(self) -> None:
+        """The subnet owner publishes this release's builds on chain (``omron-tee release publish`` does the same)."""
+        from omron_tee.attestation.evidence import TeeType
+        from omron_tee.attestation.validate.releases import Release
+        from omron_tee.enclave.measurement import release_builds
+        from omron_tee.models.llama import default_spec
+        from omron_tee.models.registry import ModelRegistry
+
+        self.owner_wallet = create_wallet("localnet-owner", "default", self.wallet_path)
+        self.chain.register(self.owner_wallet)
+        self.chain.claim_owner(self.owner_wallet)
+        self.owner_hotkey = self.owner_wallet.hotkey.ss58_address
+        models = ModelRegistry.builtin()
+        shipped = [(s.model_id, s.sha256) for s in models.specs()]
+        llms = [(default_spec().model_id, default_spec().sha256)]  # the builds with the default LLM, as `policy init` allows
+        labels = ("localnet", "localnet-llm", "localnet-llm-only")
+        for (_, measurement), label in zip(release_builds(shipped, llms), labels):
+            self.chain.commit(self.owner_wallet, Release(TeeType.SIMULATED, measurement, label).to_commitment())
+        self.release_block = self.chain.block()
+        self.console.step(f"the subnet owner published this release's builds on chain at block {self.release_block}; validators accept them "
+                          f"{RELEASE_TIMELOCK_BLOCKS} blocks later (`omron-tee release list --chain.path {self.chain_path}`)")
 
     def start_miners(self) -> None:
         self.console.step(f"starting {self.n} miner processes (simulated enclaves)")

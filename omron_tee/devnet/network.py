@@ -63,7 +63,7 @@ class HostileNet:
     def by_hotkey(self, hotkey: str) -> Member:
         return next(m for m in self.members.values() if m.hotkey == hotkey)
 
-    def validator(self, scores_path: Path, *, timeout: float = 1.0, **prober_kw):
+    def validator(self, scores_path: Path, *, timeout: float = 1.0, policy=None, **prober_kw):
         """An in-process Validator over this network (create it inside the event loop that uses it)."""
         from omron_tee.models.registry import ModelRegistry
         from omron_tee.validator.core import Validator
@@ -75,7 +75,7 @@ class HostileNet:
         from omron_tee.wire.client import SignedClient
 
         models = ModelRegistry.builtin()
-        policy = local_dev_policy(self.chain_path, models)
+        policy = policy or local_dev_policy(self.chain_path, models)
         client = SignedClient(Signer(self.validator_wallet), timeout=timeout)
         prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=default_workloads(), timeout=timeout, seed=0,
                         **prober_kw)
@@ -110,8 +110,10 @@ def _wait_healthy(net: HostileNet, members: list[Member], timeout: float = 90.0)
 
 
 
-def start(d: Path, *, honest: int = 2, hostile: dict[str, str] | None = None, vectors_dir: Path | None = None) -> HostileNet:
-    """The network in folder ``d`` (``hostile``: name -> behaviour; default every behaviour once)."""
+def start(d: Path, *, honest: int = 2, hostile: dict[str, str] | None = None, vectors_dir: Path | None = None,
+          variants: dict[str, str] | None = None) -> HostileNet:
+    """The network in folder ``d`` (``hostile``: name -> behaviour; default every behaviour once; ``variants``: honest
+    miner name -> a development build variant it runs, so its measurement differs from this release's)."""
     hostile = HOSTILE if hostile is None else hostile
     (d / "logs").mkdir(parents=True, exist_ok=True)
     chain_path, wallet_path = d / "chain.sqlite", d / "wallets"
@@ -127,7 +129,8 @@ def start(d: Path, *, honest: int = 2, hostile: dict[str, str] | None = None, ve
         for name in names:
             m = net.members[name]
             net.served_by[name] = _spawn(net, [sys.executable, "-m", "omron_tee.miner", *net.chain_args(), *net.wallet_args(f"miner-{name}"),
-                                               "--axon.port", str(m.port), "--enclave", "simulated", "--zk.off"], name)
+                                               "--axon.port", str(m.port), "--enclave", "simulated", "--zk.off",
+                                               *(("--dev.measurement_variant", variants[name]) if name in (variants or {}) else ())], name)
         _wait_healthy(net, [net.members[h] for h in names])  # the honest miners made the dev key by now
         bad = [m for m in net.members.values() if m.behaviour != "honest"]
         if bad:

@@ -10,16 +10,18 @@ import asyncio
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from omron_tee.attestation.validate.policy import simulated_policy_toml
+from omron_tee.attestation.validate.releases import OWNER, ReleasePolicy
 from omron_tee.chain.base import Endpoint
 from omron_tee.client import PrivateClient
 from omron_tee.devnet import llm_demo
-from omron_tee.devnet.localnet import TEMPO, REVEAL_PERIOD, Console, LocalNet
+from omron_tee.devnet.localnet import RELEASE_TIMELOCK_BLOCKS, TEMPO, REVEAL_PERIOD, Console, LocalNet
 from omron_tee.devnet.processes import free_port
 from omron_tee.devnet.summary import build_summary, print_summary
 from omron_tee.errors import OmronTeeError
@@ -33,6 +35,7 @@ from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
 from omron_tee.validator.neuron import build_verifiers, local_dev_policy
 from omron_tee.validator.prober import Prober
 from omron_tee.validator.scoring import ScoreBook
+from omron_tee.validator.releases import ReleaseWatcher
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
 from omron_tee.workloads import default_workloads
@@ -64,7 +67,7 @@ BENCH_CAP_S = 120.0  # the benchmark phase ends by then whatever the counts
 
 async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> dict[str, Any]:
     models = ModelRegistry.builtin()
-    policy = local_dev_policy(net.chain_path, models)
+    policy = replace(local_dev_policy(net.chain_path, models), releases=ReleasePolicy(True, OWNER, RELEASE_TIMELOCK_BLOCKS))
     with_llm = getattr(args, "llm", False) and not default_llm_missing()
     if with_llm:
         policy = llm_demo.prepare(models, policy)  # the validator judges the LLM too (probed in the LLM part, docs/LLM.md)
@@ -235,7 +238,8 @@ async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRe
     port = free_port()
     async with running_api(validator, port=port) as url:
         net.chain.serve(net.validator_wallet, Endpoint("127.0.0.1", port))
-        c = PrivateClient(url, validator.hotkey, net.client_wallet, policy=policy, verifiers=verifiers, models=models)
+        c = PrivateClient(url, validator.hotkey, net.client_wallet, policy=policy, verifiers=verifiers, models=models,
+                          releases=ReleaseWatcher(net.chain, policy.releases).refresh)  # a third party reads the chain itself
         try:
             x = sample_input(spec, np.random.default_rng(7))
             r = await c.infer(spec.model_id, x, candidates=min(MAX_CANDIDATES, len(validator.miners())))

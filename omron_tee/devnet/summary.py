@@ -21,8 +21,8 @@ def build_summary(net: LocalNet, validators: list[Validator], elapsed: float, th
     tags = {v.hotkey: f"v{mg.by_hotkey(v.hotkey).uid}" for v in validators}
     miners = []
     for n in mg.neurons:
-        if n.hotkey in vkeys:
-            continue
+        if n.hotkey in vkeys or n.hotkey == getattr(net, "owner_hotkey", None):
+            continue  # validators, and the subnet owner (it publishes releases, it does not mine)
         recs = [v.scores.records.get(n.hotkey) for v in validators]
         rec = recs[0]
         med = rec.median_latency() if rec else None

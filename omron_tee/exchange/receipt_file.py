@@ -22,6 +22,7 @@ from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
 from omron_tee.attestation.evidence import Evidence
 from omron_tee.attestation.validate.appraise import appraise
 from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.validate.releases import ReleaseLog, ReleasePolicy
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel.receipt import Receipt
 from omron_tee.errors import OmronTeeError, ProtocolError
@@ -106,7 +107,7 @@ class ReceiptCheck:
 
 
 def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistry, workloads: Workloads, models: ModelRegistry | None = None,
-                        now: float | None = None, model_hash: bytes | None = None) -> ReceiptCheck:
+                        now: float | None = None, model_hash: bytes | None = None, releases: ReleaseLog | None = None) -> ReceiptCheck:
     """Check a saved receipt offline: the evidence against ``policy`` as of ``now`` (default: the
     present, so collateral and TCB status are today's), the key binding, the receipt's signature,
     the output hash when the result is included, and that the file's model id, if ``models``
@@ -115,6 +116,11 @@ def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistr
     The evidence's age is not checked: it was fresh when the exchange checked it, and the
     receipt's own time comes from the enclave's clock, which the host sets on SGX, so it
     cannot date the evidence either.
+
+    The policy's ``[releases]`` rule is judged only with ``releases`` (the chain's, read by the
+    caller), and then without its timelock: a receipt proves which build answered, and that
+    build must have been published, but not that it had earned yet. Without ``releases`` the
+    rule is not judged (the file alone cannot say what the chain published).
     """
     try:
         f = ReceiptFile.from_json(data)
@@ -123,9 +129,10 @@ def verify_receipt_file(data: Any, *, policy: Policy, verifiers: VerifierRegistr
         return ReceiptCheck(False, (f"malformed receipt file: {e}",), "", "", 0.0)
     issued = f.receipt.issued_at_ms / 1000.0
     reasons: list[str] = []
-    ageless = dataclasses.replace(policy, max_evidence_age_seconds=float("inf"))
+    rule = dataclasses.replace(policy.releases, min_age_blocks=0) if releases is not None else ReleasePolicy()
+    ageless = dataclasses.replace(policy, max_evidence_age_seconds=float("inf"), releases=rule)
     verdict = appraise(f.evidence, nonce=f.attest_nonce, keys=f.keys, hotkey=f.miner_hotkey, policy=ageless, registry=verifiers,
-                       now=time.time() if now is None else now)
+                       now=time.time() if now is None else now, releases=releases)
     reasons.extend(f"evidence: {r}" for r in verdict.reasons)
     try:
         f.receipt.verify(f.keys.signing_public)

@@ -22,6 +22,7 @@ from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
 from omron_tee.attestation.evidence import Evidence, Verdict
 from omron_tee.attestation.validate.appraise import appraise
 from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.validate.releases import ReleaseLog
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, key_id, request_info, seal
 from omron_tee.channel.receipt import Binding, Receipt
@@ -89,6 +90,7 @@ def check_attestation(
     kem: KemSuite = KemSuite.X25519,
     now: float | None = None,
     ttl: float = DEFAULT_SESSION_TTL,
+    releases: ReleaseLog | None = None,
 ) -> AttestedSession:
     """An ``AttestedSession`` if the evidence is acceptable, else ``AttestationError`` naming every reason.
 
@@ -98,7 +100,8 @@ def check_attestation(
     post-quantum request to classical X25519.
     """
     now = time.time() if now is None else now
-    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, hotkey=hotkey, policy=policy, registry=registry, now=now)
+    verdict = appraise(response.evidence, nonce=nonce, keys=response.keys, hotkey=hotkey, policy=policy, registry=registry, now=now,
+                       releases=releases)
     if not verdict.accepted or verdict.claims is None:
         raise AttestationError("; ".join(verdict.reasons), reason=verdict.reason_code)
     if response.keys.kem != kem.value:

@@ -22,6 +22,7 @@ from omron_tee.errors import ChainError, RateLimited
 from omron_tee.validator.history import History
 from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import Prober, ProbeResult
+from omron_tee.validator.releases import ReleaseWatcher
 from omron_tee.validator.scoring import Outcome, ScoreBook
 from omron_tee.validator.weights import WEIGHTS_VERSION, WeightVector, compute_weights
 
@@ -80,6 +81,13 @@ class Validator:
         self._nothing_to_set_at: int | None = None  # block of the last attempt that found no miner earning
         self.last_weights: dict[int, float] = {}
         self._cursor = 0
+        self.releases = ReleaseWatcher(chain, prober.policy.releases)
+        prober.releases = self.releases.current
+
+    async def refresh_releases(self) -> None:
+        """Read the chain's published releases when due, off the event loop (a no-op unless the policy needs them)."""
+        if self.releases.needed:
+            await asyncio.to_thread(self.releases.refresh)
 
     def sync(self) -> Metagraph:
         self.metagraph = self.chain.metagraph()
@@ -127,6 +135,7 @@ class Validator:
         """Probe ``n`` miners concurrently and score them (one round: it lasts as long as its slowest
         probe, at most a probe's deadline; ``probe_continuously`` lets no miner hold up another)."""
         targets = self.pick(n)
+        await self.refresh_releases()
         results = await asyncio.gather(*(self.prober.probe(m) for m in targets))
         events = [self._scored(r) for r in results]
         self.scores.flush()
@@ -155,6 +164,7 @@ class Validator:
         slots = asyncio.Semaphore(max_in_flight)
         try:
             while not stop.is_set():
+                await self.refresh_releases()
                 for m in self.miners():
                     if m.hotkey not in lanes or lanes[m.hotkey].done():
                         lanes[m.hotkey] = asyncio.create_task(self._lane(m.hotkey, stop, interval, max_backoff, slots))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.validate.releases import ReleaseLog
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.chain.base import Neuron
 from omron_tee.channel.hpke import KemSuite
@@ -89,6 +90,8 @@ class Prober:
         self.offers: dict[str, AttestResponse] = {}  # what each miner's latest attestation offered
         self._faults: dict[str, int] = {}  # hotkey -> validator faults in a row while probing it
         self.identities = IdentityRegistry()  # which hotkey each enclave key and machine backs
+        # The chain's published releases, for a policy that requires them (validator.releases)
+        self.releases: Callable[[], ReleaseLog | None] = lambda: None
 
     @property
     def model_ids(self) -> list[str]:
@@ -107,7 +110,8 @@ class Prober:
 
     def verify_attestation(self, neuron: Neuron, response: AttestResponse, nonce: bytes) -> AttestedSession:
         """The session if ``response`` attests ``neuron`` for ``nonce`` and its enclave backs no other hotkey."""
-        session = check_attestation(response, nonce=nonce, hotkey=neuron.hotkey, policy=self.policy, registry=self.verifiers, kem=self.kem, ttl=self.session_ttl)
+        session = check_attestation(response, nonce=nonce, hotkey=neuron.hotkey, policy=self.policy, registry=self.verifiers, kem=self.kem, ttl=self.session_ttl,
+                                    releases=self.releases())
         conflict = self.identities.claim(neuron.hotkey, identities_of(session.keys, session.verdict.claims))
         if conflict is not None:
             raise AttestationError(conflict, reason=Reason.ENCLAVE_SHARED)

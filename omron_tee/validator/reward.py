@@ -45,14 +45,16 @@ class Verdict(enum.Enum):
     NOT_SCORED = "not-scored"  # relayed traffic, a validator fault, a fault that is no one's
 
 
-def verdict_of(*, kind: str, ok: bool, attestation_accepted: bool | None, correct: bool | None, charged: bool = True) -> Verdict:
+def verdict_of(*, kind: str, ok: bool, attestation_accepted: bool | None, correct: bool | None, charged: bool = True,
+               struck: bool = True) -> Verdict:
     """The verdict for one outcome. ``kind``: "benchmark" (scored) or anything else (counted only);
-    ``charged``: False for a failure the miner cannot be blamed for (e.g. ``circuit-mismatch``)."""
+    ``charged``: False for a failure the miner cannot be blamed for (e.g. ``circuit-mismatch``);
+    ``struck``: False for a refusal that is no strike (a released build still in its timelock)."""
     if kind != "benchmark" or not charged:
         return Verdict.NOT_SCORED
     if ok and correct is not False:
         return Verdict.VERIFIED
-    if correct is False or attestation_accepted is False:
+    if correct is False or (attestation_accepted is False and struck):
         return Verdict.STRIKE
     return Verdict.UNAVAILABLE
 

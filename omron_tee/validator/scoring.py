@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omron_tee.reasons import NOT_CHARGED, Reason
+from omron_tee.reasons import NOT_CHARGED, NOT_STRUCK, Reason
 from omron_tee.validator import reward
 from omron_tee.validator.reward import ALPHA, FAILURE_DECAY, Verdict  # noqa: F401 - the rule's constants, re-exported
 from omron_tee.validator.store import ScoreStore
@@ -49,7 +49,7 @@ class Outcome:
     def verdict(self) -> Verdict:
         """What scoring makes of it; a failure named in ``reasons.NOT_CHARGED`` is never the miner's."""
         return reward.verdict_of(kind=self.kind, ok=self.ok, attestation_accepted=self.attestation_accepted, correct=self.correct,
-                                 charged=self.ok or self.reason not in NOT_CHARGED)
+                                 charged=self.ok or self.reason not in NOT_CHARGED, struck=self.reason not in NOT_STRUCK)
 
 
 @dataclass

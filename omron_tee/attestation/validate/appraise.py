@@ -19,6 +19,7 @@ import logging
 from omron_tee.attestation.binding import EnclavePublicKeys, report_data_for
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, Verdict
 from omron_tee.attestation.validate.policy import Policy
+from omron_tee.attestation.validate.releases import ReleaseLog, check_published
 from omron_tee.attestation.verify.registry import VerifierRegistry
 from omron_tee.errors import LIBRARY_DECODE_ERRORS, AttestationError
 from omron_tee.reasons import Reason
@@ -57,8 +58,12 @@ def appraise(
     policy: Policy,
     registry: VerifierRegistry,
     now: float,
+    releases: ReleaseLog | None = None,
 ) -> Verdict:
     """Judge ``evidence`` for the exchange that sent ``nonce`` to the miner ``hotkey``.
+
+    ``releases`` is what the chain published, as of its current block; it is read only when
+    the policy requires published builds (then None refuses with ``releases-unknown``).
 
     Never raises for bad evidence: whatever a verifier throws on hostile bytes
     (a library's ``ValueError`` included) becomes a refusal with a named reason.
@@ -73,6 +78,8 @@ def appraise(
         return Verdict(accepted=False, claims=None, reasons=(f"{evidence.tee_type.value} evidence cannot be read ({type(e).__name__})",), reason_codes=(Reason.EVIDENCE_MALFORMED,))
     reasons = policy.check(claims, now=now)
     reasons.extend(binding_reasons(claims, report_data_for(nonce, keys, hotkey)))
+    # Last: a verdict's first reason names it, and "too recent" must never mask a forgery.
+    reasons.extend(check_published(claims, releases, policy.releases))
     return Verdict(
         accepted=not reasons,
         claims=claims,

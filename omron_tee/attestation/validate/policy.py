@@ -28,6 +28,7 @@ from typing import Any
 
 from omron_tee.attestation.platform import NvidiaClaims, SgxClaims, SnpClaims, TdxClaims
 from omron_tee.attestation.evidence import Claims, TeeType
+from omron_tee.attestation.validate.releases import ReleasePolicy
 from omron_tee.errors import ConfigError
 from omron_tee.reasons import Reason
 
@@ -84,7 +85,7 @@ def _hex(value: Any, where: str, *, length: int | None = None) -> bytes:
     return out
 
 
-SECTIONS = ("general", "simulated", "sgx", "tdx", "sev-snp", "sev_snp", "nvidia")
+SECTIONS = ("general", "simulated", "sgx", "tdx", "sev-snp", "sev_snp", "nvidia", "releases")
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -482,6 +483,7 @@ class Policy:
     tdx: TdxPolicy | None = None
     sev_snp: SnpPolicy | None = None
     nvidia: NvidiaPolicy | None = None
+    releases: ReleasePolicy = field(default_factory=ReleasePolicy)  # builds must be published on chain (releases.py)
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "policy") -> "Policy":
@@ -537,6 +539,7 @@ class Policy:
             tdx=TdxPolicy.parse(tdx) if tdx is not None else None,
             sev_snp=SnpPolicy.parse(snp) if snp is not None else None,
             nvidia=NvidiaPolicy.parse(nv) if nv is not None else None,
+            releases=ReleasePolicy.parse(rel) if (rel := _section(data, "releases")) is not None else ReleasePolicy(),
         )
 
     def check(self, claims: Claims, *, now: float) -> list[Refusal]:
@@ -599,4 +602,7 @@ def simulated_policy_toml(policy: Policy) -> str:
         "# Attestation policy of this local network (development only).\n"
         f"[general]\nmax_evidence_age_seconds = {policy.max_evidence_age_seconds:g}\nallow_debug = false\n\n"
         f"[simulated]\nallow = true\ntrusted_keys = [{keys}]\nmeasurements = [{meas}]\n"
+        + (f"\n# Builds earn only once published on chain by {policy.releases.publisher} at least {policy.releases.min_age_blocks} blocks earlier.\n"
+           f"[releases]\nrequire_published = true\npublisher = \"{policy.releases.publisher}\"\nmin_age_blocks = {policy.releases.min_age_blocks}\n"
+           if policy.releases.require_published else "")
     )

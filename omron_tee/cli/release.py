@@ -1,0 +1,130 @@
+"""``omron-tee release publish|list``: the subnet owner's published builds, on chain.
+
+    omron-tee release publish --label v1.4.0 [build flags as for `enclave measure`] --wallet.name owner
+    omron-tee release list [--min-age-blocks 100]
+
+``publish`` computes the build's measurement exactly as ``omron-tee enclave measure``
+does with the same flags (so anyone can reproduce it from the tagged checkout) and
+commits it on chain from the owner's hotkey; ``--dry-run`` prints the commitment
+instead. ``list`` shows the publisher's history, oldest first, with each build's age,
+and whether it has passed a timelock of ``--min-age-blocks``. A validator whose
+policy has ``[releases]`` accepts only builds listed here and old enough.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from omron_tee.errors import OmronTeeError
+
+# Which reference value of each TEE is the release's measurement (what the evidence's claims carry).
+PRIMARY = {"simulated": "measurement", "sgx": "mrenclave", "tdx": "mrtd", "sev-snp": "measurement"}
+
+
+def _chain_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--subtensor.network", dest="network", default="embedded", help="embedded (default), local, test, finney or a ws:// URL")
+    p.add_argument("--netuid", type=int, default=1, help="subnet uid (default: %(default)s)")
+    p.add_argument("--chain.path", dest="chain_path", default=None, help="the embedded chain's file (default: the neurons' default)")
+
+
+def register(subparsers: Any) -> None:
+    from omron_tee.cli.enclave import add_build_flags
+
+    p = subparsers.add_parser("release", help="the subnet owner's published builds (on chain)",
+                              description="Publish the measurements of a release on chain, and list what was published.")
+    rs = p.add_subparsers(dest="release_cmd", required=True, metavar="SUBCOMMAND")
+    pub = rs.add_parser("publish", help="commit one build's measurement on chain (the subnet owner)",
+                        description="Compute the measurement of one build (flags as for `omron-tee enclave measure`) and commit "
+                        "it on chain from the wallet's hotkey, which the validators' policy names as publisher (default: the subnet's owner).")
+    pub.add_argument("--label", required=True, help="the release's name, e.g. v1.4.0 (1-40 characters of A-Z a-z 0-9 . _ : + @ -)")
+    add_build_flags(pub)
+    _chain_flags(pub)
+    pub.add_argument("--wallet.name", dest="wallet_name", default="owner", help="the publisher's wallet (default: %(default)s)")
+    pub.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="its hotkey, which commits (default: %(default)s)")
+    pub.add_argument("--wallet.path", dest="wallet_path", default="~/.bittensor/wallets", help="where wallets live (default: %(default)s)")
+    pub.add_argument("--dry-run", action="store_true", help="print the commitment; publish nothing")
+    pub.add_argument("--json", action="store_true", help="print one JSON object")
+    pub.set_defaults(handler=publish_cmd)
+    ls = rs.add_parser("list", help="the releases published on chain, oldest first")
+    _chain_flags(ls)
+    ls.add_argument("--publisher", default="owner", help='whose releases: "owner" (default: the subnet owner) or an ss58 hotkey')
+    ls.add_argument("--min-age-blocks", type=int, default=0, help="say which builds have passed this timelock (the policy's releases.min_age_blocks)")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(handler=list_cmd)
+
+
+def _fail(e: OmronTeeError | str) -> int:
+    print(f"omron-tee release: error: {e}", file=sys.stderr)
+    return 2
+
+
+def build_release(args: argparse.Namespace):
+    """The ``Release`` the build flags name (its measurement as ``enclave measure`` computes it)."""
+    from omron_tee.attestation.evidence import TeeType
+    from omron_tee.attestation.validate.releases import Release
+    from omron_tee.cli.enclave import reference_values
+
+    values = reference_values(args)
+    if values.debug:
+        raise OmronTeeError("this build is a debug enclave: production policies refuse it, so it is not published")
+    return Release(TeeType(values.tee_type.value), bytes.fromhex(values.values[PRIMARY[values.tee_type.value]]), args.label)
+
+
+def _connect(args: argparse.Namespace, *, existing: bool):
+    from omron_tee.chain import connect
+    from omron_tee.config import existing_chain_path, is_local
+
+    if not is_local(args.network):
+        return connect(args.network, args.netuid)
+    path = existing_chain_path(args.chain_path, "is the network running? (name it with --chain.path)") if existing else args.chain_path
+    return connect(args.network, args.netuid, chain_path=str(path) if path else None)
+
+
+def publish_cmd(args: argparse.Namespace) -> int:
+    from omron_tee.config import load_wallet
+
+    try:
+        release = build_release(args)
+        text = release.to_commitment()
+        if args.dry_run:
+            print(json.dumps({"release": _release_json(release), "commitment": text}, indent=2) if args.json else text)
+            return 0
+        wallet = load_wallet(args)
+        with _connect(args, existing=True) as chain:
+            chain.commit(wallet, text)
+            block = chain.block()
+    except OmronTeeError as e:
+        return _fail(e)
+    if args.json:
+        print(json.dumps({"release": _release_json(release), "commitment": text, "block": block}, indent=2))
+    else:
+        print(f"published {release.tee.value} build {release.measurement.hex()} as {release.label} at block {block}")
+    return 0
+
+
+def _release_json(release: Any) -> dict[str, Any]:
+    return {"tee": release.tee.value, "measurement": release.measurement.hex(), "label": release.label}
+
+
+def list_cmd(args: argparse.Namespace) -> int:
+    from omron_tee.attestation.validate.releases import ReleasePolicy
+    from omron_tee.validator.releases import read_releases
+
+    try:
+        with _connect(args, existing=True) as chain:
+            log = read_releases(chain, ReleasePolicy(True, args.publisher, args.min_age_blocks))
+    except OmronTeeError as e:
+        return _fail(e)
+    rows = [{**_release_json(p.release), "block": p.block, "age_blocks": log.block - p.block,
+             "earning": log.block - p.block >= args.min_age_blocks} for p in log.releases]
+    if args.json:
+        print(json.dumps({"publisher": log.publisher, "block": log.block, "releases": rows}, indent=2))
+        return 0
+    print(f"releases published by {log.publisher}, as of block {log.block}:" if rows else f"no release published by {log.publisher} (block {log.block})")
+    for r in rows:
+        state = "may earn" if r["earning"] else f"timelocked ({args.min_age_blocks - r['age_blocks']} blocks to go)"
+        print(f"  block {r['block']:>7}  {r['tee']:<9} {r['label']:<16} {r['measurement'][:32]}…  {state}")
+    return 0
