@@ -35,6 +35,7 @@ from omron_tee.exchange.requester import Answer, AttestedSession, candidate_nonc
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.protocol import AttestResponse, CandidatesReply, CandidatesRequest, RelayReply, RelayRequest
 from omron_tee.reasons import Reason
+from omron_tee.transparency.records import InclusionProof
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
 from omron_tee.workloads import default_workloads
@@ -188,6 +189,26 @@ class PrivateClient:
                 await self.aclose()
 
         return asyncio.run(go())
+
+    async def record_receipt(self, receipt: ReceiptFile) -> tuple[int, bytes]:
+        """Have the validator log this receipt (never its output): (its entry's index, the receipt's digest).
+        Once the validator's next weight set commits its log, ``inclusion_proof(index)`` proves it is there."""
+        data = receipt.to_json()
+        data.pop("result", None)
+        reply = await self._post("/v1/receipts", data)
+        try:
+            return int(reply["index"]), bytes.fromhex(reply["digest"])
+        except (KeyError, TypeError, ValueError):
+            raise OmronTeeError("validator: malformed reply to /v1/receipts", reason=Reason.MALFORMED_REPLY) from None
+
+    async def inclusion_proof(self, index: int) -> InclusionProof:
+        """The validator's RFC 9162 proof that entry ``index`` is in its log at its last committed size
+        (``omron-tee receipt verify --proof`` checks it against the root on chain)."""
+        try:
+            raw = await self._http.get(self.url, f"/v1/receipts/{int(index)}/proof")
+        except MinerError as e:
+            raise OmronTeeError(f"validator: {e}", reason=e.reason) from None
+        return InclusionProof.from_json(raw)
 
     async def _post(self, path: str, payload: Any) -> Any:
         try:

@@ -132,6 +132,7 @@ class Reason(enum.StrEnum):
     ALL_MINERS_FAILED = "all-miners-failed"
     NO_ATTESTED_MINER = "no-attested-miner"
     NO_VALIDATOR_PERMIT = "no-validator-permit"
+    NOT_COMMITTED = "not-committed"  # an audit entry no on-chain root covers yet
     OTHER = "other"  # a score record's reasons past its bound, folded together
 
     # Models, enclave backends and the chain

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "omron_tee"
 
 _ALL = ("attestation", "channel", "chain", "protocol", "models", "workloads", "wire", "enclave", "exchange", "miner", "validator", "client",
-        "config", "cli", "devnet", "zk", "untrusted", "errors", "reasons")
+        "config", "cli", "devnet", "zk", "untrusted", "errors", "reasons", "transparency")
 
 
 def _except(*allowed: str) -> set[str]:
@@ -34,6 +34,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "omron_tee.untrusted": _except("errors", "untrusted"),
     "omron_tee.config": _except("errors", "config"),
     "omron_tee.attestation": _except("errors", "untrusted", "attestation"),
+    "omron_tee.transparency": _except("errors", "untrusted", "transparency"),
     "omron_tee.channel": _except("errors", "untrusted", "channel"),
     "omron_tee.chain": _except("errors", "chain", "config"),
     "omron_tee.models": _except("errors", "models"),

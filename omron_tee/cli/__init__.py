@@ -27,7 +27,7 @@ from omron_tee.reasons import Reason
 
 # Subcommand groups, one module each; each has register(subparsers).
 _PLUGINS = ["omron_tee.cli.attestation", "omron_tee.cli.enclave", "omron_tee.cli.zk", "omron_tee.cli.llm", "omron_tee.cli.policy", "omron_tee.cli.status",
-            "omron_tee.cli.release"]
+            "omron_tee.cli.release", "omron_tee.cli.audit"]
 
 
 def _wallet(sub: Any) -> None:
@@ -61,6 +61,11 @@ def _receipt(sub: Any) -> None:
     v.add_argument("--policy", required=True, help="attestation policy file (TOML) to judge the evidence by")
     v.add_argument("--now", default=None, help="judge the evidence (collateral, TCB, revocation) as of this time (RFC 3339; default: now)")
     v.add_argument("--model-sha256", default=None, help="require the receipt to be for this model hash")
+    v.add_argument("--proof", default=None, help="an inclusion proof (PrivateClient.inclusion_proof): also check the receipt is in the "
+                   "validator's audit log at a root it committed on chain")
+    v.add_argument("--subtensor.network", dest="network", default="embedded", help="the chain to read the committed root from, with --proof")
+    v.add_argument("--netuid", type=int, default=1, help="subnet uid, with --proof (default: %(default)s)")
+    v.add_argument("--chain.path", dest="chain_path", default=None, help="the embedded chain's file, with --proof")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(handler=_receipt_verify)
 
@@ -87,18 +92,46 @@ def _receipt_verify(args: argparse.Namespace) -> int:
         raise OmronTeeError(f"--model-sha256 {args.model_sha256!r} is not hex", reason=Reason.CONFIG) from None
     if isinstance(data, dict) and isinstance(data.get("omron_tee"), dict) and "receipt_file" in data["omron_tee"]:
         data = data["omron_tee"]["receipt_file"]  # a whole response of the OpenAI-compatible path, saved as it came
+    releases, commitments, proof = None, None, None
+    if args.proof or policy.releases.require_published:
+        from omron_tee.cli.release import _connect
+        from omron_tee.validator.releases import read_releases
+
+        with _connect(args, existing=True) as chain:
+            commitments = [(c.hotkey, c.block, c.data) for c in chain.commitments()]
+            releases = read_releases(chain, policy.releases) if policy.releases.require_published else None
+    if args.proof:
+        from omron_tee.transparency.records import InclusionProof
+
+        try:
+            proof = InclusionProof.from_json(json.loads(Path(args.proof).read_text()))
+        except OSError as e:
+            raise OmronTeeError(f"cannot read {args.proof}: {e.strerror}", reason=Reason.CONFIG) from None
+        except ValueError:
+            raise OmronTeeError(f"{args.proof} is not JSON", reason=Reason.CONFIG) from None
     check = verify_receipt_file(data, policy=policy, verifiers=build_verifiers(policy), workloads=default_workloads(),
-                                models=ModelRegistry.builtin(), now=now, model_hash=model_hash)
+                                models=ModelRegistry.builtin(), now=now, model_hash=model_hash, releases=releases)
+    reasons, committed_at = list(check.reasons), None
+    if proof is not None:
+        from omron_tee.transparency.records import check_inclusion
+
+        receipt_json = data.get("receipt") if isinstance(data, dict) else None
+        problems, committed_at = check_inclusion(proof, receipt_json=receipt_json, miner_hotkey=check.miner_hotkey, commitments=commitments or [])
+        reasons += [f"inclusion: {p}" for p in problems]
+    ok = not reasons
     if args.json:
-        print(json.dumps({"valid": check.ok, "reasons": list(check.reasons), "workload": check.workload, "model_sha256": check.model_hash.hex(),
-                          "model_id": check.model_id, "miner_hotkey": check.miner_hotkey, "issued_at": check.issued_at}))
+        print(json.dumps({"valid": ok, "reasons": reasons, "workload": check.workload, "model_sha256": check.model_hash.hex(),
+                          "model_id": check.model_id, "miner_hotkey": check.miner_hotkey, "issued_at": check.issued_at,
+                          **({"logged_by": proof.validator_hotkey, "entry": proof.index, "committed_at_block": committed_at} if proof else {})}))
     else:
-        print(f"{check.workload or 'unreadable'} receipt: {'VALID' if check.ok else 'INVALID'}")
+        print(f"{check.workload or 'unreadable'} receipt: {'VALID' if ok else 'INVALID'}")
         print(f"  signed: model sha256 {check.model_hash.hex() or '?'}, by the enclave key the evidence binds")
         print(f"  labels in the file (not signed): model {check.model_id!r}, miner {check.miner_hotkey or '?'}")
-        for r in check.reasons:
+        if proof is not None and committed_at is not None:
+            print(f"  logged by validator {proof.validator_hotkey} as entry {proof.index} of {proof.size}, root committed on chain at block {committed_at}")
+        for r in reasons:
             print(f"  - {r}")
-    return 0 if check.ok else 1
+    return 0 if ok else 1
 
 
 def _neurons(sub: Any) -> None:

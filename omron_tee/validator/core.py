@@ -24,7 +24,8 @@ from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import Prober, ProbeResult
 from omron_tee.validator.releases import ReleaseWatcher
 from omron_tee.validator.scoring import Outcome, ScoreBook
-from omron_tee.validator.weights import WEIGHTS_VERSION, WeightVector, compute_weights
+from omron_tee.transparency.records import AuditCommitment, WeightsEntry
+from omron_tee.validator.weights import WEIGHTS_VERSION, WeightVector, weights_for
 
 log = logging.getLogger("omron_tee.validator")
 
@@ -204,26 +205,53 @@ class Validator:
         return self.chain.blocks_until_weights_allowed(self.hotkey) == 0
 
     def set_weights(self) -> WeightsEvent:
+        """Weights from the earning miners' scores, set on chain; then the audit log's root is committed.
+
+        The score book is held for the whole of it, so the ``weights`` entry lands in the log
+        exactly after the outcomes the weights came from (``validator.audit`` replays that)."""
         mg = self.sync()
         uid_of = {n.hotkey: n.uid for n in mg.neurons}
-        scores = {uid_of[h]: s for h, s in self.scores.earning_scores().items() if h in uid_of and h != self.hotkey}
-        weights = compute_weights(scores, top_k=self.top_k)
-        block = self.chain.block()
-        error = None
-        if not weights.uids:
-            error = "no miner has earned weight yet"
-            self._nothing_to_set_at = block
-        else:
-            try:
-                self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights), version_key=WEIGHTS_VERSION)
-                self.last_weights_block = block
-                self.last_weights = weights.as_dict()
-                self.history.weights_set(block, self.last_weights)
-            except RateLimited as e:
-                error = str(e)
-            except ChainError as e:
-                error = f"chain refused weights: {e}"
+        with self.scores.lock:
+            used, weights = weights_for(self.scores.earning_scores(), uid_of, exclude=self.hotkey, top_k=self.top_k)
+            block = self.chain.block()
+            error = None
+            if not weights.uids:
+                error = "no miner has earned weight yet"
+                self._nothing_to_set_at = block
+            else:
+                try:
+                    self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights), version_key=WEIGHTS_VERSION)
+                    self.last_weights_block = block
+                    self.last_weights = weights.as_dict()
+                    self.history.weights_set(block, self.last_weights)
+                    self.scores.log(WeightsEntry(block, WEIGHTS_VERSION, self.top_k, used, {str(u): w for u, w in weights.as_dict().items()}))
+                    self.scores.flush()
+                except RateLimited as e:
+                    error = str(e)
+                except ChainError as e:
+                    error = f"chain refused weights: {e}"
+        if error is None:
+            self.commit_audit()
         ev = WeightsEvent(block, weights, error)
         self.metrics.weights_set(weights.as_dict(), error)
         self.on_event(ev)
         return ev
+
+    def commit_audit(self) -> AuditCommitment | None:
+        """Commit the audit log's size and root on chain (None when there is nothing new, or the chain refused:
+        the next weight set commits a longer log, which covers this one)."""
+        if self.scores.ledger is None:
+            return None
+        self.scores.flush()
+        size = len(self.scores.ledger)
+        done = self.scores.store.commits()
+        if not size or (done and done[-1][0] == size):
+            return None
+        c = AuditCommitment(size, self.scores.ledger.tree.root(size))
+        try:
+            self.chain.commit(self.wallet, c.to_commitment())
+        except ChainError as e:  # RateLimited included
+            log.warning("could not commit the audit log's root (%d entries) on chain: %s", size, e)
+            return None
+        self.scores.store.save_commit(size, c.root, self.chain.block())
+        return c

@@ -24,6 +24,8 @@ from pathlib import Path
 from omron_tee.reasons import NOT_CHARGED, NOT_STRUCK, Reason
 from omron_tee.validator import reward
 from omron_tee.validator.reward import ALPHA, FAILURE_DECAY, Verdict  # noqa: F401 - the rule's constants, re-exported
+from omron_tee.transparency.records import Entry, OutcomeEntry, SnapshotEntry
+from omron_tee.validator.ledger import Ledger
 from omron_tee.validator.store import ScoreStore
 
 LATENCY_WINDOW = 64
@@ -88,11 +90,11 @@ class MinerRecord:
 class ScoreBook:
     """Every miner's record, in memory, persisted through ``ScoreStore``; the rule is ``reward``'s."""
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time, audit: bool = True) -> None:
         self.path = Path(path)
         self.clock = clock
         self._store = ScoreStore(self.path)
-        self._lock = threading.Lock()
+        self.lock = self._lock = threading.RLock()
         self.records: dict[str, MinerRecord] = {}
         self._dirty: set[str] = set()
         for hotkey, uid, score, r in self._store.load():
@@ -114,24 +116,39 @@ class ScoreBook:
                 streak=int(r.get("streak", 0)),
                 strikes=int(r.get("strikes", 0)),
             )
+        # The audit log (validator.ledger); a book kept before the log existed starts it with a snapshot.
+        self.ledger = Ledger(self._store.audit_entries()) if audit else None
+        if self.ledger is not None and not len(self.ledger) and self.records:
+            self.ledger.append(SnapshotEntry(self.clock(), {h: _fields(r) | {"uid": r.uid, "score": r.score} for h, r in self.records.items()}))
 
-    def record(self, hotkey: str, uid: int) -> MinerRecord:
+    def record(self, hotkey: str, uid: int, *, keep: bool = False) -> MinerRecord:
+        """The hotkey's record; a new one if it is new or its uid changed (unless ``keep``: relayed
+        traffic, which never moves scores, never resets one either)."""
         rec = self.records.get(hotkey)
-        if rec is None or rec.uid != uid:
+        if rec is None or (rec.uid != uid and not keep):
             # A new hotkey on this uid (or a new uid): it starts from zero.
             rec = MinerRecord(hotkey=hotkey, uid=uid)
             self.records[hotkey] = rec
         return rec
 
-    def reference(self, latency_class: str = "tee") -> float | None:
+    def reference(self, latency_class: str = "tee", *, now: float | None = None) -> float | None:
         """The class's reference latency over the miners seen within ``ACTIVE_WINDOW_S``."""
-        since = self.clock() - ACTIVE_WINDOW_S
+        since = (self.clock() if now is None else now) - ACTIVE_WINDOW_S
         return reward.reference_latency(r.pool(latency_class) for r in self.records.values() if r.last_seen >= since)
 
-    def update(self, outcome: Outcome) -> tuple[float, float]:
-        """Apply one outcome; returns (old score, new score)."""
+    def update(self, outcome: Outcome, *, now: float | None = None) -> tuple[float, float]:
+        """Apply one outcome, scored at ``now`` (default: the clock); returns (old score, new score).
+
+        Every outcome but relayed traffic goes into the audit log with ``now``: replaying the
+        log through this method gives back these records exactly (``validator.audit``)."""
         with self._lock:
-            rec = self.record(outcome.hotkey, outcome.uid)
+            now = self.clock() if now is None else now
+            relayed = outcome.kind == "relay"
+            if self.ledger is not None and not relayed:
+                o = outcome
+                self.ledger.append(OutcomeEntry(now, o.hotkey, o.uid, o.ok, o.reason, o.latency_s, o.attestation_accepted, o.correct, o.kind,
+                                                o.latency_class))
+            rec = self.record(outcome.hotkey, outcome.uid, keep=relayed)
             old = rec.score
             rec.requests += 1
             if outcome.attestation_accepted is True:
@@ -150,11 +167,11 @@ class ScoreBook:
                 rec.failures += 1
             verdict = outcome.verdict
             if verdict is not Verdict.NOT_SCORED:
-                rec.last_seen = self.clock()
+                rec.last_seen = now
             q = 1.0
             if verdict is Verdict.VERIFIED:
                 # Quality against the reference before this answer joins it, so no answer judges itself.
-                q = reward.quality(outcome.latency_s, self.reference(outcome.latency_class))
+                q = reward.quality(outcome.latency_s, self.reference(outcome.latency_class, now=now))
                 if outcome.latency_s is not None:
                     rec.pool(outcome.latency_class).append(outcome.latency_s)
             elif verdict is Verdict.STRIKE:
@@ -168,7 +185,17 @@ class ScoreBook:
         with self._lock:
             rows = [(h, self.records[h].uid, self.records[h].score, _fields(self.records[h])) for h in self._dirty]
             self._dirty.clear()
-        self._store.save(rows)
+            entries = self.ledger.take_pending() if self.ledger is not None else []
+            self._store.save(rows, entries)  # one transaction: the log never disagrees with the scores it moved
+
+    def log(self, entry: Entry) -> int | None:
+        """Append a weights or receipt entry to the audit log; its index (None without a log)."""
+        with self._lock:
+            return self.ledger.append(entry) if self.ledger is not None else None
+
+    @property
+    def store(self) -> ScoreStore:
+        return self._store
 
     def scores(self) -> dict[str, float]:
         """Every miner's score (the API ranks miners by it)."""

@@ -40,6 +40,13 @@ def compute_weights(scores: dict[int, float], *, top_k: int = DEFAULT_TOP_K) -> 
     return WeightVector(tuple(u for u, _ in raw), tuple(w / total for _, w in raw))
 
 
+def weights_for(earning: dict[str, float], uid_of: dict[str, int], *, exclude: str, top_k: int = DEFAULT_TOP_K) -> tuple[dict[str, int], WeightVector]:
+    """The weights a validator sets from its earning miners' scores (hotkey -> score), given the
+    metagraph's uids; never on ``exclude`` (itself). Returns the uids it used too (an auditor's input)."""
+    used = {h: uid_of[h] for h in sorted(earning) if h in uid_of and h != exclude}
+    return used, compute_weights({uid: earning[h] for h, uid in used.items()}, top_k=top_k)
+
+
 def cosine(a: dict[int, float], b: dict[int, float]) -> float | None:
     """How alike two weight vectors are (1: the same direction); None when either is empty or zero."""
     na, nb = math.sqrt(sum(v * v for v in a.values())), math.sqrt(sum(v * v for v in b.values()))

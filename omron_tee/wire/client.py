@@ -161,12 +161,25 @@ class SignedClient:
                     await resp.aclose()
                 return
 
-    async def _open(self, base_url: str, path: str, body: bytes, headers: dict[str, str], deadline: float, limit: int) -> httpx.Response:
+    async def get(self, base_url: str, path: str, *, timeout: float | None = None, max_bytes: int | None = None) -> Any:
+        """GET a public (unsigned) route: the parsed JSON reply, with the same deadline, cap and named refusals as ``post``."""
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        limit = self._max_reply if max_bytes is None else max_bytes
+        async with self._limit:
+            resp = await self._open(base_url, path, b"", {}, deadline, limit, method="GET")
+            try:
+                raw = await ByteStream(resp, base_url, deadline, limit, Reason.DISCONNECTED).read()
+            finally:
+                await resp.aclose()
+        return _decoded(raw, limit)
+
+    async def _open(self, base_url: str, path: str, body: bytes, headers: dict[str, str], deadline: float, limit: int,
+                    method: str = "POST") -> httpx.Response:
         left = deadline - time.monotonic()
         if left <= 0:
             raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT)
         pool = self._pool(base_url)
-        req = pool.build_request("POST", base_url + path, content=body, headers=headers, timeout=httpx.Timeout(left, connect=min(left, 3.0)))
+        req = pool.build_request(method, base_url + path, content=body if method == "POST" else None, headers=headers, timeout=httpx.Timeout(left, connect=min(left, 3.0)))
         try:
             async with asyncio.timeout(left):
                 resp = await pool.send(req, stream=True)

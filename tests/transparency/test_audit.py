@@ -1,0 +1,174 @@
+"""The auditor against honest and lying validators, on the embedded chain, with the validator's real code."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import pytest
+
+from omron_tee.attestation.validate.policy import Policy
+from omron_tee.chain.embedded import EmbeddedChain
+from omron_tee.config import create_wallet
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.transparency import records
+from omron_tee.transparency.records import AuditCommitment
+from omron_tee.validator import audit as auditor
+from omron_tee.validator import core
+from omron_tee.validator.core import Validator
+from omron_tee.validator.prober import Prober
+from omron_tee.validator.scoring import Outcome, ScoreBook
+from omron_tee.validator.neuron import build_verifiers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def world(tmp_path):
+    clock = Clock()
+    chain = EmbeddedChain(1, path=tmp_path / "chain.sqlite", clock=clock, block_time=1.0, tempo=10, weights_rate_limit=2)
+    vw = create_wallet("v", "default", tmp_path / "w")
+    chain.register(vw, stake=1000.0)
+    miners = []
+    for i in range(4):
+        w = create_wallet(f"m{i}", "default", tmp_path / "w")
+        miners.append((w.hotkey.ss58_address, chain.register(w)))
+    policy = Policy()
+    prober = Prober(None, policy=policy, verifiers=build_verifiers(policy), models=ModelRegistry.builtin())  # never probes here
+    scores = ScoreBook(tmp_path / "scores.sqlite", clock=clock)
+    v = Validator(chain=chain, wallet=vw, prober=prober, scores=scores, weights_interval=1)
+    yield v, chain, clock, miners, tmp_path
+    scores.close()
+    chain.close()
+
+
+def feed(v, clock, miners, n=40, seed=0):
+    rng = random.Random(seed)
+    for _ in range(n):
+        for i, (hk, uid) in enumerate(miners):
+            clock.now += 0.37
+            if i == 3 and rng.random() < 0.3:
+                v.record(Outcome(hk, uid, False, "wrong-output", 0.01, True, False))
+            elif i == 2 and rng.random() < 0.2:
+                v.record(Outcome(hk, uid, False, "timeout", None, None, None))
+            else:
+                v.record(Outcome(hk, uid, True, "ok", 0.004 + 0.002 * i + rng.random() * 0.001, True, True, latency_class="tee"))
+        v.record(Outcome(miners[0][0], miners[0][1], False, "timeout", None, None, None, kind="relay"))  # relayed: not logged
+
+
+def set_weights(v, clock):
+    clock.now += 3.0  # past the rate limit
+    ev = v.set_weights()
+    assert ev.error is None, ev.error
+    return ev
+
+
+def run_audit(v, chain, entries=None):
+    entries = v.scores.store.audit_entries() if entries is None else entries
+    commitments = [(c.block, a) for c in chain.commitments() if c.hotkey == v.hotkey and (a := AuditCommitment.from_commitment(c.data))]
+    mg = chain.metagraph()
+    return auditor.audit(entries, validator_hotkey=v.hotkey, commitments=commitments, chain_weights=chain.weights().get(mg.by_hotkey(v.hotkey).uid, {}),
+                         registered={n.hotkey: n.uid for n in mg.neurons})
+
+
+def test_an_honest_validators_weights_are_recomputed_from_its_log(world):
+    v, chain, clock, miners, _ = world
+    feed(v, clock, miners)
+    set_weights(v, clock)
+    feed(v, clock, miners, seed=1)
+    set_weights(v, clock)
+    report = run_audit(v, chain)
+    assert report.ok, report.problems
+    assert len(report.weight_sets) == 2 and all(c.ok for c in report.weight_sets)
+    assert report.chain_match == report.weight_sets[-1].index
+    assert report.outcomes == 2 * 40 * 4  # every benchmark outcome, no relayed one
+    assert len(chain.commitments()) == 2
+
+
+def test_a_validator_setting_weights_its_log_does_not_give_is_caught(world):
+    v, chain, clock, miners, _ = world
+    feed(v, clock, miners)
+    set_weights(v, clock)
+    clock.now += 3.0
+    chain.set_weights(v.wallet, [miners[3][1]], [1.0], version_key=2)  # all to its friend, outside its log
+    report = run_audit(v, chain)
+    assert not report.ok and any("none of the weight sets" in p for p in report.problems)
+
+
+def test_a_validator_weighting_a_friend_in_its_own_log_is_caught_by_replay(world, monkeypatch):
+    v, chain, clock, miners, _ = world
+    feed(v, clock, miners)
+    honest = core.weights_for
+
+    def biased(earning, uid_of, **kw):
+        earning = dict(earning) | {miners[3][0]: 1.0}  # the friend scores what it never earned
+        return honest(earning, uid_of | {miners[3][0]: miners[3][1]}, **kw)
+
+    monkeypatch.setattr(core, "weights_for", biased)
+    set_weights(v, clock)
+    report = run_audit(v, chain)
+    assert report.chain_match is not None  # the chain holds what it logged ...
+    assert not report.ok and any("not what its scores give" in p for p in report.problems)  # ... but its scores do not give it
+
+
+def test_leaving_out_an_earning_miner_is_caught(world, monkeypatch):
+    v, chain, clock, miners, _ = world
+    feed(v, clock, miners)
+    honest = core.weights_for
+    monkeypatch.setattr(core, "weights_for", lambda earning, uid_of, **kw: honest({h: s for h, s in earning.items() if h != miners[0][0]}, uid_of, **kw))
+    set_weights(v, clock)
+    report = run_audit(v, chain)
+    assert not report.ok and any("leaves out 1 earning miner" in p for p in report.problems)
+
+
+def test_a_log_served_other_than_committed_is_caught(world):
+    v, chain, clock, miners, _ = world
+    feed(v, clock, miners)
+    set_weights(v, clock)
+    entries = v.scores.store.audit_entries()
+    e = records.decode(entries[5])
+    entries[5] = records.encode(records.OutcomeEntry(e.t, e.hotkey, e.uid, e.ok, e.reason, 0.0001, e.attestation_accepted, e.correct, e.kind,
+                                                     e.latency_class))
+    report = run_audit(v, chain, entries)
+    assert not report.ok and any("do not hash to the root" in p for p in report.problems)
+    short = run_audit(v, chain, v.scores.store.audit_entries()[:-3])
+    assert any("serves" in p for p in short.problems)
+
+
+def test_a_restart_continues_the_log_and_a_book_older_than_the_log_starts_it_with_a_snapshot(world):
+    v, chain, clock, miners, tmp = world
+    feed(v, clock, miners, n=20)
+    v.scores.close()
+    v.scores = ScoreBook(tmp / "scores.sqlite", clock=clock)  # restart: scores and log were written together
+    feed(v, clock, miners, n=20, seed=3)
+    set_weights(v, clock)
+    assert run_audit(v, chain).ok
+
+
+def test_a_book_older_than_the_log_starts_it_with_a_snapshot_the_auditor_accepts(world):
+    v, chain, clock, miners, tmp = world
+    v.scores.close()
+    old = ScoreBook(tmp / "old.sqlite", clock=clock, audit=False)  # as a validator of the release before the log
+    v.scores = old
+    feed(v, clock, miners, n=30)
+    old.close()
+    v.scores = ScoreBook(tmp / "old.sqlite", clock=clock)
+    feed(v, clock, miners, n=5, seed=4)
+    set_weights(v, clock)
+    entries = v.scores.store.audit_entries()
+    assert isinstance(records.decode(entries[0]), records.SnapshotEntry)
+    report = run_audit(v, chain)
+    assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("data", [b"", b"{}", b'{"type":"outcome"}', b"[1]", b'{"type":"weights","block":1}', b"x" * 70000,
+                                  records.canonical({"type": "receipt", "t": 1.0, "digest": "00", "miner_hotkey": "m", "model_hash": "00"}) + b" "])
+def test_malformed_entries_are_named_not_crashes(data):
+    r = auditor.replay([data], validator_hotkey="v")
+    assert r.problems and "entry 0 is malformed" in r.problems[0]
