@@ -35,8 +35,8 @@ def register(subparsers: Any) -> None:
     w.set_defaults(handler=weights_cmd)
 
 
-def fetch_log(url: str, *, timeout: float) -> tuple[str, list[bytes]]:
-    """The validator's hotkey and every committed entry it serves (bounded: its replies are hostile input)."""
+def fetch_log(url: str, *, timeout: float) -> tuple[str, str | None, list[bytes]]:
+    """The validator's hotkey, its log's name and every committed entry it serves (bounded: its replies are hostile input)."""
     import httpx
 
     from omron_tee import untrusted
@@ -68,7 +68,8 @@ def fetch_log(url: str, *, timeout: float) -> tuple[str, list[bytes]]:
             entries += [base64.b64decode(e, validate=True) for e in got]
         except (TypeError, ValueError):
             raise OmronTeeError(f"{url} served an entry that is not base64") from None
-    return head["validator"], entries
+    log_id = head.get("log_id") if isinstance(head.get("log_id"), str) else None
+    return head["validator"], log_id, entries
 
 
 def weights_cmd(args: argparse.Namespace) -> int:
@@ -77,7 +78,7 @@ def weights_cmd(args: argparse.Namespace) -> int:
     from omron_tee.validator.audit import audit
 
     try:
-        hotkey, entries = fetch_log(args.validator, timeout=args.timeout)
+        hotkey, log_id, entries = fetch_log(args.validator, timeout=args.timeout)
         with _connect(args, existing=True) as chain:
             commitments = [(c.block, a) for c in chain.commitments() if c.hotkey == hotkey and (a := AuditCommitment.from_commitment(c.data))]
             mg = chain.metagraph()
@@ -89,11 +90,12 @@ def weights_cmd(args: argparse.Namespace) -> int:
     except OmronTeeError as e:
         print(f"omron-tee audit: error: {e}", file=sys.stderr)
         return 2
-    report = audit(entries, validator_hotkey=hotkey, commitments=commitments, chain_weights=chain_weights, registered=registered)
+    report = audit(entries, validator_hotkey=hotkey, commitments=commitments, chain_weights=chain_weights, registered=registered, log_id=log_id)
     if args.json:
         print(json.dumps({"validator": hotkey, "ok": report.ok, "entries": report.entries, "outcomes": report.outcomes, "receipts": report.receipts,
                           "weight_sets": [{"index": c.index, "block": c.block, "ok": c.ok} for c in report.weight_sets],
-                          "chain_matches_entry": report.chain_match, "chain_compared": chain_weights is not None, "problems": list(report.problems)}, indent=2))
+                          "chain_matches_entry": report.chain_match, "chain_compared": chain_weights is not None, "log_id": report.log_id, "earlier_logs": list(report.earlier_logs),
+                          "problems": list(report.problems)}, indent=2))
     else:
         print(f"validator {hotkey}: {'ACCOUNTED FOR' if report.ok else 'NOT ACCOUNTED FOR'}")
         print(f"  {report.entries} committed entries ({report.outcomes} scored exchanges, {report.receipts} receipts) match the "
@@ -105,6 +107,8 @@ def weights_cmd(args: argparse.Namespace) -> int:
             print("  the weights on chain were not compared (not read on this chain by this release)")
         elif report.chain_match is not None:
             print(f"  the weights it holds on chain are the set logged as entry {report.chain_match}")
+        if report.earlier_logs:
+            print(f"  earlier logs it committed but no longer serves (not auditable): {', '.join(report.earlier_logs)}")
         for p in report.problems:
             print(f"  - {p}")
     return 0 if report.ok else 1

@@ -30,6 +30,7 @@ from omron_tee.models.llama import default_llm_missing
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.protocol import MAX_CANDIDATES
 from omron_tee.reasons import Reason
+from omron_tee.transparency.records import check_inclusion
 from omron_tee.validator.api.routes import running_api
 from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
 from omron_tee.validator.neuron import build_verifiers, local_dev_policy
@@ -231,6 +232,21 @@ async def _zk_round(net: LocalNet, validator: Validator, n: int, console: Consol
     }
 
 
+async def _receipt_on_chain(net: LocalNet, validator: Validator, c: PrivateClient, receipt: Any, console: Console) -> dict[str, Any]:
+    """The client has its receipt logged by the validator, which commits its log's root on chain (it does
+    after every weight set; here at once), and checks the inclusion proof against that root."""
+    index, _ = await c.record_receipt(receipt)
+    committed = validator.commit_audit()
+    proof = await c.inclusion_proof(index)
+    problems, block = check_inclusion(proof, receipt_json=receipt.receipt.to_json(), miner_hotkey=receipt.miner_hotkey,
+                                      commitments=[(x.hotkey, x.block, x.data) for x in net.chain.commitments()])
+    path = net.dir / "receipt-proof.json"
+    path.write_text(json.dumps(proof.to_json(), indent=2))
+    console.say(f"    receipt logged by the validator as entry {index}; root of {committed.size if committed else proof.size} entries committed on chain "
+                f"at block {block}; inclusion proof ({len(proof.path)} hashes) {'verified' if not problems else 'INVALID: ' + '; '.join(problems)}: {path}")
+    return {"receipt_entry": index, "receipt_proof": str(path), "receipt_included": not problems, "proof_hashes": len(proof.path)}
+
+
 async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRegistry, policy: Any, verifiers: Any, console: Console) -> dict[str, Any]:
     console.step("third-party client: a private request through the validator's API (end-to-end encrypted to the enclave)")
     spec = models.specs()[0]
@@ -252,6 +268,7 @@ async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRe
             console.say(f"    receipt saved to {path}; offline check: {'valid' if check.ok else 'INVALID: ' + '; '.join(check.reasons)}")
             result.update(ok=True, miner_uid=net.uids.get(r.miner_hotkey), rejected=[{"hotkey": j.hotkey, "reason": j.reason} for j in c.last_rejected],
                           receipt=str(path), receipt_valid=check.ok)
+            result.update(await _receipt_on_chain(net, validator, c, c.receipt_file(r), console))
         except OmronTeeError as e:
             console.say(f"    third-party request failed: {e}")
             result.update(ok=False, error=str(e), reason=e.reason)

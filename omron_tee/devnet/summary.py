@@ -73,6 +73,7 @@ def build_summary(net: LocalNet, validators: list[Validator], elapsed: float, th
     twins = _twins(miners)
     if twins:
         summary["equal_miners"] = twins
+    summary["audits"] = [audit_of(net, v, tags[v.hotkey]) for v in validators]
     if zk is not None:
         summary["zk"] = zk
         for m in miners:
@@ -80,6 +81,21 @@ def build_summary(net: LocalNet, validators: list[Validator], elapsed: float, th
             zmed = rec.median_zk_latency() if rec else None
             m["zk_median_latency_ms"] = round(zmed * 1000, 1) if zmed is not None else None
     return summary
+
+
+def audit_of(net: LocalNet, v: Validator, name: str) -> dict[str, Any]:
+    """What an auditor concludes of validator ``v`` from its committed log and the chain (``omron-tee audit weights``)."""
+    from omron_tee.transparency.records import AuditCommitment
+    from omron_tee.validator.audit import audit
+
+    commitments = [(c.block, a) for c in net.chain.commitments() if c.hotkey == v.hotkey and (a := AuditCommitment.from_commitment(c.data))]
+    mg = net.chain.metagraph()
+    committed = max((a.size for _, a in commitments if a.log_id == v.scores.store.log_id()), default=0)
+    report = audit(v.scores.store.audit_entries(0, committed), validator_hotkey=v.hotkey, commitments=commitments,
+                   chain_weights=net.chain.weights().get(mg.by_hotkey(v.hotkey).uid, {}), registered={n.hotkey: n.uid for n in mg.neurons},
+                   log_id=v.scores.store.log_id())
+    return {"name": name, "ok": report.ok, "entries": report.entries, "commits": len(commitments), "weight_sets": len(report.weight_sets),
+            "chain_matches_entry": report.chain_match, "problems": list(report.problems)}
 
 
 def _twins(miners: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -123,6 +139,10 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.say(f"  who earns: {len(earners)} of {len(summary['miners'])} miners; most: uid {best['uid']} ({best['role']}) with {best['emission_tao']:.4f} TAO")
     else:
         console.say("  who earns: nobody yet (no epoch has closed since weights were revealed)")
+    for a in summary.get("audits", []):
+        verdict = "accounted for" if a["ok"] else "NOT accounted for: " + "; ".join(a["problems"])
+        console.say(f"  audit {a['name']}: {a['entries']} entries under {a['commits']} root(s) on chain; replaying them gives its {a['weight_sets']} "
+                    f"weight set(s), and the chain holds entry {a['chain_matches_entry']}'s: {verdict}")
     zk = summary.get("zk")
     if zk:
         refused = ", ".join(f"{k} {v}" for k, v in zk["refused"].items()) or "none"

@@ -126,24 +126,31 @@ def _b64(b: bytes) -> str:
 
 @dataclass(frozen=True)
 class AuditCommitment:
-    """What a validator commits on chain: its log's size and RFC 9162 root at that size."""
+    """What a validator commits on chain: its log's name, size and RFC 9162 root at that size.
 
+    The name (16 hex digits, made with the log) tells a log apart from one the validator
+    started afresh after losing its store: an auditor audits the newest log and says which
+    earlier ones it can no longer check."""
+
+    log_id: str
     size: int
     root: bytes
 
     def to_commitment(self) -> str:
-        return f"{TAG} {self.size} {_b64(self.root)}"
+        return f"{TAG} {self.log_id} {self.size} {_b64(self.root)}"
 
     @classmethod
     def from_commitment(cls, text: str) -> AuditCommitment | None:
         parts = text.split(" ") if isinstance(text, str) and len(text) <= 128 else []
-        if len(parts) != 3 or parts[0] != TAG or not parts[1].isdigit() or len(parts[1]) > 15:
+        if len(parts) != 4 or parts[0] != TAG or not parts[2].isdigit() or len(parts[2]) > 15:
+            return None
+        if len(parts[1]) != 16 or any(ch not in "0123456789abcdef" for ch in parts[1]):
             return None
         try:
-            root = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+            root = base64.urlsafe_b64decode(parts[3] + "=" * (-len(parts[3]) % 4))
         except (ValueError, binascii.Error):
             return None
-        return cls(int(parts[1]), root) if len(root) == 32 else None
+        return cls(parts[1], int(parts[2]), root) if len(root) == 32 else None
 
 
 @dataclass(frozen=True)

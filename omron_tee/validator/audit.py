@@ -17,6 +17,9 @@ uids and the weights it set. It checks, and names every failure:
 A validator that sets weights its log does not produce, serves a log other than the one
 it committed, or logs weights its scores do not give is caught by (3), (1) or (2). The
 rule replayed is this release's: a log of another weights version is reported, not judged.
+A validator that lost its store starts a log of another name; the auditor audits the newest
+and names the earlier ones it can no longer check (the weights they gave are in the past,
+and the weights on chain now are checked against the newest log).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class AuditReport:
     chain_match: int | None = None  # the log index of the weights set the chain's weights equal
     outcomes: int = 0
     receipts: int = 0
+    log_id: str | None = None
+    earlier_logs: tuple[str, ...] = ()  # logs it committed before this one, which it no longer serves: not auditable
 
     @property
     def ok(self) -> bool:
@@ -147,10 +152,17 @@ def _same(a: Mapping[int, float], b: Mapping[int, float]) -> bool:
 
 
 def audit(entries: Sequence[bytes], *, validator_hotkey: str, commitments: Sequence[tuple[int, records.AuditCommitment]],
-          chain_weights: Mapping[int, float] | None = None, registered: Mapping[str, int] | None = None) -> AuditReport:
-    """Check a validator's served ``entries`` against its on-chain ``commitments`` ((block, commitment)
-    pairs), replay them, and compare the chain's weights for it (None: not read) with its logged sets."""
+          chain_weights: Mapping[int, float] | None = None, registered: Mapping[str, int] | None = None, log_id: str | None = None) -> AuditReport:
+    """Check a validator's served ``entries`` (of log ``log_id``; default: the newest it committed) against
+    its on-chain ``commitments`` ((block, commitment) pairs), replay them, and compare the chain's weights
+    for it (None: not read) with its logged sets."""
     problems: list[str] = []
+    ordered = sorted(commitments, key=lambda bc: bc[0])
+    if log_id is not None and ordered and ordered[-1][1].log_id != log_id:
+        problems.append(f"it serves log {log_id}, but its newest root on chain is of log {ordered[-1][1].log_id}")
+    log_id = log_id or (ordered[-1][1].log_id if ordered else None)
+    earlier = tuple(dict.fromkeys(c.log_id for _, c in ordered if c.log_id != log_id))
+    commitments = [(b, c) for b, c in ordered if c.log_id == log_id]
     tree = MerkleLog()
     for data in entries:
         tree.append(data)
@@ -172,4 +184,4 @@ def audit(entries: Sequence[bytes], *, validator_hotkey: str, commitments: Seque
             match = next((c.index for c in reversed(state.checks) if _same(c.logged, chain_weights)), None)
             if match is None:
                 problems.append("the weights it holds on chain are none of the weight sets in its log")
-    return AuditReport(validator_hotkey, len(tree), tuple(state.checks), tuple(problems), match, state.outcomes, state.receipts)
+    return AuditReport(validator_hotkey, len(tree), tuple(state.checks), tuple(problems), match, state.outcomes, state.receipts, log_id, earlier)

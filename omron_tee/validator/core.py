@@ -247,7 +247,7 @@ class Validator:
         done = self.scores.store.commits()
         if not size or (done and done[-1][0] == size):
             return None
-        c = AuditCommitment(size, self.scores.ledger.tree.root(size))
+        c = AuditCommitment(self.scores.store.log_id(), size, self.scores.ledger.tree.root(size))
         try:
             self.chain.commit(self.wallet, c.to_commitment())
         except ChainError as e:  # RateLimited included

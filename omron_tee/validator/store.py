@@ -7,6 +7,7 @@ so a crash never leaves a log whose replay disagrees with the scores it left
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -29,6 +30,9 @@ class ScoreStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS audit (idx INTEGER PRIMARY KEY, data BLOB NOT NULL)")
         # What was committed on chain after each weight set: the log's size and root then, and the block.
         self._db.execute("CREATE TABLE IF NOT EXISTS audit_commits (size INTEGER PRIMARY KEY, root BLOB NOT NULL, block INTEGER NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        # A log's name, made once with it: a validator that loses its store starts a log of another name.
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (os.urandom(8).hex(),))
         self._db.commit()
         self._lock = threading.Lock()
 
@@ -45,6 +49,10 @@ class ScoreStore:
         with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO miners VALUES (?, ?, ?, ?, ?)", encoded)
             self._db.executemany("INSERT INTO audit VALUES (?, ?)", entries)
+
+    def log_id(self) -> str:
+        with self._lock:
+            return self._db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
 
     def audit_entries(self, offset: int = 0, limit: int | None = None) -> list[bytes]:
         """The audit log's entries from ``offset``, in order (at most ``limit``)."""

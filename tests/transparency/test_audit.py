@@ -74,7 +74,7 @@ def run_audit(v, chain, entries=None):
     commitments = [(c.block, a) for c in chain.commitments() if c.hotkey == v.hotkey and (a := AuditCommitment.from_commitment(c.data))]
     mg = chain.metagraph()
     return auditor.audit(entries, validator_hotkey=v.hotkey, commitments=commitments, chain_weights=chain.weights().get(mg.by_hotkey(v.hotkey).uid, {}),
-                         registered={n.hotkey: n.uid for n in mg.neurons})
+                         registered={n.hotkey: n.uid for n in mg.neurons}, log_id=v.scores.store.log_id())
 
 
 def test_an_honest_validators_weights_are_recomputed_from_its_log(world):
@@ -165,6 +165,24 @@ def test_a_book_older_than_the_log_starts_it_with_a_snapshot_the_auditor_accepts
     assert isinstance(records.decode(entries[0]), records.SnapshotEntry)
     report = run_audit(v, chain)
     assert report.ok, report.problems
+
+
+def test_a_validator_that_lost_its_store_is_audited_on_its_new_log_and_the_old_one_is_named(world):
+    v, chain, clock, miners, tmp = world
+    feed(v, clock, miners, n=20)
+    set_weights(v, clock)
+    old_id = v.scores.store.log_id()
+    v.scores.close()
+    v.scores = ScoreBook(tmp / "new-disk.sqlite", clock=clock)  # its disk died: a new store, a new log
+    feed(v, clock, miners, n=20, seed=5)
+    set_weights(v, clock)
+    report = run_audit(v, chain)
+    assert report.ok, report.problems
+    assert report.earlier_logs == (old_id,) and report.log_id != old_id
+    # Serving the old log while the newest root is of the new one is named.
+    stale = auditor.audit([], validator_hotkey=v.hotkey, commitments=[(c.block, a) for c in chain.commitments()
+                                                                      if (a := AuditCommitment.from_commitment(c.data))], log_id=old_id)
+    assert any("newest root on chain is of log" in p for p in stale.problems)
 
 
 @pytest.mark.parametrize("data", [b"", b"{}", b'{"type":"outcome"}', b"[1]", b'{"type":"weights","block":1}', b"x" * 70000,

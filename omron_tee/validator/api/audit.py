@@ -1,6 +1,6 @@
 """The validator's public audit routes: its committed log, and receipts recorded in it with inclusion proofs.
 
-``GET  /v1/audit``                      {validator, size, root, commits: [{size, root, block}]}: what it committed on chain
+``GET  /v1/audit``                      {validator, log_id, size, root, commits: [{size, root, block}]}: what it committed on chain
 ``GET  /v1/audit/entries?offset&limit`` the committed entries, base64 (at most ``MAX_PAGE``); never past the last commit
 ``POST /v1/receipts``                   (btauth/1, rate-limited) a receipt file -> {index, digest}: the receipt is checked as
                                         ``omron-tee receipt verify`` would and its digest logged; any output in the file is
@@ -44,7 +44,7 @@ def add_routes(api: FastAPI, validator: Any, verifier: Any, limiter: Any, on_ref
     async def summary() -> Any:
         commits = store.commits()
         last = commits[-1] if commits else (0, b"", 0)
-        return json_response({"validator": validator.hotkey, "size": last[0], "root": last[1].hex(),
+        return json_response({"validator": validator.hotkey, "log_id": store.log_id(), "size": last[0], "root": last[1].hex(),
                               "commits": [{"size": s, "root": r.hex(), "block": b} for s, r, b in commits]})
 
     async def entries(request: Request) -> Any:
