@@ -133,6 +133,7 @@ class Reason(enum.StrEnum):
     NO_ATTESTED_MINER = "no-attested-miner"
     NO_VALIDATOR_PERMIT = "no-validator-permit"
     NOT_COMMITTED = "not-committed"  # an audit entry no on-chain root covers yet
+    NOT_PROBED = "not-probed"  # a validator that has no verdict on a miner yet
     OTHER = "other"  # a score record's reasons past its bound, folded together
 
     # Models, enclave backends and the chain

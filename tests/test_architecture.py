@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "omron_tee"
 
 _ALL = ("attestation", "channel", "chain", "protocol", "models", "workloads", "wire", "enclave", "exchange", "miner", "validator", "client",
-        "config", "cli", "devnet", "zk", "untrusted", "errors", "reasons", "transparency")
+        "config", "cli", "devnet", "zk", "untrusted", "errors", "reasons", "transparency", "doctor")
 
 
 def _except(*allowed: str) -> set[str]:
@@ -25,7 +25,7 @@ def _except(*allowed: str) -> set[str]:
     return {f"omron_tee.{p}" for p in _ALL if p not in allowed and p != "reasons"}
 
 
-_NEURON_SIDES = {"omron_tee.client", "omron_tee.cli", "omron_tee.devnet"}
+_NEURON_SIDES = {"omron_tee.client", "omron_tee.cli", "omron_tee.devnet", "omron_tee.doctor"}
 
 # module (or package) -> module prefixes it must never import (docs/ARCHITECTURE.md draws these layers)
 FORBIDDEN: dict[str, set[str]] = {
@@ -48,6 +48,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "omron_tee.validator": {"omron_tee.miner", *_NEURON_SIDES},
     "omron_tee.client": {"omron_tee.miner", "omron_tee.validator", "omron_tee.chain", "omron_tee.enclave", "omron_tee.cli", "omron_tee.devnet"},
     "omron_tee.devnet": {"omron_tee.cli"},
+    "omron_tee.doctor": {"omron_tee.cli", "omron_tee.devnet"},
     # The validator's reward rule is pure, its store is SQLite only, its schedule sees neurons and workloads only.
     "omron_tee.validator.reward": _except(),
     "omron_tee.validator.store": _except(),

@@ -166,6 +166,10 @@ _NEURONS = {"miner": "omron_tee.miner.neuron", "validator": "omron_tee.validator
 
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:2] == ["miner", "doctor"]:
+        from omron_tee.cli.doctor import main as doctor
+
+        return doctor(args_in[2:])
     if args_in and args_in[0] in _NEURONS:
         # The neurons parse their own flags (--help included), exactly as neurons/*.py do.
         rest = args_in[1:]

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
         if neuron is None:
             raise ConfigError(f"hotkey {hotkey} is not registered on netuid {args.netuid}: register it with btcli first")
         uid = neuron.uid
-    admission = Admission.anyone() if args.allow_any_caller else validator_admission(chain)
+    admission = Admission.anyone() if args.allow_any_caller else validator_admission(chain, also=frozenset({hotkey}))
     verifier = RequestVerifier(hotkey, admission)
     announce = args.axon_external_ip or args.axon_ip
     endpoint = Endpoint(announce, args.axon_port)

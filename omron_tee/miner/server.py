@@ -28,8 +28,9 @@ from omron_tee.wire.server import authenticated, guarded, json_response, signed_
 log = logging.getLogger("omron_tee.miner")
 
 
-def validator_admission(chain: Chain, *, refresh_s: float = 12.0) -> Admission:
-    """Admit registered hotkeys holding a validator permit, from a metagraph refreshed every ``refresh_s``."""
+def validator_admission(chain: Chain, *, refresh_s: float = 12.0, also: frozenset[str] = frozenset()) -> Admission:
+    """Admit registered hotkeys holding a validator permit, from a metagraph refreshed every ``refresh_s``,
+    and the hotkeys in ``also`` (the miner's own, so its operator's ``omron-tee miner doctor`` can probe it)."""
     state: dict[str, Any] = {"at": 0.0, "permitted": frozenset(), "registered": frozenset()}
     lock = threading.Lock()
 
@@ -43,6 +44,8 @@ def validator_admission(chain: Chain, *, refresh_s: float = 12.0) -> Admission:
             state["at"] = time.monotonic()
 
     def check(hotkey: str) -> str | None:
+        if hotkey in also:
+            return None
         refresh(False)
         if hotkey not in state["permitted"] and time.monotonic() - state["at"] > 1.0:
             refresh(True)  # a newly registered validator should not wait a full period

@@ -42,6 +42,17 @@ class ProbeEvent:
 
 
 @dataclass(frozen=True)
+class LastVerdict:
+    """What the validator last concluded of a miner's benchmark exchange (what it tells the miner)."""
+
+    at: float
+    model_id: str
+    reason: str
+    message: str
+    verdict: str  # validator.reward.Verdict's value
+
+
+@dataclass(frozen=True)
 class WeightsEvent:
     block: int
     weights: WeightVector
@@ -82,6 +93,7 @@ class Validator:
         self._nothing_to_set_at: int | None = None  # block of the last attempt that found no miner earning
         self.last_weights: dict[int, float] = {}
         self._cursor = 0
+        self.verdicts: dict[str, LastVerdict] = {}  # hotkey -> the last benchmark verdict (api.verdicts tells the miner)
         self.releases = ReleaseWatcher(chain, prober.policy.releases)
         prober.releases = self.releases.current
 
@@ -144,6 +156,8 @@ class Validator:
 
     def _scored(self, r: ProbeResult) -> ProbeEvent:
         old, new = self.record(r.outcome, r.model_id)
+        if r.outcome.kind == "benchmark":
+            self.verdicts[r.outcome.hotkey] = LastVerdict(time.time(), r.model_id, r.outcome.reason, r.message[:500], r.outcome.verdict.value)
         ev = ProbeEvent(r, old, new)
         self.on_event(ev)
         return ev

@@ -191,3 +191,80 @@ def test_a_third_party_client_skips_a_hostile_candidate_and_gets_its_answer(host
     assert rejected[m["bad-certificate"].hotkey] == "bad-certificate"
     assert rejected[m["relay"].hotkey] == "report-data-mismatch"
     assert rejected[m["deep-json"].hotkey] == "too-deep"
+
+
+def test_the_miner_doctor_reaches_the_validators_verdict_on_every_hostile_miner(hostile_net, outcome) -> None:
+    """Each miner's operator runs the doctor as its own hotkey: the appraisal it runs is the validator's,
+    so it concludes what the validator concluded, for the same named reason. The one thing a single
+    machine cannot see is another hotkey presenting its enclave (shared-enclave): only validators can."""
+    from omron_tee.doctor import appraise_self
+    from omron_tee.models.registry import ModelRegistry
+
+    v, events, _ = outcome
+    by_validator = {}
+    for ev in events:
+        o = ev.result.outcome
+        by_validator.setdefault(hostile_net.by_hotkey(o.hotkey).name, set()).add((o.verdict.value, o.reason))
+    mg = hostile_net.chain.metagraph()
+
+    async def doctors():
+        members = [m for m in hostile_net.members.values() if m.behaviour != "shared-enclave"]
+        found = await asyncio.gather(*(appraise_self(m.wallet, mg.by_hotkey(m.hotkey), policy=v.prober.policy, models=ModelRegistry.builtin(),
+                                                     releases=None, timeout=2.0) for m in members))
+        return {m.name: (f.verdict, f.reason) for m, f in zip(members, found)}
+
+    said = asyncio.run(doctors())
+    assert len(said) == len(hostile_net.members) - 2
+    for name, verdict in said.items():
+        assert by_validator[name] == {verdict}, (name, verdict, by_validator[name])
+
+
+def test_validators_tell_each_miner_its_named_verdict_in_a_signed_answer(hostile_net, outcome) -> None:
+    """What the doctor cannot see alone (shared-enclave) it hears from the validator, signed; a forged answer is refused."""
+    from omron_tee.chain.base import Endpoint
+    from omron_tee.devnet.processes import free_port
+    from omron_tee.doctor import ask_validator
+    from omron_tee.validator.api.routes import running_api
+
+    v, events, _ = outcome
+    last = {}
+    for ev in events:
+        last[ev.result.outcome.hotkey] = ev.result.outcome.reason
+    port = free_port()
+
+    async def go():
+        async with running_api(v, port=port):
+            hostile_net.chain.serve(hostile_net.validator_wallet, Endpoint("127.0.0.1", port))
+            v.sync()
+            me = hostile_net.chain.metagraph().by_hotkey(v.hotkey)
+            names = ["shared-1", "shared-2", "honest-a", *[n for n, m in hostile_net.members.items() if m.behaviour not in ("honest", "shared-enclave")][:3]]
+            found = await asyncio.gather(*(ask_validator(hostile_net.members[n].wallet, me, timeout=3.0) for n in names))
+            # An answer is signed for the miner that asked: it does not verify as anyone else's.
+            from omron_tee.validator.api.verdicts import PATH
+            from omron_tee.wire.auth import Signer
+            from omron_tee.wire.client import SignedClient
+
+            client = SignedClient(Signer(hostile_net.members["honest-a"].wallet), timeout=3.0)
+            try:
+                async with client.stream(me.endpoint.url, PATH, {}, receiver=me.hotkey) as body:
+                    raw, headers = await body.read(), dict(body.headers)
+            finally:
+                await client.aclose()
+            return dict(zip(names, found)), (raw, headers)
+
+    found, (raw, headers) = asyncio.run(go())
+    from bittensor import http_auth
+
+    from omron_tee.validator.api.verdicts import RESPONSE_PATH
+
+    assert http_auth.verify(headers, raw, method="POST", path=RESPONSE_PATH,
+                            self_hotkey_ss58=hostile_net.members["honest-a"].hotkey).hotkey_ss58 == v.hotkey
+    with pytest.raises(http_auth.AuthError):
+        http_auth.verify(headers, raw, method="POST", path=RESPONSE_PATH, self_hotkey_ss58=hostile_net.members["honest-b"].hotkey)
+    with pytest.raises(http_auth.AuthError):
+        http_auth.verify(headers, raw.replace(b'"ok"', b'"no"'), method="POST", path=RESPONSE_PATH,
+                         self_hotkey_ss58=hostile_net.members["honest-a"].hotkey)
+    for name, f in found.items():
+        assert f.signed and f.reason == last[hostile_net.members[name].hotkey], (name, f)
+    assert sorted(found[n].reason for n in ("shared-1", "shared-2")) == ["enclave-shared", "ok"]
+    assert found["honest-a"].verdict == "verified" and found["honest-a"].details["earning"] in (True, False)

@@ -16,6 +16,7 @@ validator's hotkey, rate-limited per caller):
 ``GET  /dashboard``       the live dashboard page; its data at ``GET /v1/dashboard`` (``api.dashboard``), unsigned, public facts only
 ``/v1/audit``, ``/v1/audit/entries``, ``POST /v1/receipts``, ``/v1/receipts/{index}/proof``: the audit log and receipt
                           inclusion proofs (``api.audit``)
+``POST /v1/miner/verdict`` a miner's own verdict, named, in an answer signed by the validator (``api.verdicts``)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from omron_tee.exchange import transport
 from omron_tee.exchange.requester import candidate_nonce
 from omron_tee.protocol import AttestRequest, Candidate, CandidatesReply, CandidatesRequest, RelayRequest, Tried, loads
 from omron_tee.reasons import Reason
-from omron_tee.validator.api import audit, dashboard
+from omron_tee.validator.api import audit, dashboard, verdicts
 from omron_tee.validator.api.openai import ChatCompletions, Completions, bearer_keys, openai_error
 from omron_tee.validator.api.quota import ApiQuota
 from omron_tee.validator.api.relay import REQUEST_FAULTS, relay
@@ -109,6 +110,7 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
     chat = ChatCompletions(validator, client, verifier, limiter, completions.key_digests)
     api.add_api_route("/v1/chat/completions", guarded(chat, log, on_refusal=refused), methods=["POST"])
     audit.add_routes(api, validator, verifier, limiter, refused)
+    verdicts.add_routes(api, validator, verifier, limiter, refused)
 
     @api.get("/metrics")
     async def metrics() -> Response:
