@@ -27,7 +27,7 @@ from omron_tee.reasons import Reason
 
 # Subcommand groups, one module each; each has register(subparsers).
 _PLUGINS = ["omron_tee.cli.attestation", "omron_tee.cli.enclave", "omron_tee.cli.zk", "omron_tee.cli.llm", "omron_tee.cli.policy", "omron_tee.cli.status",
-            "omron_tee.cli.release", "omron_tee.cli.audit"]
+            "omron_tee.cli.release", "omron_tee.cli.audit", "omron_tee.cli.conformance"]
 
 
 def _wallet(sub: Any) -> None:

@@ -68,6 +68,21 @@ def appraise(
     Never raises for bad evidence: whatever a verifier throws on hostile bytes
     (a library's ``ValueError`` included) becomes a refusal with a named reason.
     """
+    return appraise_bound(evidence, report_data=report_data_for(nonce, keys, hotkey), policy=policy, registry=registry, now=now, releases=releases)
+
+
+def appraise_bound(
+    evidence: Evidence,
+    *,
+    report_data: bytes,
+    policy: Policy,
+    registry: VerifierRegistry,
+    now: float,
+    releases: ReleaseLog | None = None,
+) -> Verdict:
+    """``appraise`` given the 64 report-data bytes the evidence must carry (what ``report_data_for``
+    makes of the exchange): the verdict as a pure function of evidence, collateral (the registry's
+    store), policy, time, binding and releases, which is what the conformance vectors test."""
     try:
         claims = registry.verify(evidence, now=now)
     except AttestationError as e:
@@ -77,7 +92,7 @@ def appraise(
         log.warning("the %s verifier failed on malformed evidence: %s", evidence.tee_type.value, type(e).__name__)
         return Verdict(accepted=False, claims=None, reasons=(f"{evidence.tee_type.value} evidence cannot be read ({type(e).__name__})",), reason_codes=(Reason.EVIDENCE_MALFORMED,))
     reasons = policy.check(claims, now=now)
-    reasons.extend(binding_reasons(claims, report_data_for(nonce, keys, hotkey)))
+    reasons.extend(binding_reasons(claims, report_data))
     # Last: a verdict's first reason names it, and "too recent" must never mask a forgery.
     reasons.extend(check_published(claims, releases, policy.releases))
     return Verdict(
