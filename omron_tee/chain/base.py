@@ -251,6 +251,11 @@ class Chain(abc.ABC):
         """Emission received per hotkey (see :class:`Emissions` for the units)."""
 
     @abc.abstractmethod
+    def weights(self) -> dict[int, dict[int, float]]:
+        """Every validator's weights in effect (revealed, where the subnet has commit-reveal):
+        validator uid -> miner uid -> fraction, each row summing to 1."""
+
+    @abc.abstractmethod
     def commit(self, wallet: bt.Wallet, data: str) -> None:
         """Publish ``data`` (at most MAX_COMMITMENT_BYTES of UTF-8) as the hotkey's commitment on the
         subnet; the hotkey must be registered. Raises RateLimited when its space for the epoch is spent."""

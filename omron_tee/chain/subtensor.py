@@ -367,6 +367,11 @@ class SubtensorChain(Chain):
             by_hotkey={n.hotkey: n.emission for n in graph.neurons},
         )
 
+    def weights(self) -> dict[int, dict[int, float]]:
+        # bittensor normalises each row of the chain's max-upscaled u16 values to fractions.
+        rows = self._read("read the weights", lambda: self._sub.weights.weights(self.netuid))
+        return {int(v): {int(m): float(w) for m, w in dict(row).items()} for v, row in dict(rows or {}).items()}
+
     def commit(self, wallet: bt.Wallet, data: str) -> None:
         raw = check_commitment(data)
         # One Raw field (the pallet's Data::RawN, N <= 128); the Commitments pallet checks

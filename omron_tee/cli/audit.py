@@ -84,9 +84,7 @@ def weights_cmd(args: argparse.Namespace) -> int:
             mg = chain.metagraph()
             registered = {n.hotkey: n.uid for n in mg.neurons}
             me = mg.by_hotkey(hotkey)
-            chain_weights = None
-            if me is not None and hasattr(chain, "weights"):  # the embedded chain; subtensor's weights are not read by this release
-                chain_weights = chain.weights().get(me.uid, {})
+            chain_weights = chain.weights().get(me.uid, {}) if me is not None else None
     except OmronTeeError as e:
         print(f"omron-tee audit: error: {e}", file=sys.stderr)
         return 2
@@ -104,7 +102,7 @@ def weights_cmd(args: argparse.Namespace) -> int:
         ok_sets = sum(c.ok for c in report.weight_sets)
         print(f"  {ok_sets} of {len(report.weight_sets)} logged weight sets are what replaying its log gives")
         if chain_weights is None:
-            print("  the weights on chain were not compared (not read on this chain by this release)")
+            print("  the weights on chain were not compared (the validator is not registered)")
         elif report.chain_match is not None:
             print(f"  the weights it holds on chain are the set logged as entry {report.chain_match}")
         if report.earlier_logs:

@@ -87,8 +87,20 @@ def test_subtensor_commits_through_the_generated_call_and_reads_the_commitments_
         chain.close()
 
 
+def test_subtensor_weights_are_the_weights_namespace_rows():
+    from types import SimpleNamespace
+
+    fake = FakeSubtensor()
+    fake.weights = SimpleNamespace(weights=lambda netuid: {0: {1: 0.25, 2: 0.75}})
+    chain = SubtensorChain("local", NETUID, timeout=2.0, write_timeout=2.0, subtensor=fake)
+    try:
+        assert chain.weights() == {0: {1: 0.25, 2: 0.75}}
+    finally:
+        chain.close()
+
+
 def test_the_names_called_on_subtensor_exist_in_bittensor():
     sub = bt.Subtensor("ws://127.0.0.1:1")
-    assert callable(sub.subnets._target.commitments)
+    assert callable(sub.subnets._target.commitments) and callable(sub.weights._target.weights)
     assert bt.storage.SubtensorModule.SubnetOwnerHotkey is not None
     assert callable(bt.calls.Commitments.set_commitment) and callable(bt.Subtensor.submit_call)
