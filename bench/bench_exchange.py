@@ -4,10 +4,12 @@
 
 Prints medians (interleaved rounds, so machine noise hits every variant alike):
   1. raw onnxruntime call;
-  2. the exchange in process (no network): fresh attestation, and reused session;
-  3. the exchange over loopback HTTP to one miner process (btauth/1, FastAPI, httpx);
+  2. the exchange in process (no network): fresh attestation (two round trips), reused session
+     (one, no per-request freshness), and fresh in band (one: a reused session whose every
+     answer carries evidence for its own nonce);
+  3. the exchange over loopback HTTP to one miner process (btauth/1, FastAPI, httpx), the same three;
 and then the validator's verified requests per second against --miners local miner
-processes, with fresh attestations and with reused sessions.
+processes, the same three ways.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from omron_tee.config import dev_attestation_key_path, run_async
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
-from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
+from omron_tee.exchange.requester import check_attestation, fresh_check, new_nonce, seal_request
 from omron_tee.devnet.localnet import LocalNet, Console
 from omron_tee.miner.trusted_app import TrustedApp
 from omron_tee.models.registry import ModelRegistry
@@ -61,7 +63,7 @@ async def in_process(rounds: int, workdir: Path) -> dict[str, float]:
     rng = np.random.default_rng(0)
     x = sample_input(spec, rng)
     session = None
-    t_raw, t_fresh, t_reuse = [], [], []
+    t_raw, t_fresh, t_reuse, t_band = [], [], [], []
     for _ in range(rounds):
         t0 = time.perf_counter()
         raw_model.run(x)
@@ -81,8 +83,15 @@ async def in_process(rounds: int, workdir: Path) -> dict[str, float]:
         out = await answer(req, pending)
         raw_model.run(x)
         t_reuse.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        req, pending = seal_request(session, tensor, spec, x, fresh=fresh_check(session, hotkey=BENCH_HOTKEY, policy=policy, registry=verifiers))
+        out = await answer(req, pending)
+        raw_model.run(x)
+        t_band.append(time.perf_counter() - t0)
+        assert pending.fresh_verdict is not None and pending.fresh_verdict.accepted
     assert out.result.output.shape == tuple(spec.output_shape)
-    return {"raw": med_ms(t_raw), "fresh": med_ms(t_fresh), "reuse": med_ms(t_reuse)}
+    return {"raw": med_ms(t_raw), "fresh": med_ms(t_fresh), "reuse": med_ms(t_reuse), "band": med_ms(t_band)}
 
 
 async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, float]:
@@ -92,17 +101,18 @@ async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, flo
     client = SignedClient(Signer(net.validator_wallet), max_concurrency=64, timeout=10.0)
     fresh = Prober(client, policy=policy, verifiers=verifiers, models=models, model_ids=[MODEL], seed=1)
     reuse = Prober(client, policy=policy, verifiers=verifiers, models=models, model_ids=[MODEL], seed=2, reuse_sessions=True)
+    band = Prober(client, policy=policy, verifiers=verifiers, models=models, model_ids=[MODEL], seed=3, reuse_sessions=True, fresh_in_band=True)
     miners = [n for n in net.chain.metagraph().neurons if n.endpoint is not None and not n.validator_permit]
     first = miners[0]
-    t_fresh, t_reuse = [], []
+    t_fresh, t_reuse, t_band = [], [], []
     for _ in range(rounds):
-        for prober, acc in ((fresh, t_fresh), (reuse, t_reuse)):
+        for prober, acc in ((fresh, t_fresh), (reuse, t_reuse), (band, t_band)):
             t0 = time.perf_counter()
             r = await prober.probe(first)
             acc.append(time.perf_counter() - t0)
             if not r.outcome.ok:
                 raise SystemExit(f"benchmark request failed: {r.outcome.reason}: {r.message}")
-    result = {"http_fresh": med_ms(t_fresh), "http_reuse": med_ms(t_reuse)}
+    result = {"http_fresh": med_ms(t_fresh), "http_reuse": med_ms(t_reuse), "http_band": med_ms(t_band)}
 
     async def throughput(prober: Prober, concurrency: int) -> float:
         done = 0
@@ -122,6 +132,7 @@ async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, flo
 
     result["rps_fresh"] = await throughput(fresh, 2 * len(miners))
     result["rps_reuse"] = await throughput(reuse, 2 * len(miners))
+    result["rps_band"] = await throughput(band, 2 * len(miners))
     await client.aclose()
     return result
 
@@ -149,10 +160,14 @@ async def main() -> None:
     print(f"  raw onnxruntime call                     {raw:8.3f} ms")
     print(f"  in process, fresh attestation            {inproc['fresh']:8.3f} ms   overhead {inproc['fresh'] - raw:7.3f} ms  ({inproc['fresh'] / raw:6.1f}x raw)")
     print(f"  in process, reused session               {inproc['reuse']:8.3f} ms   overhead {inproc['reuse'] - raw:7.3f} ms  ({inproc['reuse'] / raw:6.1f}x raw)")
+    print(f"  in process, fresh in band (1 trip)       {inproc['band']:8.3f} ms   overhead {inproc['band'] - raw:7.3f} ms  ({inproc['band'] / raw:6.1f}x raw)")
     print(f"  loopback HTTP, fresh attestation         {http['http_fresh']:8.3f} ms   overhead {http['http_fresh'] - raw:7.3f} ms")
     print(f"  loopback HTTP, reused session            {http['http_reuse']:8.3f} ms   overhead {http['http_reuse'] - raw:7.3f} ms")
+    print(f"  loopback HTTP, fresh in band (1 trip)    {http['http_band']:8.3f} ms   overhead {http['http_band'] - raw:7.3f} ms")
     print(f"  validator vs {args.miners} miners, fresh attestation  {http['rps_fresh']:8.1f} verified requests/s")
     print(f"  validator vs {args.miners} miners, reused sessions    {http['rps_reuse']:8.1f} verified requests/s")
+    print(f"  validator vs {args.miners} miners, fresh in band      {http['rps_band']:8.1f} verified requests/s (a proof of freshness per request)")
+    print(f"  ratio in-band/two-trip fresh throughput  {http['rps_band'] / http['rps_fresh']:8.2f}")
     print(f"  ratio reused/fresh throughput            {http['rps_reuse'] / http['rps_fresh']:8.2f}")
 
 

@@ -218,6 +218,7 @@ class SealedRequest:
     reply_kem: str
     reply_public: bytes
     evidence_hash: bytes
+    fresh: bool = False  # ask for evidence bound to this request's nonce with the answer (one round trip: docs/ARCHITECTURE.md)
 
     def encode(self) -> bytes:
         return dumps({
@@ -229,6 +230,7 @@ class SealedRequest:
             "reply_kem": self.reply_kem,
             "reply_public": b64(self.reply_public),
             "evidence_hash": b64(self.evidence_hash),
+            **({"fresh": True} if self.fresh else {}),
         })
 
     @classmethod
@@ -242,7 +244,10 @@ class SealedRequest:
         evidence_hash = unb64(field_of(d, "evidence_hash", "sealed request"), "sealed request evidence hash")
         if len(evidence_hash) != 32:
             raise ProtocolError("sealed request evidence hash must be 32 bytes")
-        return cls(route.nonce, model, workload, field_of(d, "input", "sealed request"), route.reply_kem, route.reply_public, evidence_hash)
+        fresh = d.get("fresh", False) if isinstance(d, dict) else False
+        if not isinstance(fresh, bool):
+            raise ProtocolError("sealed request 'fresh' must be true or false")
+        return cls(route.nonce, model, workload, field_of(d, "input", "sealed request"), route.reply_kem, route.reply_public, evidence_hash, fresh)
 
 
 # --- the validator's third-party API (/v1) ------------------------------------

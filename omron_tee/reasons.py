@@ -22,6 +22,7 @@ class Reason(enum.StrEnum):
     MALFORMED_REQUEST = "malformed-request"  # a sealed input its model cannot run
     ATTESTATION_FAILED = "attestation-failed"
     EVIDENCE_MALFORMED = "evidence-malformed"
+    EVIDENCE_MISSING = "evidence-missing"  # an answer without the in-band evidence its request asked for
     EVIDENCE_UNVERIFIED = "evidence-unverified"
     COLLATERAL = "collateral"
     POLICY = "policy"

@@ -36,6 +36,8 @@ from omron_tee.workloads.base import Workload
 
 R = TypeVar("R")
 MAX_HELD_PARTS = 16
+# Judges the evidence an answer carries for its own request's nonce (``fresh_check`` makes one).
+FreshCheck = Callable[[Evidence, bytes], Verdict]
 
 # How long an attested session may be reused before the requester must re-attest.
 DEFAULT_SESSION_TTL = 60.0
@@ -43,6 +45,18 @@ DEFAULT_SESSION_TTL = 60.0
 
 def new_nonce() -> bytes:
     return os.urandom(NONCE_LEN)
+
+
+def fresh_check(session: "AttestedSession", *, hotkey: str, policy: Policy, registry: VerifierRegistry,
+                releases: ReleaseLog | None = None, clock: Callable[[], float] = time.time) -> FreshCheck:
+    """The check an answer's in-band evidence must pass: the same appraisal as an attestation, for the
+    request's own nonce, the session's keys and the miner's hotkey, as of the answer's arrival."""
+
+    def check(evidence: Evidence, nonce: bytes) -> Verdict:
+        return appraise(evidence, nonce=nonce, keys=session.keys, hotkey=hotkey, policy=policy, registry=registry, now=clock(),
+                        releases=releases)
+
+    return check
 
 
 def candidate_nonce(client_nonce: bytes, miner_hotkey: str) -> bytes:
@@ -145,8 +159,11 @@ class AnswerReader(Generic[R]):
     """
 
     def __init__(self, session: AttestedSession, workload: Workload, spec: ModelSpec, value: object, *, nonce: bytes,
-                 reply_key: HpkeKeyPair, input_hash: bytes | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 reply_key: HpkeKeyPair, input_hash: bytes | None = None, clock: Callable[[], float] = time.perf_counter,
+                 fresh: FreshCheck | None = None) -> None:
         self.session = session
+        self.fresh = fresh
+        self.fresh_verdict: Verdict | None = None
         self.workload = workload
         self.spec = spec
         self.nonce = nonce
@@ -209,8 +226,24 @@ class AnswerReader(Generic[R]):
             raise ChannelError("the final chunk has no valid receipt", reason=Reason.BAD_RECEIPT) from None
         check_receipt(receipt, signing_public=self.session.keys.signing_public,
                       expected=Binding(self.nonce, self.spec.sha256, self.input_hash, out_hash, self.session.evidence_hash))
+        if self.fresh is not None:
+            self.fresh_verdict = self._check_fresh(chunk.get("evidence"))
         self.answer = Answer(self.spec.model_id, self.workload.name, result, receipt, self.ttft_s, elapsed, self.input_hash, self.session)
         return parts
+
+    def _check_fresh(self, raw: object) -> Verdict:
+        """The in-band evidence: present, readable, and accepted for this request's nonce, keys and hotkey."""
+        if raw is None:
+            raise AttestationError("the answer carries no evidence for this request's nonce, which was asked for", reason=Reason.EVIDENCE_MISSING)
+        try:
+            evidence = Evidence.from_json(raw)
+        except OmronTeeError as e:
+            raise AttestationError(f"the answer's evidence cannot be read: {e}", reason=Reason.EVIDENCE_MALFORMED) from None
+        assert self.fresh is not None
+        verdict = self.fresh(evidence, self.nonce)
+        if not verdict.accepted:
+            raise AttestationError("the answer's evidence for this request: " + "; ".join(verdict.reasons), reason=verdict.reason_code)
+        return verdict
 
     def close(self) -> Answer:
         """The verified answer; ``ChannelError`` (stream-truncated) if the stream ended early."""
@@ -223,9 +256,14 @@ class AnswerReader(Generic[R]):
 
 
 def seal_request(session: AttestedSession, workload: Workload, spec: ModelSpec, value: object, *,
-                 nonce: bytes | None = None, clock: Callable[[], float] = time.perf_counter) -> tuple[InferRequest, AnswerReader]:
+                 nonce: bytes | None = None, clock: Callable[[], float] = time.perf_counter,
+                 fresh: FreshCheck | None = None) -> tuple[InferRequest, AnswerReader]:
     """Seal ``value`` for ``spec``'s model, run as ``workload``, to the session's enclave key, with a
-    fresh one-time reply key; the reader opens and checks the answer to exactly this request."""
+    fresh one-time reply key; the reader opens and checks the answer to exactly this request.
+
+    ``fresh`` (``fresh_check``): ask the enclave for evidence bound to this request's nonce with
+    its answer, and accept the answer only when that evidence passes: a proof of freshness per
+    request in one round trip, on a session attested earlier (docs/ARCHITECTURE.md)."""
     nonce = new_nonce() if nonce is None else nonce
     reply_key = HpkeKeyPair.generate(session.kem)
     encoded, input_hash = workload.prepare_input(spec, value)
@@ -237,7 +275,8 @@ def seal_request(session: AttestedSession, workload: Workload, spec: ModelSpec, 
         reply_kem=session.kem.value,
         reply_public=reply_key.public_bytes,
         evidence_hash=session.evidence_hash,
+        fresh=fresh is not None,
     )
     sealed = seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id))
-    reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_key=reply_key, input_hash=input_hash, clock=clock)
+    reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_key=reply_key, input_hash=input_hash, clock=clock, fresh=fresh)
     return InferRequest(key_id=session.key_id, sealed=sealed), reader

@@ -117,6 +117,11 @@ class TrustedApp:
         return AttestResponse(evidence=evidence, keys=keys.public, models=self.models, proof_systems=self.proof_systems,
                               zk_circuits=self.zk_circuits)
 
+    def fresh_evidence(self, nonce: bytes, keys: EnclaveKeys) -> Any:
+        """Evidence binding a request's own nonce, the keys it was sealed to and this hotkey: the
+        request's proof of freshness, returned with its answer (one round trip)."""
+        return self.backend.attest(report_data_for(nonce, keys.public, self.hotkey))
+
     def keys(self, key_id_: bytes) -> EnclaveKeys:
         """The channel keys a sealed request names, or ``unknown-key`` (the enclave restarted since)."""
         keys = self._by_key_id.get(key_id_)
@@ -189,6 +194,12 @@ class TrustedApp:
         final: dict[str, object] = {"n": parts, "meta": produced.meta, "receipt": receipt.to_json()}
         if held:
             final["ps"] = held
+        if req.fresh:
+            try:
+                final["evidence"] = self.fresh_evidence(req.nonce, opened.keys).to_json()
+            except OmronTeeError as e:  # the TEE would not attest now: a sealed, named refusal
+                yield sealer.seal({"n": parts, "error": f"{e.reason}: {e}"}, final=True)
+                return
         yield sealer.seal(final, final=True)
 
     async def answer_whole(self, opened: Opened) -> bytes:

@@ -57,6 +57,9 @@ def build_parser(prog: str = "validator.py") -> argparse.ArgumentParser:
     v.add_argument("--validator.reuse_sessions", dest="reuse_sessions", action="store_true",
                    help="reuse a miner's attested session for --validator.session_ttl seconds instead of a fresh attestation per request")
     v.add_argument("--validator.session_ttl", dest="session_ttl", type=float, default=60.0, help="(default: %(default)s)")
+    v.add_argument("--validator.fresh_in_band", dest="fresh_in_band", action="store_true",
+                   help="with --validator.reuse_sessions: every request still proves freshness, by evidence for its own nonce that the "
+                   "enclave returns with the answer (one round trip instead of two)")
     v.add_argument("--validator.kem", dest="kem", default=KemSuite.X25519.value, choices=[k.value for k in KemSuite], help="HPKE suite (default: %(default)s)")
     v.add_argument("--validator.api_ip", dest="api_ip", default="127.0.0.1", help="third-party API address (default: %(default)s)")
     v.add_argument("--validator.api_port", dest="api_port", type=int, default=8092, help="third-party API port; 0 turns the API off (default: %(default)s)")
@@ -175,7 +178,8 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
                                   zk_verify_fraction=args.zk_verify_fraction)
     prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=workloads, kem=KemSuite.parse(args.kem),
                     timeout=args.timeout, timeouts={"zk": args.zk_timeout, "llm": args.llm_timeout},
-                    shares={"zk": args.zk_share, "llm": args.llm_share}, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl)
+                    shares={"zk": args.zk_share, "llm": args.llm_share}, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl,
+                    fresh_in_band=args.fresh_in_band)
     scores = ScoreBook(Path(args.data_dir) / f"scores-{network}-{args.netuid}-{hotkey}.sqlite")
     validator = Validator(chain=chain, wallet=wallet, prober=prober, scores=scores, weights_interval=args.weights_interval,
                           top_k=args.top_k, on_event=lambda ev: log_event(log, ev))

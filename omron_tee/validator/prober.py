@@ -29,7 +29,7 @@ from omron_tee.chain.base import Neuron
 from omron_tee.channel.hpke import KemSuite
 from omron_tee.errors import AttestationError, MinerError, OmronTeeError
 from omron_tee.exchange import transport
-from omron_tee.exchange.requester import AttestedSession, check_attestation, new_nonce, seal_request
+from omron_tee.exchange.requester import AttestedSession, check_attestation, fresh_check, new_nonce, seal_request
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.protocol import AttestRequest, AttestResponse
 from omron_tee.reasons import Reason
@@ -69,6 +69,7 @@ class Prober:
         shares: Mapping[str, float] | None = None,
         reuse_sessions: bool = False,
         session_ttl: float = 60.0,
+        fresh_in_band: bool = False,
         seed: int | None = None,
     ) -> None:
         self.client = client
@@ -85,6 +86,8 @@ class Prober:
         self.shares = dict(shares or {})  # optional workload -> share of probes where offered
         self.reuse_sessions = reuse_sessions
         self.session_ttl = session_ttl
+        # With reused sessions: each request still proves freshness, by evidence for its own nonce in the answer.
+        self.fresh_in_band = fresh_in_band
         self.rng = np.random.default_rng(seed)
         self._sessions: dict[str, AttestedSession] = {}
         self.offers: dict[str, AttestResponse] = {}  # what each miner's latest attestation offered
@@ -202,7 +205,10 @@ class Prober:
         spec = self.models.get(mid)
         value = w.sample(spec, self.rng)
         expected = await w.reference(self.models.runtime(mid), spec, value)  # before the miner is timed
-        request, reader = seal_request(session, w, spec, value, nonce=nonce)
+        fresh = None
+        if self.fresh_in_band and attest_s == 0.0:  # a reused session: freshness comes with the answer
+            fresh = fresh_check(session, hotkey=neuron.hotkey, policy=self.policy, registry=self.verifiers, releases=self.releases())
+        request, reader = seal_request(session, w, spec, value, nonce=nonce, fresh=fresh)
         timeout = self.timeouts[w.latency_class]
         try:
             async with asyncio.timeout(timeout + DEADLINE_SLACK_S):
@@ -210,6 +216,9 @@ class Prober:
         except TimeoutError:
             return self._fail(neuron, mid, Reason.TIMEOUT, f"the answer took longer than its {timeout + DEADLINE_SLACK_S:.1f} s deadline", True,
                               latency_class=w.latency_class)
+        except AttestationError as e:  # the answer's own evidence (fresh_in_band) was refused
+            self.forget(neuron.hotkey)
+            return self._fail(neuron, mid, e.reason, f"attestation rejected: {e}", False, latency_class=w.latency_class)
         except OmronTeeError as e:
             if not isinstance(e, MinerError) or e.reason == Reason.UNKNOWN_KEY:
                 self.forget(neuron.hotkey)
