@@ -110,6 +110,22 @@ def test_padding_buckets() -> None:
     assert e.value.reason == "malformed-message"
 
 
+def test_large_messages_are_padded_by_padme_not_doubled() -> None:
+    from omron_tee.channel.hpke import POWER_OF_TWO_UPTO, padme
+
+    assert bucket_size(POWER_OF_TWO_UPTO - 4) == POWER_OF_TWO_UPTO  # the last power-of-two bucket
+    sizes = [POWER_OF_TWO_UPTO - 3 + i * 977 for i in range(3000)] + [2**20, 2**20 + 1, 8 * 2**20 + 12345, 16 * 2**20]
+    for n in sizes:
+        b = bucket_size(n)
+        assert n + 4 <= b <= (n + 4) * 1.12, n  # Padmé: at most about +11 %
+    assert bucket_size(2**20) <= 1.04 * (2**20 + 4)  # a 1 MiB tensor grows by under 4 %, not 100 %
+    # Few buckets: every length from 1 MiB to 2 MiB pads to one of 32 sizes in that octave, or to 2 MiB itself.
+    assert len({padme(n) for n in range(2**20, 2**21, 97)}) <= 33
+    assert all(padme(a) <= padme(b) for a, b in zip(sizes, sizes[1:]) if a <= b)
+    big = b"y" * (3 * 2**20 + 7)
+    assert unpad(pad(big)) == big and len(pad(big)) == bucket_size(len(big))
+
+
 @pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
 def test_ciphertext_length_depends_only_on_bucket(kem: KemSuite) -> None:
     kp = HpkeKeyPair.generate(kem)
