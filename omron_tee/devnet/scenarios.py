@@ -247,6 +247,23 @@ async def _receipt_on_chain(net: LocalNet, validator: Validator, c: PrivateClien
     return {"receipt_entry": index, "receipt_proof": str(path), "receipt_included": not problems, "proof_hashes": len(proof.path)}
 
 
+async def _doctor_demo(net: LocalNet, validator: Validator, console: Console) -> dict[str, Any]:
+    """The operator of the unapproved miner runs ``omron-tee miner doctor``: the validators' appraisal, run
+    as its own hotkey, and the validator's own verdict on it, signed."""
+    from omron_tee.doctor import diagnose
+
+    name = next((f"localnet-miner{i}" for i, w in enumerate(net.miner_wallets) if net.roles[w.hotkey.ss58_address].name == "unapproved"), None)
+    if name is None:
+        return {}
+    wallet = next(w for w in net.miner_wallets if net.roles[w.hotkey.ss58_address].name == "unapproved")
+    d = await diagnose(net.chain, wallet, policy=validator.prober.policy, models=validator.prober.models, timeout=5.0)
+    console.step(f"miner doctor: the operator of uid {d.uid} (unapproved) asks what validators conclude (`omron-tee miner doctor --wallet.name {name}`)")
+    for f in ([d.local] if d.local else []) + list(d.validators):
+        who = "its own machine, the validators' appraisal" if f is d.local else f"validator {f.source[:10]}… (signed answer)"
+        console.say(f"    {who}: {f.verdict} — {f.reason}; what to do: {f.advice}")
+    return {"local": d.local.reason if d.local else None, "validators": {f.source: (f.reason, f.signed) for f in d.validators}}
+
+
 async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRegistry, policy: Any, verifiers: Any, console: Console) -> dict[str, Any]:
     console.step("third-party client: a private request through the validator's API (end-to-end encrypted to the enclave)")
     spec = models.specs()[0]
@@ -269,6 +286,7 @@ async def _third_party_demo(net: LocalNet, validator: Validator, models: ModelRe
             result.update(ok=True, miner_uid=net.uids.get(r.miner_hotkey), rejected=[{"hotkey": j.hotkey, "reason": j.reason} for j in c.last_rejected],
                           receipt=str(path), receipt_valid=check.ok)
             result.update(await _receipt_on_chain(net, validator, c, c.receipt_file(r), console))
+            result["doctor"] = await _doctor_demo(net, validator, console)
         except OmronTeeError as e:
             console.say(f"    third-party request failed: {e}")
             result.update(ok=False, error=str(e), reason=e.reason)
