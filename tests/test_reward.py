@@ -235,3 +235,26 @@ def test_latencies_are_compared_only_among_recent_miners(tmp_path) -> None:
         book.update(Outcome("5Here", 2, True, Reason.OK, 0.010, True, True))
     assert book.reference() == pytest.approx(0.010)
     book.close()
+
+
+def test_the_score_books_kept_reference_equals_the_rules_at_every_step() -> None:
+    """The sorted pool the score book keeps gives exactly ``reward.reference_latency`` of the recent pools,
+    through evictions, miners going quiet past the window, returning, and re-registering on a new uid."""
+    import random
+
+    from omron_tee.validator.scoring import ACTIVE_WINDOW_S, Outcome, ScoreBook
+
+    rng = random.Random(5)
+    now = [1.8e9]
+    book = ScoreBook(":memory:", clock=lambda: now[0], audit=False)
+    uids = {f"hk{i}": i for i in range(12)}
+    for step in range(6000):
+        hk = f"hk{rng.randrange(12)}"
+        if rng.random() < 0.002:
+            uids[hk] += 100  # re-registered: its record starts again
+        now[0] += rng.choice([0.01, 0.5, 3.0]) if rng.random() > 0.001 else ACTIVE_WINDOW_S / 2
+        cls = rng.choice(["tee", "tee", "zk", "llm"])
+        since = now[0] - ACTIVE_WINDOW_S
+        want = reward.reference_latency(r.pool(cls) for r in book.records.values() if r.last_seen >= since)
+        assert book.reference(cls, now=now[0]) == want, step
+        book.update(Outcome(hk, uids[hk], True, "ok", rng.choice([0.004, 0.005, rng.random() * 0.01]), True, True, latency_class=cls), now=now[0])

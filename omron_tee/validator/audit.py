@@ -89,6 +89,7 @@ def _load_snapshot(book: ScoreBook, snap: records.SnapshotEntry) -> None:
             reasons=dict(r["reasons"]), latencies=deque(r["latencies"], maxlen=LATENCY_WINDOW),
             zk_latencies=deque(r["zk_latencies"], maxlen=LATENCY_WINDOW), llm_latencies=deque(r["llm_latencies"], maxlen=LATENCY_WINDOW),
             last_seen=float(r["last_seen"]), streak=int(r["streak"]), strikes=int(r["strikes"]))
+    book.invalidate()
 
 
 def replay(entries: Sequence[bytes], *, validator_hotkey: str, registered: Mapping[str, int] | None = None) -> _Replay:

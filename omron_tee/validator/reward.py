@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 ALPHA = 0.01  # how far one verified answer moves the score toward its quality, once 1 / ALPHA are in
 FAILURE_DECAY = 0.2  # fraction of the score an availability failure takes away
@@ -61,13 +61,22 @@ def verdict_of(*, kind: str, ok: bool, attestation_accepted: bool | None, correc
 
 def quantile(values: Iterable[float], q: float) -> float | None:
     """The ``q`` quantile of ``values`` (linear interpolation, as numpy's default), None when empty."""
-    xs = sorted(values)
+    return quantile_sorted(sorted(values), q)
+
+
+def quantile_sorted(xs: Sequence[float], q: float) -> float | None:
+    """``quantile`` of values already in ascending order."""
     if not xs:
         return None
     pos = q * (len(xs) - 1)
     lo = math.floor(pos)
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def reference_of_sorted(pooled: Sequence[float]) -> float | None:
+    """``reference_latency`` of the pooled latencies, already in ascending order (what the score book keeps)."""
+    return quantile_sorted(pooled, REFERENCE_QUANTILE)
 
 
 def reference_latency(latency_pools: Iterable[Iterable[float]]) -> float | None:

@@ -13,6 +13,7 @@ updates are kept in memory and flushed about once a second, so a crash loses at 
 
 from __future__ import annotations
 
+import bisect
 import statistics
 import threading
 import time
@@ -97,6 +98,10 @@ class ScoreBook:
         self.lock = self._lock = threading.RLock()
         self.records: dict[str, MinerRecord] = {}
         self._dirty: set[str] = set()
+        # Per latency class: the miners whose pools it holds, and their latencies pooled and sorted. Kept up
+        # to date as answers join a pool, rebuilt when the set of recent miners changes: the reference
+        # otherwise sorts every recent latency for every answer (1 ms a probe at 128 miners).
+        self._pooled: dict[str, tuple[frozenset[str], list[float]]] = {}
         for hotkey, uid, score, r in self._store.load():
             self.records[hotkey] = MinerRecord(
                 hotkey=hotkey,
@@ -129,12 +134,34 @@ class ScoreBook:
             # A new hotkey on this uid (or a new uid): it starts from zero.
             rec = MinerRecord(hotkey=hotkey, uid=uid)
             self.records[hotkey] = rec
+            self.invalidate()  # its old pools, if any, are gone
         return rec
 
+    def invalidate(self) -> None:
+        """Forget the pooled latencies kept for the reference (after records change other than by ``update``)."""
+        self._pooled.clear()
+
     def reference(self, latency_class: str = "tee", *, now: float | None = None) -> float | None:
-        """The class's reference latency over the miners seen within ``ACTIVE_WINDOW_S``."""
+        """The class's reference latency over the miners seen within ``ACTIVE_WINDOW_S``
+        (``reward.reference_latency`` of their pools, from the sorted pool kept for it)."""
         since = (self.clock() if now is None else now) - ACTIVE_WINDOW_S
-        return reward.reference_latency(r.pool(latency_class) for r in self.records.values() if r.last_seen >= since)
+        active = frozenset(h for h, r in self.records.items() if r.last_seen >= since)
+        kept = self._pooled.get(latency_class)
+        if kept is None or kept[0] != active:
+            kept = (active, sorted(x for h in active for x in self.records[h].pool(latency_class)))
+            self._pooled[latency_class] = kept
+        return reward.reference_of_sorted(kept[1])
+
+    def _join_pool(self, rec: MinerRecord, latency_class: str, latency: float) -> None:
+        pool = rec.pool(latency_class)
+        evicted = pool[0] if pool.maxlen is not None and len(pool) == pool.maxlen else None
+        pool.append(latency)
+        kept = self._pooled.get(latency_class)
+        if kept is not None and rec.hotkey in kept[0]:
+            xs = kept[1]
+            if evicted is not None:
+                del xs[bisect.bisect_left(xs, evicted)]
+            bisect.insort(xs, latency)
 
     def update(self, outcome: Outcome, *, now: float | None = None) -> tuple[float, float]:
         """Apply one outcome, scored at ``now`` (default: the clock); returns (old score, new score).
@@ -173,7 +200,7 @@ class ScoreBook:
                 # Quality against the reference before this answer joins it, so no answer judges itself.
                 q = reward.quality(outcome.latency_s, self.reference(outcome.latency_class, now=now))
                 if outcome.latency_s is not None:
-                    rec.pool(outcome.latency_class).append(outcome.latency_s)
+                    self._join_pool(rec, outcome.latency_class, outcome.latency_s)
             elif verdict is Verdict.STRIKE:
                 rec.strikes += 1
             rec.streak = reward.next_streak(rec.streak, verdict)
