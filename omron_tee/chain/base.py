@@ -174,8 +174,10 @@ class Emissions:
         return math.fsum(self.by_hotkey.values())
 
 
-# A commitment's text, as the Commitments pallet stores it: one Raw field of at most 128 bytes.
+# A commitment, as the Commitments pallet stores it: up to MAX_COMMITMENT_FIELDS Raw fields of at most
+# MAX_COMMITMENT_BYTES each. Here a commitment is text; each line (with its newline) is one field.
 MAX_COMMITMENT_BYTES = 128
+MAX_COMMITMENT_FIELDS = 3
 
 
 @dataclass(frozen=True)
@@ -191,14 +193,24 @@ class Commitment:
     data: str
 
 
-def check_commitment(data: str) -> bytes:
-    """The UTF-8 bytes of ``data`` when the chain would store it, else a ConfigError saying why."""
+def commitment_fields(data: str) -> list[bytes]:
+    """The Raw fields ``data`` is stored as (one per line, each with its newline but the last), or a
+    ConfigError saying why the chain would refuse it."""
     if not isinstance(data, str) or not data:
         raise ConfigError("a commitment is a non-empty text")
-    raw = data.encode("utf-8")
-    if len(raw) > MAX_COMMITMENT_BYTES:
-        raise ConfigError(f"a commitment holds at most {MAX_COMMITMENT_BYTES} bytes (this one is {len(raw)})")
-    return raw
+    lines = data.split("\n")
+    if len(lines) > MAX_COMMITMENT_FIELDS:
+        raise ConfigError(f"a commitment holds at most {MAX_COMMITMENT_FIELDS} lines (fields); this one has {len(lines)}")
+    fields = [(line + "\n" if i < len(lines) - 1 else line).encode("utf-8") for i, line in enumerate(lines)]
+    for f in fields:
+        if not f.strip() or len(f) > MAX_COMMITMENT_BYTES:
+            raise ConfigError(f"each line of a commitment is 1 to {MAX_COMMITMENT_BYTES} bytes (one is {len(f)})")
+    return fields
+
+
+def check_commitment(data: str) -> bytes:
+    """The UTF-8 bytes of ``data`` when the chain would store it (``commitment_fields``), else a ConfigError."""
+    return b"".join(commitment_fields(data))
 
 
 class Chain(abc.ABC):
@@ -257,8 +269,9 @@ class Chain(abc.ABC):
 
     @abc.abstractmethod
     def commit(self, wallet: bt.Wallet, data: str) -> None:
-        """Publish ``data`` (at most MAX_COMMITMENT_BYTES of UTF-8) as the hotkey's commitment on the
-        subnet; the hotkey must be registered. Raises RateLimited when its space for the epoch is spent."""
+        """Publish ``data`` (up to MAX_COMMITMENT_FIELDS lines of at most MAX_COMMITMENT_BYTES of UTF-8) as
+        the hotkey's commitment on the subnet, replacing its previous one; the hotkey must be registered.
+        Raises RateLimited when its space for the epoch is spent."""
 
     @abc.abstractmethod
     def commitments(self) -> tuple[Commitment, ...]:
@@ -319,6 +332,7 @@ def check_netuid(netuid: object) -> int:
 __all__ = [
     "SUBTENSOR_NETWORKS",
     "MAX_COMMITMENT_BYTES",
+    "MAX_COMMITMENT_FIELDS",
     "Chain",
     "Commitment",
     "Emissions",
@@ -326,6 +340,7 @@ __all__ = [
     "Metagraph",
     "Neuron",
     "check_commitment",
+    "commitment_fields",
     "check_netuid",
     "coldkey_address",
     "hotkey_address",

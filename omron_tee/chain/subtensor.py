@@ -32,8 +32,8 @@ from omron_tee.chain.base import (
     Endpoint,
     Metagraph,
     Neuron,
-    check_commitment,
     check_netuid,
+    commitment_fields,
     hotkey_address,
 )
 from omron_tee.errors import ChainError, ConfigError, OmronTeeError, RateLimited
@@ -373,10 +373,11 @@ class SubtensorChain(Chain):
         return {int(v): {int(m): float(w) for m, w in dict(row).items()} for v, row in dict(rows or {}).items()}
 
     def commit(self, wallet: bt.Wallet, data: str) -> None:
-        raw = check_commitment(data)
-        # One Raw field (the pallet's Data::RawN, N <= 128); the Commitments pallet checks
-        # registration (AccountNotAllowedCommit) and the epoch's space (SpaceLimitExceeded).
-        call = bt.calls.Commitments.set_commitment(self.netuid, {"fields": [{f"Raw{len(raw)}": raw}]})
+        # One Raw field per line (the pallet's Data::RawN, N <= 128; bittensor reads them back
+        # concatenated); the Commitments pallet checks registration (AccountNotAllowedCommit),
+        # the number of fields (TooManyFieldsInCommitmentInfo) and the epoch's space (SpaceLimitExceeded).
+        fields = commitment_fields(data)
+        call = bt.calls.Commitments.set_commitment(self.netuid, {"fields": [{f"Raw{len(f)}": f} for f in fields]})
         self._write("set the commitment", lambda: self._sub.submit_call(call, wallet).raise_for_failure())
 
     def commitments(self) -> tuple[Commitment, ...]:

@@ -1,14 +1,17 @@
 """``omron-tee release publish|list``: the subnet owner's published builds, on chain.
 
     omron-tee release publish --label v1.4.0 [build flags as for `enclave measure`] --wallet.name owner
+    omron-tee release withdraw --measurement HEX --wallet.name owner
     omron-tee release list [--min-age-blocks 100]
 
 ``publish`` computes the build's measurement exactly as ``omron-tee enclave measure``
 does with the same flags (so anyone can reproduce it from the tagged checkout) and
-commits it on chain from the owner's hotkey; ``--dry-run`` prints the commitment
-instead. ``list`` shows the publisher's history, oldest first, with each build's age,
-and whether it has passed a timelock of ``--min-age-blocks``. A validator whose
-policy has ``[releases]`` accepts only builds listed here and old enough.
+commits, from the publisher's hotkey, the builds published now with this one added
+(``--replace``: this one alone); a commitment lists at most three. ``withdraw``
+commits them without one. ``--dry-run`` prints the commitment instead. ``list`` shows
+the builds published now, each with the block it has been published since, and
+whether it has passed a timelock of ``--min-age-blocks``. A validator whose policy has
+``[releases]`` accepts only builds listed here and old enough.
 """
 
 from __future__ import annotations
@@ -45,10 +48,18 @@ def register(subparsers: Any) -> None:
     pub.add_argument("--wallet.name", dest="wallet_name", default="owner", help="the publisher's wallet (default: %(default)s)")
     pub.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="its hotkey, which commits (default: %(default)s)")
     pub.add_argument("--wallet.path", dest="wallet_path", default="~/.bittensor/wallets", help="where wallets live (default: %(default)s)")
+    pub.add_argument("--replace", action="store_true", help="publish this build alone, withdrawing the others")
     pub.add_argument("--dry-run", action="store_true", help="print the commitment; publish nothing")
     pub.add_argument("--json", action="store_true", help="print one JSON object")
     pub.set_defaults(handler=publish_cmd)
-    ls = rs.add_parser("list", help="the releases published on chain, oldest first")
+    wd = rs.add_parser("withdraw", help="stop publishing one build (validators with [releases] refuse it from then on)")
+    wd.add_argument("--measurement", required=True, help="the build's measurement (hex), as `release list` shows it")
+    _chain_flags(wd)
+    wd.add_argument("--wallet.name", dest="wallet_name", default="owner", help="the publisher's wallet (default: %(default)s)")
+    wd.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="its hotkey, which commits (default: %(default)s)")
+    wd.add_argument("--wallet.path", dest="wallet_path", default="~/.bittensor/wallets", help="where wallets live (default: %(default)s)")
+    wd.set_defaults(handler=withdraw_cmd)
+    ls = rs.add_parser("list", help="the builds published on chain now, with the block each has been published since")
     _chain_flags(ls)
     ls.add_argument("--publisher", default="owner", help='whose releases: "owner" (default: the subnet owner) or an ss58 hotkey')
     ls.add_argument("--min-age-blocks", type=int, default=0, help="say which builds have passed this timelock (the policy's releases.min_age_blocks)")
@@ -83,17 +94,33 @@ def _connect(args: argparse.Namespace, *, existing: bool):
     return connect(args.network, args.netuid, chain_path=str(path) if path else None)
 
 
+def _published_now(chain: Any, hotkey: str) -> list[Any]:
+    """The builds ``hotkey``'s latest release commitment lists."""
+    from omron_tee.attestation.validate.releases import ReleaseLog
+
+    log = ReleaseLog.from_commitments(((c.hotkey, c.block, c.data) for c in chain.commitments()), publisher=hotkey, block=0)
+    return [p.release for p in sorted(log.releases, key=lambda p: p.block)]
+
+
 def publish_cmd(args: argparse.Namespace) -> int:
+    from omron_tee.attestation.validate.releases import release_set_text
+    from omron_tee.chain.base import MAX_COMMITMENT_FIELDS
     from omron_tee.config import load_wallet
 
     try:
         release = build_release(args)
-        text = release.to_commitment()
         if args.dry_run:
+            text = release.to_commitment()
             print(json.dumps({"release": _release_json(release), "commitment": text}, indent=2) if args.json else text)
             return 0
         wallet = load_wallet(args)
         with _connect(args, existing=True) as chain:
+            now = [] if args.replace else _published_now(chain, wallet.hotkey.ss58_address)
+            builds = [r for r in now if (r.tee, r.measurement) != (release.tee, release.measurement)] + [release]
+            if len(builds) > MAX_COMMITMENT_FIELDS:
+                raise OmronTeeError(f"{len(now)} builds are published already and a commitment lists at most {MAX_COMMITMENT_FIELDS}: "
+                                    "withdraw one (`omron-tee release withdraw`) or publish with --replace")
+            text = release_set_text(builds)
             chain.commit(wallet, text)
             block = chain.block()
     except OmronTeeError as e:
@@ -102,6 +129,29 @@ def publish_cmd(args: argparse.Namespace) -> int:
         print(json.dumps({"release": _release_json(release), "commitment": text, "block": block}, indent=2))
     else:
         print(f"published {release.tee.value} build {release.measurement.hex()} as {release.label} at block {block}")
+    return 0
+
+
+def withdraw_cmd(args: argparse.Namespace) -> int:
+    from omron_tee.attestation.validate.releases import release_set_text
+    from omron_tee.config import load_wallet
+
+    try:
+        measurement = bytes.fromhex(args.measurement.removeprefix("0x"))
+    except ValueError:
+        return _fail(f"--measurement {args.measurement!r} is not hex")
+    try:
+        wallet = load_wallet(args)
+        with _connect(args, existing=True) as chain:
+            now = _published_now(chain, wallet.hotkey.ss58_address)
+            kept = [r for r in now if r.measurement != measurement]
+            if len(kept) == len(now):
+                raise OmronTeeError(f"build {measurement.hex()[:16]}… is not published by {wallet.hotkey.ss58_address} now")
+            chain.commit(wallet, release_set_text(kept))
+            block = chain.block()
+    except OmronTeeError as e:
+        return _fail(e)
+    print(f"withdrew build {measurement.hex()} at block {block}; {len(kept)} build(s) stay published")
     return 0
 
 
@@ -123,7 +173,7 @@ def list_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"publisher": log.publisher, "block": log.block, "releases": rows}, indent=2))
         return 0
-    print(f"releases published by {log.publisher}, as of block {log.block}:" if rows else f"no release published by {log.publisher} (block {log.block})")
+    print(f"builds published by {log.publisher} now, as of block {log.block}:" if rows else f"no build published by {log.publisher} (block {log.block})")
     for r in rows:
         state = "may earn" if r["earning"] else f"timelocked ({args.min_age_blocks - r['age_blocks']} blocks to go)"
         print(f"  block {r['block']:>7}  {r['tee']:<9} {r['label']:<16} {r['measurement'][:32]}…  {state}")

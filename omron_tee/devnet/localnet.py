@@ -123,7 +123,7 @@ class LocalNet:
     def publish_release(self) -> None:
         """The subnet owner publishes this release's builds on chain (``omron-tee release publish`` does the same)."""
         from omron_tee.attestation.evidence import TeeType
-        from omron_tee.attestation.validate.releases import Release
+        from omron_tee.attestation.validate.releases import Release, release_set_text
         from omron_tee.enclave.measurement import release_builds
         from omron_tee.models.llama import default_spec
         from omron_tee.models.registry import ModelRegistry
@@ -136,8 +136,8 @@ class LocalNet:
         shipped = [(s.model_id, s.sha256) for s in models.specs()]
         llms = [(default_spec().model_id, default_spec().sha256)]  # the builds with the default LLM, as `policy init` allows
         labels = ("localnet", "localnet-llm", "localnet-llm-only")
-        for (_, measurement), label in zip(release_builds(shipped, llms), labels):
-            self.chain.commit(self.owner_wallet, Release(TeeType.SIMULATED, measurement, label).to_commitment())
+        builds = [Release(TeeType.SIMULATED, m, label) for (_, m), label in zip(release_builds(shipped, llms), labels)]
+        self.chain.commit(self.owner_wallet, release_set_text(builds))  # one commitment, a line (field) per build
         self.release_block = self.chain.block()
         self.console.step(f"the subnet owner published this release's builds on chain at block {self.release_block}; validators accept them "
                           f"{RELEASE_TIMELOCK_BLOCKS} blocks later (`omron-tee release list --chain.path {self.chain_path}`)")

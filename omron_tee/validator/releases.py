@@ -21,13 +21,14 @@ from omron_tee.errors import ChainError
 log = logging.getLogger("omron_tee.validator")
 
 
-def read_releases(chain: Chain, rule: ReleasePolicy) -> ReleaseLog:
-    """The publisher's releases on ``chain`` now (ChainError when the chain cannot say)."""
+def read_releases(chain: Chain, rule: ReleasePolicy, *, seen: dict | None = None) -> ReleaseLog:
+    """The publisher's releases on ``chain`` now (ChainError when the chain cannot say); ``seen``: the
+    blocks since which this reader saw each build published (subtensor keeps only the latest commitment)."""
     publisher = chain.subnet_owner() if rule.publisher == OWNER else rule.publisher
     if publisher is None:
         raise ChainError("the subnet has no owner, so no release can be published by it: name a publisher in the policy's [releases]")
     block = chain.block()
-    return ReleaseLog.from_commitments(((c.hotkey, c.block, c.data) for c in chain.commitments()), publisher=publisher, block=block)
+    return ReleaseLog.from_commitments(((c.hotkey, c.block, c.data) for c in chain.commitments()), publisher=publisher, block=block, seen=seen)
 
 
 class ReleaseWatcher:
@@ -39,6 +40,9 @@ class ReleaseWatcher:
         self.every = max(1.0, chain.block_time()) if every is None else every
         self._log: ReleaseLog | None = None
         self._read_at = float("-inf")
+        # (TEE, measurement) -> the earliest block this validator saw it published since, while it stays
+        # published: on subtensor a republication would otherwise restart a build's clock.
+        self._seen: dict = {}
         self._lock = threading.Lock()
 
     @property
@@ -57,7 +61,9 @@ class ReleaseWatcher:
                 return self._log
             self._read_at = time.monotonic()
             try:
-                self._log = read_releases(self.chain, self.rule)
+                log = read_releases(self.chain, self.rule, seen=self._seen)
+                self._seen = {(p.release.tee, p.release.measurement): p.block for p in log.releases}
+                self._log = log
             except ChainError as e:
                 log.warning("could not read the published releases (keeping the last ones read): %s", e)
             return self._log

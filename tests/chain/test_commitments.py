@@ -38,12 +38,17 @@ def test_embedded_refuses_unregistered_hotkeys_oversized_text_and_a_spent_epoch(
     with pytest.raises(ChainError, match="AccountNotAllowedCommit"):
         chain.commit(a, "x")
     chain.register(a)
-    with pytest.raises(ConfigError, match=f"at most {MAX_COMMITMENT_BYTES} bytes"):
+    with pytest.raises(ConfigError, match=f"1 to {MAX_COMMITMENT_BYTES} bytes"):
         chain.commit(a, "é" * 65)
+    with pytest.raises(ConfigError, match="at most 3 lines"):
+        chain.commit(a, "1\n2\n3\n4")
+    with pytest.raises(ConfigError):
+        chain.commit(a, "one\n\nthree")  # an empty field
+    chain.commit(a, "x" * 127 + "\n" + "y" * 127 + "\nz")  # three fields, each within its 128 bytes
     with pytest.raises(ConfigError):
         chain.commit(a, "")
-    for _ in range(COMMITMENT_SPACE // COMMITMENT_MIN_COST):
-        chain.commit(a, "short")  # each costs the minimum
+    for _ in range(COMMITMENT_SPACE // COMMITMENT_MIN_COST - 3):
+        chain.commit(a, "short")  # each costs the minimum (the three-field one above cost 257)
     with pytest.raises(RateLimited, match="SpaceLimitExceeded"):
         chain.commit(a, "one too many")
     clock.advance(10)  # the next epoch resets the space
@@ -79,8 +84,10 @@ def test_subtensor_commits_through_the_generated_call_and_reads_the_commitments_
     chain = SubtensorChain("local", NETUID, timeout=2.0, write_timeout=2.0, subtensor=fake)
     try:
         chain.commit(make_wallet("o"), "otee-release/1 x")
-        (call,) = submitted
-        assert call == bt.calls.Commitments.set_commitment(NETUID, {"fields": [{"Raw16": b"otee-release/1 x"}]})
+        chain.commit(make_wallet("o"), "line one\nline 2")
+        one, two = submitted
+        assert one == bt.calls.Commitments.set_commitment(NETUID, {"fields": [{"Raw16": b"otee-release/1 x"}]})
+        assert two == bt.calls.Commitments.set_commitment(NETUID, {"fields": [{"Raw9": b"line one\n"}, {"Raw6": b"line 2"}]})
         assert [c.data for c in chain.commitments()] == ["earlier", "later"]  # a sealed payload is not readable yet
         assert chain.subnet_owner() == "owner-hk"
     finally:

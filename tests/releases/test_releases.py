@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -69,6 +70,27 @@ def test_the_rule_names_unpublished_too_recent_and_unknown_and_accepts_old_enoug
     assert check_published(claims(), _log(("owner-hk", 1, text), block=2, publisher="someone"), named)[0][0] == Reason.RELEASES_UNKNOWN
 
 
+def test_the_latest_release_commitment_is_the_published_set_and_clocks_survive_republication():
+    from omron_tee.attestation.validate.releases import NONE, release_set_text
+
+    a, b = Release(TeeType.SIMULATED, M, "a"), Release(TeeType.SIMULATED, bytes(48), "b")
+    both, only_b, only_a = release_set_text([a, b]), release_set_text([b]), release_set_text([a])
+    assert both.count("\n") == 1 and release_set_text([]) == NONE
+    log = _log(("owner-hk", 10, only_a), ("owner-hk", 50, both), ("owner-hk", 90, both), block=100)
+    assert {p.release.label: p.block for p in log.releases} == {"a": 10, "b": 50}  # listed without a break since
+    # A build left out is withdrawn; listed again later, its clock starts again.
+    log = _log(("owner-hk", 10, both), ("owner-hk", 50, only_b), ("owner-hk", 90, both), block=100)
+    assert {p.release.label: p.block for p in log.releases} == {"a": 90, "b": 10}
+    assert _log(("owner-hk", 10, both), ("owner-hk", 50, NONE), block=100).releases == ()
+    # Commitments of another kind on the publisher's hotkey do not withdraw anything (on subtensor they overwrite: don't).
+    log = _log(("owner-hk", 10, both), ("owner-hk", 50, "otee-audit/1 0123456789abcdef 5 AAAA"), block=100)
+    assert {p.release.label for p in log.releases} == {"a", "b"}
+    # What a reader saw before (subtensor keeps only the latest commitment) keeps a build's clock.
+    seen = {(TeeType.SIMULATED, M): 3}
+    log = ReleaseLog.from_commitments([("owner-hk", 90, both)], publisher="owner-hk", block=100, seen=seen)
+    assert {p.release.label: p.block for p in log.releases} == {"a": 3, "b": 90}
+
+
 def test_policy_section_parses_and_refuses_mistakes():
     p = Policy.from_toml('[releases]\nmin_age_blocks = 7200\n')
     assert p.releases == ReleasePolicy(True, OWNER, 7200)
@@ -116,8 +138,22 @@ def test_on_the_network_unpublished_and_too_recent_builds_are_refused_and_a_publ
         published = _cli("release", "publish", "--label", "v1", *chain_args, "--wallet.name", "owner", "--wallet.path", str(net.wallet_path), "--json")
         assert published.returncode == 0, published.stderr
         at = net.chain.block()
+
+        def at_publication(listed):
+            return next(r["block"] for r in listed["releases"] if r["label"] == "v1")
+
         listed = _cli("release", "list", *chain_args, "--min-age-blocks", "40")
         assert listed.returncode == 0 and "v1" in listed.stdout and "timelocked" in listed.stdout, listed.stdout
+        # A second build joins the first in one commitment; withdrawing it leaves the first, clock untouched.
+        wallet_args = ["--wallet.name", "owner", "--wallet.path", str(net.wallet_path)]
+        assert _cli("release", "publish", "--label", "v1-llm", "--llm", *chain_args, *wallet_args).returncode == 0
+        listed = json.loads(_cli("release", "list", *chain_args, "--json").stdout)
+        assert sorted(r["label"] for r in listed["releases"]) == ["v1", "v1-llm"]
+        llm = next(r for r in listed["releases"] if r["label"] == "v1-llm")
+        withdrawn = _cli("release", "withdraw", "--measurement", llm["measurement"], *chain_args, *wallet_args)
+        assert withdrawn.returncode == 0, withdrawn.stderr
+        listed = json.loads(_cli("release", "list", *chain_args, "--json").stdout)
+        assert [(r["label"], r["block"]) for r in listed["releases"]] == [("v1", at_publication(listed))]
 
         async def rounds():
             v = net.validator(tmp_path / "scores.sqlite", timeout=2.0, policy=policy)

@@ -2,12 +2,19 @@
 
 A release names one build of the trusted app for one TEE type: its measurement
 (SGX MRENCLAVE, TDX MRTD, SEV-SNP launch digest, the simulated enclave's
-code-and-models digest) and a label. The owner publishes it as a chain commitment
-(``omron-tee release publish``); a validator whose policy has a ``[releases]``
-section accepts evidence only when its measurement was published by the named
-publisher at least ``min_age_blocks`` blocks before the current block, so the
-community can rebuild and inspect a build (``omron-tee enclave measure``) before it
-earns anything.
+code-and-models digest) and a label. The publisher's latest release commitment
+lists, one per line (up to three: the Commitments pallet's fields), the builds
+published now (``omron-tee release publish``); a build left out of it is withdrawn.
+A build's publication block is the first of the commitments that have listed it
+without a break up to the latest, so republishing never restarts its clock. A
+validator whose policy has a ``[releases]`` section accepts evidence only when its
+measurement is published by the named publisher and has been for at least
+``min_age_blocks`` blocks, so the community can rebuild and inspect a build
+(``omron-tee enclave measure``) before it earns anything.
+
+subtensor keeps only a hotkey's latest commitment: there the blocks come from it,
+and from what the validator itself has seen (``validator.releases``); the
+publisher's hotkey must commit nothing else, or its releases are overwritten.
 
 This module is pure: the chain's commitments and the current block come in as a
 ``ReleaseLog``, as ``now`` does for the rest of the policy. Commitments are hostile
@@ -20,7 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from omron_tee.attestation.evidence import Claims, TeeType
@@ -78,6 +85,28 @@ class Release:
             return None
 
 
+NONE = f"{TAG} none"  # a release commitment that lists no build: every earlier one is withdrawn
+
+
+def releases_in(text: str) -> dict[tuple[TeeType, bytes], Release] | None:
+    """The well-formed releases a commitment's lines state, by (TEE, measurement); None when it is no
+    release commitment at all (malformed lines are ignored)."""
+    out: dict[tuple[TeeType, bytes], Release] = {}
+    marked = False
+    for line in text.split("\n")[:8] if isinstance(text, str) else ():
+        if line == NONE:
+            marked = True
+        r = Release.from_commitment(line)
+        if r is not None:
+            out.setdefault((r.tee, r.measurement), r)
+    return out if out or marked else None
+
+
+def release_set_text(releases: Iterable[Release]) -> str:
+    """The commitment that publishes exactly ``releases`` (one per line; the chain takes at most three)."""
+    return "\n".join(r.to_commitment() for r in releases) or NONE
+
+
 @dataclass(frozen=True)
 class PublishedRelease:
     release: Release
@@ -94,15 +123,30 @@ class ReleaseLog:
     releases: tuple[PublishedRelease, ...]
 
     @classmethod
-    def from_commitments(cls, commitments: Iterable[tuple[str, int, str]], *, publisher: str, block: int) -> ReleaseLog:
-        """From (hotkey, block, text) triples: the publisher's well-formed releases, oldest first."""
-        found = []
+    def from_commitments(cls, commitments: Iterable[tuple[str, int, str]], *, publisher: str, block: int,
+                         seen: Mapping[tuple[TeeType, bytes], int] | None = None) -> ReleaseLog:
+        """From (hotkey, block, text) triples, oldest first: the builds the publisher's latest release
+        commitment lists, each with the block since which it has been listed without a break (or,
+        from ``seen``, an earlier block the reader saw it listed since)."""
+        sets = []
         for hotkey, at, text in commitments:
-            if hotkey != publisher:
-                continue
-            release = Release.from_commitment(text)
-            if release is not None:
-                found.append(PublishedRelease(release, int(at), hotkey))
+            if hotkey == publisher:
+                listed = releases_in(text)
+                if listed is not None:  # a commitment of another kind (it should not share the hotkey) is not a release set
+                    sets.append((int(at), listed))
+        sets.sort(key=lambda s: s[0])  # stable: commitments of one block keep the chain's order
+        if not sets:
+            return cls(publisher, int(block), ())
+        found = []
+        for key, release in sets[-1][1].items():
+            since = sets[-1][0]
+            for at, listed in reversed(sets[:-1]):
+                if key not in listed:
+                    break
+                since = at
+            if seen is not None and key in seen:
+                since = min(since, seen[key])
+            found.append(PublishedRelease(release, since, publisher))
         return cls(publisher, int(block), tuple(sorted(found, key=lambda p: p.block)))
 
     def first_published(self, tee: TeeType, measurement: bytes) -> PublishedRelease | None:
