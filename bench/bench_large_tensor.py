@@ -1,13 +1,14 @@
-"""A 1 MiB tensor on the wire: bytes and CPU to seal and open it, power-of-two buckets against Padmé, in one run.
+"""A 1 MiB tensor on the wire: bytes and CPU to seal and open it, as before and as shipped, in one run.
 
     .venv/bin/python bench/bench_large_tensor.py [--mib 1] [--rounds 20]
 
 Seals a float32 tensor of ``--mib`` MiB as the requester does (the tensor workload's JSON
-encoding inside the sealed request, HPKE to an enclave key, the InferRequest's JSON) and
-opens it as the enclave does, with the shipped padding (``channel.hpke.bucket_size``: powers
-of two up to 64 KiB, Padmé above) and with powers of two all the way (the padding before it),
-side by side; prints the bytes on the wire and the median CPU time of each, and their ratio.
-The tensor still travels as base64 inside JSON, twice (the binary frames of issue 13 are not built).
+encoding inside the sealed request, HPKE to an enclave key, then the InferRequest) and opens it
+as the enclave does, three ways side by side: as before (padding by powers of two, the
+InferRequest as JSON with the ciphertext in base64), with Padmé padding above 64 KiB, and as
+shipped (Padmé, and the InferRequest as a binary frame, ``protocol.REQUEST_MEDIA_TYPE``); prints
+the bytes on the wire and the median CPU time of each. Inside the seal the tensor is still
+base64 in JSON (one layer of it is left).
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ def power_of_two(n: int, floor: int = 1024) -> int:
     return size
 
 
-def once(x: np.ndarray, enclave: HpkeKeyPair, reply: HpkeKeyPair) -> tuple[int, float, float]:
+def once(x: np.ndarray, enclave: HpkeKeyPair, reply: HpkeKeyPair, binary: bool) -> tuple[int, float, float]:
     kid = key_id(enclave.public_bytes)
     t = time.process_time()
     payload = SealedRequest(b"\1" * 32, "big", "tensor", Tensor.from_array(x).to_json(), KemSuite.X25519.value, reply.public_bytes, b"\2" * 32)
-    wire = dumps(InferRequest(kid, seal(KemSuite.X25519, enclave.public_bytes, payload.encode(), request_info(kid))).to_json())
+    request = InferRequest(kid, seal(KemSuite.X25519, enclave.public_bytes, payload.encode(), request_info(kid)))
+    wire = request.to_bytes() if binary else dumps(request.to_json())
     sealed_s = time.process_time() - t
     t = time.process_time()
-    req = InferRequest.from_json(__import__("json").loads(wire))
+    req = InferRequest.from_bytes(wire) if binary else InferRequest.from_json(__import__("json").loads(wire))
     plain = enclave.open(req.sealed, request_info(kid))
     opened_s = time.process_time() - t
     assert len(plain) > x.nbytes
@@ -57,21 +59,23 @@ def main() -> None:
     x = np.random.default_rng(0).standard_normal(int(args.mib * 2**20) // 4).astype(np.float32)
     enclave, reply = HpkeKeyPair.generate(KemSuite.X25519), HpkeKeyPair.generate(KemSuite.X25519)
     shipped = hpke.bucket_size
-    results: dict[str, list[tuple[int, float, float]]] = {"padme": [], "pow2": []}
+    variants = (("before: powers of two, JSON", power_of_two, False), ("Padmé, JSON", shipped, False), ("shipped: Padmé, binary frame", shipped, True))
+    results: dict[str, list[tuple[int, float, float]]] = {name: [] for name, _, _ in variants}
     for _ in range(args.rounds):  # interleaved
-        for name, fn in (("padme", shipped), ("pow2", power_of_two)):
+        for name, fn, binary in variants:
             hpke.bucket_size = fn
             try:
-                results[name].append(once(x, enclave, reply))
+                results[name].append(once(x, enclave, reply, binary))
             finally:
                 hpke.bucket_size = shipped
     print(f"a {x.nbytes / 2**20:.2f} MiB float32 tensor, {args.rounds} interleaved rounds, median CPU:")
-    for name, label in (("pow2", "powers of two (before)"), ("padme", "Padmé above 64 KiB (shipped)")):
+    for name, _, _ in variants:
         rs = results[name]
         wire = rs[0][0]
-        print(f"  {label:<30} {wire / 2**20:6.2f} MiB on the wire ({wire / x.nbytes:4.2f}x the tensor); "
+        print(f"  {name:<30} {wire / 2**20:6.2f} MiB on the wire ({wire / x.nbytes:4.2f}x the tensor); "
               f"seal + encode {statistics.median(r[1] for r in rs) * 1000:6.1f} ms, decode + open {statistics.median(r[2] for r in rs) * 1000:6.1f} ms")
-    print(f"  wire bytes, Padmé / powers of two: {results['padme'][0][0] / results['pow2'][0][0]:.2f}")
+    first, last = results[variants[0][0]][0][0], results[variants[-1][0]][0][0]
+    print(f"  wire bytes, shipped / before: {last / first:.2f}")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,14 @@ class InProcessClient:
         return self.corrupt_attest(out) if self.corrupt_attest else out
 
     @contextlib.asynccontextmanager
-    async def stream(self, base_url, path, payload, *, receiver=None, timeout=None, max_bytes=None):
+    async def stream(self, base_url, path, payload, *, receiver=None, timeout=None, max_bytes=None, body=None, content_type=None):
         from omron_tee.errors import MinerError
         from omron_tee.protocol import InferRequest
 
         app = self.apps[base_url]
         try:
-            data = await app.answer_whole(app.open(InferRequest.from_json(json.loads(json.dumps(payload)))))
+            request = InferRequest.from_bytes(body) if body is not None else InferRequest.from_json(json.loads(json.dumps(payload)))
+            data = await app.answer_whole(app.open(request))
         except Exception as e:  # what the HTTP layer would turn into a refusal
             raise MinerError(str(e), reason=getattr(e, "reason", "error")) from None
         data = self.corrupt_infer(data) if self.corrupt_infer else data

@@ -201,3 +201,18 @@ def test_tensor_shapes_whose_product_wraps_int64_are_refused() -> None:
         with pytest.raises(OmronTeeError) as e:
             Tensor.from_json({"dtype": dtype, "shape": [1], "data": _b64(4)})
         assert e.value.reason == "malformed-message"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_binary_request_frames_never_crash(data) -> None:
+    """A miner meets the binary /infer frame from anyone: only a named refusal, never a crash."""
+    from omron_tee.protocol import InferRequest
+
+    for body in (data, b"OTIR\x01" + data):
+        try:
+            r = InferRequest.from_bytes(body)
+        except OmronTeeError as e:
+            assert e.reason
+        else:
+            assert r.to_bytes() == body and 1 <= len(r.key_id) <= 64 and r.sealed

@@ -68,6 +68,10 @@ class Request:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def infer(self) -> InferRequest:
+        """The sealed request, as a binary frame (what validators send) or JSON."""
+        return InferRequest.from_bytes(self.body) if self.body[:4] == b"OTIR" else InferRequest.from_json(self.json())
+
 
 @dataclass
 class Ctx:
@@ -136,7 +140,7 @@ def attest_json(ctx: Ctx, req: Request, *, hotkey: str | None = None, nonce: byt
 async def infer_json(ctx: Ctx, req: Request) -> bytes:
     """The genuine enclave's sealed answer stream (the name is historical: the body is frames, not JSON)."""
     assert ctx.enclave is not None
-    return await ctx.enclave.answer_whole(ctx.enclave.open(InferRequest.from_json(req.json())))
+    return await ctx.enclave.answer_whole(ctx.enclave.open(req.infer()))
 
 
 # --- behaviours ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omron_tee.exchange.requester import Answer, AnswerReader
-from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest
+from omron_tee.protocol import REQUEST_MEDIA_TYPE, AttestRequest, AttestResponse, InferRequest
 from omron_tee.wire.client import SignedClient
 
 async def _once(data: bytes):
@@ -36,7 +36,8 @@ async def answer(client: SignedClient, url: str, request: InferRequest, reader: 
                  on_part: Callable[[Any], Any] | None = None) -> Answer:
     """Send the sealed request and feed the answer's bytes to ``reader`` until it is verified."""
     reader.restart_clock()
-    async with client.stream(url, "/infer", request.to_json(), receiver=receiver, timeout=timeout, max_bytes=reader.workload.max_stream) as body:
+    async with client.stream(url, "/infer", None, body=request.to_bytes(), content_type=REQUEST_MEDIA_TYPE, receiver=receiver, timeout=timeout,
+                             max_bytes=reader.workload.max_stream) as body:
         # An answer that does not stream is read whole (one timer); a streamed one part by part.
         chunks = body if reader.workload.streamed else _once(await body.read())
         async for data in chunks:

@@ -4,8 +4,9 @@ Starlette, not FastAPI: three routes that read their own bodies need none of Fas
 request parsing, which cost the miner CPU on every request (``bench/bench_miner_http.py``
 measures the two side by side).
 
-Routes (POST bodies JSON, signed with btauth/1 for this miner's hotkey):
-``/attest`` (AttestRequest -> AttestResponse) and ``/infer`` (InferRequest ->
+Routes (POST bodies signed with btauth/1 for this miner's hotkey):
+``/attest`` (AttestRequest JSON -> AttestResponse) and ``/infer`` (InferRequest as a binary
+frame, ``REQUEST_MEDIA_TYPE``, or JSON ->
 the sealed answer stream, ``omron_tee.channel.stream``, for every workload:
 sent as the enclave produces it where the workload streams, whole
 otherwise). Refusals before the stream starts (auth, unknown key, a request
@@ -27,7 +28,7 @@ from starlette.routing import Route
 
 from omron_tee.chain.base import Chain
 from omron_tee.miner.trusted_app import TrustedApp
-from omron_tee.protocol import STREAM_MEDIA_TYPE, AttestRequest, InferRequest, loads
+from omron_tee.protocol import REQUEST_MEDIA_TYPE, STREAM_MEDIA_TYPE, AttestRequest, InferRequest, loads
 from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.server import authenticated, guarded, json_response, signed_route
 
@@ -72,7 +73,8 @@ def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> Starlette:
     async def infer(request: Request) -> Response:
         t0 = time.perf_counter()
         caller, body = await authenticated(request, verifier)
-        opened = app_core.open(InferRequest.from_json(loads(body, "request body")))
+        binary = request.headers.get("content-type", "").split(";")[0].strip() == REQUEST_MEDIA_TYPE
+        opened = app_core.open(InferRequest.from_bytes(body) if binary else InferRequest.from_json(loads(body, "request body")))
         headers = {"Cache-Control": "no-store"}
         if opened.streamed:
             log.info("request from %s: sealed, %d bytes in; answer streamed", caller[:10], len(body))

@@ -151,19 +151,21 @@ class SignedClient:
 
     @contextlib.asynccontextmanager
     async def stream(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None,
-                     max_bytes: int | None = None, broken: Reason = Reason.STREAM_TRUNCATED) -> AsyncIterator["ByteStream"]:
+                     max_bytes: int | None = None, broken: Reason = Reason.STREAM_TRUNCATED,
+                     body: bytes | None = None, content_type: str = "application/json") -> AsyncIterator["ByteStream"]:
         """POST ``payload`` as JSON and read the answer as it arrives: ``async with client.stream(...) as s:
         async for data in s``. One deadline for the whole exchange (every byte included), the size
         cap, the peer's named refusals, and one retry when a reused keep-alive connection turns out
         closed before the answer began (the race with the peer's idle close: never the peer's
-        fault). An answer that breaks off after it began is ``broken``."""
+        fault). An answer that breaks off after it began is ``broken``. ``body`` (with its
+        ``content_type``) sends bytes as they are instead of ``payload`` as JSON."""
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         limit = self._max_reply if max_bytes is None else max_bytes
-        body = dumps(payload)
+        body = dumps(payload) if body is None else body
         async with self._limit:
             for attempt in (0, 1):
                 headers = self.signer.headers("POST", path, body, receiver)
-                headers["Content-Type"] = "application/json"
+                headers["Content-Type"] = content_type
                 try:
                     resp = await self._open(base_url, path, body, headers, deadline, limit)
                 except _RETRYABLE as e:
