@@ -24,7 +24,7 @@ from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import Prober, ProbeResult
 from omron_tee.validator.releases import ReleaseWatcher
 from omron_tee.validator.scoring import Outcome, ScoreBook
-from omron_tee.transparency.records import AuditCommitment, WeightsEntry
+from omron_tee.transparency.records import AuditCommitment, ReceiptEntry, WeightsEntry
 from omron_tee.validator.weights import WEIGHTS_VERSION, WeightVector, weights_for
 
 log = logging.getLogger("omron_tee.validator")
@@ -94,6 +94,7 @@ class Validator:
         self.last_weights: dict[int, float] = {}
         self._cursor = 0
         self.verdicts: dict[str, LastVerdict] = {}  # hotkey -> the last benchmark verdict (api.verdicts tells the miner)
+        self._receipt_entries: dict[bytes, int] = {}  # receipt digest -> its audit log entry (one receipt, one entry)
         self.releases = ReleaseWatcher(chain, prober.policy.releases)
         prober.releases = self.releases.current
 
@@ -250,6 +251,16 @@ class Validator:
         self.metrics.weights_set(weights.as_dict(), error)
         self.on_event(ev)
         return ev
+
+    def log_receipt(self, digest: bytes, miner_hotkey: str, model_hash: bytes) -> int | None:
+        """Log a checked receipt's digest in the audit log (once); its entry's index, for the client's inclusion proof."""
+        if digest not in self._receipt_entries:
+            index = self.scores.log(ReceiptEntry(self.scores.clock(), digest.hex(), miner_hotkey, model_hash.hex()))
+            if index is None:
+                return None
+            self._receipt_entries[digest] = index
+            self.scores.flush()
+        return self._receipt_entries[digest]
 
     def commit_audit(self) -> AuditCommitment | None:
         """Commit the audit log's size and root on chain (None when there is nothing new, or the chain refused:

@@ -86,6 +86,9 @@ def test_openai_completions_stream_and_plain(tmp_path, llm_registry, llm_runtime
     for provenance in (last["omron_tee"], out["plain"][1]["omron_tee"]):
         check = verify_receipt_file(provenance["receipt_file"], policy=net.policy, verifiers=net.verifiers, workloads=default_workloads(), models=net.registry)
         assert check.ok and check.workload == "llm" and check.miner_hotkey == net.miners["honest"].hotkey, check.reasons
+    # ... and the validator logged it in its audit log, for an inclusion proof once it commits.
+    entries = [p["receipt_entry"] for p in (last["omron_tee"], out["plain"][1]["omron_tee"])]
+    assert all(isinstance(e, int) for e in entries) and len(set(entries)) == 2
     status, plain = out["plain"]
     assert status == 200 and plain["choices"][0]["text"] == expected.decode() and plain["usage"]["completion_tokens"] == N
     assert out["no_auth"] == 401 and out["bad_key"] == 401

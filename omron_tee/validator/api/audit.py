@@ -38,7 +38,6 @@ def _committed(validator: Any) -> tuple[int, bytes] | None:
 
 def add_routes(api: FastAPI, validator: Any, verifier: Any, limiter: Any, on_refusal: Any) -> None:
     store = validator.scores.store
-    digests: dict[bytes, int] = {}  # receipt digest -> its entry: a receipt recorded twice is one entry
 
     @api.get("/v1/audit")
     async def summary() -> Any:
@@ -75,10 +74,10 @@ def add_routes(api: FastAPI, validator: Any, verifier: Any, limiter: Any, on_ref
         if validator.metagraph is None or validator.metagraph.by_hotkey(check.miner_hotkey) is None:
             raise ProtocolError("the receipt's miner is not registered on this subnet", reason=Reason.BAD_RECEIPT)
         digest = receipt_digest(body["receipt"])
-        if digest not in digests:
-            digests[digest] = validator.scores.log(ReceiptEntry(validator.scores.clock(), digest.hex(), check.miner_hotkey, check.model_hash.hex()))
-            validator.scores.flush()
-        return {"index": digests[digest], "digest": digest.hex(), "committed": (_committed(validator) or (0,))[0] > digests[digest]}
+        index = validator.log_receipt(digest, check.miner_hotkey, check.model_hash)
+        if index is None:
+            raise ProtocolError("this validator keeps no audit log", reason=Reason.UNSUPPORTED)
+        return {"index": index, "digest": digest.hex(), "committed": (_committed(validator) or (0,))[0] > index}
 
     api.add_api_route("/v1/receipts", signed_route(verifier, record, log, on_refusal=on_refusal), methods=["POST"])
 

@@ -35,6 +35,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from omron_tee.errors import AuthError, MinerError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.exchange.receipt_file import ReceiptFile
+from omron_tee.transparency.records import receipt_digest
 from omron_tee.exchange.requester import AnswerReader, AttestedSession, seal_request
 from omron_tee.models.llama import MAX_NEW_TOKENS
 from omron_tee.protocol import REQUEST_MEDIA_TYPE, dumps, field_of, loads
@@ -351,8 +352,12 @@ class _Started:
     def provenance(self, answer: Any) -> dict[str, Any]:
         """Who answered, and the receipt file the validator checked (the client may keep and re-check it)."""
         file = ReceiptFile.of(answer, self.owner.prober.workloads)
+        receipt = file.receipt.to_json()
+        # Logged in the audit log: after the next commitment, GET /v1/receipts/{entry}/proof proves it is there.
+        entry = self.owner.validator.log_receipt(receipt_digest(receipt), self.neuron.hotkey, file.receipt.model_hash)
         return {"miner_hotkey": self.neuron.hotkey, "miner_uid": self.neuron.uid, "checked_by": "validator",
-                "ttft_ms": round(answer.ttft_s * 1000, 1) if answer.ttft_s is not None else None, "receipt_file": file.to_json()}
+                "ttft_ms": round(answer.ttft_s * 1000, 1) if answer.ttft_s is not None else None, "receipt_file": file.to_json(),
+                "receipt_entry": entry}
 
 
 def _usage(answer: Any) -> dict[str, int]:
