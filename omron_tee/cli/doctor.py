@@ -54,6 +54,10 @@ def main(argv: list[str]) -> int:
             args.chain_path = str(existing_chain_path(args.chain_path, "is the network running? (name it with --chain.path)"))
             written = Path(args.chain_path).with_name("policy.toml")  # what `omron-tee localnet` wrote for its validators
             args.policy = str(written) if written.exists() else None
+        if not is_local(args.network) and not args.policy:
+            from omron_tee.errors import ConfigError
+
+            raise ConfigError(f"on '{args.network}' the doctor needs --policy FILE: the attestation policy the subnet's validators use")
         policy = load_policy(argparse.Namespace(policy=args.policy, chain_path=args.chain_path), args.network, models)
         with _connect(args, existing=True) as chain:
             d = run_async(diagnose(chain, wallet, policy=policy, models=models, timeout=args.timeout, ask_validators=not args.no_validators))

@@ -30,3 +30,7 @@ def test_a_doctor_mistake_is_one_clear_line(net, tmp_path) -> None:
     missing = subprocess.run([sys.executable, "-m", "omron_tee.cli", "miner", "doctor", "--wallet.name", "nobody", "--wallet.path", str(tmp_path),
                               "--chain.path", str(net.chain_path)], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "no hotkey" in missing.stderr
+    wallet = net.wallet_args("miner-honest")
+    no_policy = subprocess.run([sys.executable, "-m", "omron_tee.cli", "miner", "doctor", *wallet, "--subtensor.network", "ws://127.0.0.1:1"],
+                               capture_output=True, text=True, timeout=60)
+    assert no_policy.returncode == 2 and "needs --policy FILE" in no_policy.stderr and "Traceback" not in no_policy.stderr
