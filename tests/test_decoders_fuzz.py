@@ -216,3 +216,34 @@ def test_binary_request_frames_never_crash(data) -> None:
             assert e.reason
         else:
             assert r.to_bytes() == body and 1 <= len(r.key_id) <= 64 and r.sealed
+
+
+def test_sealed_attachments_round_trip_and_refuse_what_does_not_add_up() -> None:
+    from omron_tee.protocol import decode_sealed, encode_sealed
+
+    obj = {"input": {"dtype": "float32", "shape": [2], "data": b"\x00\x01\x02\x03\x04\x05\x06\x07"}, "n": [1, {"x": b"yz"}]}
+    wire = encode_sealed(obj)
+    assert wire.startswith(b"OTSB") and decode_sealed(wire, "t") == obj
+    assert decode_sealed(encode_sealed({"a": 1}), "t") == {"a": 1} and not encode_sealed({"a": 1}).startswith(b"OTSB")
+    import json as _json
+
+    header = _json.dumps({"b": [3], "j": {"k": {"$blob": 0}}}).encode()
+    good = b"OTSB\x01" + len(header).to_bytes(4, "big") + header + b"abc"
+    assert decode_sealed(good, "t") == {"k": b"abc"}
+    bad = [good + b"x", good[:-1], good.replace(b'"$blob": 0', b'"$blob": 1'), b"OTSB\x01" + b"\xff\xff\xff\xff" + header,
+           b"OTSB\x01" + len(header).to_bytes(4, "big") + header.replace(b"[3]", b"[1, 2]") + b"abc"]
+    for b in bad:
+        with pytest.raises(OmronTeeError):
+            decode_sealed(b, "t")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_sealed_attachment_frames_never_crash(data) -> None:
+    from omron_tee.protocol import decode_sealed
+
+    for body in (data, b"OTSB\x01" + data, b"OTSB\x01" + len(data).to_bytes(4, "big") + data):
+        try:
+            decode_sealed(body, "t")
+        except OmronTeeError as e:
+            assert e.reason

@@ -29,7 +29,7 @@ from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.keys import EnclaveKeys
 from omron_tee.errors import LIBRARY_DECODE_ERRORS, AuthError, ChannelError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.models.registry import ModelRegistry
-from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, ReplyRoute, SealedRequest, loads
+from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, ReplyRoute, SealedRequest, decode_sealed
 from omron_tee.reasons import Reason
 from omron_tee.workloads import default_workloads
 from omron_tee.workloads.base import Produced, Served, Workload, Workloads
@@ -136,7 +136,7 @@ class TrustedApp:
         keys = self.keys(request.key_id)
         plaintext = keys.hpke.open(request.sealed, request_info(request.key_id))
         try:
-            fields = loads(plaintext, "sealed request")
+            fields = decode_sealed(plaintext, "sealed request")
             route = ReplyRoute.from_dict(fields)
             kem = KemSuite.parse(route.reply_kem)
         except (ProtocolError, ChannelError):

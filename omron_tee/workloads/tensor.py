@@ -57,6 +57,10 @@ class Tensor:
     def to_json(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "shape": list(self.shape), "data": b64(self.data)}
 
+    def to_wire(self) -> dict[str, Any]:
+        """As ``to_json`` with the data as bytes: a binary attachment inside a seal (``protocol.encode_sealed``)."""
+        return {"dtype": self.dtype, "shape": list(self.shape), "data": self.data}
+
     @classmethod
     def from_json(cls, data: Any) -> "Tensor":
         dtype = field_of(data, "dtype", "tensor")
@@ -71,7 +75,8 @@ class Tensor:
             expected *= d
         if expected > MAX_TENSOR_BYTES:
             raise ProtocolError(f"tensor of shape {shape} exceeds {MAX_TENSOR_BYTES} bytes", reason=Reason.TOO_LARGE)
-        raw = unb64(field_of(data, "data", "tensor"), "tensor.data")
+        raw = field_of(data, "data", "tensor")
+        raw = raw if isinstance(raw, bytes) else unb64(raw, "tensor.data")  # an attachment, or base64 in JSON
         if len(raw) != expected:
             raise ProtocolError(f"tensor data has {len(raw)} bytes, shape {shape} of {dtype} needs {expected}")
         return cls(dtype, tuple(shape), raw)
@@ -155,7 +160,7 @@ class TensorWorkload(Workload[np.ndarray, TensorResult]):
     max_stream = 16 * 1024 * 1024
 
     def encode_input(self, spec: ModelSpec, value: np.ndarray) -> Json:
-        return Tensor.from_array(value).to_json()
+        return Tensor.from_array(value).to_wire()
 
     def decode_input(self, spec: ModelSpec, data: Json) -> np.ndarray:
         # The runtime checks dtype and shape against the spec (a named bad-input refusal).
@@ -166,7 +171,7 @@ class TensorWorkload(Workload[np.ndarray, TensorResult]):
 
     def prepare_input(self, spec: ModelSpec, value: np.ndarray) -> tuple[Json, bytes]:
         t = Tensor.from_array(value)  # one canonical encoding for the wire and the hash
-        return t.to_json(), t.digest()
+        return t.to_wire(), t.digest()
 
     def accept_input(self, spec: ModelSpec, data: Json) -> tuple[np.ndarray, bytes]:
         t = Tensor.from_json(data)
