@@ -83,75 +83,11 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-# A sealed plaintext with binary attachments: JSON whose ``bytes`` values travel as they are after
-# it, not as base64 inside it (a tensor's data: a third smaller, and no base64 work on either side).
-_BLOBS_MAGIC = b"OTSB\x01"
-MAX_BLOBS = 16
-
-
-def encode_sealed(obj: Any) -> bytes:
-    """``obj`` as JSON, or, when it holds ``bytes`` values, as magic ‖ u32 header length ‖ header
-    ‖ the blobs; the header is ``{"b": [blob lengths], "j": obj}`` with each value ``{"$blob": i}``."""
-    blobs: list[bytes] = []
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, (bytes, bytearray, memoryview)):
-            blobs.append(bytes(v))
-            return {"$blob": len(blobs) - 1}
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [walk(x) for x in v]
-        return v
-
-    body = walk(obj)
-    if not blobs:
-        return dumps(obj)
-    if len(blobs) > MAX_BLOBS:
-        raise ProtocolError(f"at most {MAX_BLOBS} binary attachments")
-    header = dumps({"b": [len(b) for b in blobs], "j": body})
-    return _BLOBS_MAGIC + len(header).to_bytes(4, "big") + header + b"".join(blobs)
-
-
-def decode_sealed(data: bytes, what: str) -> Any:
-    """``encode_sealed``'s inverse, bounded like every peer's JSON (``untrusted``): the header's size,
-    depth and elements, at most ``MAX_BLOBS`` attachments whose lengths add up to what follows."""
-    if not data.startswith(_BLOBS_MAGIC):
-        return loads(data, what)
-    n = len(_BLOBS_MAGIC)
-    if len(data) < n + 4:
-        raise ProtocolError(f"{what} is cut short")
-    size = int.from_bytes(data[n:n + 4], "big")
-    if size > untrusted.MAX_JSON_BYTES or n + 4 + size > len(data):
-        raise ProtocolError(f"{what} has an impossible header length")
-    header = loads(data[n + 4:n + 4 + size], what)
-    lengths = header.get("b") if isinstance(header, dict) else None
-    if (not isinstance(lengths, list) or len(lengths) > MAX_BLOBS or not all(type(x) is int and x >= 0 for x in lengths)
-            or sum(lengths) != len(data) - n - 4 - size or "j" not in header):
-        raise ProtocolError(f"{what}'s attachments do not match its header")
-    blobs, at = [], n + 4 + size
-    for length in lengths:
-        blobs.append(data[at:at + length])
-        at += length
-    used: set[int] = set()
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, dict):
-            if set(v) == {"$blob"}:
-                i = v["$blob"]
-                if type(i) is not int or not 0 <= i < len(blobs) or i in used:
-                    raise ProtocolError(f"{what} names an attachment it does not carry")
-                used.add(i)
-                return blobs[i]
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        return v
-
-    out = walk(header["j"])
-    if len(used) != len(blobs):
-        raise ProtocolError(f"{what} carries attachments it does not name")
-    return out
+# Sealed plaintexts with binary attachments (``untrusted.dumps_attached``): a tensor's bytes travel
+# after the JSON, not as base64 inside it.
+encode_sealed = untrusted.dumps_attached
+decode_sealed = untrusted.loads_attached
+MAX_BLOBS = untrusted.MAX_ATTACHMENTS
 
 
 # --- miner endpoints ---------------------------------------------------------

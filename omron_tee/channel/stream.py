@@ -20,7 +20,6 @@ do show, as in any streamed answer.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from typing import Any
@@ -47,10 +46,6 @@ FLAG_FINAL = 1
 
 def stream_info(nonce: bytes) -> bytes:
     return STREAM_INFO + b"\0" + nonce
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def frame(data: bytes) -> bytes:
@@ -114,7 +109,7 @@ class ChunkSealer:
             raise ChannelError("stream already ended", reason=Reason.STREAM_CLOSED)
         self.seq += 1
         flag = FLAG_FINAL if final else FLAG_MORE
-        body = _dumps({"i": self.seq, **chunk})
+        body = untrusted.dumps_attached({"i": self.seq, **chunk})  # bytes in a part travel as attachments
         padded = pad(body, MIN_FINAL_BUCKET if final else MIN_CHUNK_BUCKET)
         ct = self._aead.encrypt(self.seq.to_bytes(12, "big"), padded, _aad(self._nonce, self.seq, flag))
         self.closed = final
@@ -143,7 +138,7 @@ class ChunkOpener:
         except InvalidTag:
             raise ChannelError(f"stream chunk {seq} does not authenticate (tampered, reordered or missing chunk)", reason=Reason.STREAM_TAMPERED) from None
         try:
-            chunk = untrusted.loads(unpad(padded, reason=Reason.STREAM_MALFORMED), "stream chunk", max_bytes=self._max_chunk)
+            chunk = untrusted.loads_attached(unpad(padded, reason=Reason.STREAM_MALFORMED), "stream chunk", max_bytes=self._max_chunk)
         except ProtocolError as e:
             # Authenticated, so the enclave's own bytes: still the miner's fault, named.
             raise ChannelError(f"stream chunk {seq} is malformed: {e}", reason=Reason.STREAM_MALFORMED) from None

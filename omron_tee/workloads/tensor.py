@@ -180,7 +180,7 @@ class TensorWorkload(Workload[np.ndarray, TensorResult]):
     async def produce(self, served: Served, value: np.ndarray, out: Produced) -> AsyncIterator[Json]:
         output = Tensor.from_array(await run_tensor(served.runtime, value))
         out.output_hash = output.digest()
-        yield {"output": output.to_json()}
+        yield {"output": output.to_wire()}
 
     def collector(self, spec: ModelSpec, value: np.ndarray) -> Collector[TensorResult]:
         return _TensorCollector()
