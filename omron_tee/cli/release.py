@@ -63,6 +63,8 @@ def register(subparsers: Any) -> None:
     _chain_flags(ls)
     ls.add_argument("--publisher", default="owner", help='whose releases: "owner" (default: the subnet owner) or an ss58 hotkey')
     ls.add_argument("--min-age-blocks", type=int, default=0, help="say which builds have passed this timelock (the policy's releases.min_age_blocks)")
+    ls.add_argument("--history", action="store_true", help="also every release commitment the chain keeps, oldest first "
+                    "(the embedded chain keeps them all; subtensor only the latest)")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(handler=list_cmd)
 
@@ -160,19 +162,31 @@ def _release_json(release: Any) -> dict[str, Any]:
 
 
 def list_cmd(args: argparse.Namespace) -> int:
-    from omron_tee.attestation.validate.releases import ReleasePolicy
+    from omron_tee.attestation.validate.releases import ReleasePolicy, releases_in
     from omron_tee.validator.releases import read_releases
 
     try:
         with _connect(args, existing=True) as chain:
             log = read_releases(chain, ReleasePolicy(True, args.publisher, args.min_age_blocks))
+            commits = chain.commitments() if args.history else ()
     except OmronTeeError as e:
         return _fail(e)
     rows = [{**_release_json(p.release), "block": p.block, "age_blocks": log.block - p.block,
              "earning": log.block - p.block >= args.min_age_blocks} for p in log.releases]
+    history = []
+    for c in commits:
+        listed = releases_in(c.data) if c.hotkey == log.publisher else None
+        if listed is not None:
+            history.append({"block": c.block, "builds": [_release_json(r) for r in listed.values()]})
     if args.json:
-        print(json.dumps({"publisher": log.publisher, "block": log.block, "releases": rows}, indent=2))
+        print(json.dumps({"publisher": log.publisher, "block": log.block, "releases": rows,
+                          **({"history": history} if args.history else {})}, indent=2))
         return 0
+    if args.history:
+        print(f"release commitments by {log.publisher}, oldest first:")
+        for h in history:
+            builds = ", ".join(f"{b['label']} ({b['tee']} {b['measurement'][:12]}…)" for b in h["builds"]) or "none (everything withdrawn)"
+            print(f"  block {h['block']:>7}  {builds}")
     print(f"builds published by {log.publisher} now, as of block {log.block}:" if rows else f"no build published by {log.publisher} (block {log.block})")
     for r in rows:
         state = "may earn" if r["earning"] else f"timelocked ({args.min_age_blocks - r['age_blocks']} blocks to go)"

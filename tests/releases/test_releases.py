@@ -152,8 +152,9 @@ def test_on_the_network_unpublished_and_too_recent_builds_are_refused_and_a_publ
         llm = next(r for r in listed["releases"] if r["label"] == "v1-llm")
         withdrawn = _cli("release", "withdraw", "--measurement", llm["measurement"], *chain_args, *wallet_args)
         assert withdrawn.returncode == 0, withdrawn.stderr
-        listed = json.loads(_cli("release", "list", *chain_args, "--json").stdout)
+        listed = json.loads(_cli("release", "list", *chain_args, "--json", "--history").stdout)
         assert [(r["label"], r["block"]) for r in listed["releases"]] == [("v1", at_publication(listed))]
+        assert [sorted(b["label"] for b in h["builds"]) for h in listed["history"]] == [["v1"], ["v1", "v1-llm"], ["v1"]]
 
         async def rounds():
             v = net.validator(tmp_path / "scores.sqlite", timeout=2.0, policy=policy)
