@@ -18,6 +18,7 @@ from typing import Any
 from omron_tee.errors import OmronTeeError
 
 MAX_REPLY = 128 * 1024 * 1024
+MAX_ENTRIES = 10_000_000  # what one audit downloads at most (the validator says how many it committed)
 
 
 def register(subparsers: Any) -> None:
@@ -31,11 +32,12 @@ def register(subparsers: Any) -> None:
     w.add_argument("--validator", required=True, metavar="URL", help="the validator's API, e.g. http://127.0.0.1:8092")
     _chain_flags(w)
     w.add_argument("--timeout", type=float, default=30.0, help="seconds per request to the validator (default: %(default)s)")
+    w.add_argument("--max-entries", type=int, default=MAX_ENTRIES, help="refuse a log longer than this (default: %(default)s)")
     w.add_argument("--json", action="store_true", help="print one JSON object")
     w.set_defaults(handler=weights_cmd)
 
 
-def fetch_log(url: str, *, timeout: float) -> tuple[str, str | None, list[bytes]]:
+def fetch_log(url: str, *, timeout: float, max_entries: int = MAX_ENTRIES) -> tuple[str, str | None, list[bytes]]:
     """The validator's hotkey, its log's name and every committed entry it serves (bounded: its replies are hostile input)."""
     import httpx
 
@@ -58,6 +60,8 @@ def fetch_log(url: str, *, timeout: float) -> tuple[str, str | None, list[bytes]
     head = get("/v1/audit")
     if not isinstance(head, dict) or not isinstance(head.get("validator"), str) or not isinstance(head.get("size"), int):
         raise OmronTeeError(f"{url}/v1/audit is not an omron-tee validator's audit summary")
+    if not 0 <= head["size"] <= max_entries:
+        raise OmronTeeError(f"{url} says it committed {head['size']} entries; this audit reads at most {max_entries} (--max-entries)")
     entries: list[bytes] = []
     while len(entries) < head["size"]:
         page = get(f"/v1/audit/entries?offset={len(entries)}&limit=1000")
@@ -68,6 +72,8 @@ def fetch_log(url: str, *, timeout: float) -> tuple[str, str | None, list[bytes]
             entries += [base64.b64decode(e, validate=True) for e in got]
         except (TypeError, ValueError):
             raise OmronTeeError(f"{url} served an entry that is not base64") from None
+        if len(entries) > head["size"]:
+            raise OmronTeeError(f"{url} served more entries than the {head['size']} it committed")
     log_id = head.get("log_id") if isinstance(head.get("log_id"), str) else None
     return head["validator"], log_id, entries
 
@@ -78,7 +84,7 @@ def weights_cmd(args: argparse.Namespace) -> int:
     from omron_tee.validator.audit import audit
 
     try:
-        hotkey, log_id, entries = fetch_log(args.validator, timeout=args.timeout)
+        hotkey, log_id, entries = fetch_log(args.validator, timeout=args.timeout, max_entries=args.max_entries)
         with _connect(args, existing=True) as chain:
             commitments = [(c.block, a) for c in chain.commitments() if c.hotkey == hotkey and (a := AuditCommitment.from_commitment(c.data))]
             mg = chain.metagraph()

@@ -13,8 +13,8 @@ exactly the numbers the validator scored with. Four kinds:
               what replaying the log before it gives)
 
 Entries are hostile input to an auditor: ``decode`` bounds them and names what is wrong.
-After each weight set the validator commits ``otee-audit/1 <size> <root>`` on chain: the
-RFC 9162 root of its first ``size`` entries (``transparency.merkle``).
+After each weight set the validator commits ``otee-audit/1 <log id> <size> <root>`` on chain:
+the RFC 9162 root of its log's first ``size`` entries (``transparency.merkle``).
 """
 
 from __future__ import annotations
@@ -93,9 +93,39 @@ def encode(entry: Entry) -> bytes:
     return canonical(asdict(entry))
 
 
-def _finite(x: Any, what: str) -> None:
-    if isinstance(x, float) and not math.isfinite(x):
-        raise ProtocolError(f"audit entry: {what} is not finite")
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _opt(check: Any) -> Any:
+    return lambda v: v is None or check(v)
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _map(key: Any, value: Any) -> Any:
+    return lambda v: isinstance(v, dict) and all(key(k) and value(x) for k, x in v.items())
+
+
+# What each field of each kind must hold: an auditor computes with these numbers, so a string
+# where a latency belongs must be a named refusal here, not a crash in the replay.
+_FIELD_TYPES: dict[type, dict[str, Any]] = {
+    OutcomeEntry: {"t": _num, "hotkey": _str, "uid": _int, "ok": _bool, "reason": _str, "latency_s": _opt(_num),
+                   "attestation_accepted": _opt(_bool), "correct": _opt(_bool), "kind": _str, "latency_class": _str},
+    WeightsEntry: {"block": _int, "version": _int, "top_k": _int, "uids": _map(_str, _int), "weights": _map(_str, _num)},
+    ReceiptEntry: {"t": _num, "digest": _str, "miner_hotkey": _str, "model_hash": _str},
+    SnapshotEntry: {"t": _num, "records": _map(_str, lambda v: isinstance(v, dict))},
+}
 
 
 def decode(data: bytes) -> Entry:
@@ -106,15 +136,13 @@ def decode(data: bytes) -> Entry:
     if not isinstance(obj, dict) or obj.get("type") not in _KINDS:
         raise ProtocolError("audit entry of no known type")
     cls = _KINDS[obj.pop("type")]
-    names = {f for f in cls.__dataclass_fields__ if f != "type"}
-    if set(obj) != names:
-        raise ProtocolError(f"audit {cls.__name__} has fields {sorted(obj)}, not {sorted(names)}")
-    try:
-        entry = cls(**obj)
-    except TypeError as e:
-        raise ProtocolError(f"malformed audit entry: {e}") from None
-    for k, v in obj.items():
-        _finite(v, k)
+    types = _FIELD_TYPES[cls]
+    if set(obj) != set(types):
+        raise ProtocolError(f"audit {cls.__name__} has fields {sorted(obj)}, not {sorted(types)}")
+    bad = sorted(k for k, check in types.items() if not check(obj[k]))
+    if bad:
+        raise ProtocolError(f"audit {cls.__name__}: {', '.join(bad)} not of the kind the entry holds")
+    entry = cls(**obj)
     if encode(entry) != data:
         raise ProtocolError("audit entry is not in canonical form")  # one entry, one encoding, one hash
     return entry

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from omron_tee.errors import ProtocolError
 from omron_tee.transparency import records
 from omron_tee.transparency.merkle import MerkleLog
-from omron_tee.validator.scoring import MinerRecord, Outcome, ScoreBook, _fields
+from omron_tee.validator.scoring import MinerRecord, Outcome, ScoreBook, snapshot_of
 from omron_tee.validator.weights import WEIGHTS_VERSION, weights_for
 
 CHAIN_TOLERANCE = 2.0 / 65535  # subtensor stores weights as u16; the embedded chain as floats
@@ -77,18 +77,13 @@ class _Replay:
 
 
 def _load_snapshot(book: ScoreBook, snap: records.SnapshotEntry) -> None:
-    from collections import deque
-
-    from omron_tee.validator.scoring import LATENCY_WINDOW
-
+    """Start the book again from a snapshot's records (``ValueError`` for one that does not read as records)."""
+    try:
+        loaded = {h: MinerRecord.from_fields(h, r["uid"], r["score"], r) for h, r in snap.records.items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"a snapshot record does not read ({type(e).__name__}: {e})") from None
     book.records.clear()
-    for hotkey, r in snap.records.items():
-        book.records[hotkey] = MinerRecord(
-            hotkey=hotkey, uid=int(r["uid"]), score=float(r["score"]), requests=r["requests"], attestations_accepted=r["attestations_accepted"],
-            attestations_rejected=r["attestations_rejected"], correct=r["correct"], incorrect=r["incorrect"], failures=r["failures"],
-            reasons=dict(r["reasons"]), latencies=deque(r["latencies"], maxlen=LATENCY_WINDOW),
-            zk_latencies=deque(r["zk_latencies"], maxlen=LATENCY_WINDOW), llm_latencies=deque(r["llm_latencies"], maxlen=LATENCY_WINDOW),
-            last_seen=float(r["last_seen"]), streak=int(r["streak"]), strikes=int(r["strikes"]))
+    book.records.update(loaded)
     book.invalidate()
 
 
@@ -112,11 +107,15 @@ def replay(entries: Sequence[bytes], *, validator_hotkey: str, registered: Mappi
             state.receipts += 1
         elif isinstance(e, records.SnapshotEntry):
             if state.book.records:
-                mine = {h: _fields(r) | {"uid": r.uid, "score": r.score} for h, r in state.book.records.items()}
+                mine = snapshot_of(state.book.records)
                 if mine != e.records:
                     differ = sorted(h for h in set(mine) | set(e.records) if mine.get(h) != e.records.get(h))
                     state.problems.append(f"entry {i}: the validator restarted from score records that its log does not give ({len(differ)} differ)")
-            _load_snapshot(state.book, e)
+            try:
+                _load_snapshot(state.book, e)
+            except ValueError as err:
+                state.problems.append(f"entry {i} is malformed: {err}")
+                return state
         elif isinstance(e, records.WeightsEntry):
             if e.version != WEIGHTS_VERSION:
                 state.problems.append(f"entry {i}: weights by rule version {e.version}; this auditor replays version {WEIGHTS_VERSION} (use that release)")

@@ -113,6 +113,11 @@ def next_streak(streak: int, verdict: Verdict) -> int:
     return streak
 
 
+def samples_needed(strikes: int) -> int:
+    """Verified answers in a row a miner with ``strikes`` in all needs before it earns weight."""
+    return PROBATION_SAMPLES * min(strikes, MAX_PROBATION_STRIKES) if strikes else MIN_SAMPLES
+
+
 def earns(streak: int, strikes: int) -> bool:
     """Whether a miner with ``streak`` verified answers since its last strike, and ``strikes`` in all, earns weight."""
-    return streak >= (PROBATION_SAMPLES * min(strikes, MAX_PROBATION_STRIKES) if strikes else MIN_SAMPLES)
+    return streak >= samples_needed(strikes)

@@ -14,6 +14,7 @@ updates are kept in memory and flushed about once a second, so a crash loses at 
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 import threading
 import time
@@ -87,6 +88,36 @@ class MinerRecord:
     def pool(self, latency_class: str) -> deque[float]:
         return {"zk": self.zk_latencies, "llm": self.llm_latencies}.get(latency_class, self.latencies)
 
+    @classmethod
+    def from_fields(cls, hotkey: str, uid: int, score: float, r: dict[str, object]) -> "MinerRecord":
+        """A record from its stored fields (``_fields``; the store's, or an audit snapshot's). Raises
+        ``KeyError``/``TypeError``/``ValueError`` for fields that are missing or of the wrong kind."""
+        def window(key: str) -> deque[float]:
+            xs = r.get(key, [])
+            if not isinstance(xs, list):
+                raise TypeError(f"{key} is not a list")
+            return deque((_finite(x) for x in xs), maxlen=LATENCY_WINDOW)
+
+        reasons = r["reasons"]
+        if not isinstance(reasons, dict) or not all(isinstance(k, str) and type(v) is int for k, v in reasons.items()):
+            raise TypeError("reasons is not a table of counts")
+        return cls(hotkey=hotkey, uid=int(uid), score=_finite(score), requests=int(r["requests"]),
+                   attestations_accepted=int(r["attestations_accepted"]), attestations_rejected=int(r["attestations_rejected"]),
+                   correct=int(r["correct"]), incorrect=int(r["incorrect"]), failures=int(r["failures"]), reasons=dict(reasons),
+                   latencies=window("latencies"), zk_latencies=window("zk_latencies"), llm_latencies=window("llm_latencies"),
+                   last_seen=_finite(r.get("last_seen", 0.0)), streak=int(r.get("streak", 0)), strikes=int(r.get("strikes", 0)))
+
+
+def _finite(x: object) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise ValueError(f"{x!r} is not a finite number")
+    return float(x)
+
+
+def snapshot_of(records: dict[str, MinerRecord]) -> dict[str, dict[str, object]]:
+    """Every record's fields with its uid and score: what an audit snapshot holds."""
+    return {h: _fields(r) | {"uid": r.uid, "score": r.score} for h, r in records.items()}
+
 
 class ScoreBook:
     """Every miner's record, in memory, persisted through ``ScoreStore``; the rule is ``reward``'s."""
@@ -103,28 +134,11 @@ class ScoreBook:
         # otherwise sorts every recent latency for every answer (1 ms a probe at 128 miners).
         self._pooled: dict[str, tuple[frozenset[str], list[float]]] = {}
         for hotkey, uid, score, r in self._store.load():
-            self.records[hotkey] = MinerRecord(
-                hotkey=hotkey,
-                uid=uid,
-                score=score,
-                requests=r["requests"],
-                attestations_accepted=r["attestations_accepted"],
-                attestations_rejected=r["attestations_rejected"],
-                correct=r["correct"],
-                incorrect=r["incorrect"],
-                failures=r["failures"],
-                reasons=r["reasons"],
-                latencies=deque(r["latencies"], maxlen=LATENCY_WINDOW),
-                zk_latencies=deque(r.get("zk_latencies", []), maxlen=LATENCY_WINDOW),
-                llm_latencies=deque(r.get("llm_latencies", []), maxlen=LATENCY_WINDOW),
-                last_seen=float(r.get("last_seen", 0.0)),
-                streak=int(r.get("streak", 0)),
-                strikes=int(r.get("strikes", 0)),
-            )
+            self.records[hotkey] = MinerRecord.from_fields(hotkey, uid, score, r)
         # The audit log (validator.ledger); a book kept before the log existed starts it with a snapshot.
         self.ledger = Ledger(self._store.audit_entries()) if audit else None
         if self.ledger is not None and not len(self.ledger) and self.records:
-            self.ledger.append(SnapshotEntry(self.clock(), {h: _fields(r) | {"uid": r.uid, "score": r.score} for h, r in self.records.items()}))
+            self.ledger.append(SnapshotEntry(self.clock(), snapshot_of(self.records)))
 
     def record(self, hotkey: str, uid: int, *, keep: bool = False) -> MinerRecord:
         """The hotkey's record; a new one if it is new or its uid changed (unless ``keep``: relayed

@@ -185,6 +185,27 @@ def test_a_validator_that_lost_its_store_is_audited_on_its_new_log_and_the_old_o
     assert any("newest root on chain is of log" in p for p in stale.problems)
 
 
+def _outcome(**change):
+    base = {"type": "outcome", "t": 1.0, "hotkey": "h", "uid": 1, "ok": True, "reason": "ok", "latency_s": 0.01, "attestation_accepted": True,
+            "correct": True, "kind": "benchmark", "latency_class": "tee"}
+    return records.canonical(base | change)
+
+
+_RECORD = {"uid": 1, "score": 0.5, "requests": 1, "attestations_accepted": 1, "attestations_rejected": 0, "correct": 1, "incorrect": 0,
+           "failures": 0, "reasons": {}, "latencies": [0.01]}
+
+
+@pytest.mark.parametrize("data", [_outcome(latency_s="slow"), _outcome(uid="1"), _outcome(uid=True), _outcome(t=None), _outcome(ok=1),
+                                  records.canonical({"type": "weights", "block": 1, "version": 2, "top_k": 16, "uids": {"h": "1"}, "weights": {}}),
+                                  records.canonical({"type": "snapshot", "t": 1.0, "records": {"h": {"x": 1}}}),
+                                  records.canonical({"type": "snapshot", "t": 1.0, "records": {"h": _RECORD | {"latencies": ["x"]}}}),
+                                  records.canonical({"type": "snapshot", "t": 1.0, "records": {"h": _RECORD | {"reasons": {"ok": "1"}}}})])
+def test_entries_of_the_wrong_kind_are_named_not_crashes(data):
+    """A lying validator serves well-formed JSON with a string where a latency belongs: the auditor names it."""
+    r = auditor.replay([data] * 20, validator_hotkey="v")
+    assert r.problems and "entry 0 is malformed" in r.problems[0], r.problems
+
+
 @pytest.mark.parametrize("data", [b"", b"{}", b'{"type":"outcome"}', b"[1]", b'{"type":"weights","block":1}', b"x" * 70000,
                                   records.canonical({"type": "receipt", "t": 1.0, "digest": "00", "miner_hotkey": "m", "model_hash": "00"}) + b" "])
 def test_malformed_entries_are_named_not_crashes(data):

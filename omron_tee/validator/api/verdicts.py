@@ -32,10 +32,7 @@ def verdict_of(validator: Any, hotkey: str) -> dict[str, Any]:
     neuron = validator.metagraph.by_hotkey(hotkey) if validator.metagraph else None
     rec = validator.scores.records.get(hotkey)
     last = validator.verdicts.get(hotkey)
-    needed = 0
-    if rec is not None and not rec.earning:
-        want = reward.PROBATION_SAMPLES * min(rec.strikes, reward.MAX_PROBATION_STRIKES) if rec.strikes else reward.MIN_SAMPLES
-        needed = max(0, want - rec.streak)
+    needed = max(0, reward.samples_needed(rec.strikes) - rec.streak) if rec is not None else 0
     return {
         "validator": validator.hotkey,
         "miner": hotkey,
