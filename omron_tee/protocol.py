@@ -87,7 +87,6 @@ def dumps(obj: Any) -> bytes:
 # after the JSON, not as base64 inside it.
 encode_sealed = untrusted.dumps_attached
 decode_sealed = untrusted.loads_attached
-MAX_BLOBS = untrusted.MAX_ATTACHMENTS
 
 
 # --- miner endpoints ---------------------------------------------------------

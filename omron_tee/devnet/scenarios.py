@@ -252,10 +252,10 @@ async def _doctor_demo(net: LocalNet, validator: Validator, console: Console) ->
     as its own hotkey, and the validator's own verdict on it, signed."""
     from omron_tee.doctor import diagnose
 
-    name = next((f"localnet-miner{i}" for i, w in enumerate(net.miner_wallets) if net.roles[w.hotkey.ss58_address].name == "unapproved"), None)
-    if name is None:
+    i = next((i for i, w in enumerate(net.miner_wallets) if net.roles[w.hotkey.ss58_address].name == "unapproved"), None)
+    if i is None:
         return {}
-    wallet = next(w for w in net.miner_wallets if net.roles[w.hotkey.ss58_address].name == "unapproved")
+    name, wallet = f"localnet-miner{i}", net.miner_wallets[i]
     d = await diagnose(net.chain, wallet, policy=validator.prober.policy, models=validator.prober.models, timeout=5.0)
     console.step(f"miner doctor: the operator of uid {d.uid} (unapproved) asks what validators conclude (`omron-tee miner doctor --wallet.name {name}`)")
     for f in ([d.local] if d.local else []) + list(d.validators):

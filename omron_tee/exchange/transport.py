@@ -32,12 +32,17 @@ async def attest(client: SignedClient, url: str, request: AttestRequest, *, rece
     return AttestResponse.from_json(raw), time.perf_counter() - t0
 
 
+def infer(client: SignedClient, url: str, request: InferRequest, *, receiver: str, timeout: float, max_bytes: int):
+    """The miner's answer stream to ``request`` (``async with``), the request sent as a binary frame."""
+    return client.stream(url, "/infer", None, body=request.to_bytes(), content_type=REQUEST_MEDIA_TYPE, receiver=receiver, timeout=timeout,
+                         max_bytes=max_bytes)
+
+
 async def answer(client: SignedClient, url: str, request: InferRequest, reader: AnswerReader, *, receiver: str, timeout: float,
                  on_part: Callable[[Any], Any] | None = None) -> Answer:
     """Send the sealed request and feed the answer's bytes to ``reader`` until it is verified."""
     reader.restart_clock()
-    async with client.stream(url, "/infer", None, body=request.to_bytes(), content_type=REQUEST_MEDIA_TYPE, receiver=receiver, timeout=timeout,
-                             max_bytes=reader.workload.max_stream) as body:
+    async with infer(client, url, request, receiver=receiver, timeout=timeout, max_bytes=reader.workload.max_stream) as body:
         # An answer that does not stream is read whole (one timer); a streamed one part by part.
         chunks = body if reader.workload.streamed else _once(await body.read())
         async for data in chunks:

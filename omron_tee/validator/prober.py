@@ -206,7 +206,7 @@ class Prober:
         value = w.sample(spec, self.rng)
         expected = await w.reference(self.models.runtime(mid), spec, value)  # before the miner is timed
         fresh = None
-        if self.fresh_in_band and attest_s == 0.0:  # a reused session: freshness comes with the answer
+        if self.fresh_in_band and nonce != session.attest_nonce:  # a reused session: freshness comes with the answer
             fresh = fresh_check(session, hotkey=neuron.hotkey, policy=self.policy, registry=self.verifiers, releases=self.releases())
         request, reader = seal_request(session, w, spec, value, nonce=nonce, fresh=fresh)
         timeout = self.timeouts[w.latency_class]

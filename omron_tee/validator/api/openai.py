@@ -34,11 +34,12 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from omron_tee.errors import AuthError, MinerError, ModelError, OmronTeeError, ProtocolError
+from omron_tee.exchange import transport
 from omron_tee.exchange.receipt_file import ReceiptFile
 from omron_tee.transparency.records import receipt_digest
 from omron_tee.exchange.requester import AnswerReader, AttestedSession, seal_request
 from omron_tee.models.llama import MAX_NEW_TOKENS
-from omron_tee.protocol import REQUEST_MEDIA_TYPE, dumps, field_of, loads
+from omron_tee.protocol import dumps, field_of, loads
 from omron_tee.reasons import Reason
 from omron_tee.validator.schedule import candidates
 from omron_tee.validator.scoring import Outcome
@@ -262,9 +263,9 @@ class Completions:
                 stack = contextlib.AsyncExitStack()
                 assert neuron.endpoint is not None
                 try:
-                    body = await stack.enter_async_context(self.client.stream(neuron.endpoint.url, "/infer", None, body=request.to_bytes(), content_type=REQUEST_MEDIA_TYPE, receiver=neuron.hotkey,
-                                                                              timeout=self.prober.timeouts[self.workload.latency_class],
-                                                                              max_bytes=self.workload.max_stream))
+                    body = await stack.enter_async_context(transport.infer(self.client, neuron.endpoint.url, request, receiver=neuron.hotkey,
+                                                                           timeout=self.prober.timeouts[self.workload.latency_class],
+                                                                           max_bytes=self.workload.max_stream))
                 except BaseException:
                     await stack.aclose()
                     raise

@@ -21,7 +21,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from omron_tee.chain.base import Neuron
 from omron_tee.errors import MinerError
-from omron_tee.protocol import REQUEST_MEDIA_TYPE, STREAM_MEDIA_TYPE, InferRequest, RelayReply, RelayRequest, Tried
+from omron_tee.exchange import transport
+from omron_tee.protocol import STREAM_MEDIA_TYPE, InferRequest, RelayReply, RelayRequest, Tried
 from omron_tee.reasons import Reason
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.client import SignedClient
@@ -69,8 +70,8 @@ async def relay(validator: Any, client: SignedClient, request: RelayRequest, *, 
         timeout = left if streamed else min(left, attempt_timeout)
         stack = contextlib.AsyncExitStack()
         try:
-            body = await stack.enter_async_context(client.stream(neuron.endpoint.url, "/infer", None, body=sealed.to_bytes(), content_type=REQUEST_MEDIA_TYPE, receiver=hotkey, timeout=timeout,
-                                                                 max_bytes=max_bytes))
+            body = await stack.enter_async_context(transport.infer(client, neuron.endpoint.url, sealed, receiver=hotkey, timeout=timeout,
+                                                                   max_bytes=max_bytes))
             if not streamed:
                 data = await body.read()
         except MinerError as e:
