@@ -141,7 +141,7 @@ async def ask_validator(wallet: bt.Wallet, validator: Neuron, *, timeout: float 
 
 
 async def diagnose(chain: Chain, wallet: bt.Wallet, *, policy: Policy, models: ModelRegistry, timeout: float = 5.0,
-                   ask_validators: bool = True) -> Diagnosis:
+                   ask_validators: bool = True, workload: str | None = None) -> Diagnosis:
     """Everything the doctor says, from the chain, the miner's own server and the validators."""
     hotkey = wallet.hotkey.ss58_address
     problems: list[str] = []
@@ -159,7 +159,7 @@ async def diagnose(chain: Chain, wallet: bt.Wallet, *, policy: Policy, models: M
     if me.endpoint is None:
         problems.append("this hotkey announces no endpoint: validators cannot reach it (start the miner)")
     else:
-        local = await appraise_self(wallet, me, policy=policy, models=models, releases=releases, timeout=timeout)
+        local = await appraise_self(wallet, me, policy=policy, models=models, releases=releases, timeout=timeout, workload=workload)
     found: list[Finding] = []
     if ask_validators:
         vals = [n for n in mg.neurons if n.validator_permit and n.endpoint is not None and n.hotkey != hotkey]

@@ -94,10 +94,10 @@ def _receipt_verify(args: argparse.Namespace) -> int:
         data = data["omron_tee"]["receipt_file"]  # a whole response of the OpenAI-compatible path, saved as it came
     releases, commitments, proof = None, None, None
     if args.proof or policy.releases.require_published:
-        from omron_tee.cli.release import _connect
+        from omron_tee.cli.chain_flags import open_chain
         from omron_tee.validator.releases import read_releases
 
-        with _connect(args, existing=True) as chain:
+        with open_chain(args) as chain:
             commitments = [(c.hotkey, c.block, c.data) for c in chain.commitments()]
             releases = read_releases(chain, policy.releases) if policy.releases.require_published else None
     if args.proof:

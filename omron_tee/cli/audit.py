@@ -22,7 +22,7 @@ MAX_ENTRIES = 10_000_000  # what one audit downloads at most (the validator says
 
 
 def register(subparsers: Any) -> None:
-    from omron_tee.cli.release import _chain_flags
+    from omron_tee.cli.chain_flags import add_chain_flags
 
     p = subparsers.add_parser("audit", help="audit a validator from public evidence", description="Check validators from what they publish.")
     s = p.add_subparsers(dest="audit_cmd", required=True, metavar="SUBCOMMAND")
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
                      description="Fetch a validator's committed audit log, check it against the roots it committed on chain, "
                      "replay it with this release's scoring rule, and compare the weights it gives with the weights the validator set.")
     w.add_argument("--validator", required=True, metavar="URL", help="the validator's API, e.g. http://127.0.0.1:8092")
-    _chain_flags(w)
+    add_chain_flags(w)
     w.add_argument("--timeout", type=float, default=30.0, help="seconds per request to the validator (default: %(default)s)")
     w.add_argument("--max-entries", type=int, default=MAX_ENTRIES, help="refuse a log longer than this (default: %(default)s)")
     w.add_argument("--json", action="store_true", help="print one JSON object")
@@ -79,13 +79,13 @@ def fetch_log(url: str, *, timeout: float, max_entries: int = MAX_ENTRIES) -> tu
 
 
 def weights_cmd(args: argparse.Namespace) -> int:
-    from omron_tee.cli.release import _connect
+    from omron_tee.cli.chain_flags import open_chain
     from omron_tee.transparency.records import AuditCommitment
     from omron_tee.validator.audit import audit
 
     try:
         hotkey, log_id, entries = fetch_log(args.validator, timeout=args.timeout, max_entries=args.max_entries)
-        with _connect(args, existing=True) as chain:
+        with open_chain(args) as chain:
             commitments = [(c.block, a) for c in chain.commitments() if c.hotkey == hotkey and (a := AuditCommitment.from_commitment(c.data))]
             mg = chain.metagraph()
             registered = {n.hotkey: n.uid for n in mg.neurons}

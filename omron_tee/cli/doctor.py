@@ -17,15 +17,13 @@ from omron_tee.errors import OmronTeeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from omron_tee.cli.release import _chain_flags
+    from omron_tee.cli.chain_flags import add_chain_flags, add_wallet_flags
 
     p = argparse.ArgumentParser(prog="omron-tee miner doctor", description="Run, on this miner's machine and as its hotkey, the appraisal "
                                 "validators run (against the policy and the releases published on chain), and ask each validator for its "
                                 "signed verdict on this miner; say in plain words what each concludes and why.")
-    p.add_argument("--wallet.name", dest="wallet_name", default="default", help="the miner's wallet (default: %(default)s)")
-    p.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="the miner's hotkey (default: %(default)s)")
-    p.add_argument("--wallet.path", dest="wallet_path", default="~/.bittensor/wallets", help="where wallets live (default: %(default)s)")
-    _chain_flags(p)
+    add_wallet_flags(p, name="default", whose="the miner's")
+    add_chain_flags(p)
     p.add_argument("--policy", default=None, help="the validators' attestation policy (TOML); on the embedded chain the default is the "
                    "policy.toml the local network wrote beside its chain, else its development policy")
     p.add_argument("--workload", default=None, help="probe this workload (tensor, zk, llm) instead of the one a validator would pick")
@@ -36,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from omron_tee.cli.release import _connect
+    from omron_tee.cli.chain_flags import open_chain
     from omron_tee.config import is_local, load_wallet, run_async
     from omron_tee.doctor import diagnose, render
     from omron_tee.models.registry import ModelRegistry
@@ -59,8 +57,9 @@ def main(argv: list[str]) -> int:
 
             raise ConfigError(f"on '{args.network}' the doctor needs --policy FILE: the attestation policy the subnet's validators use")
         policy = load_policy(argparse.Namespace(policy=args.policy, chain_path=args.chain_path), args.network, models)
-        with _connect(args, existing=True) as chain:
-            d = run_async(diagnose(chain, wallet, policy=policy, models=models, timeout=args.timeout, ask_validators=not args.no_validators))
+        with open_chain(args) as chain:
+            d = run_async(diagnose(chain, wallet, policy=policy, models=models, timeout=args.timeout, ask_validators=not args.no_validators,
+                                       workload=args.workload))
     except OmronTeeError as e:
         print(f"omron-tee miner doctor: error: {e}", file=sys.stderr)
         return 2

@@ -21,19 +21,15 @@ import json
 import sys
 from typing import Any
 
+from omron_tee.cli.chain_flags import open_chain
 from omron_tee.errors import OmronTeeError
 
 # Which reference value of each TEE is the release's measurement (what the evidence's claims carry).
 PRIMARY = {"simulated": "measurement", "sgx": "mrenclave", "tdx": "mrtd", "sev-snp": "measurement"}
 
 
-def _chain_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--subtensor.network", dest="network", default="embedded", help="embedded (default), local, test, finney or a ws:// URL")
-    p.add_argument("--netuid", type=int, default=1, help="subnet uid (default: %(default)s)")
-    p.add_argument("--chain.path", dest="chain_path", default=None, help="the embedded chain's file (default: the neurons' default)")
-
-
 def register(subparsers: Any) -> None:
+    from omron_tee.cli.chain_flags import add_chain_flags, add_wallet_flags
     from omron_tee.cli.enclave import add_build_flags
 
     p = subparsers.add_parser("release", help="the subnet owner's published builds (on chain)",
@@ -44,23 +40,19 @@ def register(subparsers: Any) -> None:
                         "it on chain from the wallet's hotkey, which the validators' policy names as publisher (default: the subnet's owner).")
     pub.add_argument("--label", required=True, help="the release's name, e.g. v1.4.0 (1-40 characters of A-Z a-z 0-9 . _ : + @ -)")
     add_build_flags(pub)
-    _chain_flags(pub)
-    pub.add_argument("--wallet.name", dest="wallet_name", default="owner", help="the publisher's wallet (default: %(default)s)")
-    pub.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="its hotkey, which commits (default: %(default)s)")
-    pub.add_argument("--wallet.path", dest="wallet_path", default="~/.bittensor/wallets", help="where wallets live (default: %(default)s)")
+    add_chain_flags(pub)
+    add_wallet_flags(pub, name="owner", whose="the publisher's")
     pub.add_argument("--replace", action="store_true", help="publish this build alone, withdrawing the others")
     pub.add_argument("--dry-run", action="store_true", help="print the commitment; publish nothing")
     pub.add_argument("--json", action="store_true", help="print one JSON object")
     pub.set_defaults(handler=publish_cmd)
     wd = rs.add_parser("withdraw", help="stop publishing one build (validators with [releases] refuse it from then on)")
     wd.add_argument("--measurement", required=True, help="the build's measurement (hex), as `release list` shows it")
-    _chain_flags(wd)
-    wd.add_argument("--wallet.name", dest="wallet_name", default="owner", help="the publisher's wallet (default: %(default)s)")
-    wd.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", help="its hotkey, which commits (default: %(default)s)")
-    wd.add_argument("--wallet.path", dest="wallet_path", default="~/.bittensor/wallets", help="where wallets live (default: %(default)s)")
+    add_chain_flags(wd)
+    add_wallet_flags(wd, name="owner", whose="the publisher's")
     wd.set_defaults(handler=withdraw_cmd)
     ls = rs.add_parser("list", help="the builds published on chain now, with the block each has been published since")
-    _chain_flags(ls)
+    add_chain_flags(ls)
     ls.add_argument("--publisher", default="owner", help='whose releases: "owner" (default: the subnet owner) or an ss58 hotkey')
     ls.add_argument("--min-age-blocks", type=int, default=0, help="say which builds have passed this timelock (the policy's releases.min_age_blocks)")
     ls.add_argument("--history", action="store_true", help="also every release commitment the chain keeps, oldest first "
@@ -86,16 +78,6 @@ def build_release(args: argparse.Namespace):
     return Release(TeeType(values.tee_type.value), bytes.fromhex(values.values[PRIMARY[values.tee_type.value]]), args.label)
 
 
-def _connect(args: argparse.Namespace, *, existing: bool):
-    from omron_tee.chain import connect
-    from omron_tee.config import existing_chain_path, is_local
-
-    if not is_local(args.network):
-        return connect(args.network, args.netuid)
-    path = existing_chain_path(args.chain_path, "is the network running? (name it with --chain.path)") if existing else args.chain_path
-    return connect(args.network, args.netuid, chain_path=str(path) if path else None)
-
-
 def _published_now(chain: Any, hotkey: str) -> list[Any]:
     """The builds ``hotkey``'s latest release commitment lists."""
     from omron_tee.attestation.validate.releases import ReleaseLog
@@ -116,7 +98,7 @@ def publish_cmd(args: argparse.Namespace) -> int:
             print(json.dumps({"release": _release_json(release), "commitment": text}, indent=2) if args.json else text)
             return 0
         wallet = load_wallet(args)
-        with _connect(args, existing=True) as chain:
+        with open_chain(args) as chain:
             now = [] if args.replace else _published_now(chain, wallet.hotkey.ss58_address)
             builds = [r for r in now if (r.tee, r.measurement) != (release.tee, release.measurement)] + [release]
             if len(builds) > MAX_COMMITMENT_FIELDS:
@@ -144,7 +126,7 @@ def withdraw_cmd(args: argparse.Namespace) -> int:
         return _fail(f"--measurement {args.measurement!r} is not hex")
     try:
         wallet = load_wallet(args)
-        with _connect(args, existing=True) as chain:
+        with open_chain(args) as chain:
             now = _published_now(chain, wallet.hotkey.ss58_address)
             kept = [r for r in now if r.measurement != measurement]
             if len(kept) == len(now):
@@ -166,7 +148,7 @@ def list_cmd(args: argparse.Namespace) -> int:
     from omron_tee.validator.releases import read_releases
 
     try:
-        with _connect(args, existing=True) as chain:
+        with open_chain(args) as chain:
             log = read_releases(chain, ReleasePolicy(True, args.publisher, args.min_age_blocks))
             commits = chain.commitments() if args.history else ()
     except OmronTeeError as e:

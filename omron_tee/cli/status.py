@@ -15,11 +15,11 @@ from omron_tee.reasons import Reason
 
 
 def register(subparsers: Any) -> None:
+    from omron_tee.cli.chain_flags import add_chain_flags
+
     p = subparsers.add_parser("status", help="a running network as a table: neurons, stake, consensus, incentive, validator trust, dividends, emission, a validator's scores and weights",
                               description="Read the chain's metagraph (read-only) and, with --validator, that validator's GET /status.")
-    p.add_argument("--subtensor.network", dest="network", default="embedded", help="embedded (default), local, test, finney or a ws:// URL")
-    p.add_argument("--netuid", type=int, default=1, help="subnet uid (default: %(default)s)")
-    p.add_argument("--chain.path", dest="chain_path", default=None, help="the embedded chain's file (default: the neurons' default)")
+    add_chain_flags(p)
     p.add_argument("--validator", default=None, metavar="URL", help="a validator's API, e.g. http://127.0.0.1:8092, for its scores and weights")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=status_cmd)
@@ -38,20 +38,10 @@ def _validator_status(url: str) -> dict[str, Any]:
 
 
 def status_cmd(args: argparse.Namespace) -> int:
-    from omron_tee.chain import connect
-    from omron_tee.config import existing_chain_path, is_local
+    from omron_tee.cli.chain_flags import open_chain
 
-    if is_local(args.network):
-        path = existing_chain_path(args.chain_path, "is the network running? (name it with --chain.path)")
-        chain = connect(args.network, args.netuid, chain_path=str(path))
-    else:
-        chain = connect(args.network, args.netuid)
-    try:
+    with open_chain(args) as chain:
         mg = chain.metagraph()
-    finally:
-        close = getattr(chain, "close", None)
-        if close:
-            close()
     v = _validator_status(args.validator) if args.validator else None
     scores = {m["uid"]: m for m in v["miners"]} if v else {}
     weights = {int(u): w for u, w in v["weights"].items()} if v else {}
