@@ -1,0 +1,130 @@
+"""What the benches that talk to one miner process share: starting it, reading its CPU, and the exchanges.
+
+``start(variant, key_path)`` runs a miner server (simulated enclave, the shipped models,
+``wire.server.QuietServer``) in its own process: ``variant`` "starlette" is
+``miner.server.build_app`` as shipped, "fastapi" the same route functions on FastAPI (what the
+miner ran before). ``cpu_ns(pid)`` is the process's time on CPU (``/proc/<pid>/schedstat``).
+``Exchanges`` makes the validator-side requests: a bare round trip, a fresh attestation plus
+request, a request on a reused session, and one proving freshness in band.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+from omron_tee.devnet.processes import free_port, wait_serving
+
+HOTKEY = "5BenchMinerHotkey000000000000000000000000000000"
+_SERVER = """
+import sys
+from fastapi import FastAPI
+from omron_tee.enclave.measurement import trusted_app_measurement
+from omron_tee.enclave.simulated import SimulatedBackend
+from omron_tee.miner.server import build_app
+from omron_tee.miner.trusted_app import TrustedApp
+from omron_tee.models.registry import ModelRegistry
+from omron_tee.wire.auth import Admission, RequestVerifier
+from omron_tee.wire.server import QuietServer, server_config
+
+variant, key, port, hotkey = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+models = ModelRegistry.builtin()
+core = TrustedApp(SimulatedBackend(key, trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])), models, hotkey=hotkey)
+app = build_app(core, RequestVerifier(hotkey, Admission.anyone()))
+if variant == "fastapi":
+    before = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    for r in app.routes:
+        before.add_api_route(r.path, r.endpoint, methods=sorted(r.methods - {"HEAD"}))
+    app = before
+QuietServer(server_config(app, host="127.0.0.1", port=port)).run()
+"""
+
+
+def cpu_ns(pid: int) -> int:
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def start(variant: str, key_path: str) -> tuple[subprocess.Popen, str]:
+    """A serving miner process and its URL (stop it with ``stop``)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, variant, key_path, str(port), HOTKEY], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_serving({variant: port}, {variant: proc}, timeout=60, tail=lambda n: "")
+    except BaseException:
+        stop([proc])
+        raise
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        p.wait(timeout=10)
+
+
+class Exchanges:
+    """A validator's requests to bench miners, signed by ``wallet``, judged by a policy trusting ``key_path``."""
+
+    def __init__(self, wallet, key_path: str) -> None:
+        from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy
+        from omron_tee.enclave.measurement import trusted_app_measurement
+        from omron_tee.enclave.simulated import dev_public_key
+        from omron_tee.models.registry import ModelRegistry
+        from omron_tee.validator.neuron import build_verifiers
+        from omron_tee.wire.auth import Signer
+        from omron_tee.wire.client import SignedClient
+        from omron_tee.workloads.tensor import TensorWorkload, sample_input
+
+        models = ModelRegistry.builtin()
+        self.spec = models.get("digits-mlp")
+        self.policy = Policy(simulated=SimulatedPolicy(True, frozenset([dev_public_key(key_path)]),
+                                                       frozenset([trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])])))
+        self.verifiers = build_verifiers(self.policy)
+        self.client = SignedClient(Signer(wallet), timeout=10.0)
+        self.tensor = TensorWorkload()
+        self.x = sample_input(self.spec, np.random.default_rng(0))
+        self.sessions: dict[str, object] = {}
+
+    async def bare(self, url: str) -> None:
+        await self.client.get(url, "/health")
+
+    async def fresh(self, url: str) -> None:
+        """A fresh attestation, then the request (two round trips); the session is kept for the others."""
+        from omron_tee.exchange import transport
+        from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
+        from omron_tee.protocol import AttestRequest
+
+        nonce = new_nonce()
+        resp, _ = await transport.attest(self.client, url, AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305", HOTKEY), receiver=HOTKEY,
+                                         timeout=10.0)
+        s = check_attestation(resp, nonce=nonce, hotkey=HOTKEY, policy=self.policy, registry=self.verifiers)
+        req, reader = seal_request(s, self.tensor, self.spec, self.x, nonce=nonce)
+        await transport.answer(self.client, url, req, reader, receiver=HOTKEY, timeout=10.0)
+        self.sessions[url] = s
+
+    async def reused(self, url: str) -> None:
+        await self._on_session(url, in_band=False)
+
+    async def in_band(self, url: str) -> None:
+        await self._on_session(url, in_band=True)
+
+    async def _on_session(self, url: str, *, in_band: bool) -> None:
+        from omron_tee.exchange import transport
+        from omron_tee.exchange.requester import fresh_check, seal_request
+
+        s = self.sessions[url]
+        check = fresh_check(s, hotkey=HOTKEY, policy=self.policy, registry=self.verifiers) if in_band else None
+        req, reader = seal_request(s, self.tensor, self.spec, self.x, fresh=check)
+        await transport.answer(self.client, url, req, reader, receiver=HOTKEY, timeout=10.0)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
