@@ -34,6 +34,8 @@ from omron_tee.wire.server import QuietServer, server_config
 
 variant, key, port, hotkey = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 models = ModelRegistry.builtin()
+if len(sys.argv) > 5:  # an extra ONNX model, registered as "bench-extra"
+    models.add_file(sys.argv[5], "bench-extra")
 core = TrustedApp(SimulatedBackend(key, trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])), models, hotkey=hotkey)
 app = build_app(core, RequestVerifier(hotkey, Admission.anyone()))
 if variant == "fastapi":
@@ -50,10 +52,12 @@ def cpu_ns(pid: int) -> int:
         return int(f.read().split()[0])
 
 
-def start(variant: str, key_path: str) -> tuple[subprocess.Popen, str]:
-    """A serving miner process and its URL (stop it with ``stop``)."""
+def start(variant: str, key_path: str, extra_model: str | None = None) -> tuple[subprocess.Popen, str]:
+    """A serving miner process and its URL (stop it with ``stop``); ``extra_model``, an ONNX file it also serves
+    as "bench-extra"."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, variant, key_path, str(port), HOTKEY], start_new_session=True,
+    extra = [extra_model] if extra_model else []
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, variant, key_path, str(port), HOTKEY, *extra], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_serving({variant: port}, {variant: proc}, timeout=60, tail=lambda n: "")
@@ -72,9 +76,10 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 class Exchanges:
-    """A validator's requests to bench miners, signed by ``wallet``, judged by a policy trusting ``key_path``."""
+    """A validator's requests to bench miners, signed by ``wallet``, judged by a policy trusting ``key_path``;
+    with ``extra_model`` (the file given to ``start``), they ask for that model with ``x``."""
 
-    def __init__(self, wallet, key_path: str) -> None:
+    def __init__(self, wallet, key_path: str, extra_model: str | None = None, x: np.ndarray | None = None) -> None:
         from omron_tee.attestation.validate.policy import Policy, SimulatedPolicy
         from omron_tee.enclave.measurement import trusted_app_measurement
         from omron_tee.enclave.simulated import dev_public_key
@@ -85,13 +90,15 @@ class Exchanges:
         from omron_tee.workloads.tensor import TensorWorkload, sample_input
 
         models = ModelRegistry.builtin()
-        self.spec = models.get("digits-mlp")
+        if extra_model:
+            models.add_file(extra_model, "bench-extra")
+        self.spec = models.get("bench-extra" if extra_model else "digits-mlp")
         self.policy = Policy(simulated=SimulatedPolicy(True, frozenset([dev_public_key(key_path)]),
                                                        frozenset([trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])])))
         self.verifiers = build_verifiers(self.policy)
-        self.client = SignedClient(Signer(wallet), timeout=10.0)
+        self.client = SignedClient(Signer(wallet), timeout=30.0)
         self.tensor = TensorWorkload()
-        self.x = sample_input(self.spec, np.random.default_rng(0))
+        self.x = sample_input(self.spec, np.random.default_rng(0)) if x is None else x
         self.sessions: dict[str, object] = {}
 
     async def bare(self, url: str) -> None:
