@@ -13,14 +13,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 
 from omron_tee.devnet.processes import free_port, wait_serving
 
 HOTKEY = "5BenchMinerHotkey000000000000000000000000000000"
+EXTRA_MODEL_ID = "bench-extra"  # what ``start``'s and ``Exchanges``' extra_model is served and asked as
 _SERVER = """
 import sys
 from fastapi import FastAPI
@@ -34,8 +37,8 @@ from omron_tee.wire.server import QuietServer, server_config
 
 variant, key, port, hotkey = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 models = ModelRegistry.builtin()
-if len(sys.argv) > 5:  # an extra ONNX model, registered as "bench-extra"
-    models.add_file(sys.argv[5], "bench-extra")
+if len(sys.argv) > 5:  # an extra ONNX model and its id
+    models.add_file(sys.argv[5], sys.argv[6])
 core = TrustedApp(SimulatedBackend(key, trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])), models, hotkey=hotkey)
 app = build_app(core, RequestVerifier(hotkey, Admission.anyone()))
 if variant == "fastapi":
@@ -54,9 +57,9 @@ def cpu_ns(pid: int) -> int:
 
 def start(variant: str, key_path: str, extra_model: str | None = None) -> tuple[subprocess.Popen, str]:
     """A serving miner process and its URL (stop it with ``stop``); ``extra_model``, an ONNX file it also serves
-    as "bench-extra"."""
+    as ``EXTRA_MODEL_ID``."""
     port = free_port()
-    extra = [extra_model] if extra_model else []
+    extra = [extra_model, EXTRA_MODEL_ID] if extra_model else []
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, variant, key_path, str(port), HOTKEY, *extra], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -65,6 +68,23 @@ def start(variant: str, key_path: str, extra_model: str | None = None) -> tuple[
         stop([proc])
         raise
     return proc, f"http://127.0.0.1:{port}"
+
+
+async def measure(url: str, pid: int, modes, rounds: int, per_round: int) -> dict[str, dict[str, float]]:
+    """Each of ``modes`` (``(name, async fn(url))``) ``per_round`` times in turn, ``rounds`` times over (interleaved,
+    so noise hits all alike): per mode, the medians of ms per call of wall time, of this process's CPU
+    (``time.process_time``) and of the miner's (``cpu_ns(pid)``)."""
+    out: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": [], "miner": []} for m, _ in modes}
+    for _ in range(rounds):
+        for mode, fn in modes:
+            w0, c0, m0 = time.perf_counter(), time.process_time(), cpu_ns(pid)
+            for _ in range(per_round):
+                await fn(url)
+            o = out[mode]
+            o["wall"].append((time.perf_counter() - w0) / per_round * 1e3)
+            o["cpu"].append((time.process_time() - c0) / per_round * 1e3)
+            o["miner"].append((cpu_ns(pid) - m0) / per_round / 1e6)
+    return {m: {k: statistics.median(v) for k, v in d.items()} for m, d in out.items()}
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -91,8 +111,9 @@ class Exchanges:
 
         models = ModelRegistry.builtin()
         if extra_model:
-            models.add_file(extra_model, "bench-extra")
-        self.spec = models.get("bench-extra" if extra_model else "digits-mlp")
+            models.add_file(extra_model, EXTRA_MODEL_ID)
+        self.models = models
+        self.spec = models.get(EXTRA_MODEL_ID if extra_model else "digits-mlp")
         self.policy = Policy(simulated=SimulatedPolicy(True, frozenset([dev_public_key(key_path)]),
                                                        frozenset([trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])])))
         self.verifiers = build_verifiers(self.policy)

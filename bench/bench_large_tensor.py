@@ -75,43 +75,32 @@ def mul_model(path: Path, n: int) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
 
 
-async def end_to_end(ex, url: str, pid: int, raw, rounds: int, per_round: int) -> dict[str, dict[str, float]]:
+async def end_to_end(ex, url: str, pid: int, rounds: int, per_round: int) -> dict[str, dict[str, float]]:
     import _one_miner as one
 
     await ex.fresh(url)  # warm up: the connection, the session
+    raw = ex.models.runtime(ex.spec.model_id)
+
     async def raw_call(_: str) -> None:
         raw.run(ex.x)
     modes = (("raw", raw_call), ("bare", ex.bare), ("reused", ex.reused), ("in_band", ex.in_band), ("fresh", ex.fresh))
-    out: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": [], "miner": []} for m, _ in modes}
-    for _ in range(rounds):
-        for mode, fn in modes:
-            w, c, m = time.perf_counter(), time.process_time(), one.cpu_ns(pid)
-            for _ in range(per_round):
-                await fn(url)
-            out[mode]["wall"].append((time.perf_counter() - w) / per_round * 1e3)
-            out[mode]["cpu"].append((time.process_time() - c) / per_round * 1e3)
-            out[mode]["miner"].append((one.cpu_ns(pid) - m) / per_round / 1e6)
+    got = await one.measure(url, pid, modes, rounds, per_round)
     await ex.aclose()
-    return {m: {k: statistics.median(v) for k, v in d.items()} for m, d in out.items()}
+    return got
 
 
 def run_end_to_end(x: np.ndarray, rounds: int) -> None:
     import _one_miner as one
     from omron_tee.config import create_wallet, run_async
-    from omron_tee.models.registry import ModelRegistry
 
     with tempfile.TemporaryDirectory() as d:
         model = Path(d) / "mul.onnx"
         mul_model(model, x.size)
         key = str(Path(d) / "dev.key")
         wallet = create_wallet("bench", "default", Path(d) / "wallets")
-        registry = ModelRegistry.builtin()
-        registry.add_file(model, "bench-extra")
-        raw = registry.runtime("bench-extra")
-        batch = x.reshape(1, -1)
         proc, url = one.start("starlette", key, str(model))
         try:
-            got = run_async(end_to_end(one.Exchanges(wallet, key, str(model), batch), url, proc.pid, raw, rounds, 5))
+            got = run_async(end_to_end(one.Exchanges(wallet, key, str(model), x.reshape(1, -1)), url, proc.pid, rounds, 5))
         finally:
             one.stop([proc])
     goal = 4 * got["raw"]["wall"] + 10

@@ -16,7 +16,6 @@ cost of building ``--peers`` per-peer pools with one shared TLS context against 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -34,18 +33,9 @@ from omron_tee.config import create_wallet, run_async  # noqa: E402
 async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: int) -> dict:
     await ex.fresh(url)  # warm up: the connection, the session
     modes = (("bare", ex.bare), ("reused", ex.reused), ("in_band", ex.in_band), ("fresh", ex.fresh))
-    out: dict = {m: {"wall": [], "cpu": [], "miner": []} for m, _ in modes}
-    for _ in range(rounds):
-        for mode, fn in modes:
-            w0, c0, m0 = time.perf_counter(), time.process_time(), one.cpu_ns(pid)
-            for _ in range(per_round):
-                await fn(url)
-            o = out[mode]
-            o["wall"].append((time.perf_counter() - w0) / per_round * 1e3)
-            o["cpu"].append((time.process_time() - c0) / per_round * 1e3)
-            o["miner"].append((one.cpu_ns(pid) - m0) / per_round / 1e6)
+    got = await one.measure(url, pid, modes, rounds, per_round)
     await ex.aclose()
-    return {m: {k: statistics.median(v) for k, v in d.items()} for m, d in out.items()}
+    return got
 
 
 def tls_cost(peers: int) -> dict[str, float]:
