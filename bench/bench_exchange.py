@@ -7,7 +7,7 @@ Prints medians (interleaved rounds, so machine noise hits every variant alike):
   2. the exchange in process (no network): fresh attestation (two round trips), reused session
      (one, no per-request freshness), and fresh in band (one: a reused session whose every
      answer carries evidence for its own nonce);
-  3. the exchange over loopback HTTP to one miner process (btauth/1, FastAPI, httpx), the same three;
+  3. the exchange over loopback HTTP to one miner process (btauth/1, Starlette, aiohttp), the same three;
 and then the validator's verified requests per second against --miners local miner
 processes, the same three ways.
 """

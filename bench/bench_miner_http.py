@@ -4,7 +4,7 @@
 
 Starts two miner servers (``_one_miner``), one with ``miner.server.build_app`` as shipped and
 one with the very same route functions registered on FastAPI (``add_api_route``: what the miner
-ran before). One validator-side client (btauth/1-signed, httpx) sends both the same requests,
+ran before). One validator-side client (btauth/1-signed, ``SignedClient``) sends both the same requests,
 interleaved: a fresh attestation then a sealed tensor request (two round trips), and a request on
 a reused session. Each server's CPU comes from ``/proc/<pid>/schedstat`` (the kernel's counter),
 so the figures are per request of that process alone; medians of ``--rounds`` interleaved rounds.

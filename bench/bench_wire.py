@@ -8,9 +8,14 @@ in this process the validator's ``SignedClient``, interleaved: a bare round trip
 ``GET /health`` through the same client stack), a verified request on a reused session (one
 round trip), the same with its proof of freshness in band (one round trip), and a fresh
 attestation plus request (two). Medians of wall time per request, this process's CPU per
-request (``time.process_time``) and the miner's (``/proc/<pid>/schedstat``). Then the CPU
-cost of building ``--peers`` per-peer pools with one shared TLS context against one each
-(OpenSSL's own memory is out of Python's sight, so no memory figure is printed).
+request (``time.process_time``) and the miner's (``/proc/<pid>/schedstat``).
+
+The client library, side by side in the same rounds: the bare round trip and a signed
+``/attest`` (a fresh nonce each, btauth/1 as shipped) through ``SignedClient`` (aiohttp) and
+through httpx's ``AsyncClient``, configured as ``SignedClient`` was before it moved to aiohttp
+(identity encoding, no proxies, keep-alive). Then the CPU cost of a TLS context for each of
+``--peers`` peers against the one shared context (OpenSSL's own memory is out of Python's
+sight, so no memory figure is printed).
 """
 
 from __future__ import annotations
@@ -30,24 +35,56 @@ import _one_miner as one  # noqa: E402
 from omron_tee.config import create_wallet, run_async  # noqa: E402
 
 
+def attest_body() -> bytes:
+    from omron_tee.exchange.requester import new_nonce
+    from omron_tee.protocol import AttestRequest, dumps
+
+    return dumps(AttestRequest(new_nonce(), "x25519-hkdf-sha256-chacha20poly1305", one.HOTKEY).to_json())
+
+
 async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: int) -> dict:
     await ex.fresh(url)  # warm up: the connection, the session
-    modes = (("bare", ex.bare), ("reused", ex.reused), ("in_band", ex.in_band), ("fresh", ex.fresh))
-    got = await one.measure(url, pid, modes, rounds, per_round)
-    await ex.aclose()
-    return got
+    signer = ex.client.signer
+    hx = httpx.AsyncClient(trust_env=False, headers={"Accept-Encoding": "identity"},
+                           limits=httpx.Limits(max_connections=8, max_keepalive_connections=8, keepalive_expiry=4.0))
+
+    async def attest_aiohttp(u: str) -> None:
+        body = attest_body()
+        async with ex.client.stream(u, "/attest", None, receiver=one.HOTKEY, body=body) as s:
+            await s.read()
+
+    async def bare_httpx(u: str) -> None:
+        (await hx.get(u + "/health")).raise_for_status()
+
+    async def attest_httpx(u: str) -> None:
+        body = attest_body()
+        headers = signer.headers("POST", "/attest", body, one.HOTKEY)
+        headers["Content-Type"] = "application/json"
+        (await hx.post(u + "/attest", content=body, headers=headers)).raise_for_status()
+
+    modes = (("bare", ex.bare), ("reused", ex.reused), ("in_band", ex.in_band), ("fresh", ex.fresh),
+             ("bare_httpx", bare_httpx), ("attest", attest_aiohttp), ("attest_httpx", attest_httpx))
+    for _, fn in modes:
+        await fn(url)
+    try:
+        return await one.measure(url, pid, modes, rounds, per_round)
+    finally:
+        await ex.aclose()
+        await hx.aclose()
 
 
 def tls_cost(peers: int) -> dict[str, float]:
-    """ms of CPU per per-peer pool, built with the shared TLS context and with one of its own each."""
+    """ms of CPU per peer: a TLS context built for each (what a client per peer does by default) against the shared one."""
+    import ssl
+
     from omron_tee.wire.client import shared_tls_context
 
     out = {}
-    for name, verify in (("shared context", shared_tls_context), ("a context each", lambda: True)):
+    for name, make in (("shared context", shared_tls_context), ("a context each", ssl.create_default_context)):
         t = time.process_time()
-        clients = [httpx.AsyncClient(verify=verify(), trust_env=False) for _ in range(peers)]
+        contexts = [make() for _ in range(peers)]
         out[name] = (time.process_time() - t) * 1000 / peers
-        del clients
+        del contexts
     return out
 
 
@@ -73,7 +110,12 @@ def main() -> None:
                         ("in_band", "verified, fresh in band (1 trip)"), ("fresh", "fresh attestation + request (2 trips)")):
         r = got[mode]
         print(f"  {label:<40} {r['wall']:6.3f} wall {r['cpu']:6.3f} validator {r['miner']:6.3f} miner   {r['wall'] / bare['wall']:5.2f}x the bare trip")
-    print(f"{args.peers} per-peer pools: " + "; ".join(f"{k} {ms:.2f} ms CPU per peer" for k, ms in tls.items()))
+    print("the client library, same rounds (validator CPU, ms per request; httpx / aiohttp):")
+    for a, h, label in (("bare", "bare_httpx", "bare round trip (GET /health)"), ("attest", "attest_httpx", "signed POST /attest")):
+        ra, rh = got[a], got[h]
+        print(f"  {label:<40} aiohttp {ra['wall']:6.3f} wall {ra['cpu']:6.3f} CPU   httpx {rh['wall']:6.3f} wall {rh['cpu']:6.3f} CPU   "
+              f"{rh['cpu'] / ra['cpu']:5.2f}x the CPU, {rh['wall'] / ra['wall']:5.2f}x the wall")
+    print(f"{args.peers} peers: " + "; ".join(f"{k} {ms:.2f} ms CPU per peer" for k, ms in tls.items()))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ registry and the signed client do with hostile input (the hostile-miner suite ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -257,6 +258,73 @@ def test_a_peer_that_always_closes_mid_reply_is_named(make_wallet) -> None:
         return e.value.reason
 
     assert asyncio.run(_against(handle, go, make_wallet)) == "disconnected"
+
+
+# --- the signed client against a hostile head: nothing followed, inflated or buffered unbounded --
+
+
+_HOSTILE_HEADS = {
+    # a compressed answer would be inflated past the size cap: refused, never decoded
+    "gzip": (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 20\r\n\r\n" + b"\x1f\x8b" + bytes(18), "malformed-reply"),
+    "declared-too-large": (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n{}", "too-large"),
+    "many-headers": (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(1000)) + b"Content-Length: 2\r\n\r\n{}", "malformed-reply"),
+    "long-header": (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 100_000 + b"\r\nContent-Length: 2\r\n\r\n{}", "malformed-reply"),
+    "not-http": (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "malformed-reply"),
+    "two-lengths": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}", "malformed-reply"),
+}
+
+
+@pytest.mark.parametrize("behaviour", sorted(_HOSTILE_HEADS))
+def test_a_hostile_head_is_a_named_refusal(make_wallet, behaviour) -> None:
+    head, reason = _HOSTILE_HEADS[behaviour]
+
+    async def handle(reader, writer):
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head)
+            await writer.drain()
+            await asyncio.sleep(0.5)
+        writer.close()
+
+    async def go(url: str, client: SignedClient):
+        with pytest.raises(MinerError) as e:
+            await client.post(url, "/x", {}, receiver=None)
+        return e.value.reason
+
+    assert asyncio.run(_against(handle, go, make_wallet)) == reason
+
+
+def test_a_redirect_is_not_followed(make_wallet) -> None:
+    """A miner answering 307 to another address must not turn the validator's signed request into one
+    sent wherever the miner likes: the redirect is the miner's refusal, and the target hears nothing."""
+    target = {"connections": 0}
+
+    async def elsewhere(reader, writer):
+        target["connections"] += 1
+        writer.close()
+
+    async def go():
+        other = await asyncio.start_server(elsewhere, "127.0.0.1", 0)
+        there = f"http://127.0.0.1:{other.sockets[0].getsockname()[1]}/steal"
+
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % there.encode())
+            await writer.drain()
+            writer.close()
+
+        async def ask(url: str, client: SignedClient):
+            with pytest.raises(MinerError) as e:
+                await client.post(url, "/x", {}, receiver=None)
+            return e.value.reason
+
+        try:
+            return await _against(handle, ask, make_wallet)
+        finally:
+            other.close()
+
+    assert asyncio.run(go()) == "http-error"
+    assert target["connections"] == 0
 
 
 # --- onnxruntime's telemetry is off -------------------------------------------------------------

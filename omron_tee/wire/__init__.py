@@ -1,1 +1,1 @@
-"""The wire: btauth/1-signed HTTP between neurons (FastAPI servers, httpx clients)."""
+"""The wire: btauth/1-signed HTTP between neurons (Starlette servers, aiohttp clients)."""

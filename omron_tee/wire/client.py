@@ -1,23 +1,29 @@
-"""Client side: signed JSON requests over httpx, bounded in time and size.
+"""Client side: signed requests over aiohttp, bounded in time and size.
 
 A peer is hostile until its answer is checked, so every request here has:
 
 - a deadline for the whole exchange (connect, send, every byte of the answer),
-  not httpx's per-read timeouts, which a peer that trickles one byte a second
-  never trips;
+  not per-read timeouts, which a peer that trickles one byte a second never
+  trips;
 - a cap on the answer's size, enforced while reading (the declared length
   first, then the bytes counted as they arrive), with compressed encodings
-  refused rather than inflated;
+  refused rather than inflated, and the head bounded by aiohttp's parser
+  (``MAX_HEADERS`` fields of at most ``MAX_FIELD_BYTES``);
+- no redirects followed (a miner could otherwise point the validator's signed
+  requests at any address it likes), no cookies kept, no proxies from the
+  environment;
 - keep-alive connections that expire well before the server side's, and one
   retry when a reused connection turns out to have been closed under us, so
   the race between our reuse and the peer's idle close is never charged to an
   honest peer;
-- one TLS context for every peer's pool (each would otherwise build its own:
-  about 16 ms per peer, ``bench/bench_wire.py``).
+- one TLS context for every peer (each would otherwise build its own: about
+  16 ms per peer, ``bench/bench_wire.py``).
 
-Sending each request in one write (httpcore writes headers and body apart) was
-measured too, through httpcore's network-backend interface: no gain on loopback
-(0.88 to 1.22 of the time, no better), so it is not done.
+Why aiohttp, not httpx (which this module used before): measured side by side
+in one run (``bench/bench_wire.py --clients``), httpx cost the validator several
+times aiohttp's CPU per request, and aiohttp's C parser bounds the head for us.
+One connector serves every peer: it keeps idle connections per host in a
+deque, so unlike httpcore's pool it does not scan every connection per request.
 """
 
 from __future__ import annotations
@@ -27,15 +33,16 @@ import contextlib
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
 import httpx
 
 from omron_tee.errors import MinerError, ProtocolError
 from omron_tee.protocol import dumps, loads
-from omron_tee.wire.auth import Signer
 from omron_tee.reasons import Reason
+from omron_tee.wire.auth import Signer
 
 # Peers (uvicorn) close idle connections after SERVER_KEEP_ALIVE_S; we stop reusing
 # ours after CLIENT_KEEP_ALIVE_S, so we never send on a connection being closed.
@@ -43,26 +50,32 @@ SERVER_KEEP_ALIVE_S = 15.0
 CLIENT_KEEP_ALIVE_S = 4.0
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 MAX_ERROR_BYTES = 16 * 1024
-
-# Transport failures that mean "the connection went away before an answer": worth one
-# retry on a fresh connection (a closed keep-alive connection looks exactly like this).
-_RETRYABLE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# An answer's head: our own headers (btauth/1, the relay's list of miners tried) need a
+# dozen fields of under 4 KiB; aiohttp refuses more as a malformed answer.
+MAX_HEADERS = 32
+MAX_FIELD_BYTES = 8190
 
 
 class ReplyTooLarge(Exception):
     pass
 
 
+class _Closed(Exception):
+    """The connection went away before an answer began: worth one retry on a fresh connection
+    (a keep-alive connection closed under us looks exactly like this)."""
+
+
 @functools.lru_cache(maxsize=1)
 def shared_tls_context() -> ssl.SSLContext:
-    """The one TLS context (system trust store, certificate checks on) every peer's pool shares."""
+    """The one TLS context (system trust store, certificate checks on) every peer's connections share."""
     return ssl.create_default_context()
 
 
 def get_json(url: str, *, max_bytes: int, timeout: float) -> Any:
     """``GET url`` (unsigned, blocking) and its JSON, bounded: ``timeout`` for the whole answer, ``max_bytes``
     read at most, decoded by ``untrusted.loads``; ``MinerError`` with a reason otherwise. For the few
-    synchronous callers (a neuron's start-up check, the command line)."""
+    synchronous callers (a neuron's start-up check, the command line), so on httpx's blocking client:
+    aiohttp has none, and these callers may already be inside an event loop."""
     deadline = time.monotonic() + timeout
     try:
         with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)), trust_env=False, headers={"Accept-Encoding": "identity"}) as h:
@@ -92,49 +105,59 @@ def _decoded(raw: bytes, limit: int) -> Any:
         raise MinerError(str(e), reason=reason) from None
 
 
-async def read_capped(resp: httpx.Response, limit: int) -> bytes:
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The raw body of ``resp``, refused (``ReplyTooLarge``) past ``limit`` bytes without reading further.
     (The headers, encoding and declared length, are ``SignedClient._open``'s to check.)"""
     chunks, size = [], 0
-    async for chunk in resp.aiter_raw():
-        size += len(chunk)
+    while data := await resp.content.readany():
+        size += len(data)
         if size > limit:
             raise ReplyTooLarge
-        chunks.append(chunk)
+        chunks.append(data)
     return b"".join(chunks)
 
 
-class SignedClient:
-    """Keep-alive httpx pools, one per peer; every request is signed for its receiver.
+def _lowercased(headers: Mapping[str, str]) -> dict[str, str]:
+    """An answer's headers as a plain dict of lower-case names (what ``http_auth.verify`` and our parsers read);
+    a repeated field is joined with ", ", as HTTP defines."""
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        k = k.lower()
+        out[k] = f"{out[k]}, {v}" if k in out else v
+    return out
 
-    One small pool per peer rather than one large shared pool: httpcore scans
-    every connection of a pool for every request it queues, which made a
-    64-connection pool cost the validator more CPU than all its cryptography.
-    """
+
+class SignedClient:
+    """Keep-alive connections to every peer (at most ``per_peer`` each); every request is signed for its receiver."""
 
     def __init__(self, signer: Signer, *, max_concurrency: int = 64, per_peer: int = 8, timeout: float = 10.0,
                  max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self.signer = signer
         self._limit = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
         self._per_peer = per_peer
         self._timeout = timeout
         self._max_reply = max_reply_bytes
-        self._pools: dict[str, httpx.AsyncClient] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _pool(self, base_url: str) -> httpx.AsyncClient:
-        pool = self._pools.get(base_url)
-        if pool is None:
-            pool = httpx.AsyncClient(
-                # The deadline below bounds the whole exchange; these only end a dead connection sooner.
-                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 3.0)),
-                limits=httpx.Limits(max_connections=self._per_peer, max_keepalive_connections=self._per_peer, keepalive_expiry=CLIENT_KEEP_ALIVE_S),
-                verify=shared_tls_context(),
-                # trust_env=False: no proxies from the environment for peer-to-peer calls.
-                trust_env=False,
+    def _session(self) -> aiohttp.ClientSession:
+        """The session, made on first use in the running loop (aiohttp's belong to the loop that made them)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self._max_concurrency, limit_per_host=self._per_peer, ssl=shared_tls_context(),
+                                             keepalive_timeout=CLIENT_KEEP_ALIVE_S)
+            self._http = aiohttp.ClientSession(
+                connector=connector,
                 headers={"Accept-Encoding": "identity"},
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=False,  # a compressed answer is refused, never inflated
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,  # no proxies from the environment for peer-to-peer calls
+                max_headers=MAX_HEADERS, max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES,
             )
-            self._pools[base_url] = pool
-        return pool
+            self._loop = loop
+        return self._http
 
     async def post(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None,
                    max_bytes: int | None = None) -> Any:
@@ -168,14 +191,15 @@ class SignedClient:
                 headers["Content-Type"] = content_type
                 try:
                     resp = await self._open(base_url, path, body, headers, deadline, limit)
-                except _RETRYABLE as e:
+                except _Closed as e:
                     if attempt == 0 and deadline - time.monotonic() > 0.05:
                         continue
-                    raise MinerError(f"{base_url} closed the connection before answering ({type(e).__name__})", reason=Reason.DISCONNECTED) from None
+                    raise MinerError(f"{base_url} closed the connection before answering ({e})", reason=Reason.DISCONNECTED) from None
+                stream = ByteStream(resp, base_url, deadline, limit, broken)
                 try:
-                    yield ByteStream(resp, base_url, deadline, limit, broken)
+                    yield stream
                 finally:
-                    await resp.aclose()
+                    stream.close()
                 return
 
     async def get(self, base_url: str, path: str, *, timeout: float | None = None, max_bytes: int | None = None) -> Any:
@@ -183,36 +207,42 @@ class SignedClient:
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         limit = self._max_reply if max_bytes is None else max_bytes
         async with self._limit:
-            resp = await self._open(base_url, path, b"", {}, deadline, limit, method="GET")
             try:
-                raw = await ByteStream(resp, base_url, deadline, limit, Reason.DISCONNECTED).read()
+                resp = await self._open(base_url, path, b"", {}, deadline, limit, method="GET")
+            except _Closed as e:
+                raise MinerError(f"{base_url} closed the connection before answering ({e})", reason=Reason.DISCONNECTED) from None
+            stream = ByteStream(resp, base_url, deadline, limit, Reason.DISCONNECTED)
+            try:
+                raw = await stream.read()
             finally:
-                await resp.aclose()
+                stream.close()
         return _decoded(raw, limit)
 
     async def _open(self, base_url: str, path: str, body: bytes, headers: dict[str, str], deadline: float, limit: int,
-                    method: str = "POST") -> httpx.Response:
+                    method: str = "POST") -> aiohttp.ClientResponse:
         left = deadline - time.monotonic()
         if left <= 0:
             raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT)
-        pool = self._pool(base_url)
-        req = pool.build_request(method, base_url + path, content=body if method == "POST" else None, headers=headers, timeout=httpx.Timeout(left, connect=min(left, 3.0)))
+        session = self._session()
         try:
             async with asyncio.timeout(left):
-                resp = await pool.send(req, stream=True)
+                resp = await session.request(method, base_url + path, data=body if method == "POST" else None, headers=headers,
+                                             allow_redirects=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(left, 3.0)))
         except TimeoutError:
             raise MinerError(f"no answer from {base_url} within the deadline", reason=Reason.TIMEOUT) from None
-        except httpx.TimeoutException:
-            raise MinerError(f"no answer from {base_url} within the timeout", reason=Reason.TIMEOUT) from None
-        except _RETRYABLE:
-            raise
-        except httpx.TransportError as e:
+        except aiohttp.ClientConnectorError as e:  # before ClientOSError, its base: nothing was sent
+            raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            raise _Closed(type(e).__name__) from None
+        except aiohttp.ClientResponseError as e:  # a head aiohttp's parser refused (too long, too many fields, not HTTP)
+            raise MinerError(f"{base_url} sent a malformed answer (HTTP parser: {e.message[:80]!s})", reason=Reason.MALFORMED_REPLY) from None
+        except (aiohttp.ClientError, ValueError) as e:  # an unusable address, among others
             raise MinerError(f"cannot reach {base_url}: {type(e).__name__}", reason=Reason.UNREACHABLE) from None
         try:
-            if resp.status_code != 200:
+            if resp.status != 200:
                 async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
                     raw = await _read_error(resp)
-                raise refusal(base_url, path, resp.status_code, raw)
+                raise refusal(base_url, path, resp.status, raw)
             encoding = resp.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise MinerError(f"the answer uses content encoding {encoding[:16]!r}; only identity is accepted", reason=Reason.MALFORMED_REPLY)
@@ -220,44 +250,48 @@ class SignedClient:
             if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
                 raise MinerError(f"the answer from {base_url} exceeds {limit} bytes", reason=Reason.TOO_LARGE)
         except BaseException as e:
-            await resp.aclose()
-            if isinstance(e, (TimeoutError, httpx.HTTPError)):
+            resp.close()
+            if isinstance(e, (TimeoutError, aiohttp.ClientError)):
                 raise MinerError(f"no usable answer from {base_url} within the deadline", reason=Reason.TIMEOUT) from None
             raise
         return resp
 
     async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            await pool.aclose()
+        http, self._http = self._http, None
+        if http is not None and self._loop is asyncio.get_running_loop():
+            await http.close()
 
 
 class ByteStream:
-    """An answer's bytes as they arrive, within the exchange's deadline and size cap (``MinerError`` past either)."""
+    """An answer's bytes as they arrive, within the exchange's deadline and size cap (``MinerError`` past either).
+    ``headers``: the answer's, with lower-case names."""
 
-    def __init__(self, resp: httpx.Response, base_url: str, deadline: float, limit: int, broken: Reason = Reason.STREAM_TRUNCATED) -> None:
-        self.headers = resp.headers
+    def __init__(self, resp: aiohttp.ClientResponse, base_url: str, deadline: float, limit: int, broken: Reason = Reason.STREAM_TRUNCATED) -> None:
+        self.headers = _lowercased(resp.headers)
         self._broken = broken
         self._resp = resp
         self._base_url = base_url
         self._deadline = deadline
         self._limit = limit
+        self._whole = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         size = 0
-        chunks = self._resp.aiter_raw().__aiter__()
+        content = self._resp.content
         while True:
             left = self._deadline - time.monotonic()
             if left <= 0:
-                raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT)
+                raise self._late()
             try:
-                data = await asyncio.wait_for(chunks.__anext__(), left)
-            except StopAsyncIteration:
+                async with asyncio.timeout(left):
+                    data = await content.readany()
+            except TimeoutError:
+                raise self._late() from None
+            except aiohttp.ClientError as e:
+                raise self._broke(e) from None
+            if not data:
+                self._whole = True
                 return
-            except (TimeoutError, httpx.TimeoutException):
-                raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT) from None
-            except httpx.TransportError as e:
-                raise MinerError(f"the answer from {self._base_url} broke off ({type(e).__name__})", reason=self._broken) from None
             size += len(data)
             if size > self._limit:
                 raise MinerError(f"the answer from {self._base_url} exceeds {self._limit} bytes", reason=Reason.TOO_LARGE)
@@ -267,19 +301,35 @@ class ByteStream:
         """The whole answer (capped and within the deadline): one timer for the whole body, not one per chunk."""
         left = self._deadline - time.monotonic()
         if left <= 0:
-            raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT)
+            raise self._late()
         try:
             async with asyncio.timeout(left):
-                return await read_capped(self._resp, self._limit)
-        except (TimeoutError, httpx.TimeoutException):
-            raise MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT) from None
+                raw = await read_capped(self._resp, self._limit)
+        except TimeoutError:
+            raise self._late() from None
         except ReplyTooLarge:
             raise MinerError(f"the answer from {self._base_url} exceeds {self._limit} bytes", reason=Reason.TOO_LARGE) from None
-        except httpx.TransportError as e:
-            raise MinerError(f"the answer from {self._base_url} broke off ({type(e).__name__})", reason=self._broken) from None
+        except aiohttp.ClientError as e:
+            raise self._broke(e) from None
+        self._whole = True
+        return raw
+
+    def close(self) -> None:
+        """Back to the pool when read to its end; otherwise the connection is closed (what is left of a
+        broken or abandoned answer must not be read as the next one's)."""
+        if self._whole:
+            self._resp.release()
+        else:
+            self._resp.close()
+
+    def _late(self) -> MinerError:
+        return MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT)
+
+    def _broke(self, e: Exception) -> MinerError:
+        return MinerError(f"the answer from {self._base_url} broke off ({type(e).__name__})", reason=self._broken)
 
 
-async def _read_error(resp: httpx.Response) -> bytes:
+async def _read_error(resp: aiohttp.ClientResponse) -> bytes:
     try:
         return await read_capped(resp, MAX_ERROR_BYTES)
     except ReplyTooLarge:
