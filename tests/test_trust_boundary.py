@@ -245,11 +245,15 @@ def test_a_connection_closed_under_a_reused_request_is_retried_not_charged(make_
     assert asyncio.run(_against(handle, go, make_wallet)) == 2
 
 
-def test_a_peer_that_always_closes_mid_reply_is_named(make_wallet) -> None:
+async def _reason_against(reply: bytes, make_wallet, linger: float = 0.0) -> str:
+    """The reason ``SignedClient.post`` names against a peer that reads a request's head, writes ``reply``,
+    waits ``linger`` seconds and closes."""
     async def handle(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":")
-        await writer.drain()
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(reply)
+            await writer.drain()
+            await asyncio.sleep(linger)
         writer.close()
 
     async def go(url: str, client: SignedClient):
@@ -257,7 +261,11 @@ def test_a_peer_that_always_closes_mid_reply_is_named(make_wallet) -> None:
             await client.post(url, "/x", {}, receiver=None)
         return e.value.reason
 
-    assert asyncio.run(_against(handle, go, make_wallet)) == "disconnected"
+    return await _against(handle, go, make_wallet)
+
+
+def test_a_peer_that_always_closes_mid_reply_is_named(make_wallet) -> None:
+    assert asyncio.run(_reason_against(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":", make_wallet)) == "disconnected"
 
 
 # --- the signed client against a hostile head: nothing followed, inflated or buffered unbounded --
@@ -277,21 +285,7 @@ _HOSTILE_HEADS = {
 @pytest.mark.parametrize("behaviour", sorted(_HOSTILE_HEADS))
 def test_a_hostile_head_is_a_named_refusal(make_wallet, behaviour) -> None:
     head, reason = _HOSTILE_HEADS[behaviour]
-
-    async def handle(reader, writer):
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(head)
-            await writer.drain()
-            await asyncio.sleep(0.5)
-        writer.close()
-
-    async def go(url: str, client: SignedClient):
-        with pytest.raises(MinerError) as e:
-            await client.post(url, "/x", {}, receiver=None)
-        return e.value.reason
-
-    assert asyncio.run(_against(handle, go, make_wallet)) == reason
+    assert asyncio.run(_reason_against(head, make_wallet, linger=0.5)) == reason
 
 
 def test_a_redirect_is_not_followed(make_wallet) -> None:
@@ -305,21 +299,9 @@ def test_a_redirect_is_not_followed(make_wallet) -> None:
 
     async def go():
         other = await asyncio.start_server(elsewhere, "127.0.0.1", 0)
-        there = f"http://127.0.0.1:{other.sockets[0].getsockname()[1]}/steal"
-
-        async def handle(reader, writer):
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % there.encode())
-            await writer.drain()
-            writer.close()
-
-        async def ask(url: str, client: SignedClient):
-            with pytest.raises(MinerError) as e:
-                await client.post(url, "/x", {}, receiver=None)
-            return e.value.reason
-
+        there = f"http://127.0.0.1:{other.sockets[0].getsockname()[1]}/steal".encode()
         try:
-            return await _against(handle, ask, make_wallet)
+            return await _reason_against(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % there, make_wallet)
         finally:
             other.close()
 
