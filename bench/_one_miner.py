@@ -127,12 +127,13 @@ class Exchanges:
 
     async def fresh(self, url: str) -> None:
         """A fresh attestation, then the request (two round trips); the session is kept for the others."""
+        from omron_tee.channel.hpke import KemSuite
         from omron_tee.exchange import transport
         from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
         from omron_tee.protocol import AttestRequest
 
         nonce = new_nonce()
-        resp, _ = await transport.attest(self.client, url, AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305", HOTKEY), receiver=HOTKEY,
+        resp, _ = await transport.attest(self.client, url, AttestRequest(nonce, KemSuite.X25519.value, HOTKEY), receiver=HOTKEY,
                                          timeout=10.0)
         s = check_attestation(resp, nonce=nonce, hotkey=HOTKEY, policy=self.policy, registry=self.verifiers)
         req, reader = seal_request(s, self.tensor, self.spec, self.x, nonce=nonce)

@@ -36,10 +36,11 @@ from omron_tee.config import create_wallet, run_async  # noqa: E402
 
 
 def attest_body() -> bytes:
+    from omron_tee.channel.hpke import KemSuite
     from omron_tee.exchange.requester import new_nonce
     from omron_tee.protocol import AttestRequest, dumps
 
-    return dumps(AttestRequest(new_nonce(), "x25519-hkdf-sha256-chacha20poly1305", one.HOTKEY).to_json())
+    return dumps(AttestRequest(new_nonce(), KemSuite.X25519.value, one.HOTKEY).to_json())
 
 
 async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: int) -> dict:

@@ -34,7 +34,7 @@ import contextlib
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -186,38 +186,44 @@ class SignedClient:
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         limit = self._max_reply if max_bytes is None else max_bytes
         body = dumps(payload) if body is None else body
+
+        def signed() -> dict[str, str]:  # signed again for a retry: btauth/1 refuses a replayed signature
+            headers = self.signer.headers("POST", path, body, receiver)
+            headers["Content-Type"] = content_type
+            return headers
+
         async with self._limit:
-            for attempt in (0, 1):
-                headers = self.signer.headers("POST", path, body, receiver)
-                headers["Content-Type"] = content_type
-                try:
-                    resp = await self._open(base_url, path, body, headers, deadline, limit)
-                except _Closed as e:
-                    if attempt == 0 and deadline - time.monotonic() > 0.05:
-                        continue
-                    raise MinerError(f"{base_url} closed the connection before answering ({e})", reason=Reason.DISCONNECTED) from None
-                stream = ByteStream(resp, base_url, deadline, limit, broken)
-                try:
-                    yield stream
-                finally:
-                    stream.close()
-                return
+            stream = ByteStream(await self._answer(base_url, path, body, signed, deadline, limit), base_url, deadline, limit, broken)
+            try:
+                yield stream
+            finally:
+                stream.close()
 
     async def get(self, base_url: str, path: str, *, timeout: float | None = None, max_bytes: int | None = None) -> Any:
         """GET a public (unsigned) route: the parsed JSON reply, with the same deadline, cap and named refusals as ``post``."""
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         limit = self._max_reply if max_bytes is None else max_bytes
         async with self._limit:
-            try:
-                resp = await self._open(base_url, path, b"", {}, deadline, limit, method="GET")
-            except _Closed as e:
-                raise MinerError(f"{base_url} closed the connection before answering ({e})", reason=Reason.DISCONNECTED) from None
-            stream = ByteStream(resp, base_url, deadline, limit, Reason.DISCONNECTED)
+            stream = ByteStream(await self._answer(base_url, path, b"", dict, deadline, limit, method="GET"), base_url, deadline, limit, Reason.DISCONNECTED)
             try:
                 raw = await stream.read()
             finally:
                 stream.close()
         return _decoded(raw, limit)
+
+    async def _answer(self, base_url: str, path: str, body: bytes, headers: Callable[[], dict[str, str]], deadline: float, limit: int,
+                      method: str = "POST") -> aiohttp.ClientResponse:
+        """``_open``, once more on a fresh connection when the first closed before the answer began (the race
+        between our reuse of a keep-alive connection and the peer's idle close: never the peer's fault);
+        ``headers()`` gives each attempt's headers."""
+        retry = True
+        while True:
+            try:
+                return await self._open(base_url, path, body, headers(), deadline, limit, method)
+            except _Closed as e:
+                if not retry or deadline - time.monotonic() <= 0.05:
+                    raise MinerError(f"{base_url} closed the connection before answering ({e})", reason=Reason.DISCONNECTED) from None
+                retry = False
 
     async def _open(self, base_url: str, path: str, body: bytes, headers: dict[str, str], deadline: float, limit: int,
                     method: str = "POST") -> aiohttp.ClientResponse:
@@ -295,7 +301,7 @@ class ByteStream:
                 return
             size += len(data)
             if size > self._limit:
-                raise MinerError(f"the answer from {self._base_url} exceeds {self._limit} bytes", reason=Reason.TOO_LARGE)
+                raise self._too_large()
             yield data
 
     async def read(self) -> bytes:
@@ -309,7 +315,7 @@ class ByteStream:
         except TimeoutError:
             raise self._late() from None
         except ReplyTooLarge:
-            raise MinerError(f"the answer from {self._base_url} exceeds {self._limit} bytes", reason=Reason.TOO_LARGE) from None
+            raise self._too_large() from None
         except aiohttp.ClientError as e:
             raise self._broke(e) from None
         self._whole = True
@@ -322,6 +328,9 @@ class ByteStream:
             self._resp.release()
         else:
             self._resp.close()
+
+    def _too_large(self) -> MinerError:
+        return MinerError(f"the answer from {self._base_url} exceeds {self._limit} bytes", reason=Reason.TOO_LARGE)
 
     def _late(self) -> MinerError:
         return MinerError(f"the answer from {self._base_url} ran past its deadline", reason=Reason.TIMEOUT)
