@@ -98,7 +98,7 @@ def run_end_to_end(x: np.ndarray, rounds: int) -> None:
         mul_model(model, x.size)
         key = str(Path(d) / "dev.key")
         wallet = create_wallet("bench", "default", Path(d) / "wallets")
-        proc, url = one.start("starlette", key, str(model))
+        proc, url = one.start("shipped", key, str(model))
         try:
             got = run_async(end_to_end(one.Exchanges(wallet, key, str(model), x.reshape(1, -1)), url, proc.pid, rounds, 5))
         finally:

@@ -1,10 +1,10 @@
-"""The miner's CPU per request: its routes on plain Starlette (shipped) against the same routes on FastAPI, one run.
+"""The miner's CPU per request: its routes on the bare ASGI interface (shipped) against plain Starlette and FastAPI, one run.
 
     .venv/bin/python bench/bench_miner_http.py [--rounds 15] [--per-round 50]
 
-Starts two miner servers (``_one_miner``), one with ``miner.server.build_app`` as shipped and
-one with the very same route functions registered on FastAPI (``add_api_route``: what the miner
-ran before). One validator-side client (btauth/1-signed, ``SignedClient``) sends both the same requests,
+Starts three miner servers (``_one_miner``): ``miner.server.build_app`` as shipped (``wire.asgi``, no
+framework), the routes it ran before on plain Starlette (``_starlette_miner``), and those same route
+functions registered on FastAPI (``add_api_route``: what it ran before that). One validator-side client (btauth/1-signed, ``SignedClient``) sends both the same requests,
 interleaved: a fresh attestation then a sealed tensor request (two round trips), and a request on
 a reused session. Each server's CPU comes from ``/proc/<pid>/schedstat`` (the kernel's counter),
 so the figures are per request of that process alone; medians of ``--rounds`` interleaved rounds.
@@ -50,7 +50,7 @@ def main() -> None:
         wallet = create_wallet("bench", "default", Path(d) / "wallets")
         procs, urls, pids = [], {}, {}
         try:
-            for name in ("starlette", "fastapi"):
+            for name in ("shipped", "starlette", "fastapi"):
                 proc, urls[name] = one.start(name, key)
                 procs.append(proc)
                 pids[name] = proc.pid
@@ -59,8 +59,8 @@ def main() -> None:
             one.stop(procs)
     print(f"miner CPU per request (µs, median of {args.rounds} interleaved rounds of {args.per_round}):")
     for mode, label in (("fresh", "fresh attestation + request (2 trips)"), ("reused", "request on a reused session")):
-        a, b = got["starlette"][mode], got["fastapi"][mode]
-        print(f"  {label:<40} Starlette {a:7.0f}   FastAPI {b:7.0f}   ratio {a / b:.2f}")
+        a, b, c = got["shipped"][mode], got["starlette"][mode], got["fastapi"][mode]
+        print(f"  {label:<40} bare ASGI (shipped) {a:7.0f}   Starlette {b:7.0f} ({b / a:.2f}x)   FastAPI {c:7.0f} ({c / a:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,22 @@ through httpx's ``AsyncClient``, configured as ``SignedClient`` was before it mo
 (identity encoding, no proxies, keep-alive). Then the CPU cost of a TLS context for each of
 ``--peers`` peers against the one shared context (OpenSSL's own memory is out of Python's
 sight, so no memory figure is printed).
+
+The cryptography floor, same run: the primitives one verified request asks of the validator and
+nothing else (``crypto_floor``), on the sizes of a real request and answer captured from the miner
+in this run: the btauth/1 signature (sha-256 of the body, sr25519), the one-time reply key (X25519),
+the HPKE seal of the request, the HPKE open of the stream header, the ChaCha20-Poly1305 open of each
+chunk, the receipt's Ed25519 signature and the input's and output's sha-256; in band and fresh, also
+the evidence's signature (simulated evidence: one Ed25519 signature; a hardware quote costs more),
+and fresh, the ``/attest`` request's signature. Timed in the same interleaved rounds as the requests,
+and printed as the validator's CPU over that floor.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
 import tempfile
 import time
 from pathlib import Path
@@ -67,11 +77,96 @@ async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: i
              ("bare_httpx", bare_httpx), ("attest", attest_aiohttp), ("attest_httpx", attest_httpx))
     for _, fn in modes:
         await fn(url)
+
+    def timed(ops: Callable[[], None]) -> Callable[[str], Awaitable[None]]:
+        async def run(u: str) -> None:
+            ops()
+        return run
+
+    floors = tuple((f"floor_{m}", timed(ops)) for m, ops in crypto_floor(await capture(url, ex), ex).items())
     try:
-        return await one.measure(url, pid, modes, rounds, per_round)
+        return await one.measure(url, pid, modes + floors, rounds, per_round)
     finally:
         await ex.aclose()
         await hx.aclose()
+
+
+async def capture(url: str, ex: one.Exchanges) -> dict[str, list[bytes]]:
+    """The frames of a real answer, on the reused session and with evidence in band (what the floor opens)."""
+    from omron_tee.channel.stream import FrameReader
+    from omron_tee.exchange import transport
+    from omron_tee.exchange.requester import fresh_check, seal_request
+
+    s = ex.sessions[url]
+    out = {}
+    for mode, check in (("reused", None), ("in_band", fresh_check(s, hotkey=one.HOTKEY, policy=ex.policy, registry=ex.verifiers))):
+        req, _ = seal_request(s, ex.tensor, ex.spec, ex.x, fresh=check)
+        async with transport.infer(ex.client, url, req, receiver=one.HOTKEY, timeout=10.0, max_bytes=1 << 24) as body:
+            out[mode] = [len(req.sealed), *FrameReader().feed(await body.read())]
+    return out
+
+
+def crypto_floor(frames: dict[str, list], ex: one.Exchanges) -> dict[str, Callable[[], None]]:
+    """Per mode, the cryptography alone of one request (the module docstring lists it)."""
+    import hashlib
+    import os
+
+    from bittensor import http_auth
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from omron_tee.channel.hpke import KemSuite
+
+    suite = KemSuite.X25519.suite
+    signer = ex.client.signer._signer  # the primitive alone, not bittensor's wrapper around it
+    enclave = X25519PrivateKey.generate()
+    ed = Ed25519PrivateKey.generate()
+    receipt_msg = os.urandom(180)
+    receipt_sig = ed.sign(receipt_msg)
+    evidence_msg = os.urandom(200)
+    evidence_sig = ed.sign(evidence_msg)
+    tensor = ex.x.tobytes()
+
+    def request_ops(sizes: list) -> Callable[[], None]:
+        sealed_len, header, *chunks = sizes
+        body = os.urandom(sealed_len + 40)  # the request frame: magic, key id, ciphertext
+        plaintext = os.urandom(sealed_len - 48)  # HPKE's X25519 enc (32) and tag (16) come on top
+        reply = X25519PrivateKey.generate()
+        header_ct = suite.encrypt(os.urandom(len(header) - 48), reply.public_key(), info=b"i")
+        key = os.urandom(32)
+        chunk_cts = [ChaCha20Poly1305(key).encrypt(bytes(12), os.urandom(len(c) - 17), b"a") for c in chunks]
+        enclave_pub = enclave.public_key()
+        ed_pub = ed.public_key()
+
+        def ops() -> None:
+            signer.sign(http_auth.build_payload(scheme="sr25519", method="POST", path="/infer", body=body, nonce_ns=1,
+                                                sender_ss58=signer.ss58_address, receiver_ss58=one.HOTKEY))
+            X25519PrivateKey.generate().public_key().public_bytes_raw()
+            suite.encrypt(plaintext, enclave_pub, info=b"i")
+            suite.decrypt(header_ct, reply, info=b"i")
+            aead = ChaCha20Poly1305(key)
+            for ct in chunk_cts:
+                aead.decrypt(bytes(12), ct, b"a")
+            ed_pub.verify(receipt_sig, receipt_msg)
+            hashlib.sha256(tensor).digest()
+            hashlib.sha256(tensor).digest()
+        return ops
+
+    def evidence() -> None:
+        ed.public_key().verify(evidence_sig, evidence_msg)
+        hashlib.sha256(evidence_msg).digest()
+
+    attest_body = os.urandom(165)
+    reused, in_band = request_ops(frames["reused"]), request_ops(frames["in_band"])
+
+    def fresh() -> None:
+        signer.sign(http_auth.build_payload(scheme="sr25519", method="POST", path="/attest", body=attest_body, nonce_ns=1,
+                                            sender_ss58=signer.ss58_address, receiver_ss58=one.HOTKEY))
+        evidence()
+        reused()
+
+    return {"reused": reused, "in_band": lambda: (evidence(), in_band()), "fresh": fresh}
 
 
 def tls_cost(peers: int) -> dict[str, float]:
@@ -98,7 +193,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         key = str(Path(d) / "dev.key")
         wallet = create_wallet("bench", "default", Path(d) / "wallets")
-        proc, url = one.start("starlette", key)
+        proc, url = one.start("shipped", key)
         try:
             got = run_async(drive(url, proc.pid, one.Exchanges(wallet, key), args.rounds, args.per_round))
         finally:
@@ -110,7 +205,10 @@ def main() -> None:
     for mode, label in (("bare", "bare round trip (GET /health)"), ("reused", "verified request, reused session"),
                         ("in_band", "verified, fresh in band (1 trip)"), ("fresh", "fresh attestation + request (2 trips)")):
         r = got[mode]
-        print(f"  {label:<40} {r['wall']:6.3f} wall {r['cpu']:6.3f} validator {r['miner']:6.3f} miner   {r['wall'] / bare['wall']:5.2f}x the bare trip")
+        f = got.get(f"floor_{mode}", {}).get("cpu")
+        floor_s = f"   crypto floor {f:5.3f}, validator {r['cpu'] / f:4.2f}x it" if f else ""
+        print(f"  {label:<40} {r['wall']:6.3f} wall {r['cpu']:6.3f} validator {r['miner']:6.3f} miner   {r['wall'] / bare['wall']:5.2f}x the bare trip"
+              + floor_s)
     print("the client library, same rounds (validator CPU, ms per request; httpx / aiohttp):")
     for a, h, label in (("bare", "bare_httpx", "bare round trip (GET /health)"), ("attest", "attest_httpx", "signed POST /attest")):
         ra, rh = got[a], got[h]
