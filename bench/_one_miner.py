@@ -2,8 +2,8 @@
 
 ``start(variant, key_path)`` runs a miner server (simulated enclave, the shipped models,
 ``wire.server.QuietServer``) in its own process: ``variant`` "shipped" is ``miner.server.build_app``
-(bare ASGI), "starlette" the routes the miner ran before on plain Starlette (``_starlette_miner``),
-"fastapi" those same route functions on FastAPI (what it ran before that). ``cpu_ns(pid)`` is the process's time on CPU (``/proc/<pid>/schedstat``).
+(plain Starlette), "fastapi" the same route functions on FastAPI (what the miner ran before), "asgi"
+the routes on the bare ASGI interface with no framework (``_asgi_miner``: measured, not shipped). ``cpu_ns(pid)`` is the process's time on CPU (``/proc/<pid>/schedstat``).
 ``Exchanges`` makes the validator-side requests: a bare round trip, a fresh attestation plus
 request, a request on a reused session, and one proving freshness in band.
 """
@@ -41,10 +41,10 @@ if len(sys.argv) > 5:  # an extra ONNX model and its id
     models.add_file(sys.argv[5], sys.argv[6])
 core = TrustedApp(SimulatedBackend(key, trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])), models, hotkey=hotkey)
 app = build_app(core, RequestVerifier(hotkey, Admission.anyone()))
-if variant in ("starlette", "fastapi"):
+if variant == "asgi":
     sys.path.insert(0, {bench!r})
-    import _starlette_miner
-    app = _starlette_miner.build_app(core, RequestVerifier(hotkey, Admission.anyone()))
+    import _asgi_miner
+    app = _asgi_miner.build_app(core, RequestVerifier(hotkey, Admission.anyone()))
 if variant == "fastapi":
     before = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     for r in app.routes:

@@ -113,7 +113,6 @@ class Reason(enum.StrEnum):
     MALFORMED_REPLY = "malformed-reply"
     HTTP_ERROR = "http-error"  # a refusal without our JSON error body
     INTERNAL_ERROR = "internal-error"
-    NO_ROUTE = "no-route"  # no such path on this server, or not for this method
     MALFORMED_AUTH = "malformed-auth"  # btauth/1 headers (bittensor.http_auth)
     WRONG_RECEIVER = "wrong-receiver"
     STALE_REQUEST = "stale-request"

@@ -1,5 +1,4 @@
-"""Server side: how every server runs (uvicorn), refusals as named JSON, and the FastAPI route helpers
-that authenticate, parse and map errors (the miner's bare-ASGI routes: ``wire.asgi``).
+"""Server side: a FastAPI route helper that authenticates, parses and maps errors.
 
 Every refusal is a JSON body ``{"error": {"reason": slug, "message": text}}``
 with a fitting status code, never a traceback: peers and users see what was
@@ -16,7 +15,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from omron_tee.errors import AuthError, ChannelError, MinerError, ModelError, OmronTeeError, ProtocolError, RateLimited
 from omron_tee.protocol import dumps, loads
@@ -77,10 +76,9 @@ class QuietServer(uvicorn.Server):
             should_exit = await self.on_tick(counter)
 
 
-def error_status(e: OmronTeeError) -> int:
-    """The HTTP status of a refusal: by the error's class, too-large 413, a caller without a permit 403."""
+def error_response(e: OmronTeeError) -> JSONResponse:
     if e.reason == Reason.TOO_LARGE:
-        return 413
+        return JSONResponse({"error": {"reason": e.reason, "message": str(e)}}, status_code=413)
     status = 500
     for cls, code in _STATUS:
         if isinstance(e, cls):
@@ -88,16 +86,7 @@ def error_status(e: OmronTeeError) -> int:
             break
     if status == 401 and e.reason == Reason.CALLER_NOT_PERMITTED:
         status = 403
-    return status
-
-
-def error_body(e: OmronTeeError) -> bytes:
-    """Every refusal's body: ``{"error": {"reason": slug, "message": text}}``."""
-    return dumps({"error": {"reason": e.reason, "message": str(e)}})
-
-
-def error_response(e: OmronTeeError) -> Response:
-    return Response(content=error_body(e), status_code=error_status(e), media_type="application/json")
+    return JSONResponse({"error": {"reason": e.reason, "message": str(e)}}, status_code=status)
 
 
 def json_response(obj: Any) -> Response:

@@ -1,12 +1,11 @@
-"""Serving HTTP on the bare ASGI interface (uvicorn's), for the miner's few, hot routes.
+"""The miner's routes on the bare ASGI interface, no framework: the alternative ``bench_miner_http`` measures.
 
-Why not a framework: the miner answers three routes that read their own bodies and write bytes,
-and plain Starlette's request, routing and response objects cost it 12-18 % of its CPU per
-request beside this (``bench/bench_miner_http.py``; FastAPI more). What a framework did that
-matters is kept here: bodies bounded before they are read whole, named JSON refusals
-(``wire.server.error_status``/``error_body``), the lifespan protocol, and a streamed answer
-stopped when its client goes away (Starlette listens for ``http.disconnect`` beside the
-stream; so does ``send_stream``, since uvicorn drops writes to a closed connection silently).
+Complete enough to be a fair rival to the shipped Starlette routes (``miner.server``): bodies
+bounded before they are read whole, named JSON refusals, routes guarded and logged as shipped,
+the lifespan protocol, and a streamed answer stopped when its client goes away (what Starlette's
+``StreamingResponse`` does by listening for ``http.disconnect``). Not shipped: measured side by
+side it saved the miner 0-15 % of its CPU per request across runs, about 8 % typically
+(docs/BENCHMARKS.md), too little to hand-roll what a well-kept library does.
 """
 
 from __future__ import annotations
@@ -18,9 +17,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import time
+
 from omron_tee.errors import OmronTeeError, ProtocolError
+from omron_tee.protocol import REQUEST_MEDIA_TYPE, STREAM_MEDIA_TYPE, AttestRequest, InferRequest, dumps, loads
 from omron_tee.reasons import Reason
-from omron_tee.wire.server import MAX_BODY, error_body, error_status
+from omron_tee.wire.server import MAX_BODY, error_response
+
+log = logging.getLogger("omron_tee.miner")
+
+
+def error_body(e: OmronTeeError) -> bytes:
+    return error_response(e).body
+
+
+def error_status(e: OmronTeeError) -> int:
+    return error_response(e).status_code
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -164,7 +176,7 @@ class Router:
         if route is None and request.method == "HEAD":
             route = self._routes.get(("GET", path))
         if route is None:
-            refusal = OmronTeeError(f"no route for {request.method} {path[:64]}", reason=Reason.NO_ROUTE)
+            refusal = OmronTeeError(f"no route for {request.method} {path[:64]}", reason=Reason.UNSUPPORTED)
             await out.bytes(error_body(refusal), status=405 if path in self._paths else 404)
             return
         try:
@@ -179,3 +191,35 @@ class Router:
             self._log.error("internal error on %s %s: %s", request.method, path[:64], type(e).__name__)
             if not out.started:
                 await out.error(OmronTeeError(f"internal error ({type(e).__name__})", reason=Reason.INTERNAL_ERROR))
+
+
+def build_app(app_core: Any, verifier: Any) -> Router:
+    no_store = {"Cache-Control": "no-store"}
+
+    async def authenticated(request: HttpRequest) -> tuple[str, bytes]:
+        """(caller hotkey, body) of a btauth/1-signed request; the signature covers the path with its query."""
+        body = await request.body()
+        return verifier.verify(request.headers, body, method=request.method, path=request.target), body
+
+    async def attest(request: HttpRequest, out: Responder) -> None:
+        _, body = await authenticated(request)
+        await out.bytes(dumps(app_core.attest(AttestRequest.from_json(loads(body, "request body"))).to_json()))
+
+    async def infer(request: HttpRequest, out: Responder) -> None:
+        t0 = time.perf_counter()
+        caller, body = await authenticated(request)
+        binary = request.media_type == REQUEST_MEDIA_TYPE
+        opened = app_core.open(InferRequest.from_bytes(body) if binary else InferRequest.from_json(loads(body, "request body")))
+        if opened.streamed:
+            log.info("request from %s: sealed, %d bytes in; answer streamed", caller[:10], len(body))
+            await out.stream(app_core.answer(opened), request.receive, media_type=STREAM_MEDIA_TYPE, headers=no_store)
+            return
+        answer = await app_core.answer_whole(opened)
+        # What the operator may know: who asked, sizes and time; the request's model, workload and content are sealed.
+        log.info("request from %s: sealed, %d bytes in, %d out, %.1f ms", caller[:10], len(body), len(answer), (time.perf_counter() - t0) * 1000)
+        await out.bytes(answer, media_type=STREAM_MEDIA_TYPE, headers=no_store)
+
+    async def health(request: HttpRequest, out: Responder) -> None:
+        await out.bytes(dumps({"hotkey": verifier.self_hotkey, "tee_type": app_core.backend.tee_type.value, "models": list(app_core.models)}))
+
+    return Router({("POST", "/attest"): attest, ("POST", "/infer"): infer, ("GET", "/health"): health}, log)
