@@ -113,6 +113,7 @@ class Exchanges:
         from omron_tee.wire.client import SignedClient
         from omron_tee.workloads.tensor import TensorWorkload, sample_input
 
+        self.key_path = key_path
         models = ModelRegistry.builtin()
         if extra_model:
             models.add_file(extra_model, EXTRA_MODEL_ID)

@@ -30,6 +30,7 @@ and printed as the validator's CPU over that floor.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Awaitable, Callable
 import tempfile
@@ -84,11 +85,45 @@ async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: i
         return run
 
     floors = tuple((f"floor_{m}", timed(ops)) for m, ops in crypto_floor(await capture(url, ex), ex).items())
+    no_http, validator_ms = without_http(ex, ex.key_path)
     try:
-        return await one.measure(url, pid, modes + floors, rounds, per_round)
+        got = await one.measure(url, pid, modes + floors + (("no_http", no_http),), rounds, per_round)
+        got["no_http"]["cpu"] = statistics.median(validator_ms)  # the validator's part alone, not the in-process enclave's
+        return got
     finally:
         await ex.aclose()
         await hx.aclose()
+
+
+def without_http(ex: one.Exchanges, key_path: str) -> tuple[Callable[[str], Awaitable[None]], list[float]]:
+    """A request on a session, with the enclave in this process and no HTTP between: the validator's own
+    work of sealing and checking (``seal_request``, ``AnswerReader``), its CPU per request collected apart
+    from the enclave's into the returned list (ms)."""
+    from omron_tee.channel.hpke import KemSuite
+    from omron_tee.enclave.measurement import trusted_app_measurement
+    from omron_tee.enclave.simulated import SimulatedBackend
+    from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
+    from omron_tee.miner.trusted_app import TrustedApp
+    from omron_tee.protocol import AttestRequest
+
+    specs = [(s.model_id, s.sha256) for s in ex.models.specs()]
+    core = TrustedApp(SimulatedBackend(key_path, trusted_app_measurement(specs)), ex.models, hotkey=one.HOTKEY)
+    nonce = new_nonce()
+    session = check_attestation(core.attest(AttestRequest(nonce, KemSuite.X25519.value, one.HOTKEY)), nonce=nonce, hotkey=one.HOTKEY,
+                                policy=ex.policy, registry=ex.verifiers)
+    spent: list[float] = []
+
+    async def run(u: str) -> None:
+        t0 = time.process_time()
+        req, reader = seal_request(session, ex.tensor, ex.spec, ex.x)
+        t1 = time.process_time()
+        answer = await core.answer_whole(core.open(req))
+        t2 = time.process_time()
+        reader.feed(answer)
+        reader.close()
+        spent.append((t1 - t0 + time.process_time() - t2) * 1000)
+
+    return run, spent
 
 
 async def capture(url: str, ex: one.Exchanges) -> dict[str, list[bytes]]:
@@ -209,6 +244,8 @@ def main() -> None:
         floor_s = f"   crypto floor {f:5.3f}, validator {r['cpu'] / f:4.2f}x it" if f else ""
         print(f"  {label:<40} {r['wall']:6.3f} wall {r['cpu']:6.3f} validator {r['miner']:6.3f} miner   {r['wall'] / bare['wall']:5.2f}x the bare trip"
               + floor_s)
+    nh, fl = got["no_http"]["cpu"], got["floor_reused"]["cpu"]
+    print(f"  {'the same, enclave in-process, no HTTP':<40} {'':>11} {nh:6.3f} validator {'':>16} crypto floor {fl:5.3f}, validator {nh / fl:4.2f}x it")
     print("the client library, same rounds (validator CPU, ms per request; httpx / aiohttp):")
     for a, h, label in (("bare", "bare_httpx", "bare round trip (GET /health)"), ("attest", "attest_httpx", "signed POST /attest")):
         ra, rh = got[a], got[h]
