@@ -7,9 +7,11 @@ Prints medians (interleaved rounds, so machine noise hits every variant alike):
   2. the exchange in process (no network): fresh attestation (two round trips), reused session
      (one, no per-request freshness), and fresh in band (one: a reused session whose every
      answer carries evidence for its own nonce);
-  3. the exchange over loopback HTTP to one miner process (btauth/1, Starlette, aiohttp), the same three;
+  3. the exchange over loopback HTTP to one miner process (btauth/1, Starlette, aiohttp), the same three,
+     beside a bare round trip (an unsigned GET /health through the same client) in the same rounds;
 and then the validator's verified requests per second against --miners local miner
-processes, the same three ways.
+processes, the same three ways, beside bare round trips per second at the same concurrency
+(what the HTTP stack alone allows on this machine).
 """
 
 from __future__ import annotations
@@ -104,19 +106,43 @@ async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, flo
     band = Prober(client, policy=policy, verifiers=verifiers, models=models, model_ids=[MODEL], seed=3, reuse_sessions=True, fresh_in_band=True)
     miners = [n for n in net.chain.metagraph().neurons if n.endpoint is not None and not n.validator_permit]
     first = miners[0]
-    t_fresh, t_reuse, t_band = [], [], []
+    t_fresh, t_reuse, t_band, t_bare = [], [], [], []
     for _ in range(rounds):
+        t0 = time.perf_counter()
+        await client.get(first.endpoint.url, "/health")
+        t_bare.append(time.perf_counter() - t0)
         for prober, acc in ((fresh, t_fresh), (reuse, t_reuse), (band, t_band)):
             t0 = time.perf_counter()
             r = await prober.probe(first)
             acc.append(time.perf_counter() - t0)
             if not r.outcome.ok:
                 raise SystemExit(f"benchmark request failed: {r.outcome.reason}: {r.message}")
-    result = {"http_fresh": med_ms(t_fresh), "http_reuse": med_ms(t_reuse), "http_band": med_ms(t_band)}
+    result = {"http_fresh": med_ms(t_fresh), "http_reuse": med_ms(t_reuse), "http_band": med_ms(t_band), "http_bare": med_ms(t_bare)}
 
-    async def throughput(prober: Prober, concurrency: int) -> float:
+    class Bare:
+        """A bare round trip in a probe's place (the HTTP stack's own ceiling)."""
+
+        async def probe(self, neuron):
+            await client.get(neuron.endpoint.url, "/health")
+            return type("R", (), {"outcome": type("O", (), {"ok": True})()})()
+
+    def miners_cpu_s() -> float:
+        total = 0
+        for proc in net.procs:
+            try:
+                with open(f"/proc/{proc.pid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+        return total / 1e9
+
+    cpu: dict[str, tuple[float, float]] = {}
+
+    async def throughput(prober, concurrency: int, name: str) -> float:
+        """Requests per second; ``cpu[name]``: ms of CPU per request, this validator's and all miners' together."""
         done = 0
         stop = time.perf_counter() + seconds
+        c0, m0 = time.process_time(), miners_cpu_s()
 
         async def worker(i: int) -> None:
             nonlocal done
@@ -128,12 +154,14 @@ async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, flo
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        return done / (time.perf_counter() - t0)
+        rate = done / (time.perf_counter() - t0)
+        cpu[name] = ((time.process_time() - c0) / done * 1000, (miners_cpu_s() - m0) / done * 1000)
+        return rate
 
-    result["rps_fresh"] = await throughput(fresh, 2 * len(miners))
-    result["rps_reuse"] = await throughput(reuse, 2 * len(miners))
-    result["rps_band"] = await throughput(band, 2 * len(miners))
+    for name, prober in (("bare", Bare()), ("fresh", fresh), ("reuse", reuse), ("band", band)):
+        result[f"rps_{name}"] = await throughput(prober, 2 * len(miners), name)
     await client.aclose()
+    result["cpu"] = cpu
     return result
 
 
@@ -161,12 +189,19 @@ async def main() -> None:
     print(f"  in process, fresh attestation            {inproc['fresh']:8.3f} ms   overhead {inproc['fresh'] - raw:7.3f} ms  ({inproc['fresh'] / raw:6.1f}x raw)")
     print(f"  in process, reused session               {inproc['reuse']:8.3f} ms   overhead {inproc['reuse'] - raw:7.3f} ms  ({inproc['reuse'] / raw:6.1f}x raw)")
     print(f"  in process, fresh in band (1 trip)       {inproc['band']:8.3f} ms   overhead {inproc['band'] - raw:7.3f} ms  ({inproc['band'] / raw:6.1f}x raw)")
-    print(f"  loopback HTTP, fresh attestation         {http['http_fresh']:8.3f} ms   overhead {http['http_fresh'] - raw:7.3f} ms")
-    print(f"  loopback HTTP, reused session            {http['http_reuse']:8.3f} ms   overhead {http['http_reuse'] - raw:7.3f} ms")
-    print(f"  loopback HTTP, fresh in band (1 trip)    {http['http_band']:8.3f} ms   overhead {http['http_band'] - raw:7.3f} ms")
-    print(f"  validator vs {args.miners} miners, fresh attestation  {http['rps_fresh']:8.1f} verified requests/s")
-    print(f"  validator vs {args.miners} miners, reused sessions    {http['rps_reuse']:8.1f} verified requests/s")
-    print(f"  validator vs {args.miners} miners, fresh in band      {http['rps_band']:8.1f} verified requests/s (a proof of freshness per request)")
+    bare = http["http_bare"]
+    print(f"  loopback HTTP, bare round trip           {bare:8.3f} ms")
+    for key, label in (("http_fresh", "fresh attestation       "), ("http_reuse", "reused session          "), ("http_band", "fresh in band (1 trip)  ")):
+        print(f"  loopback HTTP, {label} {http[key]:8.3f} ms   overhead {http[key] - raw:7.3f} ms  ({http[key] / bare:5.2f}x the bare trip)")
+    def cpu_of(name: str) -> str:
+        v, m = http["cpu"][name]
+        return f"  CPU per request: validator {v:5.2f} ms, miners {m:5.2f} ms"
+    print(f"  validator vs {args.miners} miners, bare round trips   {http['rps_bare']:8.1f} per second (no signing, no sealing: the HTTP stack's ceiling)"
+          + cpu_of("bare"))
+    print(f"  validator vs {args.miners} miners, fresh attestation  {http['rps_fresh']:8.1f} verified requests/s" + cpu_of("fresh"))
+    print(f"  validator vs {args.miners} miners, reused sessions    {http['rps_reuse']:8.1f} verified requests/s" + cpu_of("reuse"))
+    print(f"  validator vs {args.miners} miners, fresh in band      {http['rps_band']:8.1f} verified requests/s" + cpu_of("band")
+          + " (a proof of freshness per request)")
     print(f"  ratio in-band/two-trip fresh throughput  {http['rps_band'] / http['rps_fresh']:8.2f}")
     print(f"  ratio reused/fresh throughput            {http['rps_reuse'] / http['rps_fresh']:8.2f}")
 
