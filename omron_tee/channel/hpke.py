@@ -137,7 +137,8 @@ def pad(plaintext: bytes, floor: int = _MIN_BUCKET) -> bytes:
     """``len (4 bytes) || plaintext || zeros`` to its bucket (the stream's chunks use a smaller floor)."""
     if len(plaintext) > MAX_PLAINTEXT:
         raise ChannelError(f"message of {len(plaintext)} bytes exceeds the {MAX_PLAINTEXT}-byte limit", reason=Reason.TOO_LARGE)
-    return struct.pack(">I", len(plaintext)) + plaintext + bytes(bucket_size(len(plaintext), floor) - 4 - len(plaintext))
+    # One join, not two concatenations: a large message is copied once.
+    return b"".join((struct.pack(">I", len(plaintext)), plaintext, bytes(bucket_size(len(plaintext), floor) - 4 - len(plaintext))))
 
 
 def unpad(padded: bytes, *, reason: Reason = Reason.MALFORMED_MESSAGE) -> bytes:

@@ -48,8 +48,9 @@ def stream_info(nonce: bytes) -> bytes:
     return STREAM_INFO + b"\0" + nonce
 
 
-def frame(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
+def frame(data: bytes, flag: bytes = b"") -> bytes:
+    """``len || flag || data`` (``flag``: a chunk's one byte), joined in one copy."""
+    return b"".join((struct.pack(">I", len(flag) + len(data)), flag, data))
 
 
 def seal_header(kem: KemSuite, reply_public: bytes, nonce: bytes) -> tuple[bytes, bytes]:
@@ -74,16 +75,28 @@ class FrameReader:
         self.max_frame = max_frame
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        out = []
-        while len(self._buf) >= 4:
-            (n,) = struct.unpack_from(">I", self._buf)
-            if n > self.max_frame:
-                raise ChannelError(f"stream frame of {n} bytes exceeds {self.max_frame}", reason=Reason.STREAM_MALFORMED)
-            if len(self._buf) < 4 + n:
-                break
-            out.append(bytes(self._buf[4 : 4 + n]))
-            del self._buf[: 4 + n]
+        # With nothing held back (a whole answer, or pieces that end on a frame boundary) the frames are cut
+        # from ``data`` itself; otherwise ``data`` joins what is held, which grows in place (amortised linear).
+        buf = self._buf if self._buf else data
+        if buf is self._buf:
+            self._buf += data
+        out, at = [], 0
+        view = memoryview(buf)
+        try:
+            while len(view) - at >= 4:
+                (n,) = struct.unpack_from(">I", view, at)
+                if n > self.max_frame:
+                    raise ChannelError(f"stream frame of {n} bytes exceeds {self.max_frame}", reason=Reason.STREAM_MALFORMED)
+                if len(view) - at < 4 + n:
+                    break
+                out.append(bytes(view[at + 4 : at + 4 + n]))
+                at += 4 + n
+        finally:
+            view.release()  # before the buffer is resized
+        if buf is self._buf:
+            del self._buf[:at]
+        else:
+            self._buf = bytearray(buf[at:])  # a partial frame: kept for the next piece
         return out
 
     @property
@@ -113,7 +126,7 @@ class ChunkSealer:
         padded = pad(body, MIN_FINAL_BUCKET if final else MIN_CHUNK_BUCKET)
         ct = self._aead.encrypt(self.seq.to_bytes(12, "big"), padded, _aad(self._nonce, self.seq, flag))
         self.closed = final
-        return frame(bytes([flag]) + ct)
+        return frame(ct, bytes([flag]))
 
 
 class ChunkOpener:
@@ -134,7 +147,7 @@ class ChunkOpener:
         flag = data[0]
         seq = self.seq + 1
         try:
-            padded = self._aead.decrypt(seq.to_bytes(12, "big"), data[1:], _aad(self._nonce, seq, flag))
+            padded = self._aead.decrypt(seq.to_bytes(12, "big"), memoryview(data)[1:], _aad(self._nonce, seq, flag))  # no copy of the ciphertext
         except InvalidTag:
             raise ChannelError(f"stream chunk {seq} does not authenticate (tampered, reordered or missing chunk)", reason=Reason.STREAM_TAMPERED) from None
         try:

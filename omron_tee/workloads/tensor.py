@@ -47,12 +47,18 @@ class Tensor:
     def to_array(self) -> np.ndarray:
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape)
 
-    def canonical(self) -> bytes:
+    def _prefix(self) -> bytes:
         header = f"{self.dtype}:{','.join(map(str, self.shape))}".encode()
-        return struct.pack(">I", len(header)) + header + self.data
+        return struct.pack(">I", len(header)) + header
+
+    def canonical(self) -> bytes:
+        return self._prefix() + self.data
 
     def digest(self) -> bytes:
-        return hashlib.sha256(self.canonical()).digest()
+        """sha-256 of ``canonical()``, without building it (a large tensor is not copied to be hashed)."""
+        h = hashlib.sha256(self._prefix())
+        h.update(self.data)
+        return h.digest()
 
     def to_json(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "shape": list(self.shape), "data": b64(self.data)}
