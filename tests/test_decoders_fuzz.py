@@ -247,3 +247,27 @@ def test_sealed_attachment_frames_never_crash(data) -> None:
             decode_sealed(body, "t")
         except OmronTeeError as e:
             assert e.reason
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=3000), max_size=30), st.lists(st.integers(min_value=1, max_value=9000), min_size=1, max_size=40), st.binary(max_size=64))
+def test_frame_reader_reads_any_cut_of_a_stream_and_only_its_frames(frames, cuts, garbage) -> None:
+    """However a hostile or unlucky network cuts the stream, the reader returns exactly the frames, holds
+    back only a partial one, and refuses a frame declared longer than its limit (whatever follows)."""
+    from omron_tee.channel.stream import FrameReader, frame
+    from omron_tee.errors import ChannelError
+
+    COUNT["examples"] += 1
+    wire = b"".join(frame(f) for f in frames)
+    reader, got, at, i = FrameReader(max_frame=4096), [], 0, 0
+    while at < len(wire):
+        piece = wire[at:at + cuts[i % len(cuts)]]
+        got += reader.feed(piece)
+        at += len(piece)
+        i += 1
+        assert reader.pending <= 4 + 4096  # never more than one partial frame held
+    assert got == frames and reader.pending == 0
+    tail = FrameReader(max_frame=4096)
+    assert tail.feed(wire + garbage[:3]) == frames and tail.pending == len(garbage[:3])  # under a length prefix: held
+    with pytest.raises(ChannelError):
+        FrameReader(max_frame=4096).feed(wire + (4097).to_bytes(4, "big") + garbage)
