@@ -16,7 +16,10 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -89,6 +92,30 @@ async def measure(url: str, pid: int, modes, rounds: int, per_round: int) -> dic
             o["cpu"].append((time.process_time() - c0) / per_round * 1e3)
             o["miner"].append((cpu_ns(pid) - m0) / per_round / 1e6)
     return {m: {k: statistics.median(v) for k, v in d.items()} for m, d in out.items()}
+
+
+@contextlib.contextmanager
+def bench_dir() -> Iterator[tuple[Path, str, object]]:
+    """A temporary folder, the path of a development attestation key in it, and a validator's wallet."""
+    from omron_tee.config import create_wallet
+
+    with tempfile.TemporaryDirectory() as d:
+        yield Path(d), str(Path(d) / "dev.key"), create_wallet("bench", "default", Path(d) / "wallets")
+
+
+@contextlib.contextmanager
+def serving(variants: list[str], key_path: str, extra_model: str | None = None) -> Iterator[dict[str, tuple[str, int]]]:
+    """Miner processes (``start``), one per variant: variant -> (URL, pid); all stopped on the way out."""
+    procs: list[subprocess.Popen] = []
+    out: dict[str, tuple[str, int]] = {}
+    try:
+        for v in variants:
+            proc, url = start(v, key_path, extra_model)
+            procs.append(proc)
+            out[v] = (url, proc.pid)
+        yield out
+    finally:
+        stop(procs)
 
 
 def stop(procs: list[subprocess.Popen]) -> None:

@@ -18,7 +18,6 @@ import argparse
 import base64
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import _one_miner as one  # noqa: E402
 
 from omron_tee import untrusted  # noqa: E402
-from omron_tee.config import create_wallet, run_async  # noqa: E402
+from omron_tee.config import run_async  # noqa: E402
 from omron_tee.protocol import dumps, loads  # noqa: E402
 
 
@@ -119,14 +118,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--per-round", type=int, default=2000)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        key = str(Path(d) / "dev.key")
-        wallet = create_wallet("bench", "default", Path(d) / "wallets")
-        proc, url = one.start("shipped", key)
-        try:
-            bare = run_async(bare_round_trip_us(url, wallet, key, args.rounds))
-        finally:
-            one.stop([proc])
+    with one.bench_dir() as (_, key, wallet):
+        with one.serving(["shipped"], key) as miners:
+            bare = run_async(bare_round_trip_us(miners["shipped"][0], wallet, key, args.rounds))
         docs = envelopes(key)
     table = codecs()
     times: dict[tuple[str, str, str], list[float]] = {}

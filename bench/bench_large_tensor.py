@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -91,18 +90,14 @@ async def end_to_end(ex, url: str, pid: int, rounds: int, per_round: int) -> dic
 
 def run_end_to_end(x: np.ndarray, rounds: int) -> None:
     import _one_miner as one
-    from omron_tee.config import create_wallet, run_async
+    from omron_tee.config import run_async
 
-    with tempfile.TemporaryDirectory() as d:
-        model = Path(d) / "mul.onnx"
+    with one.bench_dir() as (d, key, wallet):
+        model = d / "mul.onnx"
         mul_model(model, x.size)
-        key = str(Path(d) / "dev.key")
-        wallet = create_wallet("bench", "default", Path(d) / "wallets")
-        proc, url = one.start("shipped", key, str(model))
-        try:
-            got = run_async(end_to_end(one.Exchanges(wallet, key, str(model), x.reshape(1, -1)), url, proc.pid, rounds, 5))
-        finally:
-            one.stop([proc])
+        with one.serving(["shipped"], key, str(model)) as miners:
+            url, pid = miners["shipped"]
+            got = run_async(end_to_end(one.Exchanges(wallet, key, str(model), x.reshape(1, -1)), url, pid, rounds, 5))
     goal = 4 * got["raw"]["wall"] + 10
     print(f"end to end, loopback HTTP to one miner, a model of {x.nbytes / 2**20:.2f} MiB in and out, medians of {rounds} "
           f"interleaved rounds, ms per request (wall; this validator process's CPU; the miner's CPU); goal 4x raw + 10 ms = {goal:.2f} ms:")

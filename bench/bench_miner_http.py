@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _one_miner as one  # noqa: E402
 
-from omron_tee.config import create_wallet, run_async  # noqa: E402
+from omron_tee.config import run_async  # noqa: E402
 
 
 async def drive(urls: dict[str, str], pids: dict[str, int], rounds: int, per_round: int, ex: one.Exchanges) -> dict[str, dict[str, list[float]]]:
@@ -50,18 +49,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--per-round", type=int, default=50)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        key = str(Path(d) / "dev.key")
-        wallet = create_wallet("bench", "default", Path(d) / "wallets")
-        procs, urls, pids = [], {}, {}
-        try:
-            for name in ("shipped", "fastapi", "asgi"):
-                proc, urls[name] = one.start(name, key)
-                procs.append(proc)
-                pids[name] = proc.pid
-            got = run_async(drive(urls, pids, args.rounds, args.per_round, one.Exchanges(wallet, key)))
-        finally:
-            one.stop(procs)
+    with one.bench_dir() as (_, key, wallet), one.serving(["shipped", "fastapi", "asgi"], key) as miners:
+        urls = {name: url for name, (url, _) in miners.items()}
+        pids = {name: pid for name, (_, pid) in miners.items()}
+        got = run_async(drive(urls, pids, args.rounds, args.per_round, one.Exchanges(wallet, key)))
     print(f"miner CPU per request (µs, median of {args.rounds} interleaved rounds of {args.per_round}):")
     for mode, label in (("fresh", "fresh attestation + request (2 trips)"), ("reused", "request on a reused session")):
         a, b, c = (statistics.median(got[n][mode]) for n in ("shipped", "fastapi", "asgi"))

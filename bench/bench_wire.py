@@ -33,7 +33,6 @@ import argparse
 import statistics
 import sys
 from collections.abc import Awaitable, Callable
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import httpx  # noqa: E402
 
 import _one_miner as one  # noqa: E402
 
-from omron_tee.config import create_wallet, run_async  # noqa: E402
+from omron_tee.config import run_async  # noqa: E402
 
 
 def attest_body() -> bytes:
@@ -225,14 +224,9 @@ def main() -> None:
     ap.add_argument("--per-round", type=int, default=50)
     ap.add_argument("--peers", type=int, default=128)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        key = str(Path(d) / "dev.key")
-        wallet = create_wallet("bench", "default", Path(d) / "wallets")
-        proc, url = one.start("shipped", key)
-        try:
-            got = run_async(drive(url, proc.pid, one.Exchanges(wallet, key), args.rounds, args.per_round))
-        finally:
-            one.stop([proc])
+    with one.bench_dir() as (_, key, wallet), one.serving(["shipped"], key) as miners:
+        url, pid = miners["shipped"]
+        got = run_async(drive(url, pid, one.Exchanges(wallet, key), args.rounds, args.per_round))
     tls = tls_cost(args.peers)
     bare = got["bare"]
     print(f"loopback HTTP to one miner, medians of {args.rounds} interleaved rounds of {args.per_round}, ms per request "
