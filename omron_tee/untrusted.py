@@ -8,11 +8,12 @@ escape every handler; it also happily builds millions of objects. Here every
 failure is a ``ProtocolError`` with a stable reason, before the value reaches
 code that walks it.
 
-Depth is checked on the bytes before decoding (counting brackets outside
-string literals, so the decoder never recurses past the limit), and again on
-the decoded value, iteratively, with the element count, unless the bytes alone
-prove both bounds (fewer brackets than the depth limit, fewer bytes than the
-element limit): the element bound caps the cost of that second walk.
+Depth and element count are bounded on the bytes, before decoding (counting
+brackets and commas outside string literals, ``structure``), so the decoder
+never recurses past the limit nor builds past it, and a hostile body costs a
+pass over its bytes, not a decode and a walk of what it built: a peer's
+oversized answer must not hold the validator's one event loop, on which every
+other miner's answer is being timed.
 """
 
 from __future__ import annotations
@@ -28,42 +29,28 @@ from omron_tee.reasons import Reason
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_JSON_DEPTH = 32  # our deepest message (a relayed attestation of attached evidence) is under 8
-MAX_JSON_ITEMS = 200_000  # containers and their members, all levels together
-
-
-def check_shape(value: Any, what: str, *, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> None:
-    """Refuse a decoded value nested deeper than ``max_depth`` or with more than ``max_items`` members."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    items = 0
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            members = node.values()
-        elif isinstance(node, list):
-            members = node
-        else:
-            continue
-        if depth > max_depth:
-            raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=Reason.TOO_DEEP)
-        items += len(node)
-        if items > max_items:
-            raise ProtocolError(f"{what} has more than {max_items} elements", reason=Reason.TOO_LARGE)
-        stack.extend((m, depth + 1) for m in members if isinstance(m, (dict, list)))
+MAX_JSON_ITEMS = 200_000  # members of containers, all levels together
 
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a string literal, escapes included (unrolled: linear time)
-_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+_STEP = np.zeros(256, dtype=np.int8)  # +1 opens a container, -1 closes one
+_STEP[list(b"[{")] = 1
+_STEP[list(b"]}")] = -1
 
 
-def nesting_depth(body: bytes) -> int:
-    """The deepest nesting of ``[``/``{`` outside string literals (what the decoder would recurse to).
+def structure(body: bytes) -> tuple[int, int]:
+    """(the deepest nesting of ``[``/``{``, an upper bound on the members of all containers together), counted
+    on the bytes outside string literals: what the decoder would recurse to and build.
 
-    Decided before decoding, because recursing near the interpreter's limit is itself the
-    harm: any finaliser that the garbage collector runs at that moment fails too."""
+    Decided before decoding, because recursing near the interpreter's limit is itself the harm (any
+    finaliser the garbage collector runs at that moment fails too), and a value walked after decoding
+    costs the whole decode first. Exact for any text the decoder accepts as UTF-8 JSON; on any other
+    text the decoder stops at the first byte where the two readings part, before which they agree,
+    so the depth counted here still bounds its recursion. Members: a container's are its commas
+    plus one, so all of them together are at most the commas plus the containers."""
     structural = _JSON_STRING.sub(b"", body)
-    steps = np.frombuffer(structural, dtype=np.uint8)
-    delta = np.isin(steps, list(_OPEN)).astype(np.int32) - np.isin(steps, list(_CLOSE)).astype(np.int32)
-    return int(np.cumsum(delta).max(initial=0))
+    depth = int(np.cumsum(_STEP[np.frombuffer(structural, dtype=np.uint8)], dtype=np.int64).max(initial=0))
+    return depth, structural.count(b",") + structural.count(b"[") + structural.count(b"{")
 
 
 def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> Any:
@@ -71,10 +58,18 @@ def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_
     if len(body) > max_bytes:
         raise ProtocolError(f"{what} exceeds {max_bytes} bytes", reason=Reason.TOO_LARGE)
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
-    # Fast path: fewer brackets than the depth limit cannot nest past it.
-    brackets = raw.count(b"[") + raw.count(b"{")
-    if brackets > max_depth and nesting_depth(raw) > max_depth:
-        raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=Reason.TOO_DEEP)
+    if not isinstance(body, str) and json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
+        # JSON between systems is UTF-8 (RFC 8259, 8.1); the decoder would also take UTF-16 and UTF-32,
+        # whose bytes the structure below does not read.
+        raise ProtocolError(f"{what} is not UTF-8 JSON", reason=Reason.MALFORMED_MESSAGE)
+    # Fast path: fewer brackets than the depth limit cannot nest past it, and fewer bytes than the element
+    # limit cannot hold more members (each starts at a byte of its own).
+    if raw.count(b"[") + raw.count(b"{") > max_depth or len(raw) > max_items:
+        depth, members = structure(raw)
+        if depth > max_depth:
+            raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=Reason.TOO_DEEP)
+        if members > max_items:
+            raise ProtocolError(f"{what} has more than {max_items} elements", reason=Reason.TOO_LARGE)
     try:
         value = json.loads(body)
     except RecursionError:
@@ -83,10 +78,6 @@ def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_
         raise ProtocolError(f"{what} is too large to decode", reason=Reason.TOO_LARGE) from None
     except (ValueError, UnicodeDecodeError, TypeError):
         raise ProtocolError(f"{what} is not valid JSON", reason=Reason.MALFORMED_MESSAGE) from None
-    if len(raw) > max_items or brackets > max_depth:
-        # Otherwise both bounds are already proven: fewer brackets than max_depth cannot nest deeper, and
-        # every member of a container starts at its own byte, so there are fewer members than bytes.
-        check_shape(value, what, max_depth=max_depth, max_items=max_items)
     return value
 
 

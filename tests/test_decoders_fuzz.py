@@ -271,3 +271,26 @@ def test_frame_reader_reads_any_cut_of_a_stream_and_only_its_frames(frames, cuts
     assert tail.feed(wire + garbage[:3]) == frames and tail.pending == len(garbage[:3])  # under a length prefix: held
     with pytest.raises(ChannelError):
         FrameReader(max_frame=4096).feed(wire + (4097).to_bytes(4, "big") + garbage)
+
+
+def test_json_in_other_encodings_is_refused_not_decoded() -> None:
+    """The decoder would take UTF-16 and UTF-32, whose bytes the structural bound does not read: refused."""
+    doc = '{"a": [[[1]]], "b": "x"}'
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"):
+        with pytest.raises(OmronTeeError) as refused:
+            untrusted.loads(doc.encode(encoding), "body")
+        assert refused.value.reason == "malformed-message"
+    assert untrusted.loads(doc.encode("utf-8-sig"), "body") == json.loads(doc)
+
+
+def test_members_are_bounded_before_decoding_and_strings_do_not_count() -> None:
+    many = b"[" + b"0," * 60 + b"0]"
+    with pytest.raises(OmronTeeError) as refused:
+        untrusted.loads(many, "body", max_items=50)
+    assert refused.value.reason == "too-large"
+    assert len(untrusted.loads(many, "body", max_items=61)) == 61  # exactly the limit: decoded
+    nested = b"[" * 20 + b"]" * 20
+    with pytest.raises(OmronTeeError):
+        untrusted.loads(nested, "body", max_items=10, max_depth=32)  # 20 containers of one member each
+    quoted = json.dumps({"s": "[" * 100 + "," * 100, "t": "\\\"[[[["}).encode()
+    assert untrusted.loads(quoted, "body", max_depth=3, max_items=3) == json.loads(quoted)  # brackets and commas in strings

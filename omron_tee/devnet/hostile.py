@@ -41,10 +41,12 @@ from omron_tee.workloads import default_workloads
 HOST = "127.0.0.1"
 DEEP = 100_000  # nesting levels of the deep-JSON replies
 HUGE = 200 * 1024 * 1024  # bytes the oversized reply declares (and sends, if anyone reads)
+WIDE = 250_000  # small arrays in the wide-JSON reply: under the attestation reply's byte cap, past the element bound
 
 # behaviour -> what the validator must name it (the reason its probe fails with)
 EXPECTED_REASONS: dict[str, str] = {
     "deep-json": "too-deep",
+    "wide-json": "too-large",  # within the byte cap, but more elements than any message has: refused on its bytes
     "bad-certificate": "bad-certificate",
     "trickle": "timeout",
     "oversized": "too-large",
@@ -150,6 +152,10 @@ async def b_deep_json(ctx: Ctx, req: Request, w: asyncio.StreamWriter) -> bool:
     return await send(w, deep_json())
 
 
+async def b_wide_json(ctx: Ctx, req: Request, w: asyncio.StreamWriter) -> bool:
+    return await send(w, b"[" + b"[0]," * WIDE + b"[0]]")
+
+
 async def b_bad_certificate(ctx: Ctx, req: Request, w: asyncio.StreamWriter) -> bool:
     assert ctx.vectors is not None
     quote = flipped_pck_issuer((ctx.vectors / "intel-sgx" / "sgx_quote").read_bytes())
@@ -227,6 +233,7 @@ async def b_shared_enclave(ctx: Ctx, req: Request, w: asyncio.StreamWriter) -> b
 
 HANDLERS: dict[str, Handler] = {
     "deep-json": b_deep_json,
+    "wide-json": b_wide_json,
     "bad-certificate": b_bad_certificate,
     "trickle": b_trickle,
     "oversized": b_oversized,
