@@ -74,9 +74,9 @@ def _nonce(value: Any, what: str) -> bytes:
     return n
 
 
-def loads(body: bytes, what: str, *, max_bytes: int = untrusted.MAX_JSON_BYTES) -> Any:
+def loads(body: bytes, what: str, *, max_bytes: int = untrusted.MAX_JSON_BYTES, max_items: int = untrusted.MAX_JSON_ITEMS) -> Any:
     """A peer's JSON, bounded in size, depth and element count (``omron_tee.untrusted``)."""
-    return untrusted.loads(body, what, max_bytes=max_bytes)
+    return untrusted.loads(body, what, max_bytes=max_bytes, max_items=max_items)
 
 
 def dumps(obj: Any) -> bytes:

@@ -16,7 +16,7 @@ class InProcessClient:
         self.corrupt_attest = corrupt_attest
         self.corrupt_infer = corrupt_infer
 
-    async def post(self, base_url, path, payload, *, receiver=None, timeout=None, max_bytes=None):
+    async def post(self, base_url, path, payload, *, receiver=None, timeout=None, max_bytes=None, max_items=None):
         from omron_tee.protocol import AttestRequest
 
         out = json.loads(json.dumps(self.apps[base_url].attest(AttestRequest.from_json(json.loads(json.dumps(payload)))).to_json()))

@@ -390,3 +390,27 @@ def test_a_streamed_answer_is_cut_off_at_its_deadline_or_size(make_wallet, behav
             server.close()
 
     assert asyncio.run(go()) == reason
+
+
+def test_an_attestation_reply_of_many_small_elements_is_refused_on_its_bytes(make_wallet) -> None:
+    """Within the reply's byte cap but with more elements than any attestation has: too-large, before it is
+    decoded on the validator's event loop (what a hostile miner would use to stall the others' probes)."""
+    from omron_tee.exchange import transport
+    from omron_tee.protocol import AttestRequest
+
+    body = b"[" + b"[0]," * (transport.MAX_ATTEST_REPLY_ITEMS // 2) + b"[0]]"
+    assert len(body) < transport.MAX_ATTEST_REPLY_BYTES
+
+    async def handle(reader, writer):
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+        writer.close()
+
+    async def go(url: str, client: SignedClient):
+        with pytest.raises(MinerError) as e:
+            await transport.attest(client, url, AttestRequest(b"\0" * 32, "x25519-hkdf-sha256-chacha20poly1305"), receiver=None, timeout=2.0)
+        return e.value.reason
+
+    assert asyncio.run(_against(handle, go, make_wallet)) == "too-large"

@@ -23,12 +23,16 @@ async def _once(data: bytes):
 
 # Evidence with every attachment allowed is well under this; a reply past it is refused unread.
 MAX_ATTEST_REPLY_BYTES = 1024 * 1024
+# and its JSON's elements: a real one has tens (evidence, keys, the models offered); past this it is refused on
+# its bytes, before a hostile miner's million small arrays are decoded on the validator's one event loop.
+MAX_ATTEST_REPLY_ITEMS = 4096
 
 
 async def attest(client: SignedClient, url: str, request: AttestRequest, *, receiver: str, timeout: float) -> tuple[AttestResponse, float]:
     """The miner's (parsed, unverified) attestation and the round trip it took."""
     t0 = time.perf_counter()
-    raw = await client.post(url, "/attest", request.to_json(), receiver=receiver, timeout=timeout, max_bytes=MAX_ATTEST_REPLY_BYTES)
+    raw = await client.post(url, "/attest", request.to_json(), receiver=receiver, timeout=timeout, max_bytes=MAX_ATTEST_REPLY_BYTES,
+                            max_items=MAX_ATTEST_REPLY_ITEMS)
     return AttestResponse.from_json(raw), time.perf_counter() - t0
 
 

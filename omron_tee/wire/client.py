@@ -43,6 +43,7 @@ import httpx
 from omron_tee.errors import MinerError, ProtocolError
 from omron_tee.protocol import dumps, loads
 from omron_tee.reasons import Reason
+from omron_tee.untrusted import MAX_JSON_ITEMS
 from omron_tee.wire.auth import Signer
 
 # Peers (uvicorn) close idle connections after SERVER_KEEP_ALIVE_S; we stop reusing
@@ -97,10 +98,10 @@ def get_json(url: str, *, max_bytes: int, timeout: float) -> Any:
     return _decoded(bytes(body), max_bytes)
 
 
-def _decoded(raw: bytes, limit: int) -> Any:
+def _decoded(raw: bytes, limit: int, max_items: int = MAX_JSON_ITEMS) -> Any:
     """A peer's JSON answer (``untrusted.loads``), or ``MinerError``: too-deep, too-large or malformed-reply."""
     try:
-        return loads(raw, "reply", max_bytes=limit)
+        return loads(raw, "reply", max_bytes=limit, max_items=max_items)
     except ProtocolError as e:
         reason = e.reason if e.reason in (Reason.TOO_DEEP, Reason.TOO_LARGE) else Reason.MALFORMED_REPLY
         raise MinerError(str(e), reason=reason) from None
@@ -161,17 +162,18 @@ class SignedClient:
         return self._http
 
     async def post(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None,
-                   max_bytes: int | None = None) -> Any:
+                   max_bytes: int | None = None, max_items: int = MAX_JSON_ITEMS) -> Any:
         """POST ``payload`` as JSON; the parsed reply, or ``MinerError`` with a reason.
 
-        ``timeout`` is a deadline for the whole exchange; ``max_bytes`` caps the reply.
+        ``timeout`` is a deadline for the whole exchange; ``max_bytes`` caps the reply, ``max_items`` its
+        JSON's elements (refused on its bytes, before it is decoded).
         Reasons: timeout, unreachable, disconnected, too-large, malformed-reply, http-error,
         or the peer's own reason for refusing.
         """
         limit = self._max_reply if max_bytes is None else max_bytes
         async with self.stream(base_url, path, payload, receiver=receiver, timeout=timeout, max_bytes=limit, broken=Reason.DISCONNECTED) as body:
             raw = await body.read()
-        return _decoded(raw, limit)
+        return _decoded(raw, limit, max_items)
 
     @contextlib.asynccontextmanager
     async def stream(self, base_url: str, path: str, payload: Any, *, receiver: str | None, timeout: float | None = None,
