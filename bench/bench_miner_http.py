@@ -6,8 +6,8 @@ Starts three miner servers (``_one_miner``): ``miner.server.build_app`` as shipp
 the very same route functions registered on FastAPI (``add_api_route``: what the miner ran before),
 and the routes on the bare ASGI interface with no framework (``_asgi_miner``: the leanest handler
 uvicorn can run, as complete as the shipped one). One validator-side client (btauth/1-signed, ``SignedClient``) sends both the same requests,
-interleaved: a fresh attestation then a sealed tensor request (two round trips), and a request on
-a reused session. Each server's CPU comes from ``/proc/<pid>/schedstat`` (the kernel's counter),
+interleaved: a bare round trip (unsigned ``GET /health``), a fresh attestation then a sealed tensor
+request (two round trips), and a request on a reused session. Each server's CPU comes from ``/proc/<pid>/schedstat`` (the kernel's counter),
 so the figures are per request of that process alone; medians of ``--rounds`` interleaved rounds (the
 servers' order turns each round), and each ratio the median of the rounds' own ratios.
 """
@@ -30,12 +30,12 @@ async def drive(urls: dict[str, str], pids: dict[str, int], rounds: int, per_rou
     """Per server and mode, µs of its CPU per request in each round (the servers' order turns each round)."""
     for url in urls.values():
         await ex.fresh(url)  # warm up: connections, sessions
-    out: dict[str, dict[str, list[float]]] = {name: {"fresh": [], "reused": []} for name in urls}
+    out: dict[str, dict[str, list[float]]] = {name: {"bare": [], "fresh": [], "reused": []} for name in urls}
     names = list(urls)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             url = urls[name]
-            for mode, fn in (("fresh", ex.fresh), ("reused", ex.reused)):
+            for mode, fn in (("bare", ex.bare), ("fresh", ex.fresh), ("reused", ex.reused)):
                 before = one.cpu_ns(pids[name])
                 for _ in range(per_round):
                     await fn(url)
@@ -54,7 +54,8 @@ def main() -> None:
         pids = {name: pid for name, (_, pid) in miners.items()}
         got = run_async(drive(urls, pids, args.rounds, args.per_round, one.Exchanges(wallet, key)))
     print(f"miner CPU per request (µs, median of {args.rounds} interleaved rounds of {args.per_round}):")
-    for mode, label in (("fresh", "fresh attestation + request (2 trips)"), ("reused", "request on a reused session")):
+    for mode, label in (("bare", "bare round trip (GET /health)"), ("fresh", "fresh attestation + request (2 trips)"),
+                        ("reused", "request on a reused session")):
         a, b, c = (statistics.median(got[n][mode]) for n in ("shipped", "fastapi", "asgi"))
         # The ratio is the median of each round's own ratio: a slow moment slows all three servers of a round.
         rb, rc = (statistics.median(x / y for x, y in zip(got[n][mode], got["shipped"][mode])) for n in ("fastapi", "asgi"))

@@ -47,16 +47,11 @@ class Tensor:
     def to_array(self) -> np.ndarray:
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape)
 
-    def _prefix(self) -> bytes:
-        header = f"{self.dtype}:{','.join(map(str, self.shape))}".encode()
-        return struct.pack(">I", len(header)) + header
-
-    def canonical(self) -> bytes:
-        return self._prefix() + self.data
-
     def digest(self) -> bytes:
-        """sha-256 of ``canonical()``, without building it (a large tensor is not copied to be hashed)."""
-        h = hashlib.sha256(self._prefix())
+        """sha-256 of the canonical form, ``u32 length || "dtype:shape" || data``, hashed in two pieces
+        rather than built (a large tensor is not copied to be hashed)."""
+        header = f"{self.dtype}:{','.join(map(str, self.shape))}".encode()
+        h = hashlib.sha256(struct.pack(">I", len(header)) + header)
         h.update(self.data)
         return h.digest()
 
