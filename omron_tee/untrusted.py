@@ -62,9 +62,11 @@ def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_
         # JSON between systems is UTF-8 (RFC 8259, 8.1); the decoder would also take UTF-16 and UTF-32,
         # whose bytes the structure below does not read.
         raise ProtocolError(f"{what} is not UTF-8 JSON", reason=Reason.MALFORMED_MESSAGE)
-    # Fast path: fewer brackets than the depth limit cannot nest past it, and fewer bytes than the element
-    # limit cannot hold more members (each starts at a byte of its own).
-    if raw.count(b"[") + raw.count(b"{") > max_depth or len(raw) > max_items:
+    # Fast path, counting in string literals too (an upper bound, at memchr speed): fewer brackets than the
+    # depth limit cannot nest past it, fewer commas and brackets than the element limit cannot hold more
+    # members. A long base64 or escaped string, the usual large body, never needs the pass below.
+    brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets > max_depth or brackets + raw.count(b",") > max_items:
         depth, members = structure(raw)
         if depth > max_depth:
             raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=Reason.TOO_DEEP)
