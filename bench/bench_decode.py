@@ -4,8 +4,9 @@
 
 Bodies of ``--mib`` MiB as a hostile or an ordinary peer would send them on the validator's one
 event loop: evidence-like (one long base64 string), a string of escapes, escapes with commas
-(which forces the pass outside string literals), many small arrays (past the attestation reply's
-element bound: refused on its bytes), deep nesting and random bytes. For each, the CPU of
+(which forces the pass outside string literals), many small arrays, many empty strings and many
+keys (each past the attestation reply's element bound: refused on its bytes), deep nesting and
+random bytes. For each, the CPU of
 ``untrusted.loads`` with the attestation reply's bounds (``exchange.transport``) beside
 ``json.loads`` alone on the same bytes (which, for deep bodies, is what a crash looks like:
 RecursionError), medians of ``--rounds``.
@@ -35,6 +36,8 @@ def bodies(n: int) -> dict[str, bytes]:
         "a string of escapes": b'{"a":"' + b"\\n" * (n // 2 - 8) + b'"}',
         "escapes with commas": b'{"a":"' + b"\\n," * (n // 3 - 8) + b'"}',
         "many small arrays": b"[" + b"[0]," * (n // 4 - 2) + b"[0]]",
+        "many empty strings": b"[" + b'"",' * (n // 3 - 2) + b'""]',
+        "many keys": b"{" + b'"a":1,' * (n // 6 - 2) + b'"b":1}',
         "deep nesting": b"[" * (n // 2) + b"]" * (n // 2),
         "random bytes": os.urandom(n),
     }

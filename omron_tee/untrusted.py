@@ -32,10 +32,16 @@ MAX_JSON_DEPTH = 32  # our deepest message (a relayed attestation of attached ev
 MAX_JSON_ITEMS = 200_000  # members of containers, all levels together
 
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a string literal, escapes included (unrolled: linear time)
+_JSON_STRING = re.compile(rb'"[^"]*"')  # a string literal, once its escaped backslashes and quotes are gone
 _STEP = np.zeros(256, dtype=np.int8)  # +1 opens a container, -1 closes one
 _STEP[list(b"[{")] = 1
 _STEP[list(b"]}")] = -1
+_MEMBER = np.zeros(256, dtype=np.uint8)  # what bounds the members: commas and openings
+_MEMBER[list(b",[{")] = 1
+_QUOTE = ord('"')
+# Below this many strings the expression is the faster way past them; above it a mask over every byte
+# (measured on 1 MiB: 350k empty strings cost the expression 94 ms, the mask 20 ms; one base64 string 3 and 14).
+_REGEX_UP_TO_QUOTES = 40_000
 
 
 def structure(body: bytes) -> tuple[int, int]:
@@ -48,9 +54,19 @@ def structure(body: bytes) -> tuple[int, int]:
     text the decoder stops at the first byte where the two readings part, before which they agree,
     so the depth counted here still bounds its recursion. Members: a container's are its commas
     plus one, so all of them together are at most the commas plus the containers."""
-    structural = _JSON_STRING.sub(b"", body)
-    depth = int(np.cumsum(_STEP[np.frombuffer(structural, dtype=np.uint8)], dtype=np.int64).max(initial=0))
-    return depth, structural.count(b",") + structural.count(b"[") + structural.count(b"{")
+    # Escaped backslashes, then escaped quotes, dropped first (at memchr speed; left to right, a run of
+    # backslashes keeps only its parity): every quote left delimits a string.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    if unescaped.count(b'"') < _REGEX_UP_TO_QUOTES:
+        structural = np.frombuffer(_JSON_STRING.sub(b"", unescaped), dtype=np.uint8)
+    else:  # many strings: each match of the expression costs a step of its own, a mask over the bytes does not
+        a = np.frombuffer(unescaped, dtype=np.uint8)
+        quote = a == _QUOTE
+        outside = (np.cumsum(quote, dtype=np.int32) & 1) == 0  # an opening quote makes the count odd until its closing one
+        outside &= ~quote
+        structural = a[outside]
+    depth = int(np.cumsum(_STEP[structural], dtype=np.int32).max(initial=0))
+    return depth, int(np.count_nonzero(_MEMBER[structural]))
 
 
 def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> Any:

@@ -294,3 +294,35 @@ def test_members_are_bounded_before_decoding_and_strings_do_not_count() -> None:
         untrusted.loads(nested, "body", max_items=10, max_depth=32)  # 20 containers of one member each
     quoted = json.dumps({"s": "[" * 100 + "," * 100, "t": "\\\"[[[["}).encode()
     assert untrusted.loads(quoted, "body", max_depth=3, max_items=3) == json.loads(quoted)  # brackets and commas in strings
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(alphabet=st.sampled_from('ab"\\/[]{},:\n\t\u00e9\u2028'), max_size=12),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(alphabet=st.sampled_from('k"\\[],{}'), max_size=4), inner, max_size=5),
+    max_leaves=40,
+)
+
+
+def _true_shape(v, depth: int = 0) -> tuple[int, int]:
+    """(nesting depth, commas + containers) of a decoded value: what ``structure`` must find on its bytes."""
+    if isinstance(v, (list, dict)):
+        members = list(v.values()) if isinstance(v, dict) else v
+        inner = [_true_shape(m, depth + 1) for m in members]
+        return max([depth + 1, *(d for d, _ in inner)]), max(len(members) - 1, 0) + 1 + sum(n for _, n in inner)
+    return depth, 0
+
+
+@FUZZ
+@given(_JSON_VALUES, st.booleans(), st.booleans())
+def test_the_byte_pass_reads_any_json_exactly(value, ascii_only, spaced) -> None:
+    """Strings full of quotes, backslashes, brackets and commas, escaped either way: the pass outside string
+    literals finds exactly the depth and the commas-plus-containers of the decoded value, both ways it can
+    take (the expression past few strings, the mask past many)."""
+    COUNT["examples"] += 1
+    raw = json.dumps(value, ensure_ascii=ascii_only, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    assert untrusted.structure(raw) == _true_shape(value)
+    saved, untrusted._REGEX_UP_TO_QUOTES = untrusted._REGEX_UP_TO_QUOTES, 0  # the mask over the bytes, as for many strings
+    try:
+        assert untrusted.structure(raw) == _true_shape(value)
+    finally:
+        untrusted._REGEX_UP_TO_QUOTES = saved
