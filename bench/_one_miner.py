@@ -94,6 +94,15 @@ async def measure(url: str, pid: int, modes, rounds: int, per_round: int) -> dic
     return {m: {k: statistics.median(v) for k, v in d.items()} for m, d in out.items()}
 
 
+def in_process_enclave(key_path: str, models):
+    """The bench miner's trusted app in this process: the same simulated enclave key, models and hotkey as ``start``'s."""
+    from omron_tee.enclave.measurement import trusted_app_measurement
+    from omron_tee.enclave.simulated import SimulatedBackend
+    from omron_tee.miner.trusted_app import TrustedApp
+
+    return TrustedApp(SimulatedBackend(key_path, trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])), models, hotkey=HOTKEY)
+
+
 @contextlib.contextmanager
 def bench_dir() -> Iterator[tuple[Path, str, object]]:
     """A temporary folder, the path of a development attestation key in it, and a validator's wallet."""

@@ -6,7 +6,8 @@
 What the wire carries as JSON on every fresh attestation: the validator's ``AttestRequest`` and the
 enclave's ``AttestResponse`` (evidence, keys, models), built here by the shipped code on the simulated
 backend. Each codec encodes what one side sends and decodes it, bounded as every peer's bytes are
-(``untrusted``: size, depth, element count); msgpack carries the byte fields raw (no base64), the
+(the JSON codecs by ``untrusted``'s size, depth and element bounds on the bytes; msgpack, which is not
+JSON text, by its own per-container limits); msgpack carries the byte fields raw (no base64), the
 JSON codecs as the protocol writes them. CPU from ``time.process_time``, medians of interleaved rounds,
 printed beside a bare HTTP round trip to a miner measured in the same run (``bench_wire``'s first row),
 so the saving can be read as a share of what a request costs anyway.
@@ -34,15 +35,11 @@ from omron_tee.protocol import dumps, loads  # noqa: E402
 def envelopes(key: str) -> dict[str, Any]:
     """A real attest request and response, as the shipped code writes them (JSON-able dicts)."""
     from omron_tee.channel.hpke import KemSuite
-    from omron_tee.enclave.measurement import trusted_app_measurement
-    from omron_tee.enclave.simulated import SimulatedBackend
     from omron_tee.exchange.requester import new_nonce
-    from omron_tee.miner.trusted_app import TrustedApp
     from omron_tee.models.registry import ModelRegistry
     from omron_tee.protocol import AttestRequest
 
-    models = ModelRegistry.builtin()
-    core = TrustedApp(SimulatedBackend(key, trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])), models, hotkey=one.HOTKEY)
+    core = one.in_process_enclave(key, ModelRegistry.builtin())
     req = AttestRequest(new_nonce(), KemSuite.X25519.value, one.HOTKEY)
     return {"attest request": req.to_json(), "attest response": core.attest(req).to_json()}
 
@@ -70,9 +67,8 @@ def codecs() -> dict[str, tuple[Any, Any, bool]]:
         def orjson_loads(b: bytes) -> Any:
             if len(b) > untrusted.MAX_JSON_BYTES:
                 raise ValueError("too large")
-            v = orjson.loads(b)  # its own recursion limit is 1024; the depth bound comes after, as for stdlib
-            untrusted.check_shape(v, "bench")
-            return v
+            untrusted.check_structure(b, "bench")  # the same bounds on the bytes as the shipped decoder
+            return orjson.loads(b)
 
         out["orjson"] = (orjson.dumps, orjson_loads, False)
     except ImportError:
@@ -83,9 +79,9 @@ def codecs() -> dict[str, tuple[Any, Any, bool]]:
         def msgpack_loads(b: bytes) -> Any:
             if len(b) > untrusted.MAX_JSON_BYTES:
                 raise ValueError("too large")
-            v = msgpack.unpackb(b, raw=False)
-            untrusted.check_shape(v, "bench")
-            return v
+            # Not JSON text, so bounded by msgpack's own per-container and per-value limits instead.
+            limit = untrusted.MAX_JSON_ITEMS
+            return msgpack.unpackb(b, raw=False, max_array_len=limit, max_map_len=limit, max_bin_len=len(b), max_str_len=len(b))
 
         out["msgpack (bytes raw)"] = (msgpack.packb, msgpack_loads, True)
     except ImportError:
@@ -100,17 +96,13 @@ def per_op_us(fn: Any, arg: Any, n: int) -> float:
     return (time.process_time() - t0) / n * 1e6
 
 
-async def bare_round_trip_us(url: str, wallet: Any, key: str, rounds: int) -> float:
+async def bare_round_trip_us(url: str, pid: int, wallet: Any, key: str, rounds: int) -> float:
     ex = one.Exchanges(wallet, key)
     await ex.bare(url)
-    got = []
-    for _ in range(rounds):
-        t0 = time.process_time()
-        for _ in range(50):
-            await ex.bare(url)
-        got.append((time.process_time() - t0) / 50 * 1e6)
-    await ex.aclose()
-    return statistics.median(got)
+    try:
+        return (await one.measure(url, pid, (("bare", ex.bare),), rounds, 50))["bare"]["cpu"] * 1000
+    finally:
+        await ex.aclose()
 
 
 def main() -> None:
@@ -120,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     with one.bench_dir() as (_, key, wallet):
         with one.serving(["shipped"], key) as miners:
-            bare = run_async(bare_round_trip_us(miners["shipped"][0], wallet, key, args.rounds))
+            bare = run_async(bare_round_trip_us(*miners["shipped"], wallet, key, args.rounds))
         docs = envelopes(key)
     table = codecs()
     times: dict[tuple[str, str, str], list[float]] = {}

@@ -40,6 +40,8 @@ from omron_tee.validator.neuron import build_verifiers, local_dev_policy
 from omron_tee.wire.auth import Signer
 from omron_tee.wire.client import SignedClient
 
+import _one_miner as one  # noqa: E402  (bench/ is on the path when this runs as a script)
+
 MODEL = "digits-mlp"
 BENCH_HOTKEY = "5BenchMinerHotkey000000000000000000000000000000"
 
@@ -119,27 +121,23 @@ async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, flo
                 raise SystemExit(f"benchmark request failed: {r.outcome.reason}: {r.message}")
     result = {"http_fresh": med_ms(t_fresh), "http_reuse": med_ms(t_reuse), "http_band": med_ms(t_band), "http_bare": med_ms(t_bare)}
 
-    class Bare:
-        """A bare round trip in a probe's place (the HTTP stack's own ceiling)."""
+    def verified(prober: Prober):
+        async def ask(neuron) -> None:
+            r = await prober.probe(neuron)
+            if not r.outcome.ok:
+                raise SystemExit(f"benchmark request failed: {r.outcome.reason}: {r.message}")
+        return ask
 
-        async def probe(self, neuron):
-            await client.get(neuron.endpoint.url, "/health")
-            return type("R", (), {"outcome": type("O", (), {"ok": True})()})()
+    async def bare_trip(neuron) -> None:  # the HTTP stack's own ceiling
+        await client.get(neuron.endpoint.url, "/health")
 
     def miners_cpu_s() -> float:
-        total = 0
-        for proc in net.procs:
-            try:
-                with open(f"/proc/{proc.pid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except OSError:
-                pass
-        return total / 1e9
+        return sum(one.cpu_ns(p.pid) for p in net.procs) / 1e9
 
     cpu: dict[str, tuple[float, float]] = {}
 
-    async def throughput(prober, concurrency: int, name: str) -> float:
-        """Requests per second; ``cpu[name]``: ms of CPU per request, this validator's and all miners' together."""
+    async def throughput(ask, concurrency: int, name: str) -> float:
+        """Requests per second of ``ask(miner)``; ``cpu[name]``: ms of CPU per request, this validator's and all miners'."""
         done = 0
         stop = time.perf_counter() + seconds
         c0, m0 = time.process_time(), miners_cpu_s()
@@ -147,9 +145,7 @@ async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, flo
         async def worker(i: int) -> None:
             nonlocal done
             while time.perf_counter() < stop:
-                r = await prober.probe(miners[(i + done) % len(miners)])
-                if not r.outcome.ok:
-                    raise SystemExit(f"benchmark request failed: {r.outcome.reason}: {r.message}")
+                await ask(miners[(i + done) % len(miners)])
                 done += 1
 
         t0 = time.perf_counter()
@@ -158,8 +154,8 @@ async def over_http(net: LocalNet, rounds: int, seconds: float) -> dict[str, flo
         cpu[name] = ((time.process_time() - c0) / done * 1000, (miners_cpu_s() - m0) / done * 1000)
         return rate
 
-    for name, prober in (("bare", Bare()), ("fresh", fresh), ("reuse", reuse), ("band", band)):
-        result[f"rps_{name}"] = await throughput(prober, 2 * len(miners), name)
+    for name, ask in (("bare", bare_trip), ("fresh", verified(fresh)), ("reuse", verified(reuse)), ("band", verified(band))):
+        result[f"rps_{name}"] = await throughput(ask, 2 * len(miners), name)
     await client.aclose()
     result["cpu"] = cpu
     return result

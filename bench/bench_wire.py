@@ -84,7 +84,7 @@ async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: i
         return run
 
     floors = tuple((f"floor_{m}", timed(ops)) for m, ops in crypto_floor(await capture(url, ex), ex).items())
-    no_http, validator_ms = without_http(ex, ex.key_path)
+    no_http, validator_ms = without_http(ex)
     try:
         got = await one.measure(url, pid, modes + floors + (("no_http", no_http),), rounds, per_round)
         got["no_http"]["cpu"] = statistics.median(validator_ms)  # the validator's part alone, not the in-process enclave's
@@ -94,19 +94,15 @@ async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: i
         await hx.aclose()
 
 
-def without_http(ex: one.Exchanges, key_path: str) -> tuple[Callable[[str], Awaitable[None]], list[float]]:
+def without_http(ex: one.Exchanges) -> tuple[Callable[[str], Awaitable[None]], list[float]]:
     """A request on a session, with the enclave in this process and no HTTP between: the validator's own
     work of sealing and checking (``seal_request``, ``AnswerReader``), its CPU per request collected apart
     from the enclave's into the returned list (ms)."""
     from omron_tee.channel.hpke import KemSuite
-    from omron_tee.enclave.measurement import trusted_app_measurement
-    from omron_tee.enclave.simulated import SimulatedBackend
     from omron_tee.exchange.requester import check_attestation, new_nonce, seal_request
-    from omron_tee.miner.trusted_app import TrustedApp
     from omron_tee.protocol import AttestRequest
 
-    specs = [(s.model_id, s.sha256) for s in ex.models.specs()]
-    core = TrustedApp(SimulatedBackend(key_path, trusted_app_measurement(specs)), ex.models, hotkey=one.HOTKEY)
+    core = one.in_process_enclave(ex.key_path, ex.models)
     nonce = new_nonce()
     session = check_attestation(core.attest(AttestRequest(nonce, KemSuite.X25519.value, one.HOTKEY)), nonce=nonce, hotkey=one.HOTKEY,
                                 policy=ex.policy, registry=ex.verifiers)
@@ -156,6 +152,7 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges) -> dict[str, Callab
     signer = ex.client.signer._signer  # the primitive alone, not bittensor's wrapper around it
     enclave = X25519PrivateKey.generate()
     ed = Ed25519PrivateKey.generate()
+    ed_pub = ed.public_key()
     receipt_msg = os.urandom(180)
     receipt_sig = ed.sign(receipt_msg)
     evidence_msg = os.urandom(200)
@@ -171,7 +168,6 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges) -> dict[str, Callab
         key = os.urandom(32)
         chunk_cts = [ChaCha20Poly1305(key).encrypt(bytes(12), os.urandom(len(c) - 17), b"a") for c in chunks]
         enclave_pub = enclave.public_key()
-        ed_pub = ed.public_key()
 
         def ops() -> None:
             signer.sign(http_auth.build_payload(scheme="sr25519", method="POST", path="/infer", body=body, nonce_ns=1,
@@ -188,7 +184,7 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges) -> dict[str, Callab
         return ops
 
     def evidence() -> None:
-        ed.public_key().verify(evidence_sig, evidence_msg)
+        ed_pub.verify(evidence_sig, evidence_msg)
         hashlib.sha256(evidence_msg).digest()
 
     attest_body = os.urandom(165)

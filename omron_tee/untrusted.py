@@ -69,15 +69,9 @@ def structure(body: bytes) -> tuple[int, int]:
     return depth, int(np.count_nonzero(_MEMBER[structural]))
 
 
-def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> Any:
-    """``body`` decoded as JSON, or ``ProtocolError`` (reasons: malformed-message, too-deep, too-large)."""
-    if len(body) > max_bytes:
-        raise ProtocolError(f"{what} exceeds {max_bytes} bytes", reason=Reason.TOO_LARGE)
-    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
-    if not isinstance(body, str) and json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
-        # JSON between systems is UTF-8 (RFC 8259, 8.1); the decoder would also take UTF-16 and UTF-32,
-        # whose bytes the structure below does not read.
-        raise ProtocolError(f"{what} is not UTF-8 JSON", reason=Reason.MALFORMED_MESSAGE)
+def check_structure(raw: bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> None:
+    """``ProtocolError`` (too-deep, too-large) unless the JSON text ``raw`` nests at most ``max_depth`` deep
+    and holds at most ``max_items`` members, decided on its bytes (``structure``), before any decoder runs."""
     # Fast path, counting in string literals too (an upper bound, at memchr speed): fewer brackets than the
     # depth limit cannot nest past it, fewer commas and brackets than the element limit cannot hold more
     # members. A long base64 or escaped string, the usual large body, never needs the pass below.
@@ -88,6 +82,18 @@ def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_
             raise ProtocolError(f"{what} is nested deeper than {max_depth} levels", reason=Reason.TOO_DEEP)
         if members > max_items:
             raise ProtocolError(f"{what} has more than {max_items} elements", reason=Reason.TOO_LARGE)
+
+
+def loads(body: bytes | str, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> Any:
+    """``body`` decoded as JSON, or ``ProtocolError`` (reasons: malformed-message, too-deep, too-large)."""
+    if len(body) > max_bytes:
+        raise ProtocolError(f"{what} exceeds {max_bytes} bytes", reason=Reason.TOO_LARGE)
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    if not isinstance(body, str) and json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
+        # JSON between systems is UTF-8 (RFC 8259, 8.1); the decoder would also take UTF-16 and UTF-32,
+        # whose bytes the structure below does not read.
+        raise ProtocolError(f"{what} is not UTF-8 JSON", reason=Reason.MALFORMED_MESSAGE)
+    check_structure(raw, what, max_depth=max_depth, max_items=max_items)
     try:
         value = json.loads(body)
     except RecursionError:

@@ -77,9 +77,10 @@ class FrameReader:
     def feed(self, data: bytes) -> list[bytes]:
         # With nothing held back (a whole answer, or pieces that end on a frame boundary) the frames are cut
         # from ``data`` itself; otherwise ``data`` joins what is held, which grows in place (amortised linear).
-        buf = self._buf if self._buf else data
-        if buf is self._buf:
+        held = bool(self._buf)
+        if held:
             self._buf += data
+        buf = self._buf if held else data
         out, at = [], 0
         view = memoryview(buf)
         try:
@@ -93,7 +94,7 @@ class FrameReader:
                 at += 4 + n
         finally:
             view.release()  # before the buffer is resized
-        if buf is self._buf:
+        if held:
             del self._buf[:at]
         else:
             self._buf = bytearray(buf[at:])  # a partial frame: kept for the next piece
