@@ -202,6 +202,64 @@ class InferRequest:
         return cls(bytes(data[n + 1:n + 1 + k]), bytes(data[n + 1 + k:]))
 
 
+MAX_BATCH = 64  # requests in one batch (attestation.binding.MAX_BATCH_NONCES)
+BATCH_MEDIA_TYPE = "application/vnd.omron-tee.batch"
+_BATCH_MAGIC = b"OTIB\x01"
+# The kinds of frame in a batch's answer (each frame ``len || kind || data``, as the stream's frames):
+BATCH_ANSWER = b"A"  # one request's sealed answer stream, whole
+BATCH_REFUSED = b"R"  # one request refused in the clear before its stream (unknown key, unopenable): error JSON
+BATCH_EVIDENCE = b"E"  # the batch's evidence, bound to attestation.binding.batch_nonce of its answered requests
+BATCH_NO_EVIDENCE = b"X"  # the TEE would not attest the batch: error JSON
+
+
+@dataclass(frozen=True)
+class InferBatch:
+    """Several sealed requests to one enclave in one signed HTTP request (``POST /infer/batch``).
+
+    With ``fresh``, the answer ends with one piece of evidence bound to a hash of every answered
+    request's own nonce: a proof of freshness per request from one attestation, all of the batch's
+    requests sealed to the same attested key. What the operator sees is what it sees of each
+    request alone (key id and ciphertext), and how many there are."""
+
+    requests: tuple[InferRequest, ...]
+    fresh: bool = False
+
+    def to_bytes(self) -> bytes:
+        """Magic, the fresh flag, the count, then each request's binary frame with its 4-byte length."""
+        if not 1 <= len(self.requests) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} requests")
+        parts = [_BATCH_MAGIC, bytes([1 if self.fresh else 0, len(self.requests)])]
+        for r in self.requests:
+            b = r.to_bytes()
+            parts += [len(b).to_bytes(4, "big"), b]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "InferBatch":
+        n = len(_BATCH_MAGIC)
+        if len(data) < n + 2 or data[:n] != _BATCH_MAGIC:
+            raise ProtocolError("not an omron-tee batch frame")
+        flag, count = data[n], data[n + 1]
+        if flag not in (0, 1) or not 1 <= count <= MAX_BATCH:
+            raise ProtocolError(f"a batch frame holds 1 to {MAX_BATCH} requests and a fresh flag of 0 or 1")
+        view, at, requests = memoryview(data), n + 2, []
+        for _ in range(count):
+            if len(data) - at < 4:
+                raise ProtocolError("batch frame ends inside a request's length")
+            size = int.from_bytes(view[at:at + 4], "big")
+            at += 4
+            if size > len(data) - at:
+                raise ProtocolError("batch frame ends inside a request")
+            requests.append(InferRequest.from_bytes(bytes(view[at:at + size])))
+            at += size
+        if at != len(data):
+            raise ProtocolError("bytes after the batch's last request")
+        batch = cls(tuple(requests), flag == 1)
+        if batch.fresh and len({r.key_id for r in requests}) != 1:
+            raise ProtocolError("a fresh batch's requests must all be sealed to one key (its evidence binds one)")
+        return batch
+
+
 # --- sealed payloads (only requester and enclave see these) ------------------
 
 

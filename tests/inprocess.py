@@ -25,12 +25,15 @@ class InProcessClient:
     @contextlib.asynccontextmanager
     async def stream(self, base_url, path, payload, *, receiver=None, timeout=None, max_bytes=None, body=None, content_type=None):
         from omron_tee.errors import MinerError
-        from omron_tee.protocol import InferRequest
+        from omron_tee.protocol import InferBatch, InferRequest
 
         app = self.apps[base_url]
         try:
-            request = InferRequest.from_bytes(body) if body is not None else InferRequest.from_json(json.loads(json.dumps(payload)))
-            data = await app.answer_whole(app.open(request))
+            if path == "/infer/batch":
+                data = await app.answer_batch(InferBatch.from_bytes(body))
+            else:
+                request = InferRequest.from_bytes(body) if body is not None else InferRequest.from_json(json.loads(json.dumps(payload)))
+                data = await app.answer_whole(app.open(request))
         except Exception as e:  # what the HTTP layer would turn into a refusal
             raise MinerError(str(e), reason=getattr(e, "reason", "error")) from None
         data = self.corrupt_infer(data) if self.corrupt_infer else data

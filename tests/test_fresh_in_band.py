@@ -93,10 +93,10 @@ def test_evidence_of_a_build_the_policy_no_longer_allows_fails(sim) -> None:
 
 
 class Silent(TrustedApp):
-    async def answer(self, opened):
+    async def answer(self, opened, **kw):
         if opened.request is not None:
             opened = type(opened)(**{**opened.__dict__, "request": SealedRequest(**{**opened.request.__dict__, "fresh": False})})
-        async for f in super().answer(opened):
+        async for f in super().answer(opened, **kw):
             yield f
 
 

@@ -50,3 +50,17 @@ def report_data_for(nonce: bytes, keys: EnclavePublicKeys, hotkey: str) -> bytes
 
 def binding_matches(report_data: bytes, nonce: bytes, keys: EnclavePublicKeys, hotkey: str) -> bool:
     return hmac.compare_digest(report_data, report_data_for(nonce, keys, hotkey))
+
+
+BATCH_TAG = b"omron-tee/batch-nonce/v1"
+MAX_BATCH_NONCES = 64
+
+
+def batch_nonce(nonces: list[bytes]) -> bytes:
+    """The one nonce a batch's evidence binds: a hash over every request's own fresh nonce, in order.
+
+    Evidence for it cannot predate the last of them, so each request of the batch has its own
+    proof of freshness from one attestation (docs/ARCHITECTURE.md, "Freshness in a batch")."""
+    if not 1 <= len(nonces) <= MAX_BATCH_NONCES or any(len(n) != NONCE_LEN for n in nonces):
+        raise ValueError(f"a batch binds 1 to {MAX_BATCH_NONCES} nonces of {NONCE_LEN} bytes")
+    return hashlib.sha256(b"".join((BATCH_TAG, len(nonces).to_bytes(2, "big"), *nonces))).digest()

@@ -35,7 +35,7 @@ from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.miner.trusted_app import TrustedApp
 from omron_tee.models.registry import ModelRegistry
-from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, dumps
+from omron_tee.protocol import AttestRequest, AttestResponse, InferBatch, InferRequest, dumps
 from omron_tee.workloads import default_workloads
 
 HOST = "127.0.0.1"
@@ -140,8 +140,10 @@ def attest_json(ctx: Ctx, req: Request, *, hotkey: str | None = None, nonce: byt
 
 
 async def infer_json(ctx: Ctx, req: Request) -> bytes:
-    """The genuine enclave's sealed answer stream (the name is historical: the body is frames, not JSON)."""
+    """The genuine enclave's sealed answer stream, or a batch's answer (the name is historical: the body is frames, not JSON)."""
     assert ctx.enclave is not None
+    if req.path == "/infer/batch":
+        return await ctx.enclave.answer_batch(InferBatch.from_bytes(req.body))
     return await ctx.enclave.answer_whole(ctx.enclave.open(req.infer()))
 
 

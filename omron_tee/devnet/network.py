@@ -63,7 +63,7 @@ class HostileNet:
     def by_hotkey(self, hotkey: str) -> Member:
         return next(m for m in self.members.values() if m.hotkey == hotkey)
 
-    def validator(self, scores_path: Path, *, timeout: float = 1.0, policy=None, **prober_kw):
+    def validator(self, scores_path: Path, *, timeout: float = 1.0, policy=None, batch: int = 1, **prober_kw):
         """An in-process Validator over this network (create it inside the event loop that uses it)."""
         from omron_tee.models.registry import ModelRegistry
         from omron_tee.validator.core import Validator
@@ -79,7 +79,8 @@ class HostileNet:
         client = SignedClient(Signer(self.validator_wallet), timeout=timeout)
         prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=default_workloads(), timeout=timeout, seed=0,
                         **prober_kw)
-        return Validator(chain=self.chain, wallet=self.validator_wallet, prober=prober, scores=ScoreBook(scores_path), weights_interval=5)
+        return Validator(chain=self.chain, wallet=self.validator_wallet, prober=prober, scores=ScoreBook(scores_path), weights_interval=5,
+                         batch=batch)
 
     def wallet_args(self, name: str) -> list[str]:
         return ["--wallet.name", name, "--wallet.hotkey", "default", "--wallet.path", str(self.wallet_path)]

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
+from omron_tee import untrusted
+from omron_tee.attestation.binding import MAX_BATCH_NONCES, NONCE_LEN, EnclavePublicKeys, batch_nonce
 from omron_tee.attestation.evidence import Evidence, Verdict
 from omron_tee.attestation.validate.appraise import appraise
 from omron_tee.attestation.validate.policy import Policy
@@ -28,9 +29,9 @@ from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, key_id, request_info, 
 from omron_tee.channel.receipt import Binding, Receipt
 from omron_tee.channel.receipt import check as check_receipt
 from omron_tee.channel.stream import ChunkOpener, FrameReader, open_header
-from omron_tee.errors import AttestationError, ChannelError, OmronTeeError
+from omron_tee.errors import AttestationError, ChannelError, MinerError, OmronTeeError, ProtocolError
 from omron_tee.models.spec import ModelSpec
-from omron_tee.protocol import AttestResponse, InferRequest, SealedRequest
+from omron_tee.protocol import BATCH_ANSWER, BATCH_EVIDENCE, BATCH_NO_EVIDENCE, BATCH_REFUSED, AttestResponse, InferBatch, InferRequest, SealedRequest
 from omron_tee.reasons import Reason
 from omron_tee.workloads.base import Workload
 
@@ -280,3 +281,133 @@ def seal_request(session: AttestedSession, workload: Workload, spec: ModelSpec, 
     sealed = seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id))
     reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_key=reply_key, input_hash=input_hash, clock=clock, fresh=fresh)
     return InferRequest(key_id=session.key_id, sealed=sealed), reader
+
+
+# A batch's evidence frame: evidence with every attachment allowed is well under this (transport's attestation cap),
+# and its JSON's elements are bounded as an attestation's are.
+MAX_BATCH_EVIDENCE_BYTES = 1024 * 1024
+MAX_BATCH_EVIDENCE_ITEMS = 4096
+MAX_BATCH_REPLY = 32 * 1024 * 1024  # a whole batch's answer, however large its workloads allow each answer to be
+MAX_ERROR_FRAME = 16 * 1024
+
+
+def _clear_refusal(data: bytes, what: str) -> tuple[str, str]:
+    """(reason, message) of a refusal the miner sent in the clear inside a batch, or a named malformed one."""
+    try:
+        err = untrusted.loads(data, what, max_bytes=MAX_ERROR_FRAME)["error"]
+        reason, message = err["reason"], err["message"]
+        if isinstance(reason, str) and isinstance(message, str) and 0 < len(reason) <= 64:
+            return reason, message[:300]
+    except (ProtocolError, KeyError, TypeError):
+        pass
+    return Reason.MALFORMED_MESSAGE, f"{what} is not a named refusal"
+
+
+
+class BatchReader:
+    """The requester's side of a batch (``protocol.InferBatch``), sans-I/O: feed it the batch's answer.
+
+    It holds one ``AnswerReader`` per request, in order. Each request's answer is its own sealed
+    stream, opened and checked by its own reader exactly as alone, so one request's answer cannot
+    pass for another's (other reply key, other nonce). With ``fresh``, the one evidence after the
+    answers must pass for ``batch_nonce`` of the answered requests' nonces, the session's keys and
+    the miner's hotkey, or no answer of the batch counts. ``close`` gives each request's ``Answer`` or
+    the ``OmronTeeError`` that refused it: one request's fault is not another's.
+    """
+
+    def __init__(self, readers: list[AnswerReader], *, fresh: FreshCheck | None, clock: Callable[[], float] = time.perf_counter) -> None:
+        if not 1 <= len(readers) <= MAX_BATCH_NONCES:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH_NONCES} requests")
+        self.readers = readers
+        self.fresh = fresh
+        self.fresh_verdict: Verdict | None = None
+        self._clock = clock
+        self.started = clock()
+        largest = max(r.workload.max_stream for r in readers)
+        self._frames = FrameReader(1 + max(largest, MAX_BATCH_EVIDENCE_BYTES))
+        self._got: list[bytes] = []
+
+    @property
+    def max_bytes(self) -> int:
+        """The most the batch's answer may take: every answer at its workload's cap, and the evidence."""
+        n = len(self.readers)
+        return min(MAX_BATCH_REPLY, sum(r.workload.max_stream for r in self.readers) + MAX_BATCH_EVIDENCE_BYTES + 5 * (n + 1))
+
+    def restart_clock(self) -> None:
+        self.started = self._clock()
+
+    def feed(self, data: bytes) -> None:
+        self._got.extend(self._frames.feed(data))
+        if len(self._got) > len(self.readers) + 1:
+            raise ChannelError("the batch's answer has more frames than requests and evidence", reason=Reason.STREAM_TAMPERED)
+
+    def close(self) -> list[Answer | OmronTeeError]:
+        """Each request's verified ``Answer`` (timed as the batch's time over its size) or its refusal;
+        ``ChannelError`` for the whole batch if its answer has trailing bytes."""
+        per = (self._clock() - self.started) / len(self.readers)
+        if self._frames.pending:
+            raise ChannelError("trailing bytes after the batch's last frame", reason=Reason.STREAM_TAMPERED)
+        items, trailer = self._got[:len(self.readers)], self._got[len(self.readers):]
+        results: list[Answer | OmronTeeError] = []
+        answered: list[bytes] = []  # the nonces of the requests answered with a sealed stream
+        for i, reader in enumerate(self.readers):
+            if i >= len(items):
+                results.append(ChannelError(f"the batch's answer ended before request {i + 1} of {len(self.readers)}", reason=Reason.STREAM_TRUNCATED))
+                continue
+            kind, body = items[i][:1], memoryview(items[i])[1:]
+            if kind == BATCH_REFUSED:
+                reason, message = _clear_refusal(bytes(body), "a batch's refusal")
+                results.append(MinerError(f"the miner refused request {i + 1} of the batch: {message}", reason=reason))
+                continue
+            if kind != BATCH_ANSWER:
+                results.append(ChannelError(f"request {i + 1} of the batch has no answer frame", reason=Reason.STREAM_MALFORMED))
+                continue
+            answered.append(reader.nonce)
+            try:
+                reader.feed(bytes(body))
+                answer = reader.close()
+            except OmronTeeError as e:
+                results.append(e)
+                continue
+            answer.elapsed_s = answer.ttft_s = per
+            results.append(answer)
+        if self.fresh is not None and answered:
+            refused = self._check_fresh(trailer, answered)
+            if refused is not None:
+                results = [refused if isinstance(r, Answer) else r for r in results]
+        elif trailer:
+            raise ChannelError("the batch's answer carries evidence that was not asked for", reason=Reason.STREAM_TAMPERED)
+        return results
+
+    def _check_fresh(self, trailer: list[bytes], answered: list[bytes]) -> AttestationError | None:
+        """None if the batch's evidence passes for its answered requests' nonces, else why not."""
+        if not trailer:
+            return AttestationError("the batch's answer carries no evidence for its requests' nonces, which was asked for", reason=Reason.EVIDENCE_MISSING)
+        kind, body = trailer[0][:1], bytes(memoryview(trailer[0])[1:])
+        if kind == BATCH_NO_EVIDENCE:
+            _, message = _clear_refusal(body, "a batch's evidence refusal")
+            return AttestationError(f"the enclave gave no evidence for the batch: {message}", reason=Reason.EVIDENCE_MISSING)
+        if kind != BATCH_EVIDENCE or len(body) > MAX_BATCH_EVIDENCE_BYTES:
+            return AttestationError("the batch's last frame is not its evidence", reason=Reason.EVIDENCE_MALFORMED)
+        try:
+            evidence = Evidence.from_json(untrusted.loads(body, "a batch's evidence", max_bytes=MAX_BATCH_EVIDENCE_BYTES,
+                                                          max_items=MAX_BATCH_EVIDENCE_ITEMS))
+        except OmronTeeError as e:
+            return AttestationError(f"the batch's evidence cannot be read: {e}", reason=Reason.EVIDENCE_MALFORMED)
+        assert self.fresh is not None
+        verdict = self.fresh(evidence, batch_nonce(answered))
+        if not verdict.accepted:
+            return AttestationError("the batch's evidence: " + "; ".join(verdict.reasons), reason=verdict.reason_code)
+        self.fresh_verdict = verdict
+        return None
+
+
+def seal_batch(session: AttestedSession, items: list[tuple[Workload, ModelSpec, object]], *, fresh: FreshCheck | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> tuple[InferBatch, BatchReader]:
+    """Seal each ``(workload, model, input)`` to the session's enclave key, as ``seal_request`` does one, into
+    one batch; with ``fresh``, one evidence for the batch proves every request's freshness (its own nonce)."""
+    if any(w.streamed for w, _, _ in items):
+        raise ValueError("a workload that streams is not sent in a batch")
+    sealed = [seal_request(session, w, spec, value, clock=clock) for w, spec, value in items]
+    batch = InferBatch(tuple(request for request, _ in sealed), fresh=fresh is not None)
+    return batch, BatchReader([reader for _, reader in sealed], fresh=fresh, clock=clock)

@@ -1,8 +1,9 @@
 """Moving one exchange's bytes over HTTP: the requester's state machine (``requester``) decides, this only carries.
 
-Two requests to the miner, signed (btauth/1) for its hotkey: ``POST /attest``
-(JSON) and ``POST /infer`` (the sealed request; the answer is the sealed
-stream, read as it arrives and fed to the ``AnswerReader``). Deadlines and
+Requests to the miner, signed (btauth/1) for its hotkey: ``POST /attest``
+(JSON), ``POST /infer`` (the sealed request; the answer is the sealed
+stream, read as it arrives and fed to the ``AnswerReader``) and ``POST /infer/batch``
+(several sealed requests; the answer is read whole and fed to the ``BatchReader``). Deadlines and
 size caps are ``SignedClient``'s.
 """
 
@@ -13,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from omron_tee.exchange.requester import Answer, AnswerReader
-from omron_tee.protocol import REQUEST_MEDIA_TYPE, AttestRequest, AttestResponse, InferRequest
+from omron_tee.errors import OmronTeeError
+from omron_tee.exchange.requester import Answer, AnswerReader, BatchReader
+from omron_tee.protocol import BATCH_MEDIA_TYPE, REQUEST_MEDIA_TYPE, AttestRequest, AttestResponse, InferBatch, InferRequest
 from omron_tee.wire.client import SignedClient
 
 async def _once(data: bytes):
@@ -58,3 +60,17 @@ async def answer(client: SignedClient, url: str, request: InferRequest, reader: 
     result = reader.close()
     result.miner_hotkey = receiver
     return result
+
+
+async def answer_batch(client: SignedClient, url: str, batch: InferBatch, reader: BatchReader, *, receiver: str,
+                       timeout: float) -> list[Answer | OmronTeeError]:
+    """Send the batch (one signed request) and give each of its requests' verified answer or refusal, in order."""
+    reader.restart_clock()
+    async with client.stream(url, "/infer/batch", None, body=batch.to_bytes(), content_type=BATCH_MEDIA_TYPE, receiver=receiver, timeout=timeout,
+                             max_bytes=reader.max_bytes) as body:
+        reader.feed(await body.read())
+    results = reader.close()
+    for r in results:
+        if isinstance(r, Answer):
+            r.miner_hotkey = receiver
+    return results

@@ -11,7 +11,8 @@ Routes (POST bodies signed with btauth/1 for this miner's hotkey):
 frame, ``REQUEST_MEDIA_TYPE``, or JSON ->
 the sealed answer stream, ``omron_tee.channel.stream``, for every workload:
 sent as the enclave produces it where the workload streams, whole
-otherwise). Refusals before the stream starts (auth, unknown key, a request
+otherwise), and ``/infer/batch`` (``protocol.InferBatch``: several sealed requests in one signed
+request, each answer whole, then one evidence for the batch's nonces). Refusals before the stream starts (auth, unknown key, a request
 that does not open) are the usual JSON errors; every later one travels
 sealed. ``GET /health`` is unsigned and says only what is public.
 """
@@ -30,7 +31,7 @@ from starlette.routing import Route
 
 from omron_tee.chain.base import Chain
 from omron_tee.miner.trusted_app import TrustedApp
-from omron_tee.protocol import REQUEST_MEDIA_TYPE, STREAM_MEDIA_TYPE, AttestRequest, InferRequest, loads
+from omron_tee.protocol import BATCH_MEDIA_TYPE, REQUEST_MEDIA_TYPE, STREAM_MEDIA_TYPE, AttestRequest, InferBatch, InferRequest, loads
 from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.server import authenticated, guarded, json_response, signed_route
 
@@ -86,11 +87,21 @@ def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> Starlette:
         log.info("request from %s: sealed, %d bytes in, %d out, %.1f ms", caller[:10], len(body), len(answer), (time.perf_counter() - t0) * 1000)
         return Response(answer, media_type=STREAM_MEDIA_TYPE, headers=headers)
 
+    async def infer_batch(request: Request) -> Response:
+        t0 = time.perf_counter()
+        caller, body = await authenticated(request, verifier)
+        batch = InferBatch.from_bytes(body)
+        answer = await app_core.answer_batch(batch)
+        log.info("batch from %s: %d sealed requests, %d bytes in, %d out, %.1f ms", caller[:10], len(batch.requests), len(body), len(answer),
+                 (time.perf_counter() - t0) * 1000)
+        return Response(answer, media_type=BATCH_MEDIA_TYPE, headers={"Cache-Control": "no-store"})
+
     async def health(request: Request) -> Response:
         return json_response({"hotkey": verifier.self_hotkey, "tee_type": app_core.backend.tee_type.value, "models": list(app_core.models)})
 
     return Starlette(routes=[
         Route("/attest", signed_route(verifier, attest, log), methods=["POST"]),
         Route("/infer", guarded(infer, log), methods=["POST"]),
+        Route("/infer/batch", guarded(infer_batch, log), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ])

@@ -14,22 +14,25 @@ purpose: development faults wrap the runtimes from outside
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omron_tee.attestation.binding import report_data_for
+from omron_tee.attestation.binding import batch_nonce, report_data_for
 from omron_tee.channel.hpke import KemSuite, key_id, request_info
 from omron_tee.channel.receipt import Binding
 from omron_tee.channel.receipt import issue as issue_receipt
-from omron_tee.channel.stream import ChunkSealer, seal_header
+from omron_tee.channel.stream import ChunkSealer, frame, seal_header
 from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.keys import EnclaveKeys
 from omron_tee.errors import LIBRARY_DECODE_ERRORS, AuthError, ChannelError, ModelError, OmronTeeError, ProtocolError
 from omron_tee.models.registry import ModelRegistry
-from omron_tee.protocol import AttestRequest, AttestResponse, InferRequest, ReplyRoute, SealedRequest, decode_sealed
+from omron_tee.protocol import (BATCH_ANSWER, BATCH_EVIDENCE, BATCH_NO_EVIDENCE, BATCH_REFUSED, AttestRequest, AttestResponse, InferBatch, InferRequest,
+                                ReplyRoute, SealedRequest, decode_sealed)
 from omron_tee.reasons import Reason
 from omron_tee.workloads import default_workloads
 from omron_tee.workloads.base import Produced, Served, Workload, Workloads
@@ -157,7 +160,7 @@ class TrustedApp:
             return Opened(header, stream_key, route, keys, None, refusal=f"{reason}: {e}")
         return Opened(header, stream_key, route, keys, sealed, workload, value, input_hash)
 
-    async def answer(self, opened: Opened) -> AsyncIterator[bytes]:
+    async def answer(self, opened: Opened, *, batched: bool = False) -> AsyncIterator[bytes]:
         """The sealed stream: the header, one chunk per part (a workload that does not stream: none),
         then the final chunk with the signed receipt (and, not streaming, the parts). A refusal
         is a final chunk too, padded like an answer's, so the operator cannot tell them apart."""
@@ -194,7 +197,7 @@ class TrustedApp:
         final: dict[str, object] = {"n": parts, "meta": produced.meta, "receipt": receipt.to_json()}
         if held:
             final["ps"] = held
-        if req.fresh:
+        if req.fresh and not batched:  # in a batch, one evidence after every answer covers them all
             try:
                 final["evidence"] = self.fresh_evidence(req.nonce, opened.keys).to_json()
             except OmronTeeError as e:  # the TEE would not attest now: a sealed, named refusal
@@ -202,5 +205,37 @@ class TrustedApp:
                 return
         yield sealer.seal(final, final=True)
 
-    async def answer_whole(self, opened: Opened) -> bytes:
-        return b"".join([f async for f in self.answer(opened)])
+    async def answer_whole(self, opened: Opened, *, batched: bool = False) -> bytes:
+        return b"".join([f async for f in self.answer(opened, batched=batched)])
+
+    async def answer_batch(self, batch: InferBatch) -> bytes:
+        """A batch's answer: each request's sealed stream, whole (or its refusal in the clear, as ``/infer``
+        would refuse it), in order; then, for a fresh batch, one evidence bound to ``batch_nonce`` of the
+        answered requests' nonces, the key they were sealed to and this hotkey. A workload that streams is
+        refused inside its sealed stream: its parts are worth sending as they come, which a batch does not."""
+        out: list[bytes] = []
+        nonces: list[bytes] = []
+        keys: EnclaveKeys | None = None
+        for request in batch.requests:
+            try:
+                opened = self.open(request)
+            except OmronTeeError as e:
+                out.append(frame(_error_json(e.reason, str(e)), BATCH_REFUSED))
+                continue
+            if opened.streamed:
+                opened = dataclasses.replace(opened, request=None, refusal=f"{Reason.UNSUPPORTED}: a workload that streams is not answered in a batch")
+            out.append(frame(await self.answer_whole(opened, batched=True), BATCH_ANSWER))
+            nonces.append(opened.route.nonce)
+            keys = opened.keys
+        if batch.fresh and keys is not None:
+            try:
+                evidence = self.backend.attest(report_data_for(batch_nonce(nonces), keys.public, self.hotkey))
+                out.append(frame(json.dumps(evidence.to_json(), separators=(",", ":")).encode(), BATCH_EVIDENCE))
+            except OmronTeeError as e:  # the TEE would not attest now: named, for every request of the batch
+                out.append(frame(_error_json(e.reason, str(e)), BATCH_NO_EVIDENCE))
+        return b"".join(out)
+
+
+def _error_json(reason: str, message: str) -> bytes:
+    """The same named refusal ``/infer`` answers in the clear (``wire.server``'s error body)."""
+    return json.dumps({"error": {"reason": str(reason), "message": message[:300]}}, separators=(",", ":")).encode()

@@ -19,6 +19,7 @@ import bittensor as bt
 
 from omron_tee.chain.base import Chain, Metagraph, Neuron
 from omron_tee.errors import ChainError, RateLimited
+from omron_tee.protocol import MAX_BATCH
 from omron_tee.validator.history import History
 from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import Prober, ProbeResult
@@ -72,6 +73,7 @@ class Validator:
         scores: ScoreBook,
         weights_interval: int = 100,
         top_k: int = 16,
+        batch: int = 1,
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.chain = chain
@@ -81,6 +83,9 @@ class Validator:
         self.scores = scores
         self.weights_interval = weights_interval
         self.top_k = top_k
+        if not 1 <= batch <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} probes")
+        self.batch = batch  # probes per miner per turn; more than one go as batches (Prober.probe_batch)
         self.on_event = on_event or (lambda e: None)
         self.metrics = ValidatorMetrics()
         self.history = History()  # what the dashboard shows (validator.api.dashboard)
@@ -150,10 +155,15 @@ class Validator:
         probe, at most a probe's deadline; ``probe_continuously`` lets no miner hold up another)."""
         targets = self.pick(n)
         await self.refresh_releases()
-        results = await asyncio.gather(*(self.prober.probe(m) for m in targets))
-        events = [self._scored(r) for r in results]
+        results = await asyncio.gather(*(self._probe(m) for m in targets))
+        events = [self._scored(r) for rs in results for r in rs]
         self.scores.flush()
         return events
+
+    async def _probe(self, neuron: Neuron) -> list[ProbeResult]:
+        if self.batch > 1:
+            return await self.prober.probe_batch(neuron, self.batch)
+        return [await self.prober.probe(neuron)]
 
     def _scored(self, r: ProbeResult) -> ProbeEvent:
         old, new = self.record(r.outcome, r.model_id)
@@ -200,9 +210,9 @@ class Validator:
             if neuron is None:
                 return  # deregistered, or no longer serving: the supervisor starts a lane if it returns
             async with slots:
-                result = await self.prober.probe(neuron)
-            ev = self._scored(result)
-            failed = not ev.result.outcome.ok and ev.result.outcome.kind == "benchmark"
+                results = await self._probe(neuron)
+            events = [self._scored(r) for r in results]
+            failed = any(not ev.result.outcome.ok and ev.result.outcome.kind == "benchmark" for ev in events)
             backoff = min(backoff * 2.0, max_backoff) if failed else 1.0
             # A failing miner waits at least FAILURE_GAP_S times its backoff, even when the
             # validator probes as fast as it can: attackers cannot share its CPU equally.

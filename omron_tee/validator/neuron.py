@@ -30,6 +30,7 @@ from omron_tee.validator.prober import Prober
 from omron_tee.validator.scoring import ScoreBook
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
 from omron_tee.wire.client import SignedClient
+from omron_tee.protocol import MAX_BATCH
 from omron_tee.wire.server import QuietServer, server_config
 from omron_tee.workloads import default_workloads
 from omron_tee.zk import service as zk_service
@@ -60,6 +61,9 @@ def build_parser(prog: str = "validator.py") -> argparse.ArgumentParser:
     v.add_argument("--validator.fresh_in_band", dest="fresh_in_band", action="store_true",
                    help="with --validator.reuse_sessions: every request still proves freshness, by evidence for its own nonce that the "
                    "enclave returns with the answer (one round trip instead of two)")
+    v.add_argument("--validator.batch", dest="batch", type=int, default=1, choices=range(1, MAX_BATCH + 1), metavar=f"1..{MAX_BATCH}",
+                   help="probes per miner per turn; more than one travel as one batch (one signed request and, with "
+                        "--validator.fresh_in_band, one evidence proving each probe fresh; docs/ARCHITECTURE.md) (default: %(default)s)")
     v.add_argument("--validator.kem", dest="kem", default=KemSuite.X25519.value, choices=[k.value for k in KemSuite], help="HPKE suite (default: %(default)s)")
     v.add_argument("--validator.api_ip", dest="api_ip", default="127.0.0.1", help="third-party API address (default: %(default)s)")
     v.add_argument("--validator.api_port", dest="api_port", type=int, default=8092, help="third-party API port; 0 turns the API off (default: %(default)s)")
@@ -182,7 +186,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
                     fresh_in_band=args.fresh_in_band)
     scores = ScoreBook(Path(args.data_dir) / f"scores-{network}-{args.netuid}-{hotkey}.sqlite")
     validator = Validator(chain=chain, wallet=wallet, prober=prober, scores=scores, weights_interval=args.weights_interval,
-                          top_k=args.top_k, on_event=lambda ev: log_event(log, ev))
+                          top_k=args.top_k, batch=args.batch, on_event=lambda ev: log_event(log, ev))
     log.info("validator uid %d hotkey %s on %s netuid %d; %d miners with scores restored", neuron.uid, hotkey, network, args.netuid, len(scores.records))
     server_task = None
     if args.api_port:

@@ -28,9 +28,9 @@ SEEDED_SCORE = 0.5  # what each miner's score is before the rounds, so a penalty
 ROUND_BOUND_S = 12.0  # far below what a trickler would take (1000 s), far above a probe's deadlines (2.5 s to attest, 2.5 s to answer)
 
 
-def _rounds(net, tmp_path, rounds: int):
+def _rounds(net, tmp_path, rounds: int, **validator_kw):
     async def go():
-        v = net.validator(tmp_path / "scores.sqlite", timeout=2.0)  # a deadline of 2.5 s: room for a loaded 2-core machine, far below the 1000 s a trickler would take
+        v = net.validator(tmp_path / "scores.sqlite", timeout=2.0, **validator_kw)  # a deadline of 2.5 s: room for a loaded 2-core machine, far below the 1000 s a trickler would take
         try:
             for m in net.members.values():
                 rec = v.scores.record(m.hotkey, m.uid)
@@ -82,6 +82,32 @@ def test_every_hostile_miner_is_named_and_penalised(hostile_net, outcome) -> Non
         assert evs[-1].new_score <= SEEDED_SCORE * (1 - FAILURE_DECAY) ** 2, name
     # One enclave behind two hotkeys: whichever was probed first keeps it, the other is refused.
     assert sorted(map(tuple, shared.values())) == [("enclave-shared", "enclave-shared"), ("ok", "ok")], shared
+
+
+BATCH = 3
+
+
+@pytest.fixture(scope="module")
+def batched(hostile_net, tmp_path_factory):
+    """The same rounds, probing in batches on reused sessions, each batch's freshness proven by its one evidence."""
+    return _rounds(hostile_net, tmp_path_factory.mktemp("batched"), rounds=2, batch=BATCH, reuse_sessions=True, fresh_in_band=True)
+
+
+def test_every_hostile_miner_is_named_when_probed_in_batches(hostile_net, batched) -> None:
+    _, events, durations = batched
+    by_name: dict[str, list] = {}
+    for ev in events:
+        by_name.setdefault(hostile_net.by_hotkey(ev.result.outcome.hotkey).name, []).append(ev.result)
+    assert set(by_name) == set(hostile_net.members)
+    for name, results in by_name.items():
+        behaviour = hostile_net.members[name].behaviour
+        reasons = [r.outcome.reason for r in results]
+        assert len(results) == 2 * BATCH, (name, reasons)
+        if behaviour == "honest":
+            assert set(reasons) == {"ok"}, (name, [r.message for r in results])
+        elif behaviour != "shared-enclave":
+            assert set(reasons) == {EXPECTED_REASONS[behaviour]}, (name, reasons, [r.message for r in results])
+    assert max(durations) < ROUND_BOUND_S, durations
 
 
 def test_no_miner_stalls_a_round(outcome) -> None:
