@@ -1,13 +1,14 @@
 """The validator's wire, side by side in one run: verified requests beside a bare HTTP round trip, and one
 TLS context for every peer's pool against one each.
 
-    .venv/bin/python bench/bench_wire.py [--rounds 20] [--per-round 50] [--peers 128]
+    .venv/bin/python bench/bench_wire.py [--rounds 20] [--per-round 50] [--peers 128] [--batch 8]
 
 One miner server (``_one_miner``: simulated enclave, shipped Starlette routes) in its own process;
 in this process the validator's ``SignedClient``, interleaved: a bare round trip (an unsigned
 ``GET /health`` through the same client stack), a verified request on a reused session (one
-round trip), the same with its proof of freshness in band (one round trip), and a fresh
-attestation plus request (two). Medians of wall time per request, this process's CPU per
+round trip), the same with its proof of freshness in band (one round trip), a fresh
+attestation plus request (two), and ``--batch`` requests in one signed ``/infer/batch`` on the
+session, without and with one evidence for the batch (printed per request). Medians of wall time per request, this process's CPU per
 request (``time.process_time``) and the miner's (``/proc/<pid>/schedstat``).
 
 The client library, side by side in the same rounds: the bare round trip and a signed
@@ -53,7 +54,7 @@ def attest_body() -> bytes:
     return dumps(AttestRequest(new_nonce(), KemSuite.X25519.value, one.HOTKEY).to_json())
 
 
-async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: int) -> dict:
+async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: int, batch: int) -> dict:
     await ex.fresh(url)  # warm up: the connection, the session
     signer = ex.client.signer
     hx = httpx.AsyncClient(trust_env=False, headers={"Accept-Encoding": "identity"},
@@ -73,7 +74,14 @@ async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: i
         headers["Content-Type"] = "application/json"
         (await hx.post(u + "/attest", content=body, headers=headers)).raise_for_status()
 
+    async def batch_reused(u: str) -> None:
+        await ex.batch(u, batch, in_band=False)
+
+    async def batch_in_band(u: str) -> None:
+        await ex.batch(u, batch, in_band=True)
+
     modes = (("bare", ex.bare), ("reused", ex.reused), ("in_band", ex.in_band), ("fresh", ex.fresh),
+             ("batch_reused", batch_reused), ("batch_in_band", batch_in_band),
              ("bare_httpx", bare_httpx), ("attest", attest_aiohttp), ("attest_httpx", attest_httpx))
     for _, fn in modes:
         await fn(url)
@@ -83,7 +91,7 @@ async def drive(url: str, pid: int, ex: one.Exchanges, rounds: int, per_round: i
             ops()
         return run
 
-    floors = tuple((f"floor_{m}", timed(ops)) for m, ops in crypto_floor(await capture(url, ex), ex).items())
+    floors = tuple((f"floor_{m}", timed(ops)) for m, ops in crypto_floor(await capture(url, ex), ex, batch).items())
     no_http, validator_ms = without_http(ex)
     try:
         got = await one.measure(url, pid, modes + floors + (("no_http", no_http),), rounds, per_round)
@@ -136,8 +144,9 @@ async def capture(url: str, ex: one.Exchanges) -> dict[str, list[bytes]]:
     return out
 
 
-def crypto_floor(frames: dict[str, list], ex: one.Exchanges) -> dict[str, Callable[[], None]]:
-    """Per mode, the cryptography alone of one request (the module docstring lists it)."""
+def crypto_floor(frames: dict[str, list], ex: one.Exchanges, batch: int) -> dict[str, Callable[[], None]]:
+    """Per mode, the cryptography alone of one request (the module docstring lists it); the batch modes', of
+    one batch of ``batch``: one btauth/1 signature, in band one evidence, and each request's own seal and opens."""
     import hashlib
     import os
 
@@ -159,7 +168,7 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges) -> dict[str, Callab
     evidence_sig = ed.sign(evidence_msg)
     tensor = ex.x.tobytes()
 
-    def request_ops(sizes: list) -> Callable[[], None]:
+    def request_ops(sizes: list, *, signed: bool = True) -> Callable[[], None]:
         sealed_len, header, *chunks = sizes
         body = os.urandom(sealed_len + 40)  # the request frame: magic, key id, ciphertext
         plaintext = os.urandom(sealed_len - 48)  # HPKE's X25519 enc (32) and tag (16) come on top
@@ -170,8 +179,9 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges) -> dict[str, Callab
         enclave_pub = enclave.public_key()
 
         def ops() -> None:
-            signer.sign(http_auth.build_payload(scheme="sr25519", method="POST", path="/infer", body=body, nonce_ns=1,
-                                                sender_ss58=signer.ss58_address, receiver_ss58=one.HOTKEY))
+            if signed:
+                signer.sign(http_auth.build_payload(scheme="sr25519", method="POST", path="/infer", body=body, nonce_ns=1,
+                                                    sender_ss58=signer.ss58_address, receiver_ss58=one.HOTKEY))
             X25519PrivateKey.generate().public_key().public_bytes_raw()
             suite.encrypt(plaintext, enclave_pub, info=b"i")
             suite.decrypt(header_ct, reply, info=b"i")
@@ -196,7 +206,17 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges) -> dict[str, Callab
         evidence()
         reused()
 
-    return {"reused": reused, "in_band": lambda: (evidence(), in_band()), "fresh": fresh}
+    item = request_ops(frames["reused"], signed=False)  # a batched request's answer carries no evidence of its own
+    batch_body = os.urandom((frames["reused"][0] + 44) * batch)
+
+    def batch_reused() -> None:
+        signer.sign(http_auth.build_payload(scheme="sr25519", method="POST", path="/infer/batch", body=batch_body, nonce_ns=1,
+                                            sender_ss58=signer.ss58_address, receiver_ss58=one.HOTKEY))
+        for _ in range(batch):
+            item()
+
+    return {"reused": reused, "in_band": lambda: (evidence(), in_band()), "fresh": fresh,
+            "batch_reused": batch_reused, "batch_in_band": lambda: (evidence(), batch_reused())}
 
 
 def tls_cost(peers: int) -> dict[str, float]:
@@ -219,18 +239,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--per-round", type=int, default=50)
     ap.add_argument("--peers", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8, help="requests per batch in the batched rows (default: %(default)s)")
     args = ap.parse_args()
+    one.tune_allocator_as_neurons_do()
     with one.bench_dir() as (_, key, wallet), one.serving(["shipped"], key) as miners:
         url, pid = miners["shipped"]
-        got = run_async(drive(url, pid, one.Exchanges(wallet, key), args.rounds, args.per_round))
+        got = run_async(drive(url, pid, one.Exchanges(wallet, key), args.rounds, args.per_round, args.batch))
     tls = tls_cost(args.peers)
     bare = got["bare"]
     print(f"loopback HTTP to one miner, medians of {args.rounds} interleaved rounds of {args.per_round}, ms per request "
           "(wall; this validator process's CPU; the miner's CPU):")
     for mode, label in (("bare", "bare round trip (GET /health)"), ("reused", "verified request, reused session"),
-                        ("in_band", "verified, fresh in band (1 trip)"), ("fresh", "fresh attestation + request (2 trips)")):
-        r = got[mode]
-        f = got.get(f"floor_{mode}", {}).get("cpu")
+                        ("in_band", "verified, fresh in band (1 trip)"), ("fresh", "fresh attestation + request (2 trips)"),
+                        ("batch_reused", f"reused session, batch of {args.batch}, per request"),
+                        ("batch_in_band", f"fresh in band, batch of {args.batch}, per request")):
+        r, f = got[mode], got.get(f"floor_{mode}", {}).get("cpu")
+        if mode.startswith("batch_"):  # measured per batch; printed per request
+            r, f = {k: v / args.batch for k, v in r.items()}, f / args.batch
         floor_s = f"   crypto floor {f:5.3f}, validator {r['cpu'] / f:4.2f}x it" if f else ""
         print(f"  {label:<40} {r['wall']:6.3f} wall {r['cpu']:6.3f} validator {r['miner']:6.3f} miner   {r['wall'] / bare['wall']:5.2f}x the bare trip"
               + floor_s)
