@@ -28,6 +28,7 @@ from omron_tee.devnet.processes import free_port, wait_serving
 HOTKEY = "5BenchMinerHotkey000000000000000000000000000000"
 EXTRA_MODEL_ID = "bench-extra"  # what ``start``'s and ``Exchanges``' extra_model is served and asked as
 _SERVER = """
+import os
 import sys
 from fastapi import FastAPI
 from omron_tee.enclave.measurement import trusted_app_measurement
@@ -37,6 +38,7 @@ from omron_tee.miner.trusted_app import TrustedApp
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.server import QuietServer, server_config
+from omron_tee.config import tune_allocator
 
 variant, key, port, hotkey = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 models = ModelRegistry.builtin()
@@ -53,8 +55,18 @@ if variant == "fastapi":
     for r in app.routes:
         before.add_api_route(r.path, r.endpoint, methods=sorted(r.methods - {"HEAD"}))
     app = before
+if not os.environ.get("OMRON_TEE_BENCH_DEFAULT_ALLOCATOR"):
+    tune_allocator()  # as the miner's neuron does
 QuietServer(server_config(app, host="127.0.0.1", port=port)).run()
 """.replace("{bench!r}", repr(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tune_allocator_as_neurons_do() -> bool:
+    """``config.tune_allocator`` in this process, as the neurons do, unless ``OMRON_TEE_BENCH_DEFAULT_ALLOCATOR``
+    is set (then the miners started here skip it too): the one switch for an A/B of glibc's own behaviour."""
+    from omron_tee.config import tune_allocator
+
+    return False if os.environ.get("OMRON_TEE_BENCH_DEFAULT_ALLOCATOR") else tune_allocator()
 
 
 def cpu_ns(pid: int) -> int:
@@ -195,6 +207,18 @@ class Exchanges:
         check = fresh_check(s, hotkey=HOTKEY, policy=self.policy, registry=self.verifiers) if in_band else None
         req, reader = seal_request(s, self.tensor, self.spec, self.x, fresh=check)
         await transport.answer(self.client, url, req, reader, receiver=HOTKEY, timeout=10.0)
+
+    async def batch(self, url: str, size: int, *, in_band: bool) -> None:
+        """``size`` requests on the session in one signed ``/infer/batch``; in band, one evidence for them all."""
+        from omron_tee.exchange import transport
+        from omron_tee.exchange.requester import fresh_check, seal_batch
+
+        s = self.sessions[url]
+        check = fresh_check(s, hotkey=HOTKEY, policy=self.policy, registry=self.verifiers) if in_band else None
+        batch, reader = seal_batch(s, [(self.tensor, self.spec, self.x)] * size, fresh=check)
+        results = await transport.answer_batch(self.client, url, batch, reader, receiver=HOTKEY, timeout=10.0)
+        if any(isinstance(r, Exception) for r in results):
+            raise SystemExit(f"benchmark batch failed: {next(r for r in results if isinstance(r, Exception))}")
 
     async def aclose(self) -> None:
         await self.client.aclose()

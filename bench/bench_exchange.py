@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omron_tee.config import dev_attestation_key_path, run_async
+from omron_tee.config import dev_attestation_key_path, run_async, tune_allocator
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.exchange.requester import check_attestation, fresh_check, new_nonce, seal_batch, seal_request
@@ -236,4 +236,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_allocator()  # as the neurons do (the miners here are neurons)
     run_async(main())

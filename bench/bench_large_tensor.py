@@ -1,6 +1,6 @@
 """A 1 MiB tensor on the wire: bytes and CPU to seal and open it, as before and as shipped, in one run.
 
-    .venv/bin/python bench/bench_large_tensor.py [--mib 1] [--rounds 20]
+    .venv/bin/python bench/bench_large_tensor.py [--mib 1] [--rounds 20] [--default-allocator]
 
 Seals a float32 tensor of ``--mib`` MiB as the requester does (the tensor workload's JSON
 encoding inside the sealed request, HPKE to an enclave key, then the InferRequest) and opens it
@@ -16,12 +16,15 @@ Then the same tensor end to end: a model whose input and output are ``--mib`` Mi
 routes), asked by the validator's ``SignedClient`` over loopback HTTP, interleaved with the raw
 onnxruntime call and a bare round trip: the wall time per verified request (the answer opened
 and its receipt checked) on a reused session, with freshness in band, and with a fresh
-attestation first, beside issue 13's goal (4x the raw call plus 10 ms).
+attestation first, beside issue 13's goal (4x the raw call plus 10 ms). Both processes keep freed
+large buffers as the neurons do (``config.tune_allocator``); ``--default-allocator`` leaves glibc's
+thresholds as they come, for the A/B.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -92,6 +95,7 @@ def run_end_to_end(x: np.ndarray, rounds: int) -> None:
     import _one_miner as one
     from omron_tee.config import run_async
 
+    tuned = one.tune_allocator_as_neurons_do()
     with one.bench_dir() as (d, key, wallet):
         model = d / "mul.onnx"
         mul_model(model, x.size)
@@ -100,7 +104,8 @@ def run_end_to_end(x: np.ndarray, rounds: int) -> None:
             got = run_async(end_to_end(one.Exchanges(wallet, key, str(model), x.reshape(1, -1)), url, pid, rounds, 5))
     goal = 4 * got["raw"]["wall"] + 10
     print(f"end to end, loopback HTTP to one miner, a model of {x.nbytes / 2**20:.2f} MiB in and out, medians of {rounds} "
-          f"interleaved rounds, ms per request (wall; this validator process's CPU; the miner's CPU); goal 4x raw + 10 ms = {goal:.2f} ms:")
+          f"interleaved rounds, ms per request (wall; this validator process's CPU; the miner's CPU); goal 4x raw + 10 ms = {goal:.2f} ms; "
+          f"{'malloc thresholds tuned as the neurons do' if tuned else 'glibc malloc as it comes'}:")
     for mode, label in (("raw", "raw onnxruntime call (in this process)"), ("bare", "bare round trip (GET /health)"),
                         ("reused", "verified request, reused session"), ("in_band", "verified, fresh in band (1 trip)"),
                         ("fresh", "fresh attestation + request (2 trips)")):
@@ -114,7 +119,11 @@ def main() -> None:
     ap.add_argument("--mib", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--no-end-to-end", action="store_true", help="only the seal/open comparison")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's malloc thresholds as they are, in this process and the miner's (the neurons tune them)")
     args = ap.parse_args()
+    if args.default_allocator:
+        os.environ["OMRON_TEE_BENCH_DEFAULT_ALLOCATOR"] = "1"
     x = np.random.default_rng(0).standard_normal(int(args.mib * 2**20) // 4).astype(np.float32)
     enclave, reply = HpkeKeyPair.generate(KemSuite.X25519), HpkeKeyPair.generate(KemSuite.X25519)
     shipped = hpke.bucket_size

@@ -124,6 +124,30 @@ def setup_logging(args: argparse.Namespace, name: str) -> logging.Logger:
     return logging.getLogger(f"omron_tee.{name}")
 
 
+# glibc's malloc gives a freed block of a MiB or more back to the kernel (its mmap and trim thresholds
+# follow the largest block freed, then trim the heap's top past twice that), so the next large message
+# takes a page fault per 4 KiB, zeroed, for each of its copies: a 1 MiB tensor cost each side of an
+# exchange about 2.5 ms more (bench/bench_large_tensor.py). Kept instead: blocks up to 32 MiB (the
+# largest answer a validator reads) come from the heap, and up to 64 MiB of free heap is kept.
+_MMAP_THRESHOLD = 32 << 20
+_TRIM_THRESHOLD = 64 << 20
+
+
+def tune_allocator() -> bool:
+    """Keep freed large buffers for reuse (glibc's ``mallopt``); False where the C library is not glibc."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD)) and bool(libc.mallopt(m_trim_threshold, _TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
 def run_async(main: "Coroutine[Any, Any, T]") -> T:
     """Run ``main`` on uvloop where it is installed (about 20 % less per-request overhead), else asyncio."""
     try:

@@ -302,7 +302,11 @@ class SealedRequest:
     fresh: bool = False  # ask for evidence bound to this request's nonce with the answer (one round trip: docs/ARCHITECTURE.md)
 
     def encode(self) -> bytes:
-        return encode_sealed({
+        return b"".join(self.encode_parts())
+
+    def encode_parts(self) -> list[bytes]:
+        """``encode``'s bytes in parts (``channel.hpke.seal`` joins them with the padding: one copy of a large input)."""
+        return untrusted.dumps_attached_parts({
             "v": PROTOCOL_VERSION,
             "nonce": b64(self.nonce),
             "model": self.model_id,

@@ -114,6 +114,11 @@ MAX_ATTACHMENTS = 16
 def dumps_attached(obj: Any) -> bytes:
     """``obj`` as compact JSON, or, when it holds ``bytes`` values, as magic ‖ u32 header length ‖ header
     ‖ the blobs; the header is ``{"b": [blob lengths], "j": obj}`` with each value ``{"$blob": i}``."""
+    return b"".join(dumps_attached_parts(obj))
+
+
+def dumps_attached_parts(obj: Any) -> list[bytes]:
+    """``dumps_attached``'s bytes in parts, not joined (``hpke.pad`` joins them with its padding, in one copy)."""
     blobs: list[bytes] = []
 
     def attach(v: Any) -> Any:
@@ -126,35 +131,36 @@ def dumps_attached(obj: Any) -> bytes:
 
     body = json.dumps(obj, separators=(",", ":"), default=attach)
     if not blobs:
-        return body.encode()
+        return [body.encode()]
     if len(blobs) > MAX_ATTACHMENTS:
         raise ProtocolError(f"at most {MAX_ATTACHMENTS} binary attachments")
     header = ('{"b":' + json.dumps([len(b) for b in blobs], separators=(",", ":")) + ',"j":' + body + "}").encode()
-    return _ATTACHED_MAGIC + len(header).to_bytes(4, "big") + header + b"".join(blobs)
+    return [_ATTACHED_MAGIC + len(header).to_bytes(4, "big") + header, *blobs]
 
 
-def loads_attached(data: bytes, what: str, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+def loads_attached(data: bytes | memoryview, what: str, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """``dumps_attached``'s inverse, bounded like every peer's JSON (``loads``): at most ``max_bytes``
     in all, the header's size, depth and elements, at most ``MAX_ATTACHMENTS`` attachments whose
-    lengths add up to what follows; plain JSON is read as ``loads`` reads it."""
+    lengths add up to what follows; plain JSON is read as ``loads`` reads it. ``data`` may be a view
+    (``hpke.unpad``'s): each attachment is then its one copy, as ``bytes``."""
     if len(data) > max_bytes:
         raise ProtocolError(f"{what} exceeds {max_bytes} bytes", reason=Reason.TOO_LARGE)
-    if not data.startswith(_ATTACHED_MAGIC):
-        return loads(data, what, max_bytes=max_bytes)
     n = len(_ATTACHED_MAGIC)
+    if bytes(data[:n]) != _ATTACHED_MAGIC:
+        return loads(bytes(data), what, max_bytes=max_bytes)
     if len(data) < n + 4:
         raise ProtocolError(f"{what} is cut short")
     size = int.from_bytes(data[n:n + 4], "big")
     if n + 4 + size > len(data):
         raise ProtocolError(f"{what} has an impossible header length")
-    header = loads(data[n + 4:n + 4 + size], what, max_bytes=max_bytes)
+    header = loads(bytes(data[n + 4:n + 4 + size]), what, max_bytes=max_bytes)
     lengths = header.get("b") if isinstance(header, dict) else None
     if (not isinstance(lengths, list) or len(lengths) > MAX_ATTACHMENTS or not all(type(x) is int and x >= 0 for x in lengths)
             or sum(lengths) != len(data) - n - 4 - size or "j" not in header):
         raise ProtocolError(f"{what}'s attachments do not match its header")
     blobs, at = [], n + 4 + size
     for length in lengths:
-        blobs.append(data[at:at + length])
+        blobs.append(bytes(data[at:at + length]))
         at += length
     used: set[int] = set()
 

@@ -110,6 +110,30 @@ def test_padding_buckets() -> None:
     assert e.value.reason == "malformed-message"
 
 
+def test_padding_in_parts_and_opening_as_a_view_give_the_same_bytes() -> None:
+    from omron_tee import untrusted
+
+    obj = {"i": 1, "data": os.urandom(70_000), "more": [b"", b"ab"], "text": "x"}
+    parts = untrusted.dumps_attached_parts(obj)
+    assert pad(parts) == pad(untrusted.dumps_attached(obj)) == pad(b"".join(parts))
+    opened = unpad(pad(parts), view=True)
+    assert isinstance(opened, memoryview) and untrusted.loads_attached(opened, "t") == obj
+    assert all(type(b) is bytes for b in untrusted.loads_attached(opened, "t")["more"])  # attachments are bytes, not views
+    assert untrusted.loads_attached(unpad(pad(b'{"a":1}'), view=True), "t") == {"a": 1}  # plain JSON through a view
+    with pytest.raises(ChannelError) as e:
+        pad([b"x" * (1 << 20)] * 80)  # the limit counts every part
+    assert e.value.reason == "too-large"
+
+
+def test_the_allocator_keeps_large_buffers_where_it_can() -> None:
+    import platform
+
+    from omron_tee.config import tune_allocator
+
+    assert tune_allocator() is (platform.libc_ver()[0] == "glibc")
+    assert tune_allocator() is (platform.libc_ver()[0] == "glibc")  # idempotent
+
+
 def test_large_messages_are_padded_by_padme_not_doubled() -> None:
     from omron_tee.channel.hpke import POWER_OF_TWO_UPTO, padme
 

@@ -89,18 +89,19 @@ class HpkeKeyPair:
         pub = mk.public_key().public_bytes_raw() + xk.public_key().public_bytes_raw()
         return cls(kem, hpke.MLKEM768X25519PrivateKey(mk, xk), pub)
 
-    def open(self, sealed: bytes, info: bytes) -> bytes:
+    def open(self, sealed: bytes, info: bytes, *, view: bool = False) -> bytes | memoryview:
+        """The plaintext sealed to this key for ``info`` (with ``view``: a view of it, as ``unpad``)."""
         try:
             padded = self.kem.suite.decrypt(sealed, self._private, info=info)
         except Exception:
             # cryptography raises InvalidTag or ValueError here; either way the
             # ciphertext was not sealed to this key for this context.
             raise ChannelError("ciphertext does not open with this key (tampered, or sealed to another key)", reason=Reason.TAMPERED_CIPHERTEXT) from None
-        return unpad(padded)
+        return unpad(padded, view=view)
 
 
-def seal(kem: KemSuite, recipient_public: bytes, plaintext: bytes, info: bytes) -> bytes:
-    """HPKE-seal ``plaintext`` (padded to its bucket) to ``recipient_public``."""
+def seal(kem: KemSuite, recipient_public: bytes, plaintext: bytes | list[bytes], info: bytes) -> bytes:
+    """HPKE-seal ``plaintext`` (padded to its bucket; it may come in parts, as ``pad`` takes it) to ``recipient_public``."""
     padded = pad(plaintext)
     key = _public_key(kem, recipient_public)
     try:
@@ -133,21 +134,26 @@ def bucket_size(n: int, floor: int = _MIN_BUCKET) -> int:
     return size
 
 
-def pad(plaintext: bytes, floor: int = _MIN_BUCKET) -> bytes:
-    """``len (4 bytes) || plaintext || zeros`` to its bucket (the stream's chunks use a smaller floor)."""
-    if len(plaintext) > MAX_PLAINTEXT:
-        raise ChannelError(f"message of {len(plaintext)} bytes exceeds the {MAX_PLAINTEXT}-byte limit", reason=Reason.TOO_LARGE)
-    # One join, not two concatenations: a large message is copied once.
-    return b"".join((struct.pack(">I", len(plaintext)), plaintext, bytes(bucket_size(len(plaintext), floor) - 4 - len(plaintext))))
+def pad(plaintext: bytes | list[bytes], floor: int = _MIN_BUCKET) -> bytes:
+    """``len (4 bytes) || plaintext || zeros`` to its bucket (the stream's chunks use a smaller floor);
+    ``plaintext`` may come in parts (``untrusted.dumps_attached_parts``), joined here in the same copy."""
+    parts = plaintext if isinstance(plaintext, list) else [plaintext]
+    n = sum(len(p) for p in parts)
+    if n > MAX_PLAINTEXT:
+        raise ChannelError(f"message of {n} bytes exceeds the {MAX_PLAINTEXT}-byte limit", reason=Reason.TOO_LARGE)
+    # One join, not concatenations: a large message is copied once.
+    return b"".join((struct.pack(">I", n), *parts, bytes(bucket_size(n, floor) - 4 - n)))
 
 
-def unpad(padded: bytes, *, reason: Reason = Reason.MALFORMED_MESSAGE) -> bytes:
+def unpad(padded: bytes, *, reason: Reason = Reason.MALFORMED_MESSAGE, view: bool = False) -> bytes | memoryview:
+    """The message inside ``padded``; with ``view``, a view of it rather than a copy (a large message's
+    reader decodes it straight from the opened plaintext)."""
     if len(padded) < 4:
         raise ChannelError("padded message is too short", reason=reason)
     (n,) = struct.unpack_from(">I", padded)
     if n > len(padded) - 4:
         raise ChannelError("padded message has an impossible length", reason=reason)
-    return padded[4 : 4 + n]
+    return memoryview(padded)[4 : 4 + n] if view else padded[4 : 4 + n]
 
 
 def request_info(key_id: bytes) -> bytes:

@@ -123,7 +123,7 @@ class ChunkSealer:
             raise ChannelError("stream already ended", reason=Reason.STREAM_CLOSED)
         self.seq += 1
         flag = FLAG_FINAL if final else FLAG_MORE
-        body = untrusted.dumps_attached({"i": self.seq, **chunk})  # bytes in a part travel as attachments
+        body = untrusted.dumps_attached_parts({"i": self.seq, **chunk})  # bytes in a part travel as attachments
         padded = pad(body, MIN_FINAL_BUCKET if final else MIN_CHUNK_BUCKET)
         ct = self._aead.encrypt(self.seq.to_bytes(12, "big"), padded, _aad(self._nonce, self.seq, flag))
         self.closed = final
@@ -152,7 +152,7 @@ class ChunkOpener:
         except InvalidTag:
             raise ChannelError(f"stream chunk {seq} does not authenticate (tampered, reordered or missing chunk)", reason=Reason.STREAM_TAMPERED) from None
         try:
-            chunk = untrusted.loads_attached(unpad(padded, reason=Reason.STREAM_MALFORMED), "stream chunk", max_bytes=self._max_chunk)
+            chunk = untrusted.loads_attached(unpad(padded, reason=Reason.STREAM_MALFORMED, view=True), "stream chunk", max_bytes=self._max_chunk)
         except ProtocolError as e:
             # Authenticated, so the enclave's own bytes: still the miner's fault, named.
             raise ChannelError(f"stream chunk {seq} is malformed: {e}", reason=Reason.STREAM_MALFORMED) from None

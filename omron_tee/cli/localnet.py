@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omron_tee.config import run_async
+from omron_tee.config import run_async, tune_allocator
 from omron_tee.errors import ConfigError
 
 
@@ -43,6 +43,7 @@ def cmd_localnet(args: Any) -> int:
         raise ConfigError("--validators is at most 8 on a local network")
     from omron_tee.devnet.scenarios import run_localnet  # the whole stack: imported when the command runs
 
+    tune_allocator()  # the validators run in this process
     summary = run_async(run_localnet(args))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

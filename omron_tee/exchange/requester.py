@@ -278,7 +278,7 @@ def seal_request(session: AttestedSession, workload: Workload, spec: ModelSpec, 
         evidence_hash=session.evidence_hash,
         fresh=fresh is not None,
     )
-    sealed = seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id))
+    sealed = seal(session.kem, session.keys.hpke_public, payload.encode_parts(), request_info(session.key_id))
     reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_key=reply_key, input_hash=input_hash, clock=clock, fresh=fresh)
     return InferRequest(key_id=session.key_id, sealed=sealed), reader
 

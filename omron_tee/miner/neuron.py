@@ -9,7 +9,7 @@ import sys
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.attestation.evidence import TeeType
-from omron_tee.config import embedded_chain_path, add_standard_args, check_port_free, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.config import embedded_chain_path, add_standard_args, check_port_free, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging, tune_allocator
 from omron_tee.enclave.base import EnclaveBackend
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.select import select_backend
@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> None:
     faults = getattr(backend, "faults", DevFaults())
     if faults.any or args.dev_variant:
         log.warning("development faults on: delay=%.3fs wrong_output=%s bad_proof=%s variant=%r", faults.delay_s, faults.wrong_output, faults.bad_proof, args.dev_variant)
+    tune_allocator()
     QuietServer(server_config(build_app(app_core, verifier), host=args.axon_ip, port=args.axon_port)).run()
 
 

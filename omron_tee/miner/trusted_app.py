@@ -137,7 +137,7 @@ class TrustedApp:
         from the header on, every refusal travels inside the sealed stream, so that the operator
         cannot tell a spot check's error from a user's."""
         keys = self.keys(request.key_id)
-        plaintext = keys.hpke.open(request.sealed, request_info(request.key_id))
+        plaintext = keys.hpke.open(request.sealed, request_info(request.key_id), view=True)
         try:
             fields = decode_sealed(plaintext, "sealed request")
             route = ReplyRoute.from_dict(fields)

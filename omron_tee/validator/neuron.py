@@ -17,7 +17,7 @@ from omron_tee.attestation.verify.simulated import SimulatedVerifier
 from omron_tee.chain import connect
 from omron_tee.chain.base import Chain, Endpoint
 from omron_tee.channel.hpke import KemSuite
-from omron_tee.config import embedded_chain_path, DEFAULT_HOME, check_port_free, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging
+from omron_tee.config import embedded_chain_path, DEFAULT_HOME, check_port_free, run_async, add_standard_args, dev_attestation_key_path, is_local, load_wallet, network_of, setup_logging, tune_allocator
 from omron_tee.enclave.measurement import release_builds, trusted_app_measurement
 from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
@@ -237,6 +237,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
 def main(argv: list[str] | None = None, *, prog: str = "validator.py") -> int:
     args = build_parser(prog).parse_args(argv)
     log = setup_logging(args, "validator")
+    tune_allocator()
     try:
         run_async(serve_forever(args, log))
     except OmronTeeError as e:
