@@ -28,7 +28,6 @@ from omron_tee.devnet.processes import free_port, wait_serving
 HOTKEY = "5BenchMinerHotkey000000000000000000000000000000"
 EXTRA_MODEL_ID = "bench-extra"  # what ``start``'s and ``Exchanges``' extra_model is served and asked as
 _SERVER = """
-import os
 import sys
 from fastapi import FastAPI
 from omron_tee.enclave.measurement import trusted_app_measurement
@@ -38,7 +37,9 @@ from omron_tee.miner.trusted_app import TrustedApp
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.server import QuietServer, server_config
-from omron_tee.config import tune_allocator
+
+sys.path.insert(0, {bench!r})
+import _one_miner
 
 variant, key, port, hotkey = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 models = ModelRegistry.builtin()
@@ -47,7 +48,6 @@ if len(sys.argv) > 5:  # an extra ONNX model and its id
 core = TrustedApp(SimulatedBackend(key, trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])), models, hotkey=hotkey)
 app = build_app(core, RequestVerifier(hotkey, Admission.anyone()))
 if variant == "asgi":
-    sys.path.insert(0, {bench!r})
     import _asgi_miner
     app = _asgi_miner.build_app(core, RequestVerifier(hotkey, Admission.anyone()))
 if variant == "fastapi":
@@ -55,8 +55,7 @@ if variant == "fastapi":
     for r in app.routes:
         before.add_api_route(r.path, r.endpoint, methods=sorted(r.methods - {"HEAD"}))
     app = before
-if not os.environ.get("OMRON_TEE_BENCH_DEFAULT_ALLOCATOR"):
-    tune_allocator()  # as the miner's neuron does
+_one_miner.tune_allocator_as_neurons_do()
 QuietServer(server_config(app, host="127.0.0.1", port=port)).run()
 """.replace("{bench!r}", repr(os.path.dirname(os.path.abspath(__file__))))
 
@@ -216,9 +215,10 @@ class Exchanges:
         s = self.sessions[url]
         check = fresh_check(s, hotkey=HOTKEY, policy=self.policy, registry=self.verifiers) if in_band else None
         batch, reader = seal_batch(s, [(self.tensor, self.spec, self.x)] * size, fresh=check)
-        results = await transport.answer_batch(self.client, url, batch, reader, receiver=HOTKEY, timeout=10.0)
-        if any(isinstance(r, Exception) for r in results):
-            raise SystemExit(f"benchmark batch failed: {next(r for r in results if isinstance(r, Exception))}")
+        failed = [r for r in await transport.answer_batch(self.client, url, batch, reader, receiver=HOTKEY, timeout=10.0)
+                  if isinstance(r, Exception)]
+        if failed:
+            raise SystemExit(f"benchmark batch failed: {failed[0]}")
 
     async def aclose(self) -> None:
         await self.client.aclose()

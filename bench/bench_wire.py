@@ -207,7 +207,7 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges, batch: int) -> dict
         reused()
 
     item = request_ops(frames["reused"], signed=False)  # a batched request's answer carries no evidence of its own
-    batch_body = os.urandom((frames["reused"][0] + 44) * batch)
+    batch_body = os.urandom((frames["reused"][0] + 40 + 4) * batch)  # each request's frame (as ``body`` above) and its length
 
     def batch_reused() -> None:
         signer.sign(http_auth.build_payload(scheme="sr25519", method="POST", path="/infer/batch", body=batch_body, nonce_ns=1,

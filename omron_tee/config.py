@@ -126,8 +126,8 @@ def setup_logging(args: argparse.Namespace, name: str) -> logging.Logger:
 
 # glibc's malloc gives a freed block of a MiB or more back to the kernel (its mmap and trim thresholds
 # follow the largest block freed, then trim the heap's top past twice that), so the next large message
-# takes a page fault per 4 KiB, zeroed, for each of its copies: a 1 MiB tensor cost each side of an
-# exchange about 2.5 ms more (bench/bench_large_tensor.py). Kept instead: blocks up to 32 MiB (the
+# takes a page fault per 4 KiB, zeroed, for each of its copies: a 1 MiB tensor's exchange cost the miner
+# about 2 ms more (bench/bench_large_tensor.py --default-allocator). Kept instead: blocks up to 32 MiB (the
 # largest answer a validator reads) come from the heap, and up to 64 MiB of free heap is kept.
 _MMAP_THRESHOLD = 32 << 20
 _TRIM_THRESHOLD = 64 << 20
