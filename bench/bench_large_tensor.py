@@ -47,11 +47,11 @@ def power_of_two(n: int, floor: int = 1024) -> int:
     return size
 
 
-def once(x: np.ndarray, enclave: HpkeKeyPair, reply: HpkeKeyPair, binary: bool, attached: bool) -> tuple[int, float, float]:
+def once(x: np.ndarray, enclave: HpkeKeyPair, binary: bool, attached: bool) -> tuple[int, float, float]:
     kid = key_id(enclave.public_bytes)
     t = time.process_time()
     t_ = Tensor.from_array(x)
-    payload = SealedRequest(b"\1" * 32, "big", "tensor", t_.to_wire() if attached else t_.to_json(), KemSuite.X25519.value, reply.public_bytes, b"\2" * 32)
+    payload = SealedRequest(b"\1" * 32, "big", "tensor", t_.to_wire() if attached else t_.to_json(), b"\3" * 32, b"\2" * 32)
     request = InferRequest(kid, seal(KemSuite.X25519, enclave.public_bytes, payload.encode(), request_info(kid)))
     wire = request.to_bytes() if binary else dumps(request.to_json())
     sealed_s = time.process_time() - t
@@ -125,7 +125,7 @@ def main() -> None:
     if args.default_allocator:
         os.environ["OMRON_TEE_BENCH_DEFAULT_ALLOCATOR"] = "1"
     x = np.random.default_rng(0).standard_normal(int(args.mib * 2**20) // 4).astype(np.float32)
-    enclave, reply = HpkeKeyPair.generate(KemSuite.X25519), HpkeKeyPair.generate(KemSuite.X25519)
+    enclave = HpkeKeyPair.generate(KemSuite.X25519)
     shipped = hpke.bucket_size
     variants = (("before: pow2, JSON, base64", power_of_two, False, False), ("Padmé, JSON, base64", shipped, False, False),
                 ("Padmé, binary frame, base64", shipped, True, False), ("shipped: + attachment", shipped, True, True))
@@ -134,7 +134,7 @@ def main() -> None:
         for name, fn, binary, attached in variants:
             hpke.bucket_size = fn
             try:
-                results[name].append(once(x, enclave, reply, binary, attached))
+                results[name].append(once(x, enclave, binary, attached))
             finally:
                 hpke.bucket_size = shipped
     print(f"a {x.nbytes / 2**20:.2f} MiB float32 tensor, {args.rounds} interleaved rounds, median CPU:")

@@ -20,8 +20,8 @@ sight, so no memory figure is printed).
 
 The cryptography floor, same run: the primitives one verified request asks of the validator and
 nothing else (``crypto_floor``), on the sizes of a real request and answer captured from the miner
-in this run: the btauth/1 signature (sha-256 of the body, sr25519), the one-time reply key (X25519),
-the HPKE seal of the request, the HPKE open of the stream header, the ChaCha20-Poly1305 open of each
+in this run: the btauth/1 signature (sha-256 of the body, sr25519), the HPKE seal of the request,
+the stream key's derivation from the reply secret (HKDF-SHA256), the ChaCha20-Poly1305 open of each
 chunk, the receipt's Ed25519 signature and the input's and output's sha-256; in band and fresh, also
 the evidence's signature (simulated evidence: one Ed25519 signature; a hardware quote costs more),
 and fresh, the ``/attest`` request's signature. Timed in the same interleaved rounds as the requests,
@@ -156,6 +156,7 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges, batch: int) -> dict
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
     from omron_tee.channel.hpke import KemSuite
+    from omron_tee.channel.stream import stream_key
 
     suite = KemSuite.X25519.suite
     signer = ex.client.signer._signer  # the primitive alone, not bittensor's wrapper around it
@@ -167,13 +168,13 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges, batch: int) -> dict
     evidence_msg = os.urandom(200)
     evidence_sig = ed.sign(evidence_msg)
     tensor = ex.x.tobytes()
+    nonce = os.urandom(32)
 
     def request_ops(sizes: list, *, signed: bool = True) -> Callable[[], None]:
         sealed_len, header, *chunks = sizes
         body = os.urandom(sealed_len + 40)  # the request frame: magic, key id, ciphertext
         plaintext = os.urandom(sealed_len - 48)  # HPKE's X25519 enc (32) and tag (16) come on top
-        reply = X25519PrivateKey.generate()
-        header_ct = suite.encrypt(os.urandom(len(header) - 48), reply.public_key(), info=b"i")
+        reply_secret, response_nonce = os.urandom(32), os.urandom(len(header))
         key = os.urandom(32)
         chunk_cts = [ChaCha20Poly1305(key).encrypt(bytes(12), os.urandom(len(c) - 17), b"a") for c in chunks]
         enclave_pub = enclave.public_key()
@@ -182,9 +183,8 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges, batch: int) -> dict
             if signed:
                 signer.sign(http_auth.build_payload(scheme="sr25519", method="POST", path="/infer", body=body, nonce_ns=1,
                                                     sender_ss58=signer.ss58_address, receiver_ss58=one.HOTKEY))
-            X25519PrivateKey.generate().public_key().public_bytes_raw()
             suite.encrypt(plaintext, enclave_pub, info=b"i")
-            suite.decrypt(header_ct, reply, info=b"i")
+            stream_key(reply_secret, response_nonce, nonce)
             aead = ChaCha20Poly1305(key)
             for ct in chunk_cts:
                 aead.decrypt(bytes(12), ct, b"a")

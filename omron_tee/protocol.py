@@ -24,6 +24,7 @@ from typing import Any
 
 from omron_tee.attestation.binding import NONCE_LEN, EnclavePublicKeys
 from omron_tee.attestation.evidence import Evidence
+from omron_tee.channel.stream import REPLY_SECRET_LEN
 from omron_tee import untrusted
 from omron_tee.errors import ProtocolError
 
@@ -265,23 +266,18 @@ class InferBatch:
 
 @dataclass(frozen=True)
 class ReplyRoute:
-    """Where a sealed request wants its answer: read first, so that a request malformed in
+    """How a sealed request wants its answer sealed: read first, so that a request malformed in
     any other way still gets a sealed, named refusal (the operator learns nothing)."""
 
     nonce: bytes
-    reply_kem: str
-    reply_public: bytes
+    reply_secret: bytes  # the answer's stream key derives from it (channel.stream)
 
     @classmethod
     def from_dict(cls, d: Any) -> "ReplyRoute":
-        kem = field_of(d, "reply_kem", "sealed request")
-        if not isinstance(kem, str):
-            raise ProtocolError("sealed request reply_kem must be a string")
-        return cls(
-            nonce=_nonce(field_of(d, "nonce", "sealed request"), "sealed request nonce"),
-            reply_kem=kem[:64],
-            reply_public=unb64(field_of(d, "reply_public", "sealed request"), "sealed request reply key"),
-        )
+        secret = unb64(field_of(d, "reply_secret", "sealed request"), "sealed request reply secret")
+        if len(secret) != REPLY_SECRET_LEN:
+            raise ProtocolError(f"sealed request reply secret must be {REPLY_SECRET_LEN} bytes")
+        return cls(nonce=_nonce(field_of(d, "nonce", "sealed request"), "sealed request nonce"), reply_secret=secret)
 
 
 MAX_MODEL_ID = 128
@@ -296,8 +292,7 @@ class SealedRequest:
     model_id: str
     workload: str
     input: Any  # the workload's JSON (bounded by omron_tee.untrusted), decoded by that workload
-    reply_kem: str
-    reply_public: bytes
+    reply_secret: bytes
     evidence_hash: bytes
     fresh: bool = False  # ask for evidence bound to this request's nonce with the answer (one round trip: docs/ARCHITECTURE.md)
 
@@ -312,8 +307,7 @@ class SealedRequest:
             "model": self.model_id,
             "workload": self.workload,
             "input": self.input,
-            "reply_kem": self.reply_kem,
-            "reply_public": b64(self.reply_public),
+            "reply_secret": b64(self.reply_secret),
             "evidence_hash": b64(self.evidence_hash),
             **({"fresh": True} if self.fresh else {}),
         })
@@ -332,7 +326,7 @@ class SealedRequest:
         fresh = d.get("fresh", False) if isinstance(d, dict) else False
         if not isinstance(fresh, bool):
             raise ProtocolError("sealed request 'fresh' must be true or false")
-        return cls(route.nonce, model, workload, field_of(d, "input", "sealed request"), route.reply_kem, route.reply_public, evidence_hash, fresh)
+        return cls(route.nonce, model, workload, field_of(d, "input", "sealed request"), route.reply_secret, evidence_hash, fresh)
 
 
 # --- the validator's third-party API (/v1) ------------------------------------

@@ -15,7 +15,7 @@ from omron_tee.attestation.binding import (
     binding_matches,
     report_data_for,
 )
-from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, bucket_size, key_id, pad, reply_info, request_info, seal, unpad
+from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, bucket_size, key_id, pad, request_info, seal, unpad
 from omron_tee.channel.receipt import Receipt
 from omron_tee.errors import ChannelError
 from omron_tee.exchange.requester import AttestedSession, seal_request
@@ -63,13 +63,13 @@ def test_tampered_ciphertext_is_refused(kem: KemSuite) -> None:
 @pytest.mark.parametrize("kem", SUITES, ids=lambda k: k.name)
 def test_wrong_key_and_wrong_context_are_refused(kem: KemSuite) -> None:
     kp, other = HpkeKeyPair.generate(kem), HpkeKeyPair.generate(kem)
-    sealed = seal(kem, kp.public_bytes, b"for kp only", reply_info(b"n" * 32))
+    sealed = seal(kem, kp.public_bytes, b"for kp only", request_info(b"n" * 16))
     with pytest.raises(ChannelError) as e:
-        other.open(sealed, reply_info(b"n" * 32))
+        other.open(sealed, request_info(b"n" * 16))
     assert e.value.reason == "tampered-ciphertext"
-    # Right key, but bound to another context (another request's nonce).
+    # Right key, but bound to another context (another key's name).
     with pytest.raises(ChannelError) as e:
-        kp.open(sealed, reply_info(b"m" * 32))
+        kp.open(sealed, request_info(b"m" * 16))
     assert e.value.reason == "tampered-ciphertext"
 
 

@@ -47,7 +47,7 @@ SAMPLES = {
                         "models": ["digits-mlp"], "proof_systems": {"digits-mlp": ["tee", "zk"]}},
     "infer-request": {"v": 1, "key_id": _b64(16), "sealed": _b64(100)},
     "payload": {"v": 2, "nonce": _b64(32), "model": "digits-mlp", "workload": "tensor", "input": {"dtype": "float32", "shape": [1, 4], "data": _b64(16)},
-                "reply_kem": "x25519-hkdf-sha256-chacha20poly1305", "reply_public": _b64(32), "evidence_hash": _b64(32)},
+                "reply_secret": _b64(32), "evidence_hash": _b64(32)},
     "tensor-part": {"output": {"dtype": "float32", "shape": [2], "data": _b64(8)}, "proof": _b64(10), "prove_ms": 1.0},
     "completion": {"prompt": "hi", "max_tokens": 8},
     "token-part": {"t": [17], "b": _b64(3)},

@@ -178,18 +178,60 @@ def test_tampered_or_misdirected_response(sim, registry) -> None:
     req_a, pend_a = seal(session, spec, sample_input(spec, rng))
     req_b, pend_b = seal(session, spec, sample_input(spec, rng))
     resp_a = roundtrip(app, req_a)
-    # The answer to another request (its header sealed to another reply key) does not open.
+    # The answer to another request (its stream key derived from another reply secret) does not open.
     with pytest.raises(ChannelError) as e:
         open_answer(pend_b, resp_a)
-    assert e.value.reason == "tampered-ciphertext"
+    assert e.value.reason == "stream-tampered"
     bad = bytearray(resp_a)
     bad[-5] ^= 1
     _, pend_a2 = seal(session, spec, sample_input(spec, rng), nonce=pend_a.nonce)
-    pend_a2._reply_key = pend_a._reply_key
+    pend_a2._reply_secret = pend_a._reply_secret
     with pytest.raises(ChannelError) as e:
         open_answer(pend_a2, bytes(bad))
     assert e.value.reason == "stream-tampered"
     open_answer(pend_a, resp_a)  # the untouched one opens
+
+
+def test_a_replayed_request_is_answered_under_a_new_key_each_time(sim, registry) -> None:
+    """An operator replaying one sealed request to its enclave gets answers under different stream keys (each
+    answer draws its own response nonce), so no key and chunk number ever seal two plaintexts; splicing one
+    answer's header onto another's chunks does not open."""
+    from omron_tee.channel.stream import FrameReader
+
+    app = sim.app()
+    session = attested(sim, app)
+    spec = registry.get("digits-mlp")
+    request, reader = seal(session, spec, sample_input(spec, np.random.default_rng(3)))
+    first, second = roundtrip(app, request), roundtrip(app, request)
+    (h1, c1), (h2, c2) = FrameReader().feed(first), FrameReader().feed(second)
+    assert h1 != h2 and len(h1) == len(h2) == 32
+    assert c1[1:] != c2[1:]  # same chunk number, different key: unrelated ciphertexts
+    spliced = first[:36] + second[36:]
+    _, again = seal(session, spec, sample_input(spec, np.random.default_rng(3)), nonce=reader.nonce)
+    again._reply_secret = reader._reply_secret
+    with pytest.raises(ChannelError) as e:
+        open_answer(again, spliced)
+    assert e.value.reason == "stream-tampered"
+    open_answer(reader, second)  # each answer, whole, is the requester's to accept once
+
+
+@pytest.mark.parametrize(("header", "reason"), [
+    (lambda h: bytes([h[0] ^ 1]) + h[1:], "stream-tampered"),  # another response nonce: another key
+    (lambda h: h[:31], "stream-malformed"),
+    (lambda h: h + b"\0", "stream-malformed"),
+    (lambda h: b"", "stream-malformed"),
+])
+def test_an_altered_stream_header_is_named(sim, registry, header, reason) -> None:
+    from omron_tee.channel.stream import FrameReader, frame
+
+    app = sim.app()
+    session = attested(sim, app)
+    spec = registry.get("digits-mlp")
+    request, reader = seal(session, spec, sample_input(spec, np.random.default_rng(4)))
+    h, *chunks = FrameReader().feed(roundtrip(app, request))
+    with pytest.raises(ChannelError) as e:
+        open_answer(reader, frame(header(h)) + b"".join(frame(c) for c in chunks))
+    assert e.value.reason == reason
 
 
 def test_model_not_served_is_refused_inside_the_seal(sim, registry) -> None:
@@ -235,7 +277,7 @@ def test_payload_encoding_roundtrip() -> None:
     import json
 
     x = Tensor.from_array(np.arange(6, dtype=np.float32).reshape(2, 3))
-    p = SealedRequest(new_nonce(), "m", "tensor", x.to_json(), KemSuite.X25519.value, b"k" * 32, b"e" * 32)
+    p = SealedRequest(new_nonce(), "m", "tensor", x.to_json(), b"k" * 32, b"e" * 32)
     assert SealedRequest.from_dict(json.loads(p.encode())) == p
     assert np.array_equal(Tensor.from_json(p.input).to_array(), np.arange(6, dtype=np.float32).reshape(2, 3))
 

@@ -111,7 +111,7 @@ def test_an_answer_without_the_evidence_asked_for_is_named(sim) -> None:
 def test_the_ask_travels_sealed_and_malformed_asks_are_refused() -> None:
     from omron_tee.errors import ProtocolError
 
-    base = dict(nonce=b"\1" * 32, model_id="m", workload="tensor", input={}, reply_kem="x25519", reply_public=b"\2" * 32, evidence_hash=b"\3" * 32)
+    base = dict(nonce=b"\1" * 32, model_id="m", workload="tensor", input={}, reply_secret=b"\2" * 32, evidence_hash=b"\3" * 32)
     import json
 
     for fresh in (True, False):

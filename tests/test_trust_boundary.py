@@ -48,8 +48,8 @@ def _sealed(session, fields: dict) -> tuple[InferRequest, object]:
     """A sealed request whose plaintext is ``fields`` over a genuine request's reply route."""
     spec = session_registry().get("digits-mlp")
     good_req, pending = seal_request(session, TensorWorkload(), spec, np.zeros((1, 64), dtype=np.float32))
-    good = SealedRequest(pending.nonce, "digits-mlp", "tensor", Tensor.from_array(np.zeros((1, 64), dtype=np.float32)).to_json(), session.kem.value,
-                         pending._reply_key.public_bytes, session.evidence_hash)
+    good = SealedRequest(pending.nonce, "digits-mlp", "tensor", Tensor.from_array(np.zeros((1, 64), dtype=np.float32)).to_json(),
+                         pending._reply_secret, session.evidence_hash)
     doc = {**__import__("json").loads(good.encode()), **fields}
     sealed = seal(session.kem, session.keys.hpke_public, dumps(doc), request_info(session.key_id))
     return InferRequest(session.key_id, sealed), pending
@@ -105,8 +105,8 @@ def test_completion_requests_out_of_range_end_in_a_sealed_refusal(llm_sim, max_t
     session = _session(llm_sim, app)
     spec = llm_sim.registry.get("fake-llm")
     _, reader = seal_request(session, LlmWorkload(), spec, Prompt("hello", 8))
-    good = SealedRequest(reader.nonce, spec.model_id, "llm", {"prompt": "hello", "max_tokens": max_tokens}, session.kem.value,
-                         reader._reply_key.public_bytes, session.evidence_hash)
+    good = SealedRequest(reader.nonce, spec.model_id, "llm", {"prompt": "hello", "max_tokens": max_tokens},
+                         reader._reply_secret, session.evidence_hash)
     request = InferRequest(session.key_id, seal(session.kem, session.keys.hpke_public, good.encode(), request_info(session.key_id)))
     assert json.loads(good.encode())["input"]["max_tokens"] == max_tokens
     with pytest.raises(ChannelError) as e:

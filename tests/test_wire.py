@@ -183,8 +183,9 @@ def test_sealed_request_over_http(net, registry) -> None:
     _refused(_post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer")), 400, "tampered-ciphertext")
 
 
-def test_bad_reply_key_is_a_named_refusal(net, registry) -> None:
-    """A requester whose reply key is unusable gets a JSON refusal, and the miner keeps serving."""
+def test_a_reply_secret_of_the_wrong_length_is_a_named_refusal(net, registry) -> None:
+    """A requester whose reply secret is not 32 bytes gets a JSON refusal that names nothing of its input,
+    and the miner keeps serving."""
     from omron_tee.channel.hpke import request_info, seal
     from omron_tee.protocol import InferRequest, SealedRequest
     from omron_tee.workloads.tensor import Tensor
@@ -196,10 +197,11 @@ def test_bad_reply_key_is_a_named_refusal(net, registry) -> None:
                                 hotkey=rcv, nonce=nonce, policy=net.sim.policy, registry=net.sim.verifiers)
     spec = registry.get("digits-mlp")
     payload = SealedRequest(new_nonce(), spec.model_id, "tensor", Tensor.from_array(sample_input(spec, np.random.default_rng(0))).to_json(),
-                            KemSuite.X25519.value, bytes(32), session.evidence_hash)
+                            bytes(5), session.evidence_hash)
     req = InferRequest(session.key_id, seal(session.kem, session.keys.hpke_public, payload.encode(), request_info(session.key_id)))
     body = dumps(req.to_json())
-    _refused(_post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer")), 400, "bad-key")
+    err = _refused(_post(net, "/infer", body, _signed(net.validator, body, rcv, path="/infer")), 400, "malformed-message")
+    assert "float32" not in err["message"] and "digits" not in err["message"]
     assert net.client.get("/health").status_code == 200
 
 

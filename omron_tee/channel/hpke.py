@@ -27,7 +27,6 @@ from omron_tee.errors import ChannelError
 from omron_tee.reasons import Reason
 
 REQUEST_INFO = b"omron-tee/request/v1"
-REPLY_INFO = b"omron-tee/reply/v1"
 _X25519_LEN = 32
 _MLKEM768_PUB_LEN = 1184
 _MIN_BUCKET = 1024
@@ -73,7 +72,7 @@ def _public_key(kem: KemSuite, data: bytes):
 
 
 class HpkeKeyPair:
-    """An HPKE recipient key pair (the enclave's, or a requester's reply key)."""
+    """An HPKE recipient key pair (the enclave's channel key)."""
 
     def __init__(self, kem: KemSuite, private_key, public_bytes: bytes) -> None:
         self.kem = kem
@@ -158,10 +157,6 @@ def unpad(padded: bytes, *, reason: Reason = Reason.MALFORMED_MESSAGE, view: boo
 
 def request_info(key_id: bytes) -> bytes:
     return REQUEST_INFO + b"\0" + key_id
-
-
-def reply_info(nonce: bytes) -> bytes:
-    return REPLY_INFO + b"\0" + nonce
 
 
 def key_id(hpke_public: bytes) -> bytes:

@@ -2,9 +2,14 @@
 
 A byte stream of frames, each ``len (4 bytes, big-endian) || frame``:
 
-* frame 0, the *header*: a fresh 32-byte stream key chosen by the enclave,
-  HPKE-sealed to the requester's one-time reply key (info
-  ``omron-tee/stream/v1 || 0 || nonce``). Only the holder of the reply key learns it.
+* frame 0, the *header*: 32 random bytes the enclave draws for this answer (its
+  *response nonce*, in the clear). The stream key is
+  ``HKDF-SHA256(salt = response nonce, ikm = reply secret, info = omron-tee/stream/v2 || 0 || request nonce)``,
+  the reply secret being 32 random bytes the requester put inside its sealed request:
+  only the requester and the enclave that opened the request know it (as OHTTP,
+  RFC 9458 section 4.4, derives its response key; the trade-off is in docs/ARCHITECTURE.md).
+  The response nonce makes each answer's key its own, so an operator replaying one
+  sealed request never gets two answers under one key and chunk number.
 * frames 1..n, the *chunks*: ``flag (1 byte) || ChaCha20-Poly1305(stream key,
   nonce = chunk number (12 bytes), padded JSON, aad = tag || request nonce ||
   chunk number || flag)``. ``flag`` is 1 on the last chunk only. The chunk
@@ -25,16 +30,20 @@ import struct
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from omron_tee import untrusted
-from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, pad, seal, unpad
+from omron_tee.channel.hpke import pad, unpad
 from omron_tee.errors import ChannelError, ProtocolError
 from omron_tee.reasons import Reason
 
-STREAM_INFO = b"omron-tee/stream/v1"
+STREAM_INFO = b"omron-tee/stream/v2"
 CHUNK_TAG = b"omron-tee/chunk/v1"
 KEY_LEN = 32
+REPLY_SECRET_LEN = 32
+RESPONSE_NONCE_LEN = 32
 DEFAULT_MAX_FRAME = 64 * 1024
 MIN_CHUNK_BUCKET = 128
 # The final chunk (a receipt, an answer that does not stream, or a refusal) has a larger floor,
@@ -48,23 +57,33 @@ def stream_info(nonce: bytes) -> bytes:
     return STREAM_INFO + b"\0" + nonce
 
 
+def new_reply_secret() -> bytes:
+    """The requester's secret for one request's answer, sealed inside the request."""
+    return os.urandom(REPLY_SECRET_LEN)
+
+
+def stream_key(reply_secret: bytes, response_nonce: bytes, nonce: bytes) -> bytes:
+    """The key of one answer's stream: the request's reply secret, extracted with the answer's own
+    response nonce as salt, expanded for the request's nonce."""
+    return HKDF(hashes.SHA256(), KEY_LEN, salt=response_nonce, info=stream_info(nonce)).derive(reply_secret)
+
+
 def frame(data: bytes, flag: bytes = b"") -> bytes:
     """``len || flag || data`` (``flag``: a chunk's one byte), joined in one copy."""
     return b"".join((struct.pack(">I", len(flag) + len(data)), flag, data))
 
 
-def seal_header(kem: KemSuite, reply_public: bytes, nonce: bytes) -> tuple[bytes, bytes]:
-    """(stream key, the header frame: the key itself, HPKE-sealed to the reply key)."""
-    key = os.urandom(KEY_LEN)
-    return key, frame(seal(kem, reply_public, key, stream_info(nonce)))
+def seal_header(reply_secret: bytes, nonce: bytes) -> tuple[bytes, bytes]:
+    """(stream key, the header frame: a fresh response nonce), the enclave's side."""
+    response_nonce = os.urandom(RESPONSE_NONCE_LEN)
+    return stream_key(reply_secret, response_nonce, nonce), frame(response_nonce)
 
 
-def open_header(reply_key: HpkeKeyPair, data: bytes, nonce: bytes) -> bytes:
+def open_header(reply_secret: bytes, data: bytes, nonce: bytes) -> bytes:
     """The stream key from the header frame, or ``ChannelError``."""
-    key = reply_key.open(data, stream_info(nonce))
-    if len(key) != KEY_LEN:
-        raise ChannelError("stream header carries no valid stream key", reason=Reason.STREAM_MALFORMED)
-    return key
+    if len(data) != RESPONSE_NONCE_LEN:
+        raise ChannelError("stream header is not a response nonce", reason=Reason.STREAM_MALFORMED)
+    return stream_key(reply_secret, data, nonce)
 
 
 class FrameReader:

@@ -31,11 +31,12 @@ from typing import Any
 
 from omron_tee.attestation.binding import report_data_for
 from omron_tee.channel.hpke import KemSuite
+from omron_tee.channel.stream import RESPONSE_NONCE_LEN, ChunkSealer, frame, stream_key
 from omron_tee.enclave.measurement import trusted_app_measurement
 from omron_tee.enclave.simulated import SimulatedBackend
 from omron_tee.miner.trusted_app import TrustedApp
 from omron_tee.models.registry import ModelRegistry
-from omron_tee.protocol import AttestRequest, AttestResponse, InferBatch, InferRequest, dumps
+from omron_tee.protocol import BATCH_ANSWER, AttestRequest, AttestResponse, InferBatch, InferRequest, dumps
 from omron_tee.workloads import default_workloads
 
 HOST = "127.0.0.1"
@@ -56,6 +57,7 @@ EXPECTED_REASONS: dict[str, str] = {
     "relay": "report-data-mismatch",
     "other-nonce": "report-data-mismatch",
     "deep-infer": "stream-malformed",  # deep JSON where the sealed answer stream belongs
+    "outside-enclave": "stream-tampered",  # an answer made up by the operator, who cannot open the request
     "shared-enclave": "enclave-shared",  # the second of two hotkeys presenting one enclave
 }
 BEHAVIOURS = tuple(EXPECTED_REASONS)
@@ -226,6 +228,24 @@ async def b_deep_infer(ctx: Ctx, req: Request, w: asyncio.StreamWriter) -> bool:
     return await send(w, deep_json())
 
 
+def made_up_stream() -> bytes:
+    """An answer stream as an operator can make one without its enclave: it never learns the request's
+    reply secret or nonce (both sealed inside), so it draws its own and seals a plausible final chunk."""
+    header = os.urandom(RESPONSE_NONCE_LEN)
+    sealer = ChunkSealer(stream_key(os.urandom(32), header, os.urandom(32)), os.urandom(32))
+    return frame(header) + sealer.seal({"n": 0, "meta": {}, "ps": [], "receipt": {}}, final=True)
+
+
+async def b_outside_enclave(ctx: Ctx, req: Request, w: asyncio.StreamWriter) -> bool:
+    """Attests genuinely, then answers from outside its enclave (skipping the model): made-up streams."""
+    if req.path == "/attest":
+        return await send(w, attest_json(ctx, req))
+    if req.path == "/infer/batch":
+        batch = InferBatch.from_bytes(req.body)
+        return await send(w, b"".join(frame(made_up_stream(), BATCH_ANSWER) for _ in batch.requests))
+    return await send(w, made_up_stream())
+
+
 async def b_shared_enclave(ctx: Ctx, req: Request, w: asyncio.StreamWriter) -> bool:
     """One (modified) enclave serving several hotkeys: same keys, evidence bound to whichever hotkey is asked."""
     if req.path == "/attest":
@@ -245,6 +265,7 @@ HANDLERS: dict[str, Handler] = {
     "relay": b_relay,
     "other-nonce": b_other_nonce,
     "deep-infer": b_deep_infer,
+    "outside-enclave": b_outside_enclave,
     "shared-enclave": b_shared_enclave,
 }
 assert set(HANDLERS) == set(BEHAVIOURS)
@@ -292,7 +313,7 @@ def build_contexts(config: dict[str, Any]) -> list[tuple[Ctx, int]]:
         enclave = None
         if b == "relay":
             enclave = TrustedApp(backend, registry, hotkey=m["victim"], workloads=workloads)
-        elif b in ("other-nonce", "deep-infer"):
+        elif b in ("other-nonce", "deep-infer", "outside-enclave"):
             enclave = TrustedApp(backend, registry, hotkey=hotkey, workloads=workloads)
         elif b == "shared-enclave":
             shared = shared or TrustedApp(backend, registry, hotkey=hotkey, workloads=workloads)

@@ -25,10 +25,10 @@ from omron_tee.attestation.validate.appraise import appraise
 from omron_tee.attestation.validate.policy import Policy
 from omron_tee.attestation.validate.releases import ReleaseLog
 from omron_tee.attestation.verify.registry import VerifierRegistry
-from omron_tee.channel.hpke import HpkeKeyPair, KemSuite, key_id, request_info, seal
+from omron_tee.channel.hpke import KemSuite, key_id, request_info, seal
 from omron_tee.channel.receipt import Binding, Receipt
 from omron_tee.channel.receipt import check as check_receipt
-from omron_tee.channel.stream import ChunkOpener, FrameReader, open_header
+from omron_tee.channel.stream import ChunkOpener, FrameReader, new_reply_secret, open_header
 from omron_tee.errors import AttestationError, ChannelError, MinerError, OmronTeeError, ProtocolError
 from omron_tee.models.spec import ModelSpec
 from omron_tee.protocol import BATCH_ANSWER, BATCH_EVIDENCE, BATCH_NO_EVIDENCE, BATCH_REFUSED, AttestResponse, InferBatch, InferRequest, SealedRequest
@@ -152,7 +152,7 @@ class Answer(Generic[R]):
 class AnswerReader(Generic[R]):
     """The exchange's requester side, sans-I/O: feed it the answer's bytes as they arrive.
 
-    It opens the header with the one-time reply key, then each chunk in order, hands
+    It derives the stream key from the header and the request's reply secret, opens each chunk in order, hands
     each part to the workload's collector (``feed`` returns the verified parts), and at
     the final chunk checks the receipt: signed by the attested key and covering this
     request's nonce, model, input, the output that arrived and the evidence verified.
@@ -160,7 +160,7 @@ class AnswerReader(Generic[R]):
     """
 
     def __init__(self, session: AttestedSession, workload: Workload, spec: ModelSpec, value: object, *, nonce: bytes,
-                 reply_key: HpkeKeyPair, input_hash: bytes | None = None, clock: Callable[[], float] = time.perf_counter,
+                 reply_secret: bytes, input_hash: bytes | None = None, clock: Callable[[], float] = time.perf_counter,
                  fresh: FreshCheck | None = None) -> None:
         self.session = session
         self.fresh = fresh
@@ -169,7 +169,7 @@ class AnswerReader(Generic[R]):
         self.spec = spec
         self.nonce = nonce
         self.input_hash = workload.input_hash(spec, value) if input_hash is None else input_hash
-        self._reply_key = reply_key
+        self._reply_secret = reply_secret
         self._collector = workload.collector(spec, value)
         self._frames = FrameReader(workload.max_frame)
         self._opener: ChunkOpener | None = None
@@ -192,7 +192,7 @@ class AnswerReader(Generic[R]):
 
     def _on_frame(self, data: bytes) -> list[object]:
         if self._opener is None:
-            self._opener = ChunkOpener(open_header(self._reply_key, data, self.nonce), self.nonce, max_chunk=self.workload.max_frame)
+            self._opener = ChunkOpener(open_header(self._reply_secret, data, self.nonce), self.nonce, max_chunk=self.workload.max_frame)
             return []
         if self.answer is not None:
             raise ChannelError("data after the final chunk of the stream", reason=Reason.STREAM_TAMPERED)
@@ -260,26 +260,26 @@ def seal_request(session: AttestedSession, workload: Workload, spec: ModelSpec, 
                  nonce: bytes | None = None, clock: Callable[[], float] = time.perf_counter,
                  fresh: FreshCheck | None = None) -> tuple[InferRequest, AnswerReader]:
     """Seal ``value`` for ``spec``'s model, run as ``workload``, to the session's enclave key, with a
-    fresh one-time reply key; the reader opens and checks the answer to exactly this request.
+    fresh reply secret inside (the answer's stream key derives from it); the reader opens and checks
+    the answer to exactly this request.
 
     ``fresh`` (``fresh_check``): ask the enclave for evidence bound to this request's nonce with
     its answer, and accept the answer only when that evidence passes: a proof of freshness per
     request in one round trip, on a session attested earlier (docs/ARCHITECTURE.md)."""
     nonce = new_nonce() if nonce is None else nonce
-    reply_key = HpkeKeyPair.generate(session.kem)
+    reply_secret = new_reply_secret()
     encoded, input_hash = workload.prepare_input(spec, value)
     payload = SealedRequest(
         nonce=nonce,
         model_id=spec.model_id,
         workload=workload.name,
         input=encoded,
-        reply_kem=session.kem.value,
-        reply_public=reply_key.public_bytes,
+        reply_secret=reply_secret,
         evidence_hash=session.evidence_hash,
         fresh=fresh is not None,
     )
     sealed = seal(session.kem, session.keys.hpke_public, payload.encode_parts(), request_info(session.key_id))
-    reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_key=reply_key, input_hash=input_hash, clock=clock, fresh=fresh)
+    reader = AnswerReader(session, workload, spec, value, nonce=nonce, reply_secret=reply_secret, input_hash=input_hash, clock=clock, fresh=fresh)
     return InferRequest(key_id=session.key_id, sealed=sealed), reader
 
 
@@ -309,7 +309,7 @@ class BatchReader:
 
     It holds one ``AnswerReader`` per request, in order. Each request's answer is its own sealed
     stream, opened and checked by its own reader exactly as alone, so one request's answer cannot
-    pass for another's (other reply key, other nonce). With ``fresh``, the one evidence after the
+    pass for another's (other reply secret, other nonce). With ``fresh``, the one evidence after the
     answers must pass for ``batch_nonce`` of the answered requests' nonces, the session's keys and
     the miner's hotkey, or no answer of the batch counts. ``close`` gives each request's ``Answer`` or
     the ``OmronTeeError`` that refused it: one request's fault is not another's.

@@ -42,7 +42,7 @@ log = logging.getLogger("omron_tee.miner")
 
 @dataclass(frozen=True)
 class Opened:
-    """A sealed request, opened: the stream's header is sealed already (so the reply key is usable)."""
+    """A sealed request, opened: its stream's header drawn and its stream key derived."""
 
     header: bytes
     stream_key: bytes
@@ -141,11 +141,10 @@ class TrustedApp:
         try:
             fields = decode_sealed(plaintext, "sealed request")
             route = ReplyRoute.from_dict(fields)
-            kem = KemSuite.parse(route.reply_kem)
-        except (ProtocolError, ChannelError):
-            # No reply key to seal to: say nothing of what was inside, not even a tensor's shape.
+        except ProtocolError:
+            # No reply secret to seal with: say nothing of what was inside, not even a tensor's shape.
             raise ProtocolError("the sealed request is not a well-formed request") from None
-        stream_key, header = seal_header(kem, route.reply_public, route.nonce)  # an unusable reply key: bad-key, in the clear
+        stream_key, header = seal_header(route.reply_secret, route.nonce)
         try:
             sealed = SealedRequest.from_dict(fields, route=route)
             spec = self.specs.get(sealed.model_id)

@@ -152,8 +152,8 @@ class _CompletionCollector(Collector[Completion]):
         if not all(-(1 << 31) <= t < 1 << 31 for t in toks):
             raise ChannelError("stream chunk has a token id out of range", reason=Reason.STREAM_MALFORMED)
         if len(self.tokens) + len(toks) > self.max_tokens:
-            # Anyone can seal a stream to our reply key: only the receipt at the end is the
-            # enclave's, so the stream is bounded by what was asked for, before that.
+            # Bounded by what was asked for before the receipt at the end is checked: a stream
+            # authenticates only as coming from whoever opened the request, not as a sound answer.
             raise ChannelError(f"the stream carries more than the {self.max_tokens} tokens asked for", reason=Reason.STREAM_MALFORMED)
         self.tokens.extend(toks)
         self._data.append(piece)

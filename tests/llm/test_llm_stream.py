@@ -159,7 +159,7 @@ def test_chunks_of_another_stream_do_not_open(env) -> None:
     frames_a, reader_a = env.frames()
     frames_b, _ = env.frames()
     with pytest.raises(ChannelError):
-        read(reader_a, frames_b)  # header sealed to another reply key
+        read(reader_a, frames_b)  # another request's answer: another reply secret, another stream key
     _, reader_a2 = env.frames()
     frames_a2, reader_a2 = env.frames()
     with pytest.raises(ChannelError) as e:
