@@ -77,7 +77,7 @@ async def in_process(rounds: int, workdir: Path, batch_size: int) -> dict[str, f
 
         t0 = time.perf_counter()
         nonce = new_nonce()
-        resp = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305"))
+        resp = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-aes256gcm"))
         session = check_attestation(resp, hotkey=BENCH_HOTKEY, nonce=nonce, policy=policy, registry=verifiers)
         req, pending = seal_request(session, tensor, spec, x, nonce=nonce)
         out = await answer(req, pending)

@@ -9,7 +9,9 @@ InferRequest as JSON with the ciphertext in base64, the tensor in base64 inside 
 with Padmé padding above 64 KiB, then with the InferRequest as a binary frame
 (``protocol.REQUEST_MEDIA_TYPE``), then as shipped, with the tensor's bytes as an attachment inside
 the seal (``protocol.encode_sealed``); prints the bytes on the wire and the median CPU of each,
-opening included (the tensor decoded as the enclave does).
+opening included (the tensor decoded as the enclave does). Then the AEAD alone over the tensor,
+the two candidates side by side (ChaCha20-Poly1305, and AES-256-GCM, which ``channel`` uses), as HPKE
+seals and opens it and as the answer stream seals a chunk.
 
 Then the same tensor end to end: a model whose input and output are ``--mib`` MiB each (an ONNX
 ``Mul`` by 2, built here) served by one miner process (``_one_miner``: simulated enclave, shipped
@@ -62,6 +64,36 @@ def once(x: np.ndarray, enclave: HpkeKeyPair, binary: bool, attached: bool) -> t
     opened_s = time.process_time() - t
     assert len(plain) >= x.nbytes
     return len(wire), sealed_s, opened_s
+
+
+def aead_rows(data: bytes, rounds: int) -> None:
+    """Median CPU of each AEAD over ``data``: HPKE seal and open (X25519, HKDF-SHA256), and one stream chunk's seal."""
+    from cryptography.hazmat.primitives import hpke as lib
+    from cryptography.hazmat.primitives.asymmetric import x25519
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+    key = x25519.X25519PrivateKey.generate()
+    rows = {}
+    for name, aead, chunk in (("ChaCha20-Poly1305", lib.AEAD.CHACHA20_POLY1305, ChaCha20Poly1305(os.urandom(32))),
+                              ("AES-256-GCM (shipped)", lib.AEAD.AES_256_GCM, AESGCM(os.urandom(32)))):
+        suite = lib.Suite(lib.KEM.X25519, lib.KDF.HKDF_SHA256, aead)
+        ct = suite.encrypt(data, key.public_key(), info=b"i")
+        rows[name] = (suite, ct, chunk, [], [], [])
+    for _ in range(rounds):  # interleaved
+        for suite, ct, chunk, seal_t, open_t, chunk_t in rows.values():
+            t = time.process_time()
+            suite.encrypt(data, key.public_key(), info=b"i")
+            seal_t.append(time.process_time() - t)
+            t = time.process_time()
+            suite.decrypt(ct, key, info=b"i")
+            open_t.append(time.process_time() - t)
+            t = time.process_time()
+            chunk.encrypt(bytes(12), data, b"a")
+            chunk_t.append(time.process_time() - t)
+    print(f"the AEAD over the {len(data) / 2**20:.2f} MiB tensor, median CPU of {rounds} interleaved rounds:")
+    for name, (_, _, _, seal_t, open_t, chunk_t) in rows.items():
+        print(f"  {name:<24} HPKE seal {statistics.median(seal_t) * 1000:5.2f} ms, open {statistics.median(open_t) * 1000:5.2f} ms; "
+              f"stream chunk seal {statistics.median(chunk_t) * 1000:5.2f} ms")
 
 
 def mul_model(path: Path, n: int) -> None:
@@ -145,6 +177,7 @@ def main() -> None:
               f"seal + encode {statistics.median(r[1] for r in rs) * 1000:6.1f} ms, decode + open {statistics.median(r[2] for r in rs) * 1000:6.1f} ms")
     first, last = results[variants[0][0]][0][0], results[variants[-1][0]][0][0]
     print(f"  wire bytes, shipped / before: {last / first:.2f}")
+    aead_rows(x.tobytes(), args.rounds)
     if not args.no_end_to_end:
         run_end_to_end(x, args.rounds)
 

@@ -21,7 +21,7 @@ sight, so no memory figure is printed).
 The cryptography floor, same run: the primitives one verified request asks of the validator and
 nothing else (``crypto_floor``), on the sizes of a real request and answer captured from the miner
 in this run: the btauth/1 signature (sha-256 of the body, sr25519), the HPKE seal of the request,
-the stream key's derivation from the reply secret (HKDF-SHA256), the ChaCha20-Poly1305 open of each
+the stream key's derivation from the reply secret (HKDF-SHA256), the AES-256-GCM open of each
 chunk, the receipt's Ed25519 signature and the input's and output's sha-256; in band and fresh, also
 the evidence's signature (simulated evidence: one Ed25519 signature; a hardware quote costs more),
 and fresh, the ``/attest`` request's signature. Timed in the same interleaved rounds as the requests,
@@ -153,7 +153,7 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges, batch: int) -> dict
     from bittensor import http_auth
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from omron_tee.channel.hpke import KemSuite
     from omron_tee.channel.stream import stream_key
@@ -176,7 +176,7 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges, batch: int) -> dict
         plaintext = os.urandom(sealed_len - 48)  # HPKE's X25519 enc (32) and tag (16) come on top
         reply_secret, response_nonce = os.urandom(32), os.urandom(len(header))
         key = os.urandom(32)
-        chunk_cts = [ChaCha20Poly1305(key).encrypt(bytes(12), os.urandom(len(c) - 17), b"a") for c in chunks]
+        chunk_cts = [AESGCM(key).encrypt(bytes(12), os.urandom(len(c) - 17), b"a") for c in chunks]
         enclave_pub = enclave.public_key()
 
         def ops() -> None:
@@ -185,7 +185,7 @@ def crypto_floor(frames: dict[str, list], ex: one.Exchanges, batch: int) -> dict
                                                     sender_ss58=signer.ss58_address, receiver_ss58=one.HOTKEY))
             suite.encrypt(plaintext, enclave_pub, info=b"i")
             stream_key(reply_secret, response_nonce, nonce)
-            aead = ChaCha20Poly1305(key)
+            aead = AESGCM(key)
             for ct in chunk_cts:
                 aead.decrypt(bytes(12), ct, b"a")
             ed_pub.verify(receipt_sig, receipt_msg)

@@ -44,7 +44,7 @@ from omron_tee.zk.verifier import ZkVerifier
 
 MODEL = "diabetes-mlp"  # the smallest shipped model that declares zk
 BENCH_HOTKEY = "5BenchMinerHotkey000000000000000000000000000000"
-KEM = "x25519-hkdf-sha256-chacha20poly1305"
+KEM = "x25519-hkdf-sha256-aes256gcm"
 
 
 def med_ms(xs: list[float]) -> float:

@@ -255,7 +255,7 @@ def test_policy_init_writes_a_policy_that_accepts_this_networks_miners(tmp_path,
     measurement = trusted_app_measurement([(s.model_id, s.sha256) for s in ModelRegistry.builtin().specs()])
     assert measurement in policy.simulated.measurements and len(policy.simulated.measurements) == 3
     # A miner of this network, as the neuron starts it, passes that policy.
-    keys = EnclavePublicKeys("x25519-hkdf-sha256-chacha20poly1305", bytes(32), bytes(32))
+    keys = EnclavePublicKeys("x25519-hkdf-sha256-aes256gcm", bytes(32), bytes(32))
     nonce = bytes(32)
     evidence = SimulatedBackend(key_path, measurement).attest(report_data_for(nonce, keys, "5Miner"))
     import time

@@ -41,9 +41,9 @@ def _b64(n: int) -> str:
 
 # Genuine-shaped messages: the mutations start from these, so they reach the deep fields.
 SAMPLES = {
-    "attest-request": {"v": 1, "nonce": _b64(32), "kem": "x25519-hkdf-sha256-chacha20poly1305", "hotkey": "5Miner"},
+    "attest-request": {"v": 1, "nonce": _b64(32), "kem": "x25519-hkdf-sha256-aes256gcm", "hotkey": "5Miner"},
     "attest-response": {"evidence": {"tee_type": "simulated", "quote": _b64(226), "attached": [{"tee_type": "nvidia", "quote": _b64(300)}]},
-                        "keys": {"kem": "x25519-hkdf-sha256-chacha20poly1305", "hpke_public": _b64(32), "signing_public": _b64(32)},
+                        "keys": {"kem": "x25519-hkdf-sha256-aes256gcm", "hpke_public": _b64(32), "signing_public": _b64(32)},
                         "models": ["digits-mlp"], "proof_systems": {"digits-mlp": ["tee", "zk"]}},
     "infer-request": {"v": 1, "key_id": _b64(16), "sealed": _b64(100)},
     "payload": {"v": 2, "nonce": _b64(32), "model": "digits-mlp", "workload": "tensor", "input": {"dtype": "float32", "shape": [1, 4], "data": _b64(16)},
@@ -66,7 +66,7 @@ DECODERS = {
     "token-part": lambda d: LlmWorkload().collector(None, LlmWorkload().decode_input(None, {"prompt": "p", "max_tokens": 8})).part(d),  # type: ignore[arg-type]
     "receipt": Receipt.from_json,
     "relay": lambda d: RelayRequest.from_json(d, default_deadline_ms=1000),
-    "candidates-request": lambda d: CandidatesRequest.from_json(d, default_kem="x25519-hkdf-sha256-chacha20poly1305"),
+    "candidates-request": lambda d: CandidatesRequest.from_json(d, default_kem="x25519-hkdf-sha256-aes256gcm"),
     "candidates-reply": CandidatesReply.from_json,
     "relay-reply": lambda d: RelayReply.from_headers(d) if isinstance(d, dict) else None,
     "receipt-file": ReceiptFile.from_json,
@@ -74,7 +74,7 @@ DECODERS = {
     "tensor": Tensor.from_json,
 }
 SAMPLES["evidence"] = SAMPLES["attest-response"]["evidence"]
-SAMPLES["candidates-request"] = {"model": "digits-mlp", "nonce": _b64(32), "kem": "x25519-hkdf-sha256-chacha20poly1305", "count": 3}
+SAMPLES["candidates-request"] = {"model": "digits-mlp", "nonce": _b64(32), "kem": "x25519-hkdf-sha256-aes256gcm", "count": 3}
 SAMPLES["candidates-reply"] = {"candidates": [{"hotkey": "5Miner", "uid": 1, "attest": SAMPLES["attest-response"]}], "failures": [{"hotkey": "5Other", "reason": "timeout"}]}
 SAMPLES["relay-reply"] = {"x-omron-miner": "5Miner", "x-omron-tried": json.dumps([{"hotkey": "5Miner", "reason": "ok"}])}
 SAMPLES["receipt-file"] = {"omron_tee_receipt": 2, "workload": "tensor", "model_id": "digits-mlp", "miner_hotkey": "5Miner", "receipt": SAMPLES["receipt"],

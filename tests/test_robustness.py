@@ -71,7 +71,7 @@ WORKLOADS = default_workloads()
 def _genuine(sim, registry):
     app = sim.app()
     nonce = new_nonce()
-    attest = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-chacha20poly1305"))
+    attest = app.attest(AttestRequest(nonce, "x25519-hkdf-sha256-aes256gcm"))
     session = check_attestation(attest, hotkey=sim.hotkey, nonce=nonce, policy=sim.policy, registry=sim.verifiers)
     spec = registry.get("digits-mlp")
     x = sample_input(spec, np.random.default_rng(0))
@@ -121,7 +121,7 @@ def _prober(sim, transport) -> Prober:
 
 def test_prober_survives_hostile_attest_replies(sim, registry) -> None:
     app = sim.app()
-    sample = app.attest(AttestRequest(new_nonce(), "x25519-hkdf-sha256-chacha20poly1305")).to_json()
+    sample = app.attest(AttestRequest(new_nonce(), "x25519-hkdf-sha256-aes256gcm")).to_json()
     muts = all_mutations(sample)
     assert len(muts) > 50
 

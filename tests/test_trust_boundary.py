@@ -410,7 +410,7 @@ def test_an_attestation_reply_of_many_small_elements_is_refused_on_its_bytes(mak
 
     async def go(url: str, client: SignedClient):
         with pytest.raises(MinerError) as e:
-            await transport.attest(client, url, AttestRequest(b"\0" * 32, "x25519-hkdf-sha256-chacha20poly1305"), receiver=None, timeout=2.0)
+            await transport.attest(client, url, AttestRequest(b"\0" * 32, "x25519-hkdf-sha256-aes256gcm"), receiver=None, timeout=2.0)
         return e.value.reason
 
     assert asyncio.run(_against(handle, go, make_wallet)) == "too-large"

@@ -10,7 +10,7 @@ A byte stream of frames, each ``len (4 bytes, big-endian) || frame``:
   RFC 9458 section 4.4, derives its response key; the trade-off is in docs/ARCHITECTURE.md).
   The response nonce makes each answer's key its own, so an operator replaying one
   sealed request never gets two answers under one key and chunk number.
-* frames 1..n, the *chunks*: ``flag (1 byte) || ChaCha20-Poly1305(stream key,
+* frames 1..n, the *chunks*: ``flag (1 byte) || AES-256-GCM(stream key,
   nonce = chunk number (12 bytes), padded JSON, aad = tag || request nonce ||
   chunk number || flag)``. ``flag`` is 1 on the last chunk only. The chunk
   number is not sent: the reader counts, so a dropped, repeated or reordered
@@ -31,7 +31,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from omron_tee import untrusted
@@ -132,7 +132,7 @@ class ChunkSealer:
     """The enclave's side of one stream: numbers and seals chunks under the stream key."""
 
     def __init__(self, key: bytes, nonce: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
+        self._aead = AESGCM(key)
         self._nonce = nonce
         self.seq = 0
         self.closed = False
@@ -153,7 +153,7 @@ class ChunkOpener:
     """The requester's side: opens chunks in order; any gap, repeat, swap or change fails."""
 
     def __init__(self, key: bytes, nonce: bytes, *, max_chunk: int = DEFAULT_MAX_FRAME) -> None:
-        self._aead = ChaCha20Poly1305(key)
+        self._aead = AESGCM(key)
         self._nonce = nonce
         self._max_chunk = max_chunk
         self.seq = 0

@@ -114,7 +114,7 @@ def test_a_flipped_pck_issuer_is_a_named_refusal_everywhere(intel_store, tmp_pat
     with pytest.raises(VerificationError) as e:
         SgxVerifier(intel_store).verify(ev, now=vectors.SGX_NOW)
     assert e.value.reason == "bad-certificate"
-    keys = EnclavePublicKeys("x25519-hkdf-sha256-chacha20poly1305", bytes(32), bytes(32))
+    keys = EnclavePublicKeys("x25519-hkdf-sha256-aes256gcm", bytes(32), bytes(32))
     verdict = appraise(ev, nonce=bytes(32), keys=keys, hotkey="5Miner", policy=inspection_policy(),
                        registry=VerifierRegistry([SgxVerifier(intel_store)]), now=vectors.SGX_NOW)
     assert not verdict.accepted and verdict.reason_codes == ("bad-certificate",)
