@@ -106,6 +106,7 @@ class RateLimited(ChainError):
     """An operation was refused because it came too soon after the last one."""
 
     reason = Reason.RATE_LIMITED
+    retry_after: float | None = None  # seconds until it would be accepted, where the limiter knows
 
 
 class AuthError(OmronTeeError):

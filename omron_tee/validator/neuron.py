@@ -23,7 +23,7 @@ from omron_tee.enclave.simulated import dev_public_key
 from omron_tee.errors import ConfigError, OmronTeeError
 from omron_tee.models.llama import default_llm_missing, default_spec, gguf_flag_specs
 from omron_tee.models.registry import ModelRegistry
-from omron_tee.validator.api.quota import ADMIT_MODES, ApiQuota, metagraph_quota
+from omron_tee.validator.api.quota import ADMIT_MODES, AddressQuota, ApiQuota, metagraph_quota
 from omron_tee.validator.api.routes import build_api
 from omron_tee.validator.core import Event, ProbeEvent, Validator, WeightsEvent
 from omron_tee.validator.prober import Prober
@@ -73,6 +73,13 @@ def build_parser(prog: str = "validator.py") -> argparse.ArgumentParser:
     v.add_argument("--validator.api_burst", dest="api_burst", type=float, default=40.0, help="burst per caller hotkey (default: %(default)s)")
     v.add_argument("--validator.api_global_rate", dest="api_global_rate", type=float, default=200.0,
                    help="requests/s for all callers together, so fresh hotkeys share one budget (default: %(default)s)")
+    v.add_argument("--validator.api_address_rate", dest="api_address_rate", type=float, default=50.0,
+                   help="requests/s per network address (IPv6: per /64), burst twice that, checked before a request is read (default: %(default)s)")
+    v.add_argument("--validator.api_public_rate", dest="api_public_rate", type=float, default=100.0,
+                   help="requests/s to the unsigned routes (status, metrics, dashboard, audit log) from every address together, "
+                        "burst twice that (default: %(default)s)")
+    v.add_argument("--validator.api_max_concurrency", dest="api_max_concurrency", type=int, default=512,
+                   help="connections and requests in flight together on the API, past which it answers 503 (default: %(default)s)")
     v.add_argument("--chain.dev_stake", dest="dev_stake", type=float, default=1000.0,
                    help="embedded chain only: stake (TAO) this validator gives itself from the development faucet when it has none, so it holds a permit (default: %(default)s)")
     v.add_argument("--neuron.data_dir", dest="data_dir", default=str(DEFAULT_HOME / "validator"), help="where scores persist (default: %(default)s)")
@@ -193,8 +200,12 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
         check_port_free(args.api_ip, args.api_port, "--validator.api_port")
         quota_kw = dict(rate=args.api_rate, burst=args.api_burst, global_rate=args.api_global_rate, global_burst=2 * args.api_global_rate, admit=args.api_admit)
         quota = metagraph_quota(validator, **quota_kw) if args.api_admit != "anyone" else ApiQuota(**quota_kw)
-        api = build_api(validator, RequestVerifier(hotkey, Admission.anyone()), quota=quota)
-        server = QuietServer(server_config(api, host=args.api_ip, port=args.api_port))
+        if args.api_max_concurrency < 1:
+            raise ConfigError("--validator.api_max_concurrency must be at least 1")
+        addresses = AddressQuota(rate=args.api_address_rate, burst=2 * args.api_address_rate, public_rate=args.api_public_rate,
+                                 public_burst=2 * args.api_public_rate)
+        api = build_api(validator, RequestVerifier(hotkey, Admission.anyone()), quota=quota, addresses=addresses)
+        server = QuietServer(server_config(api, host=args.api_ip, port=args.api_port, max_concurrency=args.api_max_concurrency))
         server_task = asyncio.create_task(server.serve())
         if is_local(network):
             chain.serve(wallet, Endpoint(args.api_ip, args.api_port))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,10 +36,12 @@ _STATUS: list[tuple[type, int]] = [
 ]
 
 
-def server_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
+def server_config(app: Any, *, host: str, port: int, max_concurrency: int | None = None) -> uvicorn.Config:
     """How every omron-tee HTTP server runs: quiet, and keeping idle connections open
-    longer than our clients reuse them (``wire.client``), so reuse never races a close."""
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=SERVER_KEEP_ALIVE_S)
+    longer than our clients reuse them (``wire.client``), so reuse never races a close.
+    ``max_concurrency``: connections and requests in flight together, past which uvicorn answers 503."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=SERVER_KEEP_ALIVE_S,
+                          limit_concurrency=max_concurrency)
 
 
 class QuietServer(uvicorn.Server):
@@ -86,7 +89,8 @@ def error_response(e: OmronTeeError) -> JSONResponse:
             break
     if status == 401 and e.reason == Reason.CALLER_NOT_PERMITTED:
         status = 403
-    return JSONResponse({"error": {"reason": e.reason, "message": str(e)}}, status_code=status)
+    headers = {"Retry-After": str(max(1, math.ceil(e.retry_after)))} if isinstance(e, RateLimited) and e.retry_after is not None else None
+    return JSONResponse({"error": {"reason": e.reason, "message": str(e)}}, status_code=status, headers=headers)
 
 
 def json_response(obj: Any) -> Response:

@@ -28,6 +28,7 @@ from omron_tee.workloads import default_workloads
 from omron_tee.attestation.validate.policy import simulated_policy_toml as policy_toml
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.protocol import AttestResponse, b64, dumps
+from omron_tee.validator.api.quota import AddressQuota, address_key
 from omron_tee.validator.api.routes import ApiQuota, build_api
 from omron_tee.validator.neuron import build_verifiers
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
@@ -257,6 +258,47 @@ def test_api_rate_limit_and_auth(net, tmp_path, make_wallet) -> None:
     assert out[6].status_code in (400, 404, 422) and "error" in out[6].json()
     ids = {m["id"]: m["sha256"] for m in models.json()["models"]}
     assert ids == {s.model_id: s.sha256.hex() for s in MODELS.specs()}
+
+
+def test_a_flood_from_one_address_is_refused_before_it_is_read(net, tmp_path) -> None:
+    """Per address, before anything is done for a request: the fourth GET /status of a burst of three is 429 with
+    Retry-After; so is an unsigned POST (refused as rate-limited, not as unsigned: its signature was never looked at);
+    /health is never limited; another address has its own bucket; and the unsigned routes of every address
+    together share one budget."""
+
+    def from_address(ip: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(trust_env=False, timeout=10, transport=httpx.AsyncHTTPTransport(local_address=ip))
+
+    async def go():
+        addresses = AddressQuota(rate=0.01, burst=3, public_rate=0.01, public_burst=6)
+        async with Api(net, tmp_path / "scores.sqlite", addresses=addresses) as api:
+            async with from_address("127.0.0.1") as a, from_address("127.0.0.2") as b, from_address("127.0.0.3") as c:
+                first = [await a.get(api.url + "/status") for _ in range(4)]
+                unsigned_post = await a.post(api.url + "/v1/attest", content=b"{}", headers={"Content-Type": "application/json"})
+                health = [await a.get(api.url + "/health") for _ in range(5)]
+                other = [await b.get(api.url + "/v1/audit") for _ in range(2)]
+                third = [await c.get(api.url + "/v1/dashboard") for _ in range(2)]  # the shared budget of 6: 3 + 2 + 1
+            metrics = api.v.metrics.render().decode()
+        return first, unsigned_post, health, other, third, metrics
+
+    first, unsigned_post, health, other, third, metrics = asyncio.run(go())
+    assert [r.status_code for r in first] == [200, 200, 200, 429]
+    for r in (first[3], unsigned_post):
+        assert r.status_code == 429 and r.json()["error"]["reason"] == "rate-limited", r.text
+        assert "this address" in r.json()["error"]["message"] and int(r.headers["retry-after"]) >= 1
+    assert [r.status_code for r in health] == [200] * 5
+    assert [r.status_code for r in other] == [200, 200]
+    assert [r.status_code for r in third] == [200, 429]
+    assert "all callers of the unsigned routes" in third[1].json()["error"]["message"]
+    assert 'omron_tee_api_refusals_total{reason="rate-limited"} 3.0' in metrics
+
+
+def test_an_address_bucket_is_an_ipv4_address_or_an_ipv6_64() -> None:
+    assert address_key("203.0.113.7") == "ip:203.0.113.7"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:ffff::9") == "ip:2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:203.0.113.7") == "ip:203.0.113.7"
+    assert address_key(None) == address_key("testclient") == "addr:unknown"
 
 
 def test_metrics_health_and_status_are_scraped(net, tmp_path, make_wallet, capsys) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Callable
@@ -34,8 +35,48 @@ class RateLimiter:
             tokens, at = self._buckets.get(key, (burst, now))
             tokens = min(burst, tokens + (now - at) * rate)
             if tokens < 1.0:
-                raise RateLimited(f"too many requests from {what}: at most {rate:g}/s (burst {burst:g})")
+                e = RateLimited(f"too many requests from {what}: at most {rate:g}/s (burst {burst:g})")
+                e.retry_after = (1.0 - tokens) / rate
+                raise e
             self._buckets[key] = (tokens - 1.0, now)
+
+
+def address_key(host: str | None) -> str:
+    """The bucket a network address spends from: an IPv4 address as it is, an IPv6 address by its /64 (one
+    subscriber's usual allocation: rotating addresses inside it buys nothing). An address that does not parse
+    (none, or a test client's name) spends from one bucket shared by all such."""
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return "addr:unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"ip:{ip.ipv4_mapped}"
+        return "ip:" + str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return f"ip:{ip}"
+
+
+class AddressQuota:
+    """How often one network address may call the API at all, decided before anything is done for the request
+    (a body read, a signature checked, a page built): the API shares the validator's one event loop with its
+    probes, so a flood must not buy their time and skew the latencies miners are scored by.
+
+    Every request but ``GET /health`` (constant work, what supervisors poll) spends from its address's bucket;
+    requests to the unsigned routes (GET: public pages anyone may read) also from one budget shared by all
+    addresses, so many addresses together cannot make them cost more. Signed routes then spend from
+    ``ApiQuota``'s per-hotkey and global budgets, once the signature is checked.
+    """
+
+    def __init__(self, *, rate: float = 50.0, burst: float = 100.0, public_rate: float = 100.0, public_burst: float = 200.0) -> None:
+        if min(rate, burst, public_rate, public_burst) <= 0:
+            raise ConfigError("API address rates and bursts must be positive")
+        self.addresses = RateLimiter(rate, burst)
+        self.public = RateLimiter(public_rate, public_burst)
+
+    def take(self, host: str | None, *, public: bool) -> None:
+        self.addresses.take(address_key(host), what="this address")
+        if public:
+            self.public.take("*", what="all callers of the unsigned routes together (the API is busy)")
 
 
 ADMIT_MODES = ("anyone", "registered", "staked")

@@ -17,6 +17,10 @@ validator's hotkey, rate-limited per caller):
 ``/v1/audit``, ``/v1/audit/entries``, ``POST /v1/receipts``, ``/v1/receipts/{index}/proof``: the audit log and receipt
                           inclusion proofs (``api.audit``)
 ``POST /v1/miner/verdict`` a miner's own verdict, named, in an answer signed by the validator (``api.verdicts``)
+
+Before any route, each request spends from its network address's budget, and the unsigned ones also from
+one budget for them all (``quota.AddressQuota``; ``GET /health`` excepted): refused ``429 rate-limited``
+with ``Retry-After``, before its body is read or its signature checked.
 """
 
 from __future__ import annotations
@@ -32,28 +36,51 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from omron_tee.channel.hpke import KemSuite
-from omron_tee.errors import ModelError, OmronTeeError
+from omron_tee.errors import ModelError, OmronTeeError, RateLimited
 from omron_tee.exchange import transport
 from omron_tee.exchange.requester import candidate_nonce
 from omron_tee.protocol import AttestRequest, Candidate, CandidatesReply, CandidatesRequest, RelayRequest, Tried, loads
 from omron_tee.reasons import Reason
 from omron_tee.validator.api import audit, dashboard, verdicts
 from omron_tee.validator.api.openai import ChatCompletions, Completions, bearer_keys, openai_error
-from omron_tee.validator.api.quota import ApiQuota
+from omron_tee.validator.api.quota import AddressQuota, ApiQuota
 from omron_tee.validator.api.relay import REQUEST_FAULTS, relay
 from omron_tee.validator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from omron_tee.validator.schedule import candidates
 from omron_tee.validator.scoring import Outcome
 from omron_tee.wire.auth import Admission, RequestVerifier
 from omron_tee.wire.client import SignedClient
-from omron_tee.wire.server import QuietServer, authenticated, guarded, json_response, server_config, signed_route
+from omron_tee.wire.server import QuietServer, authenticated, error_response, guarded, json_response, server_config, signed_route
 
 log = logging.getLogger("omron_tee.validator.api")
 
 MAX_DEADLINE_MS = 120_000
+UNLIMITED_PATHS = frozenset({"/health"})  # constant work, polled by supervisors: limiting it would save nothing
 
 
-def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | None = None, api_keys: list[str] | None = None) -> FastAPI:
+class AddressLimit:
+    """ASGI middleware: ``AddressQuota.take`` for each HTTP request before the app sees it (GET and HEAD are the
+    unsigned routes); a refusal is the named ``429`` with ``Retry-After``, counted by ``on_refusal``."""
+
+    def __init__(self, app: Any, *, quota: AddressQuota, on_refusal: Any) -> None:
+        self.app, self.quota, self.on_refusal = app, quota, on_refusal
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
+            client = scope.get("client")
+            try:
+                self.quota.take(client[0] if client else None, public=scope["method"] in ("GET", "HEAD"))
+            except RateLimited as e:
+                log.info("refused %s %s: %s", scope["method"], scope["path"][:64], e.reason)
+                self.on_refusal(e.reason)
+                await error_response(e)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | None = None, api_keys: list[str] | None = None,
+              addresses: AddressQuota | None = None) -> FastAPI:
+    """The API; ``quota``: per caller hotkey, after authentication; ``addresses``: per network address, before anything."""
     api = FastAPI(title="omron-tee validator API", docs_url=None, redoc_url=None, openapi_url=None)
     limiter = quota or ApiQuota()
     prober = validator.prober
@@ -103,6 +130,7 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
         return await relay(validator, client, relayed, streamed=streamed, attempt_timeout=attempt_timeout, max_bytes=max_bytes)
 
     refused = validator.metrics.api_refused
+    api.add_middleware(AddressLimit, quota=addresses or AddressQuota(), on_refusal=refused)
     api.add_api_route("/v1/attest", signed_route(verifier, attest, log, on_refusal=refused), methods=["POST"])
     api.add_api_route("/v1/infer", guarded(infer, log, on_refusal=refused), methods=["POST"])
     completions = Completions(validator, client, verifier, limiter, bearer_keys(keys))
