@@ -302,6 +302,43 @@ def test_signed_client_against_uvicorn(sim, make_wallet, free_port) -> None:
         asyncio.run(go(f.url, s.url, f"http://127.0.0.1:{dead_port}"))
 
 
+def test_a_sender_who_may_not_call_is_refused_before_its_body_is_read(sim, make_wallet, free_port) -> None:
+    """A request claiming a hotkey the miner does not admit, with a forged signature and a 4 MiB body it never
+    sends, is refused at once (caller-not-permitted, on its headers: neither the body read nor the signature
+    checked); the same forgery claiming an admitted hotkey must send its body, and is refused for its signature."""
+    import socket
+
+    miner, caller, stranger = make_wallet("m"), make_wallet("c"), make_wallet("s")
+    only_caller = Admission(lambda hk: None if hk == caller.hotkey.ss58_address else "caller is not registered on this subnet")
+
+    def ask(claimed: str, *, send_body: bool) -> tuple[bytes, float]:
+        body = b"x" * (4 << 20)
+        head = (f"POST /infer HTTP/1.1\r\nHost: m\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                f"X-Bittensor-Version: 1\r\nX-Bittensor-Hotkey: {claimed}\r\nX-Bittensor-Nonce: {time.time_ns()}\r\n"
+                f"X-Bittensor-Receiver: {miner.hotkey.ss58_address}\r\nX-Bittensor-Signature: 0x{'00' * 64}\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            t0 = time.monotonic()
+            s.sendall(head)
+            if send_body:
+                s.sendall(body)
+            s.settimeout(5)
+            got = b""
+            while b"\r\n\r\n" not in got or b"}}" not in got:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return got, time.monotonic() - t0
+
+    port = free_port()
+    with _Server(build_app(sim.app(), RequestVerifier(miner.hotkey.ss58_address, only_caller)), port):
+        refused, took = ask(stranger.hotkey.ss58_address, send_body=False)
+        assert refused.startswith(b"HTTP/1.1 403") and b'"caller-not-permitted"' in refused, refused[:300]
+        assert took < 2.0  # answered without waiting for the 4 MiB that never came
+        forged, _ = ask(caller.hotkey.ss58_address, send_body=True)
+        assert forged.startswith(b"HTTP/1.1 401") and b'"bad-signature"' in forged, forged[:300]
+
+
 def test_rate_limiter_forgets_idle_hotkeys() -> None:
     from omron_tee.validator.api.quota import RateLimiter
 

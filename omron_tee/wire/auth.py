@@ -60,6 +60,17 @@ class RequestVerifier:
         self.max_age = max_age
         self._nonces = http_auth.InMemoryNonceStore(retention=max_age + http_auth.DEFAULT_ALLOWED_SKEW + 5.0)
 
+    def precheck(self, headers: Mapping[str, str]) -> None:
+        """``AuthError`` (caller-not-permitted) when the hotkey a request claims is not admitted, decided on its
+        headers alone: before its body is read, hashed or its signature checked, so a sender who may not call
+        costs a lookup. Refusing an unverified claim is safe (it only ever refuses); an admitted claim goes on
+        to ``verify``, and no claim at all is ``verify``'s to name."""
+        claimed = headers.get(http_auth.HEADER_HOTKEY) or headers.get(http_auth.HEADER_HOTKEY.lower())
+        if isinstance(claimed, str) and 0 < len(claimed) <= 64:
+            refusal = self.admission.check(claimed)
+            if refusal is not None:
+                raise AuthError(refusal, reason=Reason.CALLER_NOT_PERMITTED)
+
     def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str) -> str:
         """The caller's hotkey, or ``AuthError`` with a named reason."""
         try:
