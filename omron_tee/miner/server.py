@@ -38,28 +38,50 @@ from omron_tee.wire.server import authenticated, guarded, json_response, signed_
 log = logging.getLogger("omron_tee.miner")
 
 
-def validator_admission(chain: Chain, *, refresh_s: float = 12.0, also: frozenset[str] = frozenset()) -> Admission:
-    """Admit registered hotkeys holding a validator permit, from a metagraph refreshed every ``refresh_s``,
-    and the hotkeys in ``also`` (the miner's own, so its operator's ``omron-tee miner doctor`` can probe it)."""
-    state: dict[str, Any] = {"at": 0.0, "permitted": frozenset(), "registered": frozenset()}
+def validator_admission(chain: Chain, *, refresh_s: float = 12.0, also: frozenset[str] = frozenset(),
+                        retry_unknown_s: float = 1.0) -> Admission:
+    """Admit registered hotkeys holding a validator permit, and the hotkeys in ``also`` (the miner's own, so its
+    operator's ``omron-tee miner doctor`` can probe it).
+
+    The metagraph is read once here (the miner is not serving yet), then in a worker thread, never on a
+    request's path: a subtensor node takes seconds to answer, and a request naming an unknown hotkey (anyone
+    can send one, signed or not) would otherwise hold the miner's event loop that long, as often as it likes.
+    A read starts every ``refresh_s``, and when a caller not known to hold a permit asks, at most once per
+    ``retry_unknown_s`` (a validator that just got its permit is admitted once that read completes); one read
+    at a time, and until it completes the last one answers."""
+    state: dict[str, Any] = {"at": float("-inf"), "tried": float("-inf"), "busy": False,
+                             "permitted": frozenset(), "registered": frozenset()}
     lock = threading.Lock()
 
-    def refresh(force: bool) -> None:
-        with lock:
-            if not force and time.monotonic() - state["at"] < refresh_s:
-                return
+    def read() -> None:
+        try:
             mg = chain.metagraph()
             state["registered"] = frozenset(n.hotkey for n in mg.neurons)
             state["permitted"] = frozenset(n.hotkey for n in mg.neurons if n.validator_permit)
             state["at"] = time.monotonic()
+        except Exception as e:  # noqa: BLE001 - the chain unreachable, or anything else: keep the last read
+            log.warning("could not read the metagraph for admission (keeping the last one read): %s", type(e).__name__)
+        finally:
+            state["busy"] = False
+
+    def read_soon(now: float) -> None:
+        with lock:
+            if state["busy"] or now - state["tried"] < retry_unknown_s:
+                return
+            state["busy"], state["tried"] = True, now
+        threading.Thread(target=read, name="admission-metagraph", daemon=True).start()
+
+    state["busy"], state["tried"] = True, time.monotonic()
+    read()
 
     def check(hotkey: str) -> str | None:
         if hotkey in also:
             return None
-        refresh(False)
-        if hotkey not in state["permitted"] and time.monotonic() - state["at"] > 1.0:
-            refresh(True)  # a newly registered validator should not wait a full period
-        if hotkey in state["permitted"]:
+        now = time.monotonic()
+        permitted = hotkey in state["permitted"]
+        if now - state["at"] >= refresh_s or not permitted:
+            read_soon(now)
+        if permitted:
             return None
         if hotkey in state["registered"]:
             return "caller is registered but holds no validator permit"
