@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -21,6 +22,7 @@ from omron_tee.chain.base import Chain, Metagraph, Neuron
 from omron_tee.errors import ChainError, RateLimited
 from omron_tee.protocol import MAX_BATCH
 from omron_tee.validator.history import History
+from omron_tee.validator.loopwatch import LoopWatch
 from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import Prober, ProbeResult
 from omron_tee.validator.releases import ReleaseWatcher
@@ -90,6 +92,7 @@ class Validator:
         self.metrics = ValidatorMetrics()
         self.history = History()  # what the dashboard shows (validator.api.dashboard)
         self.metagraph: Metagraph | None = None
+        self.loop_watch = LoopWatch()  # running while probing continuously: a probe overlapping a stall of ours is not scored
         self._synced_at = 0.0
         # A metagraph older than about a block is re-read before use: the API serves
         # between rounds, and a round (LLM probes, zk proofs) can take seconds.
@@ -109,11 +112,24 @@ class Validator:
             await asyncio.to_thread(self.releases.refresh)
 
     def sync(self) -> Metagraph:
-        self.metagraph = self.chain.metagraph()
+        """Read the metagraph now (blocking: from async code, ``sync_async``)."""
+        return self._synced(self.chain.metagraph())
+
+    async def sync_async(self) -> Metagraph:
+        """``sync`` with the chain read in a worker thread: a subtensor node takes seconds, which the probes
+        in flight on this loop must not wait through."""
+        return self._synced(await asyncio.to_thread(self.chain.metagraph))
+
+    def _synced(self, mg: Metagraph) -> Metagraph:
+        self.metagraph = mg
         self._synced_at = time.monotonic()
         # A deregistered hotkey's hardware may serve a newly registered one.
-        self.prober.identities.retain({n.hotkey for n in self.metagraph.neurons})
-        return self.metagraph
+        self.prober.identities.retain({n.hotkey for n in mg.neurons})
+        return mg
+
+    @property
+    def metagraph_stale(self) -> bool:
+        return self.metagraph is None or time.monotonic() - self._synced_at >= self._metagraph_max_age
 
     def miners(self) -> list[Neuron]:
         age = time.monotonic() - self._synced_at
@@ -155,8 +171,9 @@ class Validator:
         probe, at most a probe's deadline; ``probe_continuously`` lets no miner hold up another)."""
         targets = self.pick(n)
         await self.refresh_releases()
+        since = self.loop_watch.clock()
         results = await asyncio.gather(*(self._probe(m) for m in targets))
-        events = [self._scored(r) for rs in results for r in rs]
+        events = [self._scored(r, since=since) for rs in results for r in rs]
         self.scores.flush()
         return events
 
@@ -165,7 +182,15 @@ class Validator:
             return await self.prober.probe_batch(neuron, self.batch)
         return [await self.prober.probe(neuron)]
 
-    def _scored(self, r: ProbeResult) -> ProbeEvent:
+    def _scored(self, r: ProbeResult, *, since: float | None = None) -> ProbeEvent:
+        """Record a probe's result; one that was in flight (from ``since``) while this loop stalled is counted, not
+        scored (``validator-fault``): its latency or its timeout is ours, not its miner's."""
+        if since is not None and r.outcome.kind == "benchmark":
+            stalled = self.loop_watch.stalled_during(since)
+            if stalled > 0:
+                log.info("the probe of uid %d overlapped a %.2f s stall of this validator's event loop: counted, not scored", r.outcome.uid, stalled)
+                r = dataclasses.replace(r, outcome=dataclasses.replace(r.outcome, kind="validator-fault"),
+                                        message=f"{r.message} (not scored: this validator's loop stalled {stalled:.2f} s meanwhile)")
         old, new = self.record(r.outcome, r.model_id)
         if r.outcome.kind == "benchmark":
             self.verdicts[r.outcome.hotkey] = LastVerdict(time.time(), r.model_id, r.outcome.reason, r.message[:500], r.outcome.verdict.value)
@@ -188,9 +213,14 @@ class Validator:
         """
         lanes: dict[str, asyncio.Task] = {}
         slots = asyncio.Semaphore(max_in_flight)
+        watching = asyncio.Event()
+        watch = asyncio.create_task(self.loop_watch.run(watching))
         try:
             while not stop.is_set():
                 await self.refresh_releases()
+                if self.metagraph_stale:
+                    with contextlib.suppress(ChainError):  # the last metagraph serves until the chain answers
+                        await self.sync_async()
                 for m in self.miners():
                     if m.hotkey not in lanes or lanes[m.hotkey].done():
                         lanes[m.hotkey] = asyncio.create_task(self._lane(m.hotkey, stop, interval, max_backoff, slots))
@@ -201,6 +231,8 @@ class Validator:
             for t in lanes.values():
                 t.cancel()
             await asyncio.gather(*lanes.values(), return_exceptions=True)
+            watching.set()
+            await watch
             self.scores.flush()
 
     async def _lane(self, hotkey: str, stop: asyncio.Event, interval: float, max_backoff: float, slots: asyncio.Semaphore) -> None:
@@ -210,8 +242,9 @@ class Validator:
             if neuron is None:
                 return  # deregistered, or no longer serving: the supervisor starts a lane if it returns
             async with slots:
+                since = self.loop_watch.clock()
                 results = await self._probe(neuron)
-            events = [self._scored(r) for r in results]
+            events = [self._scored(r, since=since) for r in results]
             failed = any(not ev.result.outcome.ok and ev.result.outcome.kind == "benchmark" for ev in events)
             backoff = min(backoff * 2.0, max_backoff) if failed else 1.0
             # A failing miner waits at least FAILURE_GAP_S times its backoff, even when the

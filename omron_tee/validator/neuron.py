@@ -217,7 +217,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     lanes: asyncio.Task | None = None
     try:
         while True:
-            mg = validator.sync()
+            mg = await validator.sync_async()  # off the loop: the lanes' probes are in flight on it
             me = mg.by_hotkey(hotkey)
             permitted = me is not None and me.validator_permit
             if not permitted and lanes is not None:
@@ -232,7 +232,9 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
                     lanes = asyncio.create_task(validator.probe_continuously(stop, interval=args.interval, max_in_flight=args.max_in_flight))
             else:
                 log.info("no miner serves yet; waiting")
-            if validator.due_for_weights():
+            if await asyncio.to_thread(validator.due_for_weights):
+                # Setting weights holds the score book (the audit log orders its entry after the outcomes it used),
+                # so it runs on the loop: probes in flight through its chain call are counted, not scored (LoopWatch).
                 validator.set_weights()
             await asyncio.sleep(args.interval)
     finally:

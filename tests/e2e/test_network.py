@@ -314,3 +314,50 @@ def test_a_second_miner_on_a_served_hotkey_is_refused_not_a_silent_takeover(net,
     errors = [line for line in out.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "already served by a running miner" in errors[0] and "Traceback" not in out.stderr
     assert net.chain.metagraph().by_hotkey(honest.hotkey).endpoint == before
+
+
+def test_a_stall_of_the_validators_own_loop_is_never_charged_to_a_miner(net, tmp_path) -> None:
+    """A blocking call on the validator's event loop (a metagraph read or a weight setting against a subtensor
+    node takes seconds) once made the probes in flight look slow or time out, charged to their miners. Probing
+    continuously, the loop is held for 1.5 s (past the probes' 0.6 s deadline) while a probe of the honest miner
+    is in flight: that probe is counted as the validator's fault, never scored, and the honest miner's probes
+    before and after are verified and scored as usual."""
+    honest = net.miners["honest"].wallet.hotkey.ss58_address
+
+    async def go():
+        v = net.validator(tmp_path / "scores.sqlite")
+        events: list = []
+        v.on_event = lambda ev: events.append(ev) if isinstance(ev, ProbeEvent) else None
+        real = v.prober.probe
+        n = {"honest": 0}
+
+        async def probe(neuron, *a, **kw):
+            if neuron.hotkey != honest:
+                return await real(neuron, *a, **kw)
+            n["honest"] += 1
+            if n["honest"] != 4:
+                return await real(neuron, *a, **kw)
+            inflight = asyncio.create_task(real(neuron, *a, **kw))
+            await asyncio.sleep(0.002)  # the request is on its way
+            time.sleep(1.5)  # what a blocking chain call does to every probe in flight
+            return await inflight
+
+        v.prober.probe = probe
+        stop = asyncio.Event()
+        task = asyncio.create_task(v.probe_continuously(stop, interval=0.05))
+        t0 = time.monotonic()
+        while n["honest"] < 10 and time.monotonic() - t0 < 20:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        await v.prober.client.aclose()
+        v.scores.close()
+        return events
+
+    events = asyncio.run(go())
+    mine = [e for e in events if e.result.outcome.hotkey == honest]
+    faults = [e for e in mine if e.result.outcome.kind == "validator-fault"]
+    assert len(faults) >= 1 and "loop stalled" in faults[0].result.message, [e.result.message for e in mine]
+    assert all(e.new_score == e.old_score for e in faults)  # counted, not scored
+    scored = [e for e in mine if e.result.outcome.kind == "benchmark"]
+    assert len(scored) >= 6 and all(e.result.outcome.ok for e in scored), [e.result.message for e in scored]

@@ -1,0 +1,57 @@
+"""The validator's heartbeat: stalls of its own event loop are seen, whether or not the heartbeat ran since."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from omron_tee.validator.loopwatch import LoopWatch
+
+
+def test_a_stall_of_the_loop_is_noted_and_only_where_it_was() -> None:
+    async def go():
+        watch = LoopWatch(period=0.01, threshold=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(watch.run(stop))
+        await asyncio.sleep(0.1)
+        before = watch.clock()
+        await asyncio.sleep(0.1)
+        a = watch.clock()
+        time.sleep(0.3)  # what a blocking chain call does to the loop
+        b = watch.clock()
+        await asyncio.sleep(0.1)
+        after = watch.clock()
+        stop.set()
+        await task
+        return watch, before, a, b, after
+
+    watch, before, a, b, after = asyncio.run(go())
+    assert len(watch.stalls) == 1
+    assert 0.25 <= watch.stalled_during(a - 0.01, b + 0.05) <= 0.35
+    assert watch.stalled_during(before, a - 0.02) == 0.0  # a window before it saw none
+    assert watch.stalled_during(b + 0.03, after) == 0.0  # nor one after it
+
+
+def test_a_stall_is_seen_before_the_heartbeat_runs_again() -> None:
+    """The probe's own task may resume before the heartbeat's: the heartbeat's silence counts as a stall in progress."""
+
+    async def go():
+        watch = LoopWatch(period=0.01, threshold=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(watch.run(stop))
+        await asyncio.sleep(0.05)
+        since = watch.clock()
+        time.sleep(0.2)
+        seen = watch.stalled_during(since)  # no await since the stall: the heartbeat has not run
+        stop.set()
+        await task
+        return seen, watch.stalled_during(since)
+
+    in_progress, no_heartbeat = asyncio.run(go())
+    assert 0.15 <= in_progress <= 0.25
+    assert 0.15 <= no_heartbeat <= 0.25  # and noted once it ran
+
+
+def test_without_a_heartbeat_nothing_is_a_stall() -> None:
+    watch = LoopWatch()
+    assert watch.stalled_during(watch.clock() - 100) == 0.0
