@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from omron_tee.validator.loopwatch import LoopWatch
 
 
-def test_a_stall_of_the_loop_is_noted_and_only_where_it_was() -> None:
-    async def go():
-        watch = LoopWatch(period=0.01, threshold=0.05)
-        stop = asyncio.Event()
-        task = asyncio.create_task(watch.run(stop))
-        await asyncio.sleep(0.1)
-        before = watch.clock()
-        await asyncio.sleep(0.1)
-        a = watch.clock()
-        time.sleep(0.3)  # what a blocking chain call does to the loop
-        b = watch.clock()
-        await asyncio.sleep(0.1)
-        after = watch.clock()
+@contextlib.asynccontextmanager
+async def beating():
+    """A fast heartbeat running on this loop for the block's duration."""
+    watch = LoopWatch(period=0.01, threshold=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch.run(stop))
+    await asyncio.sleep(0.05)
+    try:
+        yield watch
+    finally:
         stop.set()
         await task
+
+
+def test_a_stall_of_the_loop_is_noted_and_only_where_it_was() -> None:
+    async def go():
+        async with beating() as watch:
+            before = watch.clock()
+            await asyncio.sleep(0.1)
+            a = watch.clock()
+            time.sleep(0.3)  # what a blocking chain call does to the loop
+            b = watch.clock()
+            await asyncio.sleep(0.1)
+            after = watch.clock()
         return watch, before, a, b, after
 
     watch, before, a, b, after = asyncio.run(go())
@@ -36,20 +46,15 @@ def test_a_stall_is_seen_before_the_heartbeat_runs_again() -> None:
     """The probe's own task may resume before the heartbeat's: the heartbeat's silence counts as a stall in progress."""
 
     async def go():
-        watch = LoopWatch(period=0.01, threshold=0.05)
-        stop = asyncio.Event()
-        task = asyncio.create_task(watch.run(stop))
-        await asyncio.sleep(0.05)
-        since = watch.clock()
-        time.sleep(0.2)
-        seen = watch.stalled_during(since)  # no await since the stall: the heartbeat has not run
-        stop.set()
-        await task
+        async with beating() as watch:
+            since = watch.clock()
+            time.sleep(0.2)
+            seen = watch.stalled_during(since)  # no await since the stall: the heartbeat has not run
         return seen, watch.stalled_during(since)
 
-    in_progress, no_heartbeat = asyncio.run(go())
+    in_progress, noted = asyncio.run(go())
     assert 0.15 <= in_progress <= 0.25
-    assert 0.15 <= no_heartbeat <= 0.25  # and noted once it ran
+    assert 0.15 <= noted <= 0.25  # and noted once it ran
 
 
 def test_without_a_heartbeat_nothing_is_a_stall() -> None:
