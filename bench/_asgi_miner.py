@@ -198,7 +198,7 @@ def build_app(app_core: Any, verifier: Any) -> Router:
 
     async def authenticated(request: HttpRequest) -> tuple[str, bytes]:
         """(caller hotkey, body) of a btauth/1-signed request; the signature covers the path with its query."""
-        verifier.precheck(request.headers)  # as the shipped routes: a sender who may not call, refused unread
+        await verifier.precheck(request.headers)  # as the shipped routes: a sender who may not call, refused unread
         body = await request.body()
         return verifier.verify(request.headers, body, method=request.method, path=request.target), body
 

@@ -102,7 +102,7 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
     console.step("final weights from every validator (committed; the chain reveals them one epoch later)")
     for v in validators:
         while True:
-            ev = v.set_weights()
+            ev = await v.set_weights_async()
             if ev.error is None or "no miner" in ev.error:
                 break
             await asyncio.sleep(net.block_time * max(1, net.chain.blocks_until_weights_allowed(v.hotkey)))
@@ -129,7 +129,8 @@ def _shower(net: LocalNet, console: Console, index: int, seen: dict[str, int], t
             verdict = "attestation accepted" if o.attestation_accepted else ("attestation REJECTED" if o.attestation_accepted is False else "no attestation")
             console.event(
                 f"{tag} [{sum(seen.values()):>4}/{target}] uid {o.uid} {role.name if role else '?':<10} {ev.result.model_id:<16} "
-                f"{verdict:<20} {o.reason:<24} score {ev.old_score:.3f} -> {ev.new_score:.3f}",
+                f"{verdict:<20} {o.reason:<24} "
+                + (f"score {ev.old_score:.3f}, scored once the weights being set are in" if ev.held else f"score {ev.old_score:.3f} -> {ev.new_score:.3f}"),
                 o.ok,
             )
         elif isinstance(ev, WeightsEvent):
@@ -151,8 +152,8 @@ async def _benchmark(net: LocalNet, validators: list[Validator], seen: list[dict
     try:
         while time.monotonic() < deadline:
             for v in validators:
-                if v.due_for_weights():
-                    v.set_weights()
+                if await asyncio.to_thread(v.due_for_weights):
+                    await v.set_weights_async()  # as the neuron does: the lanes probe on while the chain takes the weights
             done = all(sum(s.values()) >= target and all(s.get(h, 0) >= MIN_PROBES_PER_MINER for h in miners) for s in seen)
             if done or any(t.done() for t in lanes):
                 break

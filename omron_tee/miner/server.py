@@ -19,6 +19,8 @@ sealed. ``GET /health`` is unsigned and says only what is public.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -39,18 +41,19 @@ log = logging.getLogger("omron_tee.miner")
 
 
 def validator_admission(chain: Chain, *, refresh_s: float = 12.0, also: frozenset[str] = frozenset(),
-                        retry_unknown_s: float = 1.0) -> Admission:
+                        retry_unknown_s: float = 1.0, wait_s: float = 3.0) -> Admission:
     """Admit registered hotkeys holding a validator permit, and the hotkeys in ``also`` (the miner's own, so its
     operator's ``omron-tee miner doctor`` can probe it).
 
-    The metagraph is read once here (the miner is not serving yet), then in a worker thread, never on a
-    request's path: a subtensor node takes seconds to answer, and a request naming an unknown hotkey (anyone
-    can send one, signed or not) would otherwise hold the miner's event loop that long, as often as it likes.
-    A read starts every ``refresh_s``, and when a caller not known to hold a permit asks, at most once per
-    ``retry_unknown_s`` (a validator that just got its permit is admitted once that read completes); one read
-    at a time, and until it completes the last one answers."""
+    The metagraph is read once here (the miner is not serving yet), then in a worker thread, never on the event
+    loop: a subtensor node takes seconds to answer, and a request naming an unknown hotkey (anyone can send one,
+    signed or not) would otherwise hold the miner's loop that long, as often as it likes. A read starts every
+    ``refresh_s``, and when a caller not known to hold a permit asks, at most once per ``retry_unknown_s``; one
+    read at a time. ``check`` answers from the last read at once; ``fresher`` (what a request's pre-check awaits
+    before refusing) waits up to ``wait_s`` for the read that asking started, so a validator that just got its
+    permit is admitted on first contact."""
     state: dict[str, Any] = {"at": float("-inf"), "tried": float("-inf"), "busy": False,
-                             "permitted": frozenset(), "registered": frozenset()}
+                             "permitted": frozenset(), "registered": frozenset(), "waiters": []}
     lock = threading.Lock()
 
     def read() -> None:
@@ -62,7 +65,11 @@ def validator_admission(chain: Chain, *, refresh_s: float = 12.0, also: frozense
         except Exception as e:  # noqa: BLE001 - the chain unreachable, or anything else: keep the last read
             log.warning("could not read the metagraph for admission (keeping the last one read): %s", type(e).__name__)
         finally:
-            state["busy"] = False
+            with lock:
+                state["busy"], waiters, state["waiters"] = False, state["waiters"], []
+            for loop, done in waiters:
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there
+                    loop.call_soon_threadsafe(lambda d=done: d.done() or d.set_result(None))
 
     def read_soon(now: float) -> None:
         with lock:
@@ -87,7 +94,17 @@ def validator_admission(chain: Chain, *, refresh_s: float = 12.0, also: frozense
             return "caller is registered but holds no validator permit"
         return "caller is not registered on this subnet"
 
-    return Admission(check)
+    async def fresher() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        with lock:
+            if not state["busy"]:
+                return  # no read in flight (one just completed, or none is due yet): the last one stands
+            state["waiters"].append((loop, done))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done, wait_s)
+
+    return Admission(check, fresher)
 
 
 def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> Starlette:

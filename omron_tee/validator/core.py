@@ -21,10 +21,11 @@ import bittensor as bt
 from omron_tee.chain.base import Chain, Metagraph, Neuron
 from omron_tee.errors import ChainError, RateLimited
 from omron_tee.protocol import MAX_BATCH
+from omron_tee.reasons import Reason
 from omron_tee.validator.history import History
 from omron_tee.validator.loopwatch import LoopWatch
 from omron_tee.validator.metrics import ValidatorMetrics
-from omron_tee.validator.prober import Prober, ProbeResult
+from omron_tee.validator.prober import DEADLINE_SLACK_S, Prober, ProbeResult
 from omron_tee.validator.releases import ReleaseWatcher
 from omron_tee.validator.scoring import Outcome, ScoreBook
 from omron_tee.transparency.records import AuditCommitment, ReceiptEntry, WeightsEntry
@@ -42,6 +43,7 @@ class ProbeEvent:
     result: ProbeResult
     old_score: float
     new_score: float
+    held: bool = False  # recorded while weights were being set: scored (and logged) right after them
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class WeightsEvent:
 
 
 Event = ProbeEvent | WeightsEvent
+
+
+def _refused(e: ChainError) -> str:
+    """What a weight setting the chain did not take says of it."""
+    return str(e) if isinstance(e, RateLimited) else f"chain refused weights: {e}"
 
 
 class Validator:
@@ -100,6 +107,9 @@ class Validator:
         self.last_weights_block: int | None = None
         self._nothing_to_set_at: int | None = None  # block of the last attempt that found no miner earning
         self.last_weights: dict[int, float] = {}
+        # While set_weights_async submits weights: the scored outcomes recorded meanwhile, (outcome, model, time), applied
+        # and logged after the weights entry, as the score book's lock orders them in set_weights.
+        self._held: list[tuple[Outcome, str, float]] | None = None
         self._cursor = 0
         self.verdicts: dict[str, LastVerdict] = {}  # hotkey -> the last benchmark verdict (api.verdicts tells the miner)
         self._receipt_entries: dict[bytes, int] = {}  # receipt digest -> its audit log entry (one receipt, one entry)
@@ -155,8 +165,15 @@ class Validator:
         self._cursor = (self._cursor + n) % len(miners)
         return picked
 
-    def record(self, outcome: Outcome, model_id: str = "?") -> tuple[float, float]:
-        old, new = self.scores.update(outcome)
+    def record(self, outcome: Outcome, model_id: str = "?", *, now: float | None = None) -> tuple[float, float]:
+        """Apply and log one outcome; (old score, new score). While weights are being submitted
+        (``set_weights_async``), a scored outcome is held and applied after their log entry: (score, score) now."""
+        if self._held is not None and outcome.kind != "relay":  # relayed outcomes are never logged: no order to keep
+            self._held.append((outcome, model_id, self.scores.clock()))
+            rec = self.scores.records.get(outcome.hotkey)
+            score = rec.score if rec is not None else 0.0
+            return score, score
+        old, new = self.scores.update(outcome, now=now)
         self.metrics.outcome(outcome, new)
         self.history.exchange(uid=outcome.uid, model=model_id, latency_class=outcome.latency_class, kind=outcome.kind, reason=outcome.reason,
                               ok=outcome.ok, latency_s=outcome.latency_s, score=new)
@@ -187,16 +204,30 @@ class Validator:
         scored (``validator-fault``): its latency or its timeout is ours, not its miner's."""
         if since is not None and r.outcome.kind == "benchmark":
             stalled = self.loop_watch.stalled_during(since)
-            if stalled > 0:
+            if stalled > 0 and self._stall_decided(r.outcome, stalled):
                 log.info("the probe of uid %d overlapped a %.2f s stall of this validator's event loop: counted, not scored", r.outcome.uid, stalled)
                 r = dataclasses.replace(r, outcome=dataclasses.replace(r.outcome, kind="validator-fault"),
                                         message=f"{r.message} (not scored: this validator's loop stalled {stalled:.2f} s meanwhile)")
+        held = self._held is not None and r.outcome.kind != "relay"
         old, new = self.record(r.outcome, r.model_id)
         if r.outcome.kind == "benchmark":
             self.verdicts[r.outcome.hotkey] = LastVerdict(time.time(), r.model_id, r.outcome.reason, r.message[:500], r.outcome.verdict.value)
-        ev = ProbeEvent(r, old, new)
+        ev = ProbeEvent(r, old, new, held)
         self.on_event(ev)
         return ev
+
+    def _stall_decided(self, outcome: Outcome, stalled: float) -> bool:
+        """Whether ``stalled`` seconds of this validator's own stall, not the miner, may have decided ``outcome``: a
+        verified answer's latency counts the stall, so it cannot be scored; a timeout is the stall's when it took half
+        the deadline or more (an honest miner needs far less than the other half); any other failure is the miner's,
+        whatever the loop did (a stall makes no output wrong and no evidence bad)."""
+        if outcome.ok:
+            return True
+        if outcome.reason == Reason.TIMEOUT:
+            p = self.prober
+            deadline = min(p.timeout, p.timeouts.get(outcome.latency_class, p.timeout)) + DEADLINE_SLACK_S
+            return stalled >= deadline / 2
+        return False
 
     async def probe_continuously(self, stop: asyncio.Event, *, interval: float, max_backoff: float = MAX_BACKOFF,
                                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
@@ -266,30 +297,70 @@ class Validator:
         """Weights from the earning miners' scores, set on chain; then the audit log's root is committed.
 
         The score book is held for the whole of it, so the ``weights`` entry lands in the log
-        exactly after the outcomes the weights came from (``validator.audit`` replays that)."""
+        exactly after the outcomes the weights came from (``validator.audit`` replays that).
+        Blocking: the neuron uses ``set_weights_async``."""
         mg = self.sync()
-        uid_of = {n.hotkey: n.uid for n in mg.neurons}
         with self.scores.lock:
-            used, weights = weights_for(self.scores.earning_scores(), uid_of, exclude=self.hotkey, top_k=self.top_k)
+            used, weights = self._weights_from(mg)
             block = self.chain.block()
-            error = None
-            if not weights.uids:
-                error = "no miner has earned weight yet"
-                self._nothing_to_set_at = block
-            else:
+            error = self._nothing_earned(block, weights)
+            if error is None:
                 try:
                     self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights), version_key=WEIGHTS_VERSION)
-                    self.last_weights_block = block
-                    self.last_weights = weights.as_dict()
-                    self.history.weights_set(block, self.last_weights)
-                    self.scores.log(WeightsEntry(block, WEIGHTS_VERSION, self.top_k, used, {str(u): w for u, w in weights.as_dict().items()}))
-                    self.scores.flush()
-                except RateLimited as e:
-                    error = str(e)
-                except ChainError as e:
-                    error = f"chain refused weights: {e}"
+                except ChainError as e:  # RateLimited included
+                    error = _refused(e)
+                else:
+                    self._weights_landed(block, used, weights)
+            self.scores.flush()
         if error is None:
             self.commit_audit()
+        return self._weights_event(block, weights, error)
+
+    async def set_weights_async(self) -> WeightsEvent:
+        """``set_weights`` with its chain calls in worker threads, so probes and the API go on meanwhile (a subtensor
+        node takes a block or more to include weights, and as long again for the audit commitment). The weights
+        are computed from the scores as they stand; the scored outcomes recorded while they are submitted are held
+        (``record``) and logged after the weights entry, so the audit log still orders the entry exactly after
+        the outcomes it used (``validator.audit`` replays that)."""
+        mg = await self.sync_async()
+        with self.scores.lock:
+            used, weights = self._weights_from(mg)
+            self._held = []
+        block, error = -1, None
+        try:
+            block = await asyncio.to_thread(self.chain.block)
+            error = self._nothing_earned(block, weights)
+            if error is None:
+                await asyncio.to_thread(self.chain.set_weights, self.wallet, list(weights.uids), list(weights.weights),
+                                        version_key=WEIGHTS_VERSION)
+                self._weights_landed(block, used, weights)
+        except ChainError as e:  # RateLimited included
+            error = _refused(e)
+        finally:
+            held, self._held = self._held, None
+            for outcome, model_id, at in held:
+                self.record(outcome, model_id, now=at)
+            self.scores.flush()
+        if error is None:
+            await self.commit_audit_async()
+        return self._weights_event(block, weights, error)
+
+    def _weights_from(self, mg: Metagraph) -> tuple[dict[str, float], WeightVector]:
+        return weights_for(self.scores.earning_scores(), {n.hotkey: n.uid for n in mg.neurons}, exclude=self.hotkey, top_k=self.top_k)
+
+    def _nothing_earned(self, block: int, weights: WeightVector) -> str | None:
+        if weights.uids:
+            return None
+        self._nothing_to_set_at = block
+        return "no miner has earned weight yet"
+
+    def _weights_landed(self, block: int, used: dict[str, float], weights: WeightVector) -> None:
+        self.last_weights_block = block
+        self.last_weights = weights.as_dict()
+        self.history.weights_set(block, self.last_weights)
+        self.scores.log(WeightsEntry(block, WEIGHTS_VERSION, self.top_k, used, {str(u): w for u, w in weights.as_dict().items()}))
+
+    def _weights_event(self, block: int, weights: WeightVector, error: str | None) -> WeightsEvent:
         ev = WeightsEvent(block, weights, error)
         self.metrics.weights_set(weights.as_dict(), error)
         self.on_event(ev)
@@ -305,9 +376,36 @@ class Validator:
             self.scores.flush()
         return self._receipt_entries[digest]
 
+    async def commit_audit_async(self) -> AuditCommitment | None:
+        """``commit_audit`` with its chain calls in worker threads (the log may grow meanwhile: the root covers its size then)."""
+        c = self._audit_due()
+        if c is None:
+            return None
+        try:
+            await asyncio.to_thread(self.chain.commit, self.wallet, c.to_commitment())
+            block = await asyncio.to_thread(self.chain.block)
+        except ChainError as e:  # RateLimited included
+            log.warning("could not commit the audit log's root (%d entries) on chain: %s", c.size, e)
+            return None
+        self.scores.store.save_commit(c.size, c.root, block)
+        return c
+
     def commit_audit(self) -> AuditCommitment | None:
         """Commit the audit log's size and root on chain (None when there is nothing new, or the chain refused:
         the next weight set commits a longer log, which covers this one)."""
+        c = self._audit_due()
+        if c is None:
+            return None
+        try:
+            self.chain.commit(self.wallet, c.to_commitment())
+        except ChainError as e:  # RateLimited included
+            log.warning("could not commit the audit log's root (%d entries) on chain: %s", c.size, e)
+            return None
+        self.scores.store.save_commit(c.size, c.root, self.chain.block())
+        return c
+
+    def _audit_due(self) -> AuditCommitment | None:
+        """The commitment of the log as it stands; None without a log, with nothing in it, or nothing new since the last."""
         if self.scores.ledger is None:
             return None
         self.scores.flush()
@@ -315,11 +413,4 @@ class Validator:
         done = self.scores.store.commits()
         if not size or (done and done[-1][0] == size):
             return None
-        c = AuditCommitment(self.scores.store.log_id(), size, self.scores.ledger.tree.root(size))
-        try:
-            self.chain.commit(self.wallet, c.to_commitment())
-        except ChainError as e:  # RateLimited included
-            log.warning("could not commit the audit log's root (%d entries) on chain: %s", size, e)
-            return None
-        self.scores.store.save_commit(size, c.root, self.chain.block())
-        return c
+        return AuditCommitment(self.scores.store.log_id(), size, self.scores.ledger.tree.root(size))

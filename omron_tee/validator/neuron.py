@@ -153,7 +153,12 @@ def log_event(log: logging.Logger, ev: Event) -> None:
     if isinstance(ev, ProbeEvent):
         o = ev.result.outcome
         level = logging.INFO if o.ok else logging.WARNING
-        log.log(level, "uid %-3d %-8s %-24s %s | score %.3f -> %.3f", o.uid, ev.result.model_id[:8], o.reason, ev.result.message, ev.old_score, ev.new_score)
+        if ev.held:
+            log.log(level, "uid %-3d %-8s %-24s %s | score %.3f, this outcome scored once the weights being set are in", o.uid,
+                    ev.result.model_id[:8], o.reason, ev.result.message, ev.old_score)
+        else:
+            log.log(level, "uid %-3d %-8s %-24s %s | score %.3f -> %.3f", o.uid, ev.result.model_id[:8], o.reason, ev.result.message, ev.old_score,
+                    ev.new_score)
     elif isinstance(ev, WeightsEvent):
         if ev.error:
             log.warning("weights not set at block %d: %s", ev.block, ev.error)
@@ -233,9 +238,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
             else:
                 log.info("no miner serves yet; waiting")
             if await asyncio.to_thread(validator.due_for_weights):
-                # Setting weights holds the score book (the audit log orders its entry after the outcomes it used),
-                # so it runs on the loop: probes in flight through its chain call are counted, not scored (LoopWatch).
-                validator.set_weights()
+                await validator.set_weights_async()  # its chain calls off the loop: the lanes probe on meanwhile
             await asyncio.sleep(args.interval)
     finally:
         if lanes is not None:

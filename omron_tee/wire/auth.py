@@ -8,7 +8,7 @@ validator permit, unless a local network relaxes it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import bittensor as bt
@@ -42,9 +42,12 @@ class Signer:
 
 @dataclass(frozen=True)
 class Admission:
-    """Who may call a server: a function from hotkey to a refusal message (None = admitted)."""
+    """Who may call a server: a function from hotkey to a refusal message (None = admitted), and, where who may call
+    is read from elsewhere, ``fresher``: awaited before refusing, it returns once a newer reading is in (or at once
+    when none is due), without holding the event loop."""
 
     check: Callable[[str], str | None]
+    fresher: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     def anyone(cls) -> "Admission":
@@ -60,16 +63,22 @@ class RequestVerifier:
         self.max_age = max_age
         self._nonces = http_auth.InMemoryNonceStore(retention=max_age + http_auth.DEFAULT_ALLOWED_SKEW + 5.0)
 
-    def precheck(self, headers: Mapping[str, str]) -> None:
+    async def precheck(self, headers: Mapping[str, str]) -> None:
         """``AuthError`` (caller-not-permitted) when the hotkey a request claims is not admitted, decided on its
         headers alone: before its body is read, hashed or its signature checked, so a sender who may not call
-        costs a lookup. Refusing an unverified claim is safe (it only ever refuses); an admitted claim goes on
-        to ``verify``, and no claim at all is ``verify``'s to name."""
+        costs a lookup (and, for a hotkey not known yet, a wait for the admission's next reading, shared by every
+        such request, off the event loop: a validator that just got its permit is admitted on first contact).
+        Refusing an unverified claim is safe (it only ever refuses); an admitted claim goes on to ``verify``,
+        and no claim at all is ``verify``'s to name."""
         claimed = headers.get(http_auth.HEADER_HOTKEY) or headers.get(http_auth.HEADER_HOTKEY.lower())
-        if isinstance(claimed, str) and 0 < len(claimed) <= 64:
+        if not isinstance(claimed, str) or not 0 < len(claimed) <= 64:
+            return
+        refusal = self.admission.check(claimed)
+        if refusal is not None and self.admission.fresher is not None:
+            await self.admission.fresher()
             refusal = self.admission.check(claimed)
-            if refusal is not None:
-                raise AuthError(refusal, reason=Reason.CALLER_NOT_PERMITTED)
+        if refusal is not None:
+            raise AuthError(refusal, reason=Reason.CALLER_NOT_PERMITTED)
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str) -> str:
         """The caller's hotkey, or ``AuthError`` with a named reason."""

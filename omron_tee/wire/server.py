@@ -142,7 +142,7 @@ def guarded(handler: Route, log: logging.Logger, *, on_refusal: Callable[[str], 
 async def authenticated(request: Request, verifier: RequestVerifier) -> tuple[str, bytes]:
     """(caller hotkey, body) of a btauth/1-signed request; the signature covers the path with its query.
     A sender who may not call is refused on its headers, before its body is read (``RequestVerifier.precheck``)."""
-    verifier.precheck(request.headers)
+    await verifier.precheck(request.headers)
     body = await read_body(request)
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return verifier.verify(request.headers, body, method=request.method, path=path), body

@@ -241,9 +241,15 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
             time.sleep(0.1)
         raise AssertionError("timed out: " + (logs[1].read_text() if logs[1].exists() else logs[0].read_text())[-3000:])
 
+    faults = (("honest", "ok"), ("wrong", "wrong-output"), ("unapproved", "measurement-not-allowed"), ("slow", "timeout"), ("down", "unreachable"))
+
+    def named(text: str) -> bool:
+        return all(re.search(rf"uid {net.miners[role].uid}\s+\S+\s+{re.escape(reason)}\s", text) for role, reason in faults)
+
     p = start(0)
     try:
-        wait_for(lambda: _scores(scores_file()).get(honest, (0, None))[0] > 0.15, 40, p)
+        # Scores saved, and every miner's fault named (the slow miner's after its whole deadline).
+        wait_for(lambda: _scores(scores_file()).get(honest, (0, None))[0] > 0.15 and named(logs[0].read_text()), 40, p)
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(timeout=5)
         saved = _scores(scores_file())
@@ -291,8 +297,7 @@ def test_validator_process_killed_and_restarted(net, tmp_path) -> None:
     text = "".join(log.read_text() for log in logs)
     assert "Traceback" not in text, text[-3000:]
     # Every fault is named in the validator's log, per miner uid.
-    for role, reason in (("honest", "ok"), ("wrong", "wrong-output"), ("unapproved", "measurement-not-allowed"),
-                         ("slow", "timeout"), ("down", "unreachable")):
+    for role, reason in faults:
         assert re.search(rf"uid {net.miners[role].uid}\s+\S+\s+{re.escape(reason)}\s", text), (role, reason, text[-3000:])
 
 

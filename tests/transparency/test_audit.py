@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
+import threading
 
 import pytest
 
@@ -89,6 +91,41 @@ def test_an_honest_validators_weights_are_recomputed_from_its_log(world):
     assert report.chain_match == report.weight_sets[-1].index
     assert report.outcomes == 2 * 40 * 4  # every benchmark outcome, no relayed one
     assert len(chain.commitments()) == 2
+
+
+def test_weights_set_off_the_loop_keep_the_log_in_order(world):
+    """``set_weights_async`` submits from a worker thread while outcomes keep arriving on the loop: those are held
+    and logged after the weights entry, so the auditor's replay recomputes every weight set, and none is lost."""
+    v, chain, clock, miners, _ = world
+    feed(v, clock, miners)
+    clock.now += 3.0  # past the rate limit
+    real, submitting, release = chain.set_weights, threading.Event(), threading.Event()
+
+    def slow(*a, **kw):  # a subtensor node including the extrinsic
+        submitting.set()
+        release.wait(5)
+        return real(*a, **kw)
+
+    chain.set_weights = slow
+
+    async def go():
+        task = asyncio.create_task(v.set_weights_async())
+        while not submitting.is_set():
+            await asyncio.sleep(0.01)
+        logged = len(v.scores.ledger)
+        feed(v, clock, miners, n=5, seed=1)  # recorded on the loop while the chain call runs
+        held, unlogged = len(v._held), len(v.scores.ledger) == logged
+        release.set()
+        return await task, held, unlogged
+
+    ev, held, unlogged = asyncio.run(go())
+    assert ev.error is None and held == 5 * 4 and unlogged  # every benchmark outcome meanwhile held (the relayed one is not logged)
+    kinds = [type(records.decode(e)).__name__ for e in v.scores.store.audit_entries()]
+    weights_at = kinds.index("WeightsEntry")
+    assert kinds[weights_at + 1:].count("OutcomeEntry") == held  # the held ones come after the weights entry
+    report = run_audit(v, chain)
+    assert report.ok, report.problems
+    assert report.outcomes == (40 + 5) * 4 and report.chain_match == report.weight_sets[-1].index
 
 
 def test_a_validator_setting_weights_its_log_does_not_give_is_caught(world):
