@@ -60,3 +60,32 @@ def test_a_stall_is_seen_before_the_heartbeat_runs_again() -> None:
 def test_without_a_heartbeat_nothing_is_a_stall() -> None:
     watch = LoopWatch()
     assert watch.stalled_during(watch.clock() - 100) == 0.0
+
+
+def test_a_stall_excuses_only_what_it_may_have_decided(tmp_path) -> None:
+    """A verified answer's latency counts the stall (never scored then); a timeout is excused only when the stall
+    took half its deadline or more; a wrong output or rejected evidence is the miner's whatever the loop did."""
+    from omron_tee.attestation.validate.policy import Policy
+    from omron_tee.chain.embedded import EmbeddedChain
+    from omron_tee.config import create_wallet
+    from omron_tee.models.registry import ModelRegistry
+    from omron_tee.validator.core import Validator
+    from omron_tee.validator.neuron import build_verifiers
+    from omron_tee.validator.prober import DEADLINE_SLACK_S, Prober
+    from omron_tee.validator.scoring import Outcome, ScoreBook
+
+    chain = EmbeddedChain(1, path=tmp_path / "chain.sqlite")
+    policy = Policy()
+    prober = Prober(None, policy=policy, verifiers=build_verifiers(policy), models=ModelRegistry.builtin(), timeout=2.0)
+    v = Validator(chain=chain, wallet=create_wallet("v", "default", tmp_path / "w"), prober=prober, scores=ScoreBook(tmp_path / "s.sqlite"))
+    try:
+        half = (2.0 + DEADLINE_SLACK_S) / 2
+        verified = Outcome("5M", 1, True, "ok", 0.004, True, True)
+        timeout = Outcome("5M", 1, False, "timeout", None, None, None)
+        assert v._stall_decided(verified, 0.1)
+        assert v._stall_decided(timeout, half) and not v._stall_decided(timeout, half - 0.01)
+        for reason, accepted, correct in (("wrong-output", True, False), ("measurement-not-allowed", False, None), ("stream-tampered", True, None)):
+            assert not v._stall_decided(Outcome("5M", 1, False, reason, 0.004, accepted, correct), 30.0), reason
+    finally:
+        v.scores.close()
+        chain.close()
