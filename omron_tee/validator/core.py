@@ -269,7 +269,9 @@ class Validator:
     async def _lane(self, hotkey: str, stop: asyncio.Event, interval: float, max_backoff: float, slots: asyncio.Semaphore) -> None:
         backoff = 1.0
         while not stop.is_set():
-            neuron = next((n for n in self.miners() if n.hotkey == hotkey), None)
+            # The metagraph as last read: the lanes' supervisor keeps it fresh, off the loop (sync_async).
+            current = self._miners_in(self.metagraph) if self.metagraph is not None else self.miners()
+            neuron = next((n for n in current if n.hotkey == hotkey), None)
             if neuron is None:
                 return  # deregistered, or no longer serving: the supervisor starts a lane if it returns
             async with slots:
@@ -322,12 +324,15 @@ class Validator:
         are computed from the scores as they stand; the scored outcomes recorded while they are submitted are held
         (``record``) and logged after the weights entry, so the audit log still orders the entry exactly after
         the outcomes it used (``validator.audit`` replays that)."""
-        mg = await self.sync_async()
-        with self.scores.lock:
-            used, weights = self._weights_from(mg)
-            self._held = []
+        if self._held is not None:  # one weight setting at a time: a second would lose the first one's held outcomes
+            return self._weights_event(self.last_weights_block or -1, WeightVector((), ()), "weights are being set already")
+        self._held = []  # from here on, outcomes wait for the weights entry (none is logged before it is decided)
         block, error = -1, None
+        weights = WeightVector((), ())
         try:
+            mg = await self.sync_async()
+            with self.scores.lock:
+                used, weights = self._weights_from(mg)
             block = await asyncio.to_thread(self.chain.block)
             error = self._nothing_earned(block, weights)
             if error is None:
