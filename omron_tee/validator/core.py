@@ -150,6 +150,11 @@ class Validator:
             found = self._miners_in(self.sync())
         return found
 
+    def known_miners(self) -> list[Neuron]:
+        """The miners of the metagraph as last read (read now only when none was yet): for the API's requests, which
+        must not wait on the chain; the lanes' supervisor keeps it fresh (``sync_async``)."""
+        return self._miners_in(self.metagraph) if self.metagraph is not None else self.miners()
+
     def _miners_in(self, mg: Metagraph) -> list[Neuron]:
         # Permit holders are validators: they serve an API, not inference.
         return [n for n in mg.neurons if n.endpoint is not None and n.hotkey != self.hotkey and not n.validator_permit]
@@ -269,9 +274,7 @@ class Validator:
     async def _lane(self, hotkey: str, stop: asyncio.Event, interval: float, max_backoff: float, slots: asyncio.Semaphore) -> None:
         backoff = 1.0
         while not stop.is_set():
-            # The metagraph as last read: the lanes' supervisor keeps it fresh, off the loop (sync_async).
-            current = self._miners_in(self.metagraph) if self.metagraph is not None else self.miners()
-            neuron = next((n for n in current if n.hotkey == hotkey), None)
+            neuron = next((n for n in self.known_miners() if n.hotkey == hotkey), None)
             if neuron is None:
                 return  # deregistered, or no longer serving: the supervisor starts a lane if it returns
             async with slots:

@@ -11,6 +11,8 @@ from elsewhere (no CDN: validators often run without outbound access) and polls 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from importlib import resources
 from typing import Any
 
@@ -24,7 +26,9 @@ def page() -> bytes:
     return PAGE.read_bytes()
 
 
-def dashboard_of(validator: Any) -> dict[str, Any]:
+def dashboard_of(validator: Any, revealed: dict[int, dict[int, float]] | None = None) -> dict[str, Any]:
+    """The dashboard's data; ``revealed``: the other validators' weights on chain (``RevealedWeights``), read here
+    when not given (blocking: the route passes what its cache holds)."""
     mg = validator.metagraph
     neurons = mg.neurons if mg is not None else ()
     by_hotkey = {n.hotkey: n for n in neurons}
@@ -40,7 +44,7 @@ def dashboard_of(validator: Any) -> dict[str, Any]:
             "failed": rec.failures if rec else 0, "reasons": reasons, "score": round(rec.score, 6) if rec else None,
             "weight": round(validator.last_weights.get(n.uid, 0.0), 6), "consensus": round(n.consensus, 6), "incentive": round(n.incentive, 6),
         })
-    revealed = _revealed_weights(validator.chain)
+    revealed = _revealed_weights(validator.chain) if revealed is None else revealed
     validators = []
     for n in neurons:
         if not n.validator_permit:
@@ -66,6 +70,29 @@ def dashboard_of(validator: Any) -> dict[str, Any]:
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
+
+
+class RevealedWeights:
+    """The chain's revealed weights for the dashboard, read at most once per ``every`` seconds in a worker thread and
+    shared by the requests that ask meanwhile: a subtensor read takes seconds, and anyone may ask for the page."""
+
+    def __init__(self, chain: Any, *, every: float) -> None:
+        self.chain, self.every = chain, every
+        self._value: dict[int, dict[int, float]] = {}
+        self._at = float("-inf")
+        self._reading: asyncio.Task | None = None
+
+    async def get(self) -> dict[int, dict[int, float]]:
+        if time.monotonic() - self._at < self.every:
+            return self._value
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.create_task(self._read())
+        return await asyncio.shield(self._reading)
+
+    async def _read(self) -> dict[int, dict[int, float]]:
+        self._value = await asyncio.to_thread(_revealed_weights, self.chain)
+        self._at = time.monotonic()
+        return self._value
 
 
 def _revealed_weights(chain: Any) -> dict[int, dict[int, float]]:

@@ -37,7 +37,7 @@ REQUEST_FAULTS = frozenset({Reason.TAMPERED_CIPHERTEXT, Reason.MALFORMED_MESSAGE
 
 def relay_targets(validator: Any, request: RelayRequest, tried: list[Tried]) -> Iterator[tuple[str, InferRequest, Neuron, float]]:
     """The attempts still worth making, with the seconds left; skipped ones are noted in ``tried``."""
-    by_hotkey = {n.hotkey: n for n in validator.miners()}
+    by_hotkey = {n.hotkey: n for n in validator.known_miners()}
     deadline = time.monotonic() + request.deadline_ms / 1000
     for hotkey, sealed in request.attempts:
         neuron = by_hotkey.get(hotkey)

@@ -95,7 +95,7 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
         if ask.model not in prober.model_ids:
             prober.models.get(ask.model)  # unknown-model, named
         kem = KemSuite.parse(ask.kem).value  # refuse a bad suite here, not at every miner
-        targets = candidates(validator.miners(), validator.scores.scores(), prober.offers, ask.model, ask.count)
+        targets = candidates(validator.known_miners(), validator.scores.scores(), prober.offers, ask.model, ask.count)
 
         async def one(n: Any) -> Candidate:
             assert n.endpoint is not None
@@ -156,9 +156,11 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
     async def dashboard_page() -> Any:
         return Response(content=dashboard.page(), media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
 
+    revealed = dashboard.RevealedWeights(validator.chain, every=max(2.0, validator.chain.block_time()))
+
     @api.get("/v1/dashboard")
     async def dashboard_data() -> Any:
-        return json_response(dashboard.dashboard_of(validator))
+        return json_response(dashboard.dashboard_of(validator, await revealed.get()))
 
     @api.get("/v1/models")
     async def models() -> Any:
