@@ -100,6 +100,7 @@ class Validator:
         self.history = History()  # what the dashboard shows (validator.api.dashboard)
         self.metagraph: Metagraph | None = None
         self.loop_watch = LoopWatch()  # running while probing continuously: a probe overlapping a stall of ours is not scored
+        self._syncing: asyncio.Future | None = None  # the metagraph read in flight (sync_async)
         self._synced_at = 0.0
         # A metagraph older than about a block is re-read before use: the API serves
         # between rounds, and a round (LLM probes, zk proofs) can take seconds.
@@ -127,8 +128,11 @@ class Validator:
 
     async def sync_async(self) -> Metagraph:
         """``sync`` with the chain read in a worker thread: a subtensor node takes seconds, which the probes
-        in flight on this loop must not wait through."""
-        return self._synced(await asyncio.to_thread(self.chain.metagraph))
+        in flight on this loop must not wait through. Callers meanwhile share the one read."""
+        loop = asyncio.get_running_loop()
+        if self._syncing is None or self._syncing.done() or self._syncing.get_loop() is not loop:
+            self._syncing = loop.create_task(asyncio.to_thread(self.chain.metagraph))
+        return self._synced(await asyncio.shield(self._syncing))
 
     def _synced(self, mg: Metagraph) -> Metagraph:
         self.metagraph = mg
@@ -151,9 +155,20 @@ class Validator:
         return found
 
     def known_miners(self) -> list[Neuron]:
-        """The miners of the metagraph as last read (read now only when none was yet): for the API's requests, which
-        must not wait on the chain; the lanes' supervisor keeps it fresh (``sync_async``)."""
+        """The miners of the metagraph as last read (read now only when none was yet), for the lanes: their
+        supervisor keeps it fresh, off the loop (``sync_async``)."""
         return self._miners_in(self.metagraph) if self.metagraph is not None else self.miners()
+
+    async def current_miners(self) -> list[Neuron]:
+        """``miners`` for async callers (the API's requests): a stale metagraph, or one without miners after 0.1 s,
+        is read again off the loop, one read shared by the requests meanwhile."""
+        if self.metagraph_stale:
+            await self.sync_async()
+        assert self.metagraph is not None
+        found = self._miners_in(self.metagraph)
+        if not found and time.monotonic() - self._synced_at >= 0.1:
+            found = self._miners_in(await self.sync_async())  # a network starting up: look again now
+        return found
 
     def _miners_in(self, mg: Metagraph) -> list[Neuron]:
         # Permit holders are validators: they serve an API, not inference.

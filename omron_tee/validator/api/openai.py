@@ -253,7 +253,7 @@ class Completions:
         """Attest LLM miners (fresh nonce each), seal the prompt to the first that passes and answers."""
         reasons = []
         spec = self.prober.models.get(model)
-        for neuron in candidates(self.validator.known_miners(), self.validator.scores.scores(), self.prober.offers, model, CANDIDATES):
+        for neuron in candidates(await self.validator.current_miners(), self.validator.scores.scores(), self.prober.offers, model, CANDIDATES):
             known = neuron.hotkey in self.prober.offers and model in self.prober.offers[neuron.hotkey].models
             try:
                 session, _, nonce = await self.prober.session(neuron)

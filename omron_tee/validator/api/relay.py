@@ -35,9 +35,9 @@ log = logging.getLogger("omron_tee.validator.api")
 REQUEST_FAULTS = frozenset({Reason.TAMPERED_CIPHERTEXT, Reason.MALFORMED_MESSAGE, Reason.BAD_KEY, Reason.UNKNOWN_KEY, Reason.UNSUPPORTED_SUITE, Reason.TOO_LARGE})
 
 
-def relay_targets(validator: Any, request: RelayRequest, tried: list[Tried]) -> Iterator[tuple[str, InferRequest, Neuron, float]]:
-    """The attempts still worth making, with the seconds left; skipped ones are noted in ``tried``."""
-    by_hotkey = {n.hotkey: n for n in validator.known_miners()}
+def relay_targets(miners: list[Neuron], request: RelayRequest, tried: list[Tried]) -> Iterator[tuple[str, InferRequest, Neuron, float]]:
+    """The attempts still worth making among ``miners``, with the seconds left; skipped ones are noted in ``tried``."""
+    by_hotkey = {n.hotkey: n for n in miners}
     deadline = time.monotonic() + request.deadline_ms / 1000
     for hotkey, sealed in request.attempts:
         neuron = by_hotkey.get(hotkey)
@@ -65,7 +65,7 @@ def all_failed(tried: list[Tried]) -> MinerError:
 async def relay(validator: Any, client: SignedClient, request: RelayRequest, *, streamed: bool, attempt_timeout: float, max_bytes: int) -> Response:
     """The first miner's sealed answer stream, with ``RelayReply`` headers, or a named JSON refusal."""
     tried: list[Tried] = []
-    for hotkey, sealed, neuron, left in relay_targets(validator, request, tried):
+    for hotkey, sealed, neuron, left in relay_targets(await validator.current_miners(), request, tried):
         assert neuron.endpoint is not None
         timeout = left if streamed else min(left, attempt_timeout)
         stack = contextlib.AsyncExitStack()

@@ -95,7 +95,7 @@ def build_api(validator: Any, verifier: RequestVerifier, *, quota: ApiQuota | No
         if ask.model not in prober.model_ids:
             prober.models.get(ask.model)  # unknown-model, named
         kem = KemSuite.parse(ask.kem).value  # refuse a bad suite here, not at every miner
-        targets = candidates(validator.known_miners(), validator.scores.scores(), prober.offers, ask.model, ask.count)
+        targets = candidates(await validator.current_miners(), validator.scores.scores(), prober.offers, ask.model, ask.count)
 
         async def one(n: Any) -> Candidate:
             assert n.endpoint is not None
