@@ -272,7 +272,7 @@ class Validator:
                 if self.metagraph_stale:
                     with contextlib.suppress(ChainError):  # the last metagraph serves until the chain answers
                         await self.sync_async()
-                for m in self.miners():
+                for m in self.known_miners():
                     if m.hotkey not in lanes or lanes[m.hotkey].done():
                         lanes[m.hotkey] = asyncio.create_task(self._lane(m.hotkey, stop, interval, max_backoff, slots))
                 self.scores.flush()

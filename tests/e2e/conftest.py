@@ -43,12 +43,6 @@ ROLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Miner:
     role: str
@@ -140,9 +134,20 @@ def net(tmp_path_factory) -> Net:
     assert chain.register(validator, stake=1000.0) == 0
     n = Net(d, chain_path, wallet_path, chain, validator, create_wallet("client", "default", wallet_path))
     (d / "logs").mkdir()
-    for role in [*ROLES, "down"]:
+    roles = [*ROLES, "down"]
+    # Distinct ports, all held while they are picked: one picked and let go at a time may come back twice,
+    # and then "down" is served by another miner (its probe named wrong-receiver, not unreachable).
+    holders = [socket.socket() for _ in roles]
+    try:
+        for s in holders:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in holders]
+    finally:
+        for s in holders:
+            s.close()
+    for role, port in zip(roles, ports):
         w = create_wallet(f"miner-{role}", "default", wallet_path)
-        n.miners[role] = Miner(role, w, chain.register(w), _free_port(), d / "logs" / f"{role}.log")
+        n.miners[role] = Miner(role, w, chain.register(w), port, d / "logs" / f"{role}.log")
     # "down": registered and announced, but nothing listens on its port.
     down = n.miners["down"]
     chain.serve(down.wallet, Endpoint("127.0.0.1", down.port))
