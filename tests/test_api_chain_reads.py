@@ -6,6 +6,8 @@ import asyncio
 import threading
 import time
 
+from looptime import ticking
+
 from omron_tee.validator.api.dashboard import RevealedWeights
 
 
@@ -27,19 +29,10 @@ def test_the_dashboards_chain_read_is_shared_cached_and_off_the_loop() -> None:
     cache = RevealedWeights(chain, every=60.0)
 
     async def go():
-        ticks = 0
-
-        async def tick():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        first = await asyncio.gather(*(cache.get() for _ in range(20)))  # twenty requests at once
-        again = await cache.get()  # within the period: from the cache
-        ticker.cancel()
-        return first, again, ticks
+        async with ticking() as ticks:
+            first = await asyncio.gather(*(cache.get() for _ in range(20)))  # twenty requests at once
+            again = await cache.get()  # within the period: from the cache
+        return first, again, ticks.count
 
     first, again, ticks = asyncio.run(go())
     assert all(w == {1: {2: 1.0}} for w in first) and again == {1: {2: 1.0}}
