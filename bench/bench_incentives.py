@@ -26,6 +26,7 @@ and, for the validators, each one's consensus trust and dividends per unit of st
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import statistics
 import sys
@@ -38,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from omron_tee.attestation.validate.policy import Policy  # noqa: E402
 from omron_tee.chain.embedded import EmbeddedChain  # noqa: E402
 from omron_tee.chain.yuma import DEFAULT_KAPPA, consensus_of  # noqa: E402
 from omron_tee.config import create_wallet  # noqa: E402
@@ -81,9 +83,11 @@ COPIER = ("v-copier", 10_000.0)
 
 
 class _NoProbes:
-    """The prober slot of a ``Validator`` that is driven here: only its identity registry is read."""
+    """The prober slot of a ``Validator`` that is driven here: only its identity registry and its policy's release
+    rule (none required) are read."""
 
     identities = IdentityRegistry()
+    policy = Policy()
 
 
 class Sim:
@@ -141,7 +145,7 @@ class Sim:
                         v.record(self.outcome(m, k, offset))
             sets: dict[str, dict[str, float]] = {}
             for (v, _), (name, _, _) in zip(self.validators, VALIDATORS):
-                ev = v.set_weights()
+                ev = asyncio.run(v.set_weights())
                 by_uid = ev.weights.as_dict() if ev.error is None else {}
                 sets[name] = {m.name: by_uid.get(self.uid[m.name], 0.0) for m in MINERS}
             self.copy_weights()

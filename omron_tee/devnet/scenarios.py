@@ -102,7 +102,7 @@ async def _drive(net: LocalNet, args: Any, console: Console, t_start: float) -> 
     console.step("final weights from every validator (committed; the chain reveals them one epoch later)")
     for v in validators:
         while True:
-            ev = await v.set_weights_async()
+            ev = await v.set_weights()
             if ev.error is None or "no miner" in ev.error:
                 break
             await asyncio.sleep(net.block_time * max(1, net.chain.blocks_until_weights_allowed(v.hotkey)))
@@ -153,7 +153,7 @@ async def _benchmark(net: LocalNet, validators: list[Validator], seen: list[dict
         while time.monotonic() < deadline:
             for v in validators:
                 if await asyncio.to_thread(v.due_for_weights):
-                    await v.set_weights_async()  # as the neuron does: the lanes probe on while the chain takes the weights
+                    await v.set_weights()  # as the neuron does: the lanes probe on while the chain takes the weights
             done = all(sum(s.values()) >= target and all(s.get(h, 0) >= MIN_PROBES_PER_MINER for h in miners) for s in seen)
             if done or any(t.done() for t in lanes):
                 break
@@ -237,7 +237,7 @@ async def _receipt_on_chain(net: LocalNet, validator: Validator, c: PrivateClien
     """The client has its receipt logged by the validator, which commits its log's root on chain (it does
     after every weight set; here at once), and checks the inclusion proof against that root."""
     index, _ = await c.record_receipt(receipt)
-    committed = validator.commit_audit()
+    committed = await validator.commit_audit()
     proof = await c.inclusion_proof(index)
     problems, block = check_inclusion(proof, receipt_json=receipt.receipt.to_json(), miner_hotkey=receipt.miner_hotkey,
                                       commitments=[(x.hotkey, x.block, x.data) for x in net.chain.commitments()])

@@ -67,11 +67,6 @@ class WeightsEvent:
 Event = ProbeEvent | WeightsEvent
 
 
-def _refused(e: ChainError) -> str:
-    """What a weight setting the chain did not take says of it."""
-    return str(e) if isinstance(e, RateLimited) else f"chain refused weights: {e}"
-
-
 class Validator:
     def __init__(
         self,
@@ -108,8 +103,8 @@ class Validator:
         self.last_weights_block: int | None = None
         self._nothing_to_set_at: int | None = None  # block of the last attempt that found no miner earning
         self.last_weights: dict[int, float] = {}
-        # While set_weights_async submits weights: the scored outcomes recorded meanwhile, (outcome, model, time), applied
-        # and logged after the weights entry, as the score book's lock orders them in set_weights.
+        # While set_weights is at work: the scored outcomes recorded meanwhile, (outcome, model, time), applied and
+        # logged after the weights entry (the audit log orders that entry exactly after the outcomes it used).
         self._held: list[tuple[Outcome, str, float]] | None = None
         self._cursor = 0
         self.verdicts: dict[str, LastVerdict] = {}  # hotkey -> the last benchmark verdict (api.verdicts tells the miner)
@@ -187,7 +182,7 @@ class Validator:
 
     def record(self, outcome: Outcome, model_id: str = "?", *, now: float | None = None) -> tuple[float, float]:
         """Apply and log one outcome; (old score, new score). While weights are being submitted
-        (``set_weights_async``), a scored outcome is held and applied after their log entry: (score, score) now."""
+        (``set_weights``), a scored outcome is held and applied after their log entry: (score, score) now."""
         if self._held is not None and outcome.kind != "relay":  # relayed outcomes are never logged: no order to keep
             self._held.append((outcome, model_id, self.scores.clock()))
             rec = self.scores.records.get(outcome.hotkey)
@@ -313,36 +308,15 @@ class Validator:
             return False
         return self.chain.blocks_until_weights_allowed(self.hotkey) == 0
 
-    def set_weights(self) -> WeightsEvent:
+    async def set_weights(self) -> WeightsEvent:
         """Weights from the earning miners' scores, set on chain; then the audit log's root is committed.
 
-        The score book is held for the whole of it, so the ``weights`` entry lands in the log
-        exactly after the outcomes the weights came from (``validator.audit`` replays that).
-        Blocking: the neuron uses ``set_weights_async``."""
-        mg = self.sync()
-        with self.scores.lock:
-            used, weights = self._weights_from(mg)
-            block = self.chain.block()
-            error = self._nothing_earned(block, weights)
-            if error is None:
-                try:
-                    self.chain.set_weights(self.wallet, list(weights.uids), list(weights.weights), version_key=WEIGHTS_VERSION)
-                except ChainError as e:  # RateLimited included
-                    error = _refused(e)
-                else:
-                    self._weights_landed(block, used, weights)
-            self.scores.flush()
-        if error is None:
-            self.commit_audit()
-        return self._weights_event(block, weights, error)
-
-    async def set_weights_async(self) -> WeightsEvent:
-        """``set_weights`` with its chain calls in worker threads, so probes and the API go on meanwhile (a subtensor
-        node takes a block or more to include weights, and as long again for the audit commitment). The weights
-        are computed from the scores as they stand; the scored outcomes recorded while they are submitted are held
-        (``record``) and logged after the weights entry, so the audit log still orders the entry exactly after
-        the outcomes it used (``validator.audit`` replays that)."""
-        if self._held is not None:  # one weight setting at a time: a second would lose the first one's held outcomes
+        The chain calls run in worker threads, so probes and the API go on meanwhile (a subtensor node takes a
+        block or more to include weights, and as long again for the audit commitment). The weights are computed
+        from the scores as they stand; the scored outcomes recorded from then until the weights are in are held
+        (``record``) and logged after the weights entry, so the audit log orders that entry exactly after the
+        outcomes the weights came from (``validator.audit`` replays that). One weight setting at a time."""
+        if self._held is not None:  # a second would lose the first one's held outcomes
             return self._weights_event(self.last_weights_block or -1, WeightVector((), ()), "weights are being set already")
         self._held = []  # from here on, outcomes wait for the weights entry (none is logged before it is decided)
         block, error = -1, None
@@ -350,38 +324,31 @@ class Validator:
         try:
             mg = await self.sync_async()
             with self.scores.lock:
-                used, weights = self._weights_from(mg)
+                used, weights = weights_for(self.scores.earning_scores(), {n.hotkey: n.uid for n in mg.neurons}, exclude=self.hotkey,
+                                            top_k=self.top_k)
             block = await asyncio.to_thread(self.chain.block)
-            error = self._nothing_earned(block, weights)
-            if error is None:
+            if not weights.uids:
+                error = "no miner has earned weight yet"
+                self._nothing_to_set_at = block
+            else:
                 await asyncio.to_thread(self.chain.set_weights, self.wallet, list(weights.uids), list(weights.weights),
                                         version_key=WEIGHTS_VERSION)
-                self._weights_landed(block, used, weights)
-        except ChainError as e:  # RateLimited included
-            error = _refused(e)
+                self.last_weights_block = block
+                self.last_weights = weights.as_dict()
+                self.history.weights_set(block, self.last_weights)
+                self.scores.log(WeightsEntry(block, WEIGHTS_VERSION, self.top_k, used, {str(u): w for u, w in weights.as_dict().items()}))
+        except RateLimited as e:
+            error = str(e)
+        except ChainError as e:
+            error = f"chain refused weights: {e}"
         finally:
             held, self._held = self._held, None
             for outcome, model_id, at in held:
                 self.record(outcome, model_id, now=at)
             self.scores.flush()
         if error is None:
-            await self.commit_audit_async()
+            await self.commit_audit()
         return self._weights_event(block, weights, error)
-
-    def _weights_from(self, mg: Metagraph) -> tuple[dict[str, float], WeightVector]:
-        return weights_for(self.scores.earning_scores(), {n.hotkey: n.uid for n in mg.neurons}, exclude=self.hotkey, top_k=self.top_k)
-
-    def _nothing_earned(self, block: int, weights: WeightVector) -> str | None:
-        if weights.uids:
-            return None
-        self._nothing_to_set_at = block
-        return "no miner has earned weight yet"
-
-    def _weights_landed(self, block: int, used: dict[str, float], weights: WeightVector) -> None:
-        self.last_weights_block = block
-        self.last_weights = weights.as_dict()
-        self.history.weights_set(block, self.last_weights)
-        self.scores.log(WeightsEntry(block, WEIGHTS_VERSION, self.top_k, used, {str(u): w for u, w in weights.as_dict().items()}))
 
     def _weights_event(self, block: int, weights: WeightVector, error: str | None) -> WeightsEvent:
         ev = WeightsEvent(block, weights, error)
@@ -399,36 +366,10 @@ class Validator:
             self.scores.flush()
         return self._receipt_entries[digest]
 
-    async def commit_audit_async(self) -> AuditCommitment | None:
-        """``commit_audit`` with its chain calls in worker threads (the log may grow meanwhile: the root covers its size then)."""
-        c = self._audit_due()
-        if c is None:
-            return None
-        try:
-            await asyncio.to_thread(self.chain.commit, self.wallet, c.to_commitment())
-            block = await asyncio.to_thread(self.chain.block)
-        except ChainError as e:  # RateLimited included
-            log.warning("could not commit the audit log's root (%d entries) on chain: %s", c.size, e)
-            return None
-        self.scores.store.save_commit(c.size, c.root, block)
-        return c
-
-    def commit_audit(self) -> AuditCommitment | None:
-        """Commit the audit log's size and root on chain (None when there is nothing new, or the chain refused:
-        the next weight set commits a longer log, which covers this one)."""
-        c = self._audit_due()
-        if c is None:
-            return None
-        try:
-            self.chain.commit(self.wallet, c.to_commitment())
-        except ChainError as e:  # RateLimited included
-            log.warning("could not commit the audit log's root (%d entries) on chain: %s", c.size, e)
-            return None
-        self.scores.store.save_commit(c.size, c.root, self.chain.block())
-        return c
-
-    def _audit_due(self) -> AuditCommitment | None:
-        """The commitment of the log as it stands; None without a log, with nothing in it, or nothing new since the last."""
+    async def commit_audit(self) -> AuditCommitment | None:
+        """Commit the audit log's size and root on chain, the chain calls in worker threads (None when there is nothing
+        new, or the chain refused: the next weight set commits a longer log, which covers this one). The log may grow
+        meanwhile: the root covers its size when the commitment was made."""
         if self.scores.ledger is None:
             return None
         self.scores.flush()
@@ -436,4 +377,12 @@ class Validator:
         done = self.scores.store.commits()
         if not size or (done and done[-1][0] == size):
             return None
-        return AuditCommitment(self.scores.store.log_id(), size, self.scores.ledger.tree.root(size))
+        c = AuditCommitment(self.scores.store.log_id(), size, self.scores.ledger.tree.root(size))
+        try:
+            await asyncio.to_thread(self.chain.commit, self.wallet, c.to_commitment())
+            block = await asyncio.to_thread(self.chain.block)
+        except ChainError as e:  # RateLimited included
+            log.warning("could not commit the audit log's root (%d entries) on chain: %s", size, e)
+            return None
+        self.scores.store.save_commit(size, c.root, block)
+        return c

@@ -238,7 +238,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
             else:
                 log.info("no miner serves yet; waiting")
             if await asyncio.to_thread(validator.due_for_weights):
-                await validator.set_weights_async()  # its chain calls off the loop: the lanes probe on meanwhile
+                await validator.set_weights()  # its chain calls off the loop: the lanes probe on meanwhile
             await asyncio.sleep(args.interval)
     finally:
         if lanes is not None:

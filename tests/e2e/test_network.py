@@ -36,12 +36,12 @@ def test_each_miner_gets_its_reason(net, tmp_path) -> None:
                     old, new = v.record(r.outcome)
                     events.append(ProbeEvent(r, old, new))
                 v.scores.flush()
-            early = v.set_weights()
+            early = await v.set_weights()
             assert early.error == "no miner has earned weight yet", early  # fewer than MIN_SAMPLES verified answers
             honest = next(n for n in miners if by_hotkey[n.hotkey] == "honest")
             for _ in range(MIN_SAMPLES - 4):
                 v.record((await v.prober.probe(honest)).outcome)
-            weights = v.set_weights()
+            weights = await v.set_weights()
         finally:
             await v.prober.client.aclose()
             v.scores.close()

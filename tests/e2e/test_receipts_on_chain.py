@@ -51,7 +51,7 @@ def test_a_recorded_receipt_is_proven_on_chain_and_the_validator_is_audited(net,
                         api.v.record(Outcome(m.hotkey, m.uid, True, "ok", 0.01, True, True))
                 while api.v.chain.blocks_until_weights_allowed(api.v.hotkey):
                     await asyncio.sleep(0.05)
-                ev = api.v.set_weights()
+                ev = await api.v.set_weights()
                 proof = await c.inclusion_proof(index)
                 audited = await asyncio.to_thread(_cli, "audit", "weights", "--validator", api.url, "--chain.path", str(net.chain_path), "--json")
                 return receipt, index, again, early, served_early, bad_index, bad_page, refused.value, ev, proof, audited, api.policy

@@ -311,7 +311,7 @@ def test_metrics_health_and_status_are_scraped(net, tmp_path, make_wallet, capsy
         async with Api(net, tmp_path / "scores.sqlite", quota=ApiQuota(rate=0.01, burst=2)) as api:
             for _ in range(2):
                 await api.v.step(len(api.v.miners()))
-            api.v.set_weights()
+            await api.v.set_weights()
             c = api.client()
             try:
                 await c.infer(spec.model_id, _secret_input(spec), candidates=4, deadline_s=8.0)  # one relayed exchange (and the burst spent)

@@ -118,7 +118,7 @@ def test_no_miner_stalls_a_round(outcome) -> None:
 
 def test_failures_do_not_reach_the_honest_miners_scores_or_weights(hostile_net, outcome) -> None:
     v, _, _ = outcome
-    ev = v.set_weights()
+    ev = asyncio.run(v.set_weights())
     assert ev.error is None, ev.error
     w = ev.weights.as_dict()
     honest = [hostile_net.members[h].uid for h in ("honest-a", "honest-b")]

@@ -66,7 +66,7 @@ def feed(v, clock, miners, n=40, seed=0):
 
 def set_weights(v, clock):
     clock.now += 3.0  # past the rate limit
-    ev = v.set_weights()
+    ev = asyncio.run(v.set_weights())
     assert ev.error is None, ev.error
     return ev
 
@@ -94,7 +94,7 @@ def test_an_honest_validators_weights_are_recomputed_from_its_log(world):
 
 
 def test_weights_set_off_the_loop_keep_the_log_in_order(world):
-    """``set_weights_async`` submits from a worker thread while outcomes keep arriving on the loop: those are held
+    """``set_weights`` submits from a worker thread while outcomes keep arriving on the loop: those are held
     and logged after the weights entry, so the auditor's replay recomputes every weight set, and none is lost."""
     v, chain, clock, miners, _ = world
     feed(v, clock, miners)
@@ -109,7 +109,7 @@ def test_weights_set_off_the_loop_keep_the_log_in_order(world):
     chain.set_weights = slow
 
     async def go():
-        task = asyncio.create_task(v.set_weights_async())
+        task = asyncio.create_task(v.set_weights())
         while not submitting.is_set():
             await asyncio.sleep(0.01)
         logged = len(v.scores.ledger)
