@@ -28,6 +28,7 @@ from omron_tee.validator.metrics import ValidatorMetrics
 from omron_tee.validator.prober import DEADLINE_SLACK_S, Prober, ProbeResult
 from omron_tee.validator.releases import ReleaseWatcher
 from omron_tee.validator.scoring import Outcome, ScoreBook
+from omron_tee.validator.shared_read import SharedRead
 from omron_tee.transparency.records import AuditCommitment, ReceiptEntry, WeightsEntry
 from omron_tee.validator.weights import WEIGHTS_VERSION, WeightVector, weights_for
 
@@ -95,7 +96,7 @@ class Validator:
         self.history = History()  # what the dashboard shows (validator.api.dashboard)
         self.metagraph: Metagraph | None = None
         self.loop_watch = LoopWatch()  # running while probing continuously: a probe overlapping a stall of ours is not scored
-        self._syncing: asyncio.Future | None = None  # the metagraph read in flight (sync_async)
+        self._metagraph_read = SharedRead(chain.metagraph)  # sync_async's: one read in flight, shared
         self._synced_at = 0.0
         # A metagraph older than about a block is re-read before use: the API serves
         # between rounds, and a round (LLM probes, zk proofs) can take seconds.
@@ -124,10 +125,7 @@ class Validator:
     async def sync_async(self) -> Metagraph:
         """``sync`` with the chain read in a worker thread: a subtensor node takes seconds, which the probes
         in flight on this loop must not wait through. Callers meanwhile share the one read."""
-        loop = asyncio.get_running_loop()
-        if self._syncing is None or self._syncing.done() or self._syncing.get_loop() is not loop:
-            self._syncing = loop.create_task(asyncio.to_thread(self.chain.metagraph))
-        return self._synced(await asyncio.shield(self._syncing))
+        return self._synced(await self._metagraph_read.get())
 
     def _synced(self, mg: Metagraph) -> Metagraph:
         self.metagraph = mg

@@ -11,12 +11,11 @@ from elsewhere (no CDN: validators often run without outbound access) and polls 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from importlib import resources
 from typing import Any
 
 from omron_tee.errors import ChainError
+from omron_tee.validator.shared_read import SharedRead
 from omron_tee.validator.weights import cosine
 
 PAGE = resources.files("omron_tee.validator.api").joinpath("dashboard.html")
@@ -72,27 +71,12 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
 
 
-class RevealedWeights:
-    """The chain's revealed weights for the dashboard, read at most once per ``every`` seconds in a worker thread and
+class RevealedWeights(SharedRead[dict[int, dict[int, float]]]):
+    """The chain's revealed weights for the dashboard, read at most once per ``every`` seconds off the loop and
     shared by the requests that ask meanwhile: a subtensor read takes seconds, and anyone may ask for the page."""
 
     def __init__(self, chain: Any, *, every: float) -> None:
-        self.chain, self.every = chain, every
-        self._value: dict[int, dict[int, float]] = {}
-        self._at = float("-inf")
-        self._reading: asyncio.Task | None = None
-
-    async def get(self) -> dict[int, dict[int, float]]:
-        if time.monotonic() - self._at < self.every:
-            return self._value
-        if self._reading is None or self._reading.done():
-            self._reading = asyncio.create_task(self._read())
-        return await asyncio.shield(self._reading)
-
-    async def _read(self) -> dict[int, dict[int, float]]:
-        self._value = await asyncio.to_thread(_revealed_weights, self.chain)
-        self._at = time.monotonic()
-        return self._value
+        super().__init__(lambda: _revealed_weights(chain), every=every)
 
 
 def _revealed_weights(chain: Any) -> dict[int, dict[int, float]]:
