@@ -87,6 +87,7 @@ def dumps(obj: Any) -> bytes:
 # Sealed plaintexts with binary attachments (``untrusted.dumps_attached``): a tensor's bytes travel
 # after the JSON, not as base64 inside it.
 encode_sealed = untrusted.dumps_attached
+encode_sealed_parts = untrusted.dumps_attached_parts  # the same bytes unjoined (channel.hpke.pad joins them with its padding)
 decode_sealed = untrusted.loads_attached
 
 
@@ -301,7 +302,7 @@ class SealedRequest:
 
     def encode_parts(self) -> list[bytes]:
         """``encode``'s bytes in parts (``channel.hpke.seal`` joins them with the padding: one copy of a large input)."""
-        return untrusted.dumps_attached_parts({
+        return encode_sealed_parts({
             "v": PROTOCOL_VERSION,
             "nonce": b64(self.nonce),
             "model": self.model_id,
