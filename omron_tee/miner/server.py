@@ -1,10 +1,12 @@
-"""The miner's HTTP server: plain Starlette routes over the trusted app.
+"""The miner's HTTP server: Starlette routes over the trusted app, on a Starlette ``Router`` alone.
 
 Starlette, not FastAPI: three routes that read their own bodies need none of FastAPI's
-request parsing, which cost the miner CPU on every request. Nor the bare ASGI interface: the same
-routes without a framework saved only about 8 % of the miner's CPU per request (0-15 % across
-runs), too little to hand-roll Starlette's request, streaming and disconnect handling
-(``bench/bench_miner_http.py`` measures the three side by side).
+request parsing, which cost the miner CPU on every request. A ``Router``, not a ``Starlette``
+application: the application wraps its router in two middlewares (server errors, exception
+handlers) whose work ``wire.server.guarded`` already does; without them these routes cost the
+miner 3-4 % more CPU per request than the same routes on the bare ASGI interface with no framework,
+against 13-19 % with them (``bench/bench_miner_http.py`` measures the three side by side), too
+little left to hand-roll Starlette's request, streaming and disconnect handling.
 
 Routes (POST bodies signed with btauth/1 for this miner's hotkey):
 ``/attest`` (AttestRequest JSON -> AttestResponse) and ``/infer`` (InferRequest as a binary
@@ -26,10 +28,9 @@ import threading
 import time
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, Router
 
 from omron_tee.chain.base import Chain
 from omron_tee.miner.trusted_app import TrustedApp
@@ -107,7 +108,7 @@ def validator_admission(chain: Chain, *, refresh_s: float = 12.0, also: frozense
     return Admission(check, fresher)
 
 
-def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> Starlette:
+def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> Router:
 
     async def attest(caller: str, body: Any) -> Any:
         return app_core.attest(AttestRequest.from_json(body)).to_json()
@@ -138,7 +139,10 @@ def build_app(app_core: TrustedApp, verifier: RequestVerifier) -> Starlette:
     async def health(request: Request) -> Response:
         return json_response({"hotkey": verifier.self_hotkey, "tee_type": app_core.backend.tee_type.value, "models": list(app_core.models)})
 
-    return Starlette(routes=[
+    # A Router alone, not a Starlette application: the application would wrap it in two middlewares (server-error and
+    # exception handling) that ``guarded`` already does the work of; measured, they were most of the difference between
+    # these routes and the same ones on the bare ASGI interface (bench/bench_miner_http.py).
+    return Router(routes=[
         Route("/attest", signed_route(verifier, attest, log), methods=["POST"]),
         Route("/infer", guarded(infer, log), methods=["POST"]),
         Route("/infer/batch", guarded(infer_batch, log), methods=["POST"]),
