@@ -185,3 +185,40 @@ def test_test_roots_are_refused_outside_tests(sgx_pki, monkeypatch):
     monkeypatch.delenv("OMRON_TEE_ALLOW_TEST_ROOTS", raising=False)
     with pytest.raises(guard.TestRootRefused):
         verifier_with_test_root(sgx_pki, sgx_pki.store())
+
+
+class _CountingPcs:
+    """An Intel PCS client that records what it is asked for and has nothing."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, str]] = []
+
+    def fetch(self, tee: str, fmspc: str, ca: str):
+        self.asked.append((tee, fmspc, ca))
+        raise CollateralError("not here", reason="collateral-unavailable")
+
+
+@pytest.mark.parametrize("forgery", ["made-up root", "leaf under the real PCK CA's name", "no CA"])
+def test_a_pck_chain_intel_did_not_sign_never_reaches_the_collateral_store(sgx_pki, forgery):
+    """The FMSPC a PCK certificate names chooses (and may fetch) collateral only once the chain verifies up to Intel's
+    pinned root: a forged one naming a new FMSPC each time must not send the validator to Intel PCS for every probe,
+    and is refused as untrusted, never as collateral the validator could not find (which would not be charged)."""
+    from cryptography import x509
+
+    from omron_tee.attestation.testing.dcap import _pem
+
+    if forgery == "made-up root":
+        chain = None  # the test PKI's own chain: leaf, CA and a root named "Intel SGX Root CA"
+    elif forgery == "leaf under the real PCK CA's name":
+        import dcap_qvl
+
+        real = [c for c in x509.load_pem_x509_certificates(dcap_qvl.parse_quote(vectors.SGX_QUOTE.read_bytes()).cert_chain_pem_bytes())
+                if c.subject != c.issuer]
+        chain = _pem(sgx_pki.pck, real[1])  # the real Intel PCK CA, which never signed this leaf
+    else:
+        chain = _pem(sgx_pki.pck)
+    pcs = _CountingPcs()
+    store = CollateralStore(intel_client=pcs)  # type: ignore[arg-type]
+    with pytest.raises(VerificationError) as e:
+        SgxVerifier(store).verify(Evidence(TeeType.SGX, sgx_pki.sgx_quote(pck_chain=chain)), now=NOW)
+    assert e.value.reason == "untrusted-chain" and pcs.asked == []

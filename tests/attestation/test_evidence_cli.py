@@ -155,18 +155,28 @@ def test_collateral_import_export_list(capsys, tmp_path):
 
 
 def test_collateral_fetch_into_the_cache(capsys, tmp_path):
-    from omron_tee.attestation.testing.dcap import DcapTestPki
-
+    from omron_tee.attestation.collateral.intel import IntelCollateral
     from omron_tee.attestation.testing.servers import fake_server, pcs_route
 
-    now = 1_790_000_000.0
-    pki = DcapTestPki("sgx", now)
-    quote = tmp_path / "quote.bin"
-    quote.write_bytes(pki.sgx_quote())
     cache = tmp_path / "cache"
-    with fake_server(pcs_route(pki.collateral())) as (url, log):
-        # The quote is under a made-up root, so it does not verify, but its platform's collateral is fetched.
-        code = run("collateral", "fetch", str(quote), "--dir", str(cache), "--pccs-url", url, "--now", "2026-09-21T00:00:00Z")
+    with fake_server(pcs_route(IntelCollateral.from_json(vectors.SGX_COLLATERAL.read_bytes()))) as (url, log):
+        # The published quote's platform: its collateral is fetched (it is then verified at the time given, when the
+        # collateral served had expired, so the quote does not verify, which is not the fetch's concern).
+        code = run("collateral", "fetch", str(vectors.SGX_QUOTE), "--dir", str(cache), "--pccs-url", url, "--now", "2026-09-21T00:00:00Z")
     out = capsys.readouterr().out
     assert code == 0 and "fetched intel/sgx-00A067110000-processor.json" in out and len(log) == 4
     assert (cache / "intel" / "sgx-00A067110000-processor.json").is_file()
+
+
+def test_a_made_up_pck_chain_fetches_nothing(capsys, tmp_path):
+    """The FMSPC in a PCK certificate Intel did not sign is never trusted to choose collateral: nothing is fetched for it."""
+    from omron_tee.attestation.testing.dcap import DcapTestPki
+    from omron_tee.attestation.testing.servers import fake_server, pcs_route
+
+    pki = DcapTestPki("sgx", 1_790_000_000.0)
+    quote = tmp_path / "quote.bin"
+    quote.write_bytes(pki.sgx_quote())
+    with fake_server(pcs_route(pki.collateral())) as (url, log):
+        code = run("collateral", "fetch", str(quote), "--dir", str(tmp_path / "cache"), "--pccs-url", url, "--now", "2026-09-21T00:00:00Z")
+    out = capsys.readouterr().out
+    assert code == 0 and "does not lead to Intel's SGX root CA" in out and "fetched" not in out and log == []

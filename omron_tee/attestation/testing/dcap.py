@@ -296,6 +296,7 @@ def verifier_with_test_root(pki: DcapTestPki, store: CollateralStore) -> DcapVer
     root = pki.root_der
     v._qvl_verify = lambda quote, coll, now: dcap_qvl.verify_with_root_ca(quote, coll, root, now)  # noqa: SLF001
     v._trust_root = TEST_ROOT_MARK  # noqa: SLF001
+    v._root_ca = pki.root  # noqa: SLF001 - the PCK chain is checked against this root before collateral is looked up
     return v
 
 

@@ -6,8 +6,10 @@ QE report's binding of the attestation key, the PCK chain to Intel's SGX Root
 CA (built into dcap-qvl) with both CRLs, the signed TCB info and QE identity
 and their validity windows, and derives the TCB status and advisory IDs. We
 add what it leaves to us: parsing with our abi (so the claims come from the
-same bytes that were verified), choosing the collateral for the quote's
-FMSPC and PCK CA from the store, and mapping its error messages (it raises
+same bytes that were verified), checking the PCK chain's signatures up to
+Intel's root (pinned in ``verify.roots``) *before* the FMSPC it names is
+trusted to choose collateral (a made-up chain must not make us fetch any),
+choosing the collateral for the quote's FMSPC and PCK CA from the store, and mapping its error messages (it raises
 ``ValueError`` with text only) to typed errors with stable reasons.
 
 Measurements, ISV SVN minimums, the debug bit and report data are judged by
@@ -22,6 +24,7 @@ to run outside a test session.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as dt
 import threading
 from dataclasses import dataclass
@@ -36,11 +39,18 @@ from omron_tee.attestation.collateral.intel import pck_ca_of
 from omron_tee.attestation.collateral.store import CollateralStore
 from omron_tee.attestation.platform import DcapCollateral, SgxClaims, TdxClaims
 from omron_tee.attestation.evidence import Claims, Evidence, TeeType, canonical_digest
+from omron_tee.attestation.verify.certs import verify_issued_by
+from omron_tee.attestation.verify.roots import INTEL_SGX_ROOT_CA_PEM
 from omron_tee.errors import AttestationError, CollateralError, ParseError, VerificationError
 from omron_tee.reasons import Reason
 
 QvlVerify = Callable[[bytes, Any, int], Any]
 INTEL_ROOT = "Intel SGX Root CA"
+
+
+@functools.lru_cache(maxsize=1)
+def intel_root_ca() -> x509.Certificate:
+    return x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM.encode())
 
 
 def map_dcap_error(message: str) -> AttestationError:
@@ -108,7 +118,9 @@ class DcapVerifier:
         self.store = store
         self._qvl_verify: QvlVerify = dcap_qvl.verify
         self._trust_root = INTEL_ROOT
+        self._root_ca = intel_root_ca()  # what a quote's PCK chain must lead to before collateral is looked up
         self._pck_memo: dict[bytes, PckIdentity] = {}
+        self._chains_ok: set[bytes] = set()  # PCK chains (PEM) checked up to the root
         self._memo_lock = threading.Lock()
 
     # --- parsing (no cryptography) --------------------------------------
@@ -150,6 +162,32 @@ class DcapVerifier:
             self._pck_memo[key] = ident
         return ident
 
+    def _check_chain(self, pem: bytes) -> None:
+        if pem in self._chains_ok:
+            return
+        self._verify_chain(pem)
+        with self._memo_lock:
+            if len(self._chains_ok) > 1024:
+                self._chains_ok.clear()
+            self._chains_ok.add(pem)
+
+    def _verify_chain(self, pem: bytes) -> None:
+        """The PCK leaf signed by its CA and that CA by Intel's root (pinned, not the quote's copy), before the
+        FMSPC the leaf names is used to look up or fetch collateral: otherwise a made-up certificate naming a new
+        FMSPC each time would send the validator to Intel PCS for every probe (and its collateral could never be
+        found, which is not charged to the miner). Signatures only: validity dates and both CRLs are dcap-qvl's to
+        check, with the collateral. A chain that fails is not memoised, so it costs two ECDSA verifications each time."""
+        certs = [c for c in x509.load_pem_x509_certificates(pem) if c.subject != c.issuer]
+        if len(certs) != 2:
+            raise VerificationError(f"the quote's PCK chain has {len(certs)} certificates below the root, not a PCK and its CA",
+                                    reason=Reason.UNTRUSTED_CHAIN)
+        leaf, pck_ca = certs
+        try:
+            verify_issued_by(leaf, pck_ca, "PCK certificate chain")
+            verify_issued_by(pck_ca, self._root_ca, "PCK certificate chain")
+        except VerificationError as e:
+            raise VerificationError(f"the quote's PCK chain does not lead to Intel's SGX root CA: {e}", reason=Reason.UNTRUSTED_CHAIN) from None
+
     def describe(self, evidence: Evidence) -> Claims:
         """The quote's claims without any verification (for display when verification fails)."""
         quote = self.parse(evidence.quote)
@@ -162,6 +200,8 @@ class DcapVerifier:
             raise VerificationError(f"{evidence.tee_type.value} evidence given to the {self.tee_type.value} verifier", reason=Reason.UNSUPPORTED_TEE)
         quote = self.parse(evidence.quote)
         pck = self._pck_identity(quote.pck_chain_pem)
+        assert quote.pck_chain_pem is not None  # _pck_identity refuses a quote without one
+        self._check_chain(quote.pck_chain_pem)
         fmspc, ca = pck.fmspc, pck.ca
         coll = self.store.intel(self._tee, fmspc, ca, now=now)
         try:
