@@ -52,6 +52,11 @@ ADVICE: dict[str, str] = {
     Reason.ENCLAVE_SHARED: "another hotkey presents this enclave: one enclave may back one hotkey only",
     Reason.TCB_STATUS_NOT_ACCEPTED: "update the platform's microcode/firmware: its TCB status is not one the policy accepts",
     Reason.COLLATERAL_UNAVAILABLE: "nothing on your side: the validator could not fetch collateral (it does not charge you for it)",
+    Reason.COLLATERAL_PENDING: "nothing but wait: the validator is fetching your platform's collateral and judges the next probe with it",
+    Reason.COLLATERAL_NOT_FOUND: "hand your VCEK out with the evidence (the extended report's certificates) or check the chip: its maker's "
+                                 "service has no collateral for it",
+    Reason.UNJUDGED_TOO_OFTEN: "validators could not judge this miner several probes in a row (see the reason before it): until they can, "
+                               "it counts as unavailable",
     Reason.TIMEOUT: "answer faster or check the network path: the answer did not come within the deadline",
     Reason.UNREACHABLE: "make the announced endpoint reachable (firewall, --axon.external_ip, the port)",
     Reason.WRONG_OUTPUT: "serve the pinned model unmodified: the output differs from the validator's reference",

@@ -58,6 +58,8 @@ class Reason(enum.StrEnum):
     QE_IDENTITY_MISMATCH = "qe-identity-mismatch"
     COLLATERAL_MISSING = "collateral-missing"
     COLLATERAL_UNAVAILABLE = "collateral-unavailable"
+    COLLATERAL_PENDING = "collateral-pending"  # being fetched for the next try; the validator never waits on a vendor
+    COLLATERAL_NOT_FOUND = "collateral-not-found"  # the vendor's service answered that it has none for what evidence names
     COLLATERAL_UNKNOWN = "collateral-unknown"
     COLLATERAL_INVALID = "collateral-invalid"
     COLLATERAL_MISMATCH = "collateral-mismatch"
@@ -129,6 +131,7 @@ class Reason(enum.StrEnum):
     MODEL_NOT_SERVED = "model-not-served"
     UNKNOWN_MODEL = "unknown-model"
     VALIDATOR_FAULT = "validator-fault"  # our bug, met by a miner's bytes: not charged
+    UNJUDGED_TOO_OFTEN = "unjudged-too-often"  # the validator could not judge this miner several probes in a row: unavailable
     DEADLINE = "deadline"  # a relay's deadline passed before this candidate was tried
     ALL_MINERS_FAILED = "all-miners-failed"
     NO_ATTESTED_MINER = "no-attested-miner"
@@ -163,12 +166,21 @@ class Reason(enum.StrEnum):
 
 
 # Failures a miner cannot be blamed for: counted and shown, never scored (docs/SCORING.md).
-# The validator could not fetch collateral (its network, Intel's or NVIDIA's service); the miner
+# The validator could not fetch collateral (its network, Intel's, AMD's or NVIDIA's service), is
+# fetching it while the probe waits for nothing (the next probe finds it), or the vendor's service
+# answered that it has none (AMD KDS has answered 404 for genuine chips for days at a time); the miner
 # proved with a circuit that differs from the validator's own build of the same model; a zk probe
 # asked of a miner that does not offer zk (a miner is never scored on a workload it does not offer).
 # The validator could not read the chain's published releases.
-NOT_CHARGED: frozenset[str] = frozenset({Reason.VALIDATOR_FAULT, Reason.COLLATERAL_UNAVAILABLE, Reason.CIRCUIT_MISMATCH,
+NOT_CHARGED: frozenset[str] = frozenset({Reason.VALIDATOR_FAULT, Reason.COLLATERAL_UNAVAILABLE, Reason.COLLATERAL_PENDING,
+                                         Reason.COLLATERAL_NOT_FOUND, Reason.CIRCUIT_MISMATCH,
                                          Reason.ZK_UNSUPPORTED, Reason.RELEASES_UNKNOWN})
+
+# Of those, the ones a miner's own evidence can bring about (evidence naming a new chip for each probe keeps the
+# validator fetching): not charged a few times in a row, then charged as unavailable (``Prober.uncharged``), so no
+# miner holds its score by making every probe one the validator cannot judge.
+UNCHARGED_A_FEW_TIMES: frozenset[str] = frozenset({Reason.VALIDATOR_FAULT, Reason.COLLATERAL_UNAVAILABLE, Reason.COLLATERAL_PENDING,
+                                                   Reason.COLLATERAL_NOT_FOUND})
 
 # Refusals that cost the miner its earnings for now but are no strike: it runs a published build
 # whose timelock has not passed yet, and earns once it has (the score decays as for an outage).

@@ -351,6 +351,56 @@ def test_validator_faults_are_not_charged_until_one_miner_repeats_them(sim, tmp_
     assert scores[-1] < 0.5  # the same miner every time: charged
 
 
+def test_evidence_naming_a_new_chip_each_probe_never_holds_the_validator_nor_a_score(sim, tmp_path) -> None:
+    """A miner answering every attestation with SEV-SNP evidence for a chip no one has heard of, a new chip each
+    time and no VCEK: the validator's store fetches in the background, so no probe waits for AMD KDS (held here
+    for the whole test); the first probes are not charged (collateral-pending: the validator cannot judge yet),
+    then the miner is unavailable each time (its score decays; no strike, since nothing was judged)."""
+    import threading
+
+    from omron_tee.attestation.collateral.store import CollateralStore
+    from omron_tee.attestation.defaults import default_registry
+    from omron_tee.attestation.evidence import Evidence
+    from omron_tee.attestation.testing.snp import SnpTestPki
+    from omron_tee.chain.base import Endpoint, Neuron
+    from omron_tee.validator.prober import MAX_UNCHARGED_FAULTS, Prober
+    from omron_tee.validator.scoring import ScoreBook
+
+    from tests.inprocess import InProcessClient
+
+    pki = SnpTestPki(1_790_000_000.0)
+    held = threading.Event()
+    asked: list[bytes] = []
+
+    class HeldKds:
+        def fetch_vcek(self, product, chip_id, tcb):
+            asked.append(chip_id)
+            held.wait(30)
+            raise AssertionError("KDS is held for the whole test")
+
+    def unknown_chip(attestation: dict) -> dict:
+        report = pki.report(chip_id=os.urandom(64), version=3, report_data=bytes(64))
+        return attestation | {"evidence": Evidence(TeeType.SEV_SNP, report, certificates=b"").to_json()}
+
+    store = CollateralStore(amd_client=HeldKds(), background=True)  # type: ignore[arg-type]
+    verifiers = default_registry(simulated_keys=[sim.dev_public], collateral=store)
+    client = InProcessClient({"http://127.0.0.1:1": sim.app()}, corrupt_attest=unknown_chip)
+    prober = Prober(client, policy=sim.policy, verifiers=verifiers, models=sim.registry, model_ids=["digits-mlp"], seed=0)  # type: ignore[arg-type]
+    neuron = Neuron(1, sim.hotkey, "5Cold", 0.0, False, Endpoint("127.0.0.1", 1), 0.0, 0.0, 0.0, 0)
+    book = ScoreBook(tmp_path / "scores.sqlite")
+    book.record(neuron.hotkey, 1).score = 0.5
+    try:
+        outcomes = [asyncio.run(prober.probe(neuron)).outcome for _ in range(MAX_UNCHARGED_FAULTS + 1)]
+        assert not held.is_set()  # every probe above ended while KDS had not answered once
+    finally:
+        held.set()
+    verdicts = [book.update(o) for o in outcomes]
+    assert [o.reason for o in outcomes] == ["collateral-pending"] * (MAX_UNCHARGED_FAULTS - 1) + ["unjudged-too-often"] * 2
+    assert [s for _, s in verdicts[: MAX_UNCHARGED_FAULTS - 1]] == [0.5] * (MAX_UNCHARGED_FAULTS - 1)  # not charged
+    assert 0 < verdicts[-1][1] < verdicts[-2][1] < 0.5  # then decaying, as an outage: not struck to zero
+    assert book.records[neuron.hotkey].strikes == 0 and len(asked) <= 1
+
+
 # --- streamed answers (LLM) are bounded too -----------------------------------------------------
 
 

@@ -47,8 +47,10 @@ def default_store(
     pccs_url: str | None = None,
     kds_url: str | None = None,
     nvidia_ocsp_url: str | None = None,
+    background: bool = False,
 ) -> CollateralStore:
-    """The persistent collateral cache, with fetch clients unless offline."""
+    """The persistent collateral cache, with fetch clients unless offline; ``background``: fetches never make a
+    lookup wait (``collateral-pending`` meanwhile), as a validator needs."""
     if fetch is None:
         fetch = os.environ.get("OMRON_TEE_COLLATERAL_OFFLINE", "") not in ("1", "true", "yes")
     root = Path(cache_dir) if cache_dir is not None else default_collateral_dir()
@@ -56,6 +58,7 @@ def default_store(
         return CollateralStore(root)
     return CollateralStore(
         root,
+        background=background,
         intel_client=IntelPcsClient(pccs_url or os.environ.get("OMRON_TEE_PCCS_URL") or INTEL_PCS_URL),
         amd_client=AmdKdsClient(kds_url or os.environ.get("OMRON_TEE_AMD_KDS_URL") or AMD_KDS_URL),
         nvidia_client=NvidiaCollateralClient(
@@ -65,13 +68,14 @@ def default_store(
     )
 
 
-def default_registry(simulated_keys: Iterable[bytes] = (), *, collateral: CollateralStore | None = None) -> VerifierRegistry:
+def default_registry(simulated_keys: Iterable[bytes] = (), *, collateral: CollateralStore | None = None,
+                     background: bool = False) -> VerifierRegistry:
     """A registry with every verifier: simulated (trusting ``simulated_keys``), SGX, TDX, SEV-SNP, NVIDIA.
 
     ``collateral`` defaults to ``default_store()``; pass a ``CollateralStore``
-    to choose the cache directory, the fetch URLs, or to stay offline.
+    to choose the cache directory, the fetch URLs, or to stay offline; ``background`` is ``default_store``'s.
     """
-    store = collateral if collateral is not None else default_store()
+    store = collateral if collateral is not None else default_store(background=background)
     return VerifierRegistry(
         [
             SimulatedVerifier(list(simulated_keys)),

@@ -111,13 +111,15 @@ def local_dev_policy(chain_path: str | Path, models: ModelRegistry) -> Policy:
     )
 
 
-def build_verifiers(policy: Policy) -> VerifierRegistry:
-    """Every verifier this build has, trusting the policy's development keys for simulated evidence."""
+def build_verifiers(policy: Policy, *, background: bool = False) -> VerifierRegistry:
+    """Every verifier this build has, trusting the policy's development keys for simulated evidence. ``background``
+    (the validator's): collateral is fetched in the background, so the event loop that times every probe never
+    waits on Intel, AMD or NVIDIA; a one-off check (doctor, a client) waits for it instead."""
     try:
         from omron_tee.attestation.defaults import default_registry
     except ImportError:  # pragma: no cover - the real-TEE verifiers are part of the package
         return VerifierRegistry([SimulatedVerifier(list(policy.simulated.trusted_keys))])
-    return default_registry(simulated_keys=list(policy.simulated.trusted_keys))
+    return default_registry(simulated_keys=list(policy.simulated.trusted_keys), background=background)
 
 
 def load_policy(args: argparse.Namespace, network: str, models: ModelRegistry) -> Policy:
@@ -192,7 +194,7 @@ async def serve_forever(args: argparse.Namespace, log: logging.Logger) -> None:
     client = SignedClient(Signer(wallet), timeout=args.timeout)
     workloads = default_workloads(zk_verifiers=zk_service.validator_verifiers(args, models, network), llm_tokens=args.llm_tokens,
                                   zk_verify_fraction=args.zk_verify_fraction)
-    prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=workloads, kem=KemSuite.parse(args.kem),
+    prober = Prober(client, policy=policy, verifiers=build_verifiers(policy, background=True), models=models, workloads=workloads, kem=KemSuite.parse(args.kem),
                     timeout=args.timeout, timeouts={"zk": args.zk_timeout, "llm": args.llm_timeout},
                     shares={"zk": args.zk_share, "llm": args.llm_share}, reuse_sessions=args.reuse_sessions, session_ttl=args.session_ttl,
                     fresh_in_band=args.fresh_in_band)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from omron_tee.exchange import transport
 from omron_tee.exchange.requester import Answer, AttestedSession, check_attestation, fresh_check, new_nonce, seal_batch, seal_request
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.protocol import AttestRequest, AttestResponse
-from omron_tee.reasons import Reason
+from omron_tee.reasons import UNCHARGED_A_FEW_TIMES, Reason
 from omron_tee.validator.identity import IdentityRegistry, identities_of
 from omron_tee.validator.schedule import choose
 from omron_tee.validator.scoring import Outcome
@@ -51,6 +51,18 @@ class ProbeResult:
     outcome: Outcome
     model_id: str
     message: str  # human-readable detail for the log (never the input or the output)
+
+
+def _unjudged(result: ProbeResult) -> bool:
+    o = result.outcome
+    return not o.ok and o.kind == "benchmark" and o.reason in UNCHARGED_A_FEW_TIMES
+
+
+def _unavailable(result: ProbeResult, n: int) -> ProbeResult:
+    """``result`` charged as unavailable (never a strike: the evidence was not judged): the ``n``-th in a row."""
+    o = result.outcome
+    return ProbeResult(replace(o, reason=Reason.UNJUDGED_TOO_OFTEN, attestation_accepted=None), result.model_id,
+                       f"the validator could not judge this miner {n} times in a row ({o.reason}): counted as unavailable; last: {result.message}")
 
 
 class Prober:
@@ -162,8 +174,19 @@ class Prober:
             raise  # a configuration of ours that judges nothing: not a probe's outcome
         except Exception as e:  # noqa: BLE001 - a bug of ours met by a miner's bytes: see validator_fault
             return self.validator_fault(neuron, label, e)
+        if _unjudged(result):
+            return self.uncharged(neuron, result)
         self.no_fault(neuron.hotkey)
         return result
+
+    def uncharged(self, neuron: Neuron, result: ProbeResult) -> ProbeResult:
+        """A probe the validator could not judge for want of collateral (``reasons.UNCHARGED_A_FEW_TIMES``): not
+        charged the first times in a row, as a validator fault is not, then unavailable. Evidence can bring it
+        about at will (a chip its maker's service has never heard of, a new one each probe): without the limit a
+        miner could hold its score by never being judged again."""
+        n = self._faults.get(neuron.hotkey, 0) + 1
+        self._faults[neuron.hotkey] = n
+        return result if n < MAX_UNCHARGED_FAULTS else _unavailable(result, n)
 
     def validator_fault(self, neuron: Neuron, model_id: str, error: Exception, *, latency_class: str = "tee") -> ProbeResult:
         """An unexpected error in our own code. Not the miner's fault the first times (never charge an
@@ -257,11 +280,21 @@ class Prober:
         a miner is judged on the batch size this validator sends every miner alike. Never raises for anything
         the miner sends; a batch's deadline is its workloads' deadline for each of its requests."""
         try:
-            return await self._probe_batch(neuron, count)
+            results = await self._probe_batch(neuron, count)
         except ValueError:
             raise
         except Exception as e:  # noqa: BLE001 - as in probe: a bug of ours met by a miner's bytes
             return [self.validator_fault(neuron, "?", e)] * count
+        # A batch counts once toward the limit on probes the validator could not judge, as one probe does.
+        unjudged = [r for r in results if _unjudged(r)]
+        if not unjudged:
+            if results:
+                self.no_fault(neuron.hotkey)
+            return results
+        if self.uncharged(neuron, unjudged[0]) is unjudged[0]:
+            return results
+        n = self._faults[neuron.hotkey]
+        return [_unavailable(r, n) if _unjudged(r) else r for r in results]
 
     async def _probe_batch(self, neuron: Neuron, count: int) -> list[ProbeResult]:
         opened = await self._session_or_failure(neuron, "?")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -180,3 +181,104 @@ def test_a_running_store_sees_collateral_imported_by_another_process(tmp_path, m
     CollateralStore(tmp_path).load_path(vectors.SGX_COLLATERAL, persist=True)  # e.g. `omron-tee collateral import`
     monkeypatch.setattr(running, "_scanned_at", running._scanned_at - 61)  # a minute later
     assert SgxVerifier(running).verify(vectors.sgx_evidence(), now=vectors.SGX_NOW).tcb_status == "ConfigurationAndSWHardeningNeeded"
+
+
+# --- fetching in the background (the validator's store) -------------------------------------------------------------
+
+
+def _settled(store: CollateralStore, timeout: float = 10.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while store.pending() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert store.pending() == 0
+
+
+def test_a_background_store_never_waits_for_a_fetch(tmp_path):
+    """A lookup that needs AMD KDS is answered collateral-pending at once, while KDS has not even answered; the
+    fetched VCEK lands in the store and the next verification finds it."""
+    import threading
+
+    pki = SnpTestPki(NOW)
+    release = threading.Event()
+
+    def route(path: str, query: dict, body: bytes):
+        release.wait(10)
+        if path == f"/vcek/v1/Milan/{pki.chip_id.hex()}":
+            return 200, {}, pki.vcek.public_bytes(serialization.Encoding.DER)
+        if path == "/vcek/v1/Milan/crl":
+            return 200, {}, pki.crl().public_bytes(serialization.Encoding.DER)
+        return 404, {}, b""
+
+    with fake_server(route) as (url, log):
+        store = CollateralStore(tmp_path, amd_client=AmdKdsClient(url), background=True)
+        v = pki.verifier(store)
+        ev = pki.evidence(version=3, certificates=b"")
+        with pytest.raises(CollateralError) as e:
+            v.verify(ev, now=NOW)  # KDS is held: only an answer that did not wait for it can get here
+        assert e.value.reason == "collateral-pending" and not release.is_set()
+        release.set()
+        _settled(store)
+        with pytest.raises(CollateralError) as e:
+            v.verify(ev, now=NOW)  # the VCEK is in; the CRL is fetched next, in the background too
+        assert e.value.reason == "collateral-pending"
+        _settled(store)
+        assert v.verify(ev, now=NOW).details["crl_checked"] is True
+    assert sorted(log) == sorted([f"/vcek/v1/Milan/{pki.chip_id.hex()}", "/vcek/v1/Milan/crl"])
+
+
+class _HeldKds:
+    """An AMD KDS client whose VCEK fetches wait until released, then find nothing."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.asked: list[bytes] = []
+
+    def fetch_vcek(self, product, chip_id, tcb):
+        self.asked.append(chip_id)
+        self.release.wait(10)
+        raise CollateralError("KDS has none (HTTP 404)", reason="collateral-not-found")
+
+
+def test_evidence_naming_a_new_chip_each_time_cannot_queue_fetches_without_bound():
+    from omron_tee.attestation.collateral.store import MAX_PENDING_FETCHES
+
+    pki = SnpTestPki(NOW)
+    kds = _HeldKds()
+    store = CollateralStore(amd_client=kds, background=True)  # type: ignore[arg-type]
+    v = pki.verifier(store)
+    reasons = []
+    for _ in range(MAX_PENDING_FETCHES + 8):
+        with pytest.raises(CollateralError) as e:
+            v.verify(pki.evidence(pki.report(chip_id=os.urandom(64), version=3), certificates=b""), now=NOW)
+        reasons.append((e.value.reason, "waiting" in str(e.value)))
+    assert {r for r, _ in reasons} == {"collateral-pending"}
+    assert sum(full for _, full in reasons) == 8  # past the bound: refused without queueing
+    assert store.pending() == MAX_PENDING_FETCHES and len(kds.asked) <= 1
+    kds.release.set()
+    _settled(store)
+    assert len(kds.asked) == MAX_PENDING_FETCHES
+
+
+def test_what_the_vendor_answered_is_named_and_not_asked_again_at_once():
+    """KDS answers that it has no VCEK for the chip: collateral-not-found, inline and in the background, and within
+    the refetch interval the same answer again (not "missing"), without asking KDS again."""
+    pki = SnpTestPki(NOW)
+    for background in (False, True):
+        with fake_server(lambda p, q, b: (404, {}, b"")) as (url, log):
+            store = CollateralStore(amd_client=AmdKdsClient(url), background=background)
+            v = pki.verifier(store)
+            ev = pki.evidence(version=3, certificates=b"")
+            if background:
+                with pytest.raises(CollateralError) as e:
+                    v.verify(ev, now=NOW)
+                assert e.value.reason == "collateral-pending"
+                _settled(store)
+            for _ in range(2):
+                with pytest.raises(CollateralError) as e:
+                    v.verify(ev, now=NOW)
+                assert e.value.reason == "collateral-not-found"
+            assert len(log) == 1

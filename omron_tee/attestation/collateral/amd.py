@@ -131,6 +131,8 @@ class AmdKdsClient:
             resp = self._http.client.get(url, params=params)
         except httpx.HTTPError as e:
             raise CollateralError(f"{what}: cannot reach {url}: {e}", reason=Reason.COLLATERAL_UNAVAILABLE) from None
+        if resp.status_code in (400, 404):  # KDS refuses a chip id or TCB it never issued a key for
+            raise CollateralError(f"{what}: {url} has none (HTTP {resp.status_code})", reason=Reason.COLLATERAL_NOT_FOUND)
         if resp.status_code != 200:
             raise CollateralError(f"{what}: {url} answered HTTP {resp.status_code}", reason=Reason.COLLATERAL_UNAVAILABLE)
         return resp.content

@@ -201,6 +201,8 @@ class IntelPcsClient:
             resp = self._http.client.get(url, params=params, headers=self._headers)
         except httpx.HTTPError as e:
             raise CollateralError(f"{what}: cannot reach {url}: {e}", reason=Reason.COLLATERAL_UNAVAILABLE) from None
+        if resp.status_code == 404:  # PCS and PCCS: no collateral for this FMSPC (or CA): the platform is not one Intel knows
+            raise CollateralError(f"{what}: {url} has none (HTTP 404)", reason=Reason.COLLATERAL_NOT_FOUND)
         if resp.status_code != 200:
             raise CollateralError(f"{what}: {url} answered HTTP {resp.status_code}", reason=Reason.COLLATERAL_UNAVAILABLE)
         return resp

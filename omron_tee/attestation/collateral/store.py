@@ -5,7 +5,18 @@ memory; a fetch happens only when an entry is missing or past its own expiry
 (the earliest ``nextUpdate`` it carries), at most once per ``refetch_interval``
 per entry, and only when a client for that vendor was configured. When a
 refresh fails the expired entry is still returned, so that the verifier
-reports *why* it refuses (e.g. "CRL expired") rather than "missing".
+reports *why* it refuses (e.g. "CRL expired") rather than "missing"; when a
+fetch fails with nothing cached, lookups within ``refetch_interval`` raise that
+failure again (``collateral-unavailable``, or ``collateral-not-found`` when the
+vendor answered that it has none) rather than "missing".
+
+Fetches run inline by default (a command-line verification waits for them).
+With ``background=True`` (the validator's store: its event loop times every
+probe, and Intel PCS or AMD KDS may take seconds) a lookup that needs a fetch
+queues it for the store's one fetch thread and raises ``collateral-pending`` at
+once; the fetched entry lands in memory and the next lookup finds it. At most
+``MAX_PENDING_FETCHES`` keys wait at a time, so evidence naming a new chip for
+every probe cannot make the validator fetch without bound.
 
 Directory layout (``root``), one file per entry, written atomically::
 
@@ -26,11 +37,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 from pathlib import Path
 
 from cryptography import x509
@@ -45,6 +58,9 @@ from omron_tee.errors import CollateralError, ConfigError, VerificationError
 from omron_tee.reasons import Reason
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_PENDING_FETCHES = 16
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _LAYOUT = re.compile(
@@ -72,6 +88,7 @@ class CollateralStore:
         amd_client: amd_coll.AmdKdsClient | None = None,
         nvidia_client: NvidiaCollateralClient | None = None,
         refetch_interval: float = 300.0,
+        background: bool = False,
     ) -> None:
         self.root = Path(root) if root is not None else None
         self.intel_client = intel_client
@@ -88,6 +105,11 @@ class CollateralStore:
         self._ocsp: dict[int, list[CachedOcsp]] = {}  # serial -> responses
         self._rims: dict[str, bytes] = {}
         self._attempts: dict[str, float] = {}
+        self._failed: dict[str, CollateralError] = {}  # key -> its last fetch's failure (until one succeeds)
+        self.background = background
+        self._pending: set[str] = set()  # keys queued or being fetched in the background
+        self._jobs: queue.SimpleQueue[tuple[str, Callable[[], object]]] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
         self._scanned_at = time.monotonic()
         if self.root is not None and self.root.exists():
             self._load_root()
@@ -239,20 +261,25 @@ class CollateralStore:
                 cached = self._intel.get(key)
         if cached is not None and not cached.expired(now):
             return cached
-        if self.intel_client is not None and self._may_fetch(f"intel/{key}"):
+        client = self.intel_client
+        if client is not None and self._may_fetch(f"intel/{key}"):
             try:
-                fresh = self.intel_client.fetch(tee, fmspc.upper(), ca)
-                self.add_intel(fresh)
+                fresh = self._vendor(f"intel/{key}", lambda: _kept(self.add_intel, client.fetch(tee, fmspc.upper(), ca)))
                 if fresh.key == key:
                     if not fresh.expired(now):
                         self._fetched(f"intel/{key}")
                     return fresh
             except CollateralError as e:
+                if e.reason == Reason.COLLATERAL_PENDING:
+                    raise
                 log.warning("Intel collateral refresh for %s failed: %s", key, e)
                 if cached is None:
                     raise
         if cached is not None:
             return cached
+        failed = self.failure(f"intel/{key}")
+        if failed is not None:
+            raise failed
         have = ", ".join(self.intel_keys()) or "none"
         raise CollateralError(
             f"no Intel collateral for {tee.upper()} FMSPC {fmspc.upper()} ({ca} CA) and no PCCS/PCS configured to fetch it "
@@ -273,6 +300,63 @@ class CollateralStore:
                 return False
             self._attempts[key] = t
         return True
+
+    def _vendor(self, key: str, fetch: Callable[[], T]) -> T:
+        """``fetch()`` (a vendor client's call that also adds what it got to the store) for the entry ``key``.
+        Inline: now, its failure remembered for ``failure``. In the background: queued for the fetch thread, and
+        ``collateral-pending`` raised at once."""
+        if not self.background:
+            try:
+                out = fetch()
+            except CollateralError as e:
+                with self._lock:
+                    self._failed[key] = e
+                raise
+            with self._lock:
+                self._failed.pop(key, None)
+            return out
+        with self._lock:
+            if key not in self._pending:
+                if len(self._pending) >= MAX_PENDING_FETCHES:
+                    self._attempts.pop(key, None)  # not attempted: the next lookup may queue it
+                    raise CollateralError(f"collateral {key} is not fetched yet: {len(self._pending)} other fetches are waiting",
+                                          reason=Reason.COLLATERAL_PENDING)
+                self._pending.add(key)
+                self._jobs.put((key, fetch))
+                if self._worker is None or not self._worker.is_alive():
+                    self._worker = threading.Thread(target=self._fetch_forever, name="collateral-fetch", daemon=True)
+                    self._worker.start()
+        raise CollateralError(f"collateral {key} is being fetched; a later attestation will find it", reason=Reason.COLLATERAL_PENDING)
+
+    def _fetch_forever(self) -> None:
+        """The background fetch thread: one fetch at a time, in the order asked."""
+        while True:
+            key, fetch = self._jobs.get()
+            failure: CollateralError | None = None
+            try:
+                fetch()
+            except CollateralError as e:
+                failure = e
+                log.warning("collateral fetch for %s failed: %s", key, e)
+            except Exception as e:  # noqa: BLE001 - a vendor's bytes met a bug of ours: the entry stays missing
+                failure = CollateralError(f"fetching {key} failed ({type(e).__name__})", reason=Reason.COLLATERAL_UNAVAILABLE)
+                log.error("collateral fetch for %s failed: %s", key, type(e).__name__)
+            with self._lock:
+                if failure is None:
+                    self._failed.pop(key, None)
+                else:
+                    self._failed[key] = failure
+                self._pending.discard(key)
+
+    def failure(self, key: str) -> CollateralError | None:
+        """The last fetch of ``key`` failed with this, and none has succeeded since."""
+        with self._lock:
+            return self._failed.get(key)
+
+    def pending(self) -> int:
+        """How many fetches are queued or in flight (background mode)."""
+        with self._lock:
+            return len(self._pending)
 
     # --- AMD -------------------------------------------------------------
 
@@ -306,13 +390,22 @@ class CollateralStore:
     def amd_intermediate(self, role: str, product: str) -> x509.Certificate | None:
         with self._lock:
             cert = self._amd_ca.get((role, product))
-        if cert is None and self.amd_client is not None and self._may_fetch(f"amd/{role}-{product}"):
-            try:
-                for c in self.amd_client.fetch_cert_chain(product, "vlek" if role == "asvk" else "vcek"):
+        client = self.amd_client
+        if cert is None and client is not None and self._may_fetch(f"amd/{role}-{product}"):
+
+            def fetch() -> x509.Certificate | None:
+                got = None
+                for c in client.fetch_cert_chain(product, "vlek" if role == "asvk" else "vcek"):
                     if amd_coll.classify(c) and amd_coll.classify(c).role == role:  # type: ignore[union-attr]
                         self.add_amd_certificate(c)
-                        cert = c
+                        got = c
+                return got
+
+            try:
+                cert = self._vendor(f"amd/{role}-{product}", fetch)
             except CollateralError as e:
+                if e.reason == Reason.COLLATERAL_PENDING:
+                    raise
                 log.warning("AMD cert chain fetch for %s failed: %s", product, e)
         return cert
 
@@ -327,15 +420,19 @@ class CollateralStore:
                 self._rescan()
         if self.amd_client is None or product is None or not any(chip_id):
             return None
-        if not self._may_fetch(f"amd/vcek/{chip_id.hex()}-{tcb.raw:016x}"):
+        key = f"amd/vcek/{chip_id.hex()}-{tcb.raw:016x}"
+        if not self._may_fetch(key):
+            failed = self.failure(key)
+            if failed is not None:
+                raise failed  # the vendor's answer (none for that chip, or unreachable), not "missing"
             return None
+        client = self.amd_client
         try:
-            cert = self.amd_client.fetch_vcek(product, chip_id, tcb)
+            return self._vendor(key, lambda: _kept(self.add_amd_certificate, client.fetch_vcek(product, chip_id, tcb)))
         except CollateralError as e:
-            log.warning("VCEK fetch failed: %s", e)
-            return None
-        self.add_amd_certificate(cert)
-        return cert
+            if e.reason != Reason.COLLATERAL_PENDING:
+                log.warning("VCEK fetch failed: %s", e)
+            raise
 
     def amd_vleks(self) -> list[x509.Certificate]:
         with self._lock:
@@ -362,14 +459,16 @@ class CollateralStore:
             with self._lock:
                 crl = self._amd_crl.get((product, signer)) or self._amd_crl.get((product, "vcek"))
             fresh = crl is not None and (crl.next_update_utc is None or crl.next_update_utc.timestamp() >= now)
-        if not fresh and self.amd_client is not None and self._may_fetch(f"amd/crl-{product}-{signer}"):
+        client = self.amd_client
+        if not fresh and client is not None and self._may_fetch(f"amd/crl-{product}-{signer}"):
             try:
-                new = self.amd_client.fetch_crl(product, signer)
-                self.add_amd_crl(new)
+                new = self._vendor(f"amd/crl-{product}-{signer}", lambda: _kept(self.add_amd_crl, client.fetch_crl(product, signer)))
                 crl = new
                 if new.next_update_utc is None or new.next_update_utc.timestamp() >= now:
                     self._fetched(f"amd/crl-{product}-{signer}")
             except CollateralError as e:
+                if e.reason == Reason.COLLATERAL_PENDING:
+                    raise
                 log.warning("AMD CRL fetch for %s failed: %s", product, e)
         return crl
 
@@ -392,15 +491,17 @@ class CollateralStore:
         for e in candidates:
             if e.response.issuer_key_hash == issuer_key_hash(cert, issuer, e.response.hash_algorithm):
                 found = e
-        if (found is None or found.expires_at < now) and self.nvidia_client is not None:
+        client = self.nvidia_client
+        if (found is None or found.expires_at < now) and client is not None:
             if self._may_fetch(f"nvidia/ocsp/{serial:x}"):
                 try:
-                    new = self.nvidia_client.fetch_ocsp(cert, issuer)
-                    self.add_ocsp(new)
+                    new = self._vendor(f"nvidia/ocsp/{serial:x}", lambda: _kept(self.add_ocsp, client.fetch_ocsp(cert, issuer)))
                     found = new
                     if new.expires_at >= now:
                         self._fetched(f"nvidia/ocsp/{serial:x}")
                 except CollateralError as e:
+                    if e.reason == Reason.COLLATERAL_PENDING:
+                        raise
                     log.warning("OCSP fetch failed: %s", e)
         return found
 
@@ -416,11 +517,13 @@ class CollateralStore:
     def rim(self, rim_id: str) -> bytes | None:
         with self._lock:
             xml = self._rims.get(rim_id)
-        if xml is None and self.nvidia_client is not None and self._may_fetch(f"nvidia/rim/{rim_id}"):
+        client = self.nvidia_client
+        if xml is None and client is not None and self._may_fetch(f"nvidia/rim/{rim_id}"):
             try:
-                xml = self.nvidia_client.fetch_rim(rim_id)
-                self.add_rim(rim_id, xml)
+                xml = self._vendor(f"nvidia/rim/{rim_id}", lambda: _kept(lambda x: self.add_rim(rim_id, x), client.fetch_rim(rim_id)))
             except CollateralError as e:
+                if e.reason == Reason.COLLATERAL_PENDING:
+                    raise
                 log.warning("RIM fetch failed: %s", e)
                 xml = None
         return xml
@@ -447,6 +550,12 @@ class CollateralStore:
             except (CollateralError, VerificationError) as e:
                 report.rejected.append(f"{rel}: {e}")
         return report
+
+
+def _kept(add: Callable[[T], object], value: T) -> T:
+    """``value``, once ``add`` has put it in the store (what a fetch does with what it got)."""
+    add(value)
+    return value
 
 
 def _load_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
