@@ -2,7 +2,7 @@
 
 ``start(variant, key_path)`` runs a miner server (simulated enclave, the shipped models,
 ``wire.server.QuietServer``) in its own process: ``variant`` "shipped" is ``miner.server.build_app``
-(plain Starlette), "fastapi" the same route functions on FastAPI (what the miner ran before), "asgi"
+(plain Starlette), "unlimited-auth" the same with no limit on an address's failed authentications, "fastapi" the same route functions on FastAPI (what the miner ran before), "asgi"
 the routes on the bare ASGI interface with no framework (``_asgi_miner``: measured, not shipped). ``cpu_ns(pid)`` is the process's time on CPU (``/proc/<pid>/schedstat``).
 ``Exchanges`` makes the validator-side requests: a bare round trip, a fresh attestation plus
 request, a request on a reused session, and one proving freshness in band.
@@ -47,6 +47,9 @@ if len(sys.argv) > 5:  # an extra ONNX model and its id
     models.add_file(sys.argv[5], sys.argv[6])
 core = TrustedApp(SimulatedBackend(key, trusted_app_measurement([(s.model_id, s.sha256) for s in models.specs()])), models, hotkey=hotkey)
 app = build_app(core, RequestVerifier(hotkey, Admission.anyone()))
+if variant == "unlimited-auth":  # the shipped routes with no limit on an address's failed authentications
+    from omron_tee.wire.ratelimit import RateLimiter
+    app = build_app(core, RequestVerifier(hotkey, Admission.anyone(), failures=RateLimiter(1e9, 1e9)))
 if variant == "asgi":
     import _asgi_miner
     app = _asgi_miner.build_app(core, RequestVerifier(hotkey, Admission.anyone()))

@@ -399,8 +399,50 @@ def test_a_sender_who_may_not_call_is_refused_before_its_body_is_read(sim, make_
         assert forged.startswith(b"HTTP/1.1 401") and b'"bad-signature"' in forged, forged[:300]
 
 
+def test_an_address_whose_requests_keep_failing_authentication_is_refused_unread(sim, make_wallet) -> None:
+    """Forged requests naming a hotkey the miner admits each cost it a body read and an sr25519 verification; past
+    ``FAILED_AUTH_BURST`` failures from one address (an IPv6 address by its /64) its requests are refused on
+    arrival (rate-limited, 429 with Retry-After), the signature no longer checked, while the admitted validator,
+    elsewhere, is served as before."""
+    import httpx
+
+    from omron_tee.wire.auth import FAILED_AUTH_BURST
+
+    miner, caller = make_wallet("m"), make_wallet("c")
+    only_caller = Admission(lambda hk: None if hk == caller.hotkey.ss58_address else "caller is not registered on this subnet")
+    verifier = RequestVerifier(miner.hotkey.ss58_address, only_caller)
+    checked = []
+    real = verifier._verify  # noqa: SLF001
+    verifier._verify = lambda *a, **k: checked.append(1) or real(*a, **k)  # type: ignore[method-assign]  # noqa: SLF001
+    app = build_app(sim.app(), verifier)
+
+    def forged() -> dict[str, str]:
+        h = _signed(caller, _attest_body(), miner.hotkey.ss58_address)
+        return h | {"X-Bittensor-Signature": "0x" + "00" * 64, "Content-Type": "application/json"}
+
+    async def go() -> None:
+        def client(host: str) -> httpx.AsyncClient:
+            return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, 40000)), base_url="http://m")
+
+        async with client("2001:db8:7:7::1") as forger, client("2001:db8:7:7::2") as neighbour, client("198.51.100.2") as honest:
+            for _ in range(int(FAILED_AUTH_BURST)):
+                r = await forger.post("/attest", content=_attest_body(), headers=forged())
+                assert r.status_code == 401 and r.json()["error"]["reason"] == "bad-signature"
+            assert len(checked) == FAILED_AUTH_BURST
+            for who in (forger, neighbour):  # the same /64
+                r = await who.post("/attest", content=_attest_body(), headers=forged())
+                assert r.status_code == 429 and r.json()["error"]["reason"] == "rate-limited" and int(r.headers["retry-after"]) >= 1
+            assert len(checked) == FAILED_AUTH_BURST  # refused unread: no signature checked
+            body = _attest_body()
+            r = await honest.post("/attest", content=body,
+                                  headers=_signed(caller, body, miner.hotkey.ss58_address) | {"Content-Type": "application/json"})
+            assert r.status_code == 200, r.text
+
+    asyncio.run(go())
+
+
 def test_rate_limiter_forgets_idle_hotkeys() -> None:
-    from omron_tee.validator.api.quota import RateLimiter
+    from omron_tee.wire.ratelimit import RateLimiter
 
     rl = RateLimiter(rate=1000.0, burst=2.0)
     rl.MAX_TRACKED = 100

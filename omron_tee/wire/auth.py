@@ -14,11 +14,17 @@ from dataclasses import dataclass
 import bittensor as bt
 from bittensor import http_auth
 
-from omron_tee.errors import AuthError
+from omron_tee.errors import AuthError, RateLimited
 from omron_tee.reasons import Reason
+from omron_tee.wire.ratelimit import RateLimiter, address_key
 
 # Requests older than this are refused as stale (and replays within it are caught by the nonce store).
 MAX_REQUEST_AGE = 10.0
+# Failed authentications one network address (IPv6: its /64) may cause, per second and in a burst, before its
+# requests are refused on arrival, unread: an honest validator causes none (a clock far off aside), while every
+# forged request naming an admitted hotkey costs a body read, a hash and an sr25519 verification.
+FAILED_AUTH_RATE = 2.0
+FAILED_AUTH_BURST = 20.0
 
 _REASONS: dict[type, Reason] = {
     http_auth.MalformedAuth: Reason.MALFORMED_AUTH,
@@ -57,19 +63,32 @@ class Admission:
 class RequestVerifier:
     """Verifies btauth/1 headers for one server hotkey, with its own replay store."""
 
-    def __init__(self, self_hotkey: str, admission: Admission, *, max_age: float = MAX_REQUEST_AGE) -> None:
+    def __init__(self, self_hotkey: str, admission: Admission, *, max_age: float = MAX_REQUEST_AGE,
+                 failures: RateLimiter | None = None) -> None:
         self.self_hotkey = self_hotkey
         self.admission = admission
         self.max_age = max_age
         self._nonces = http_auth.InMemoryNonceStore(retention=max_age + http_auth.DEFAULT_ALLOWED_SKEW + 5.0)
+        self.failures = RateLimiter(FAILED_AUTH_RATE, FAILED_AUTH_BURST) if failures is None else failures
 
-    async def precheck(self, headers: Mapping[str, str]) -> None:
-        """``AuthError`` (caller-not-permitted) when the hotkey a request claims is not admitted, decided on its
-        headers alone: before its body is read, hashed or its signature checked, so a sender who may not call
-        costs a lookup (and, for a hotkey not known yet, a wait for the admission's next reading, shared by every
-        such request, off the event loop: a validator that just got its permit is admitted on first contact).
+    async def precheck(self, headers: Mapping[str, str], address: str | None = None) -> None:
+        """Refusals decided on a request's headers and where it comes from, before its body is read, hashed or its
+        signature checked: ``RateLimited`` when requests from ``address`` (the peer's IP) have failed
+        authentication more often than ``FAILED_AUTH_RATE`` allows (``verify`` counts them), and ``AuthError``
+        (caller-not-permitted) when the hotkey it claims is not admitted, so a sender who may not call costs a
+        lookup (and, for a hotkey not known yet, a wait for the admission's next reading, shared by every such
+        request, off the event loop: a validator that just got its permit is admitted on first contact).
         Refusing an unverified claim is safe (it only ever refuses); an admitted claim goes on to ``verify``,
-        and no claim at all is ``verify``'s to name."""
+        and no claim at all is ``verify``'s to name. An address that does not parse (a test client, a Unix
+        socket) is not limited."""
+        key = self._failure_key(address)
+        if key is not None:
+            wait = self.failures.blocked(key)
+            if wait is not None:
+                e = RateLimited(f"too many requests from this address failed authentication (at most {self.failures.rate:g}/s); "
+                                "refused unread")
+                e.retry_after = wait
+                raise e
         claimed = headers.get(http_auth.HEADER_HOTKEY) or headers.get(http_auth.HEADER_HOTKEY.lower())
         if not isinstance(claimed, str) or not 0 < len(claimed) <= 64:
             return
@@ -78,10 +97,26 @@ class RequestVerifier:
             await self.admission.fresher()
             refusal = self.admission.check(claimed)
         if refusal is not None:
+            if key is not None:
+                self.failures.spend(key)
             raise AuthError(refusal, reason=Reason.CALLER_NOT_PERMITTED)
 
-    def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str) -> str:
-        """The caller's hotkey, or ``AuthError`` with a named reason."""
+    @staticmethod
+    def _failure_key(address: str | None) -> str | None:
+        key = address_key(address) if address is not None else None
+        return None if key == address_key(None) else key
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str, address: str | None = None) -> str:
+        """The caller's hotkey, or ``AuthError`` with a named reason (counted against ``address``, see ``precheck``)."""
+        try:
+            return self._verify(headers, body, method=method, path=path)
+        except AuthError:
+            key = self._failure_key(address)
+            if key is not None:
+                self.failures.spend(key)
+            raise
+
+    def _verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str) -> str:
         try:
             caller = http_auth.verify(
                 headers,

@@ -141,13 +141,15 @@ def guarded(handler: Route, log: logging.Logger, *, on_refusal: Callable[[str], 
 
 async def authenticated(request: Request, verifier: RequestVerifier) -> tuple[str, bytes]:
     """(caller hotkey, body) of a btauth/1-signed request; the signature covers the path with its query.
-    A sender who may not call is refused on its headers, before its body is read (``RequestVerifier.precheck``)."""
-    await verifier.precheck(request.headers)
+    A sender who may not call, or an address whose requests keep failing authentication, is refused on its
+    headers, before its body is read (``RequestVerifier.precheck``)."""
+    address = request.client.host if request.client else None
+    await verifier.precheck(request.headers, address)
     body = await read_body(request)
     # From the scope, not ``request.url``: building the URL object costs more than the rest of this function.
     query = request.scope.get("query_string", b"")
     path = request.scope["path"] + ("?" + query.decode("latin-1") if query else "")
-    return verifier.verify(request.headers, body, method=request.method, path=path), body
+    return verifier.verify(request.headers, body, method=request.method, path=path, address=address), body
 
 
 def signed_route(verifier: RequestVerifier, handler: Handler, log: logging.Logger, *, on_refusal: Callable[[str], None] | None = None) -> Route:

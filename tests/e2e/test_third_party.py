@@ -28,7 +28,8 @@ from omron_tee.workloads import default_workloads
 from omron_tee.attestation.validate.policy import simulated_policy_toml as policy_toml
 from omron_tee.models.registry import ModelRegistry
 from omron_tee.protocol import AttestResponse, b64, dumps
-from omron_tee.validator.api.quota import AddressQuota, address_key
+from omron_tee.validator.api.quota import AddressQuota
+from omron_tee.wire.ratelimit import address_key
 from omron_tee.validator.api.routes import ApiQuota, build_api
 from omron_tee.validator.neuron import build_verifiers
 from omron_tee.wire.auth import Admission, RequestVerifier, Signer
