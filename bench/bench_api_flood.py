@@ -35,26 +35,7 @@ from omron_tee.devnet.processes import free_port, wait_serving  # noqa: E402
 from omron_tee.validator.api.quota import AddressQuota  # noqa: E402
 from omron_tee.validator.core import ProbeEvent  # noqa: E402
 
-_FLOODER = r"""
-import asyncio, collections, json, sys, time
-import aiohttp
-url, connections, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-async def main():
-    counts = collections.Counter()
-    end = time.monotonic() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as s:
-        async def one():
-            while time.monotonic() < end:
-                try:
-                    async with s.get(url) as r:
-                        await r.read()
-                        counts[str(r.status)] += 1
-                except aiohttp.ClientError:
-                    counts["error"] += 1
-        await asyncio.gather(*(one() for _ in range(connections)))
-    print(json.dumps(counts))
-asyncio.run(main())
-"""
+FLOODER = Path(__file__).resolve().parent / "_flooder.py"
 
 _ELSEWHERE = r"""
 import sys, uvicorn
@@ -93,7 +74,7 @@ async def phase(net: network.HostileNet, scores: Path, *, flood: str | None, sec
         elsewhere = subprocess.Popen([sys.executable, "-c", _ELSEWHERE, str(target)])
         wait_serving({"elsewhere": target}, {"elsewhere": elsewhere}, timeout=30, tail=lambda name: "")
     if flood:
-        flooder = subprocess.Popen([sys.executable, "-c", _FLOODER, f"http://127.0.0.1:{target}{path}", str(connections), str(seconds)],
+        flooder = subprocess.Popen([sys.executable, str(FLOODER), f"http://127.0.0.1:{target}{path}", "--connections", str(connections), "--seconds", str(seconds)],
                                    stdout=subprocess.PIPE, text=True)
     stop = asyncio.Event()
     cpu0, t0 = time.process_time(), time.monotonic()

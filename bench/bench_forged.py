@@ -32,40 +32,15 @@ import _one_miner as one  # noqa: E402
 
 from omron_tee.config import run_async  # noqa: E402
 
-_FORGER = r"""
-import asyncio, collections, json, sys, time
-import aiohttp
-url, receiver, hotkey, connections, seconds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-body = b"\x00" * 1024
-# A well-formed sr25519 signature (schnorrkel's marker bit set), so that it is verified in full, not refused on its form.
-sig = (bytes(63) + b"\x80").hex()
-async def main():
-    counts = collections.Counter()
-    end = time.monotonic() + seconds
-    connector = aiohttp.TCPConnector(limit=connections, local_addr=("127.0.0.2", 0))
-    async with aiohttp.ClientSession(connector=connector) as s:
-        async def one():
-            while time.monotonic() < end:
-                headers = {"Content-Type": "application/octet-stream", "X-Bittensor-Version": "1", "X-Bittensor-Hotkey": hotkey,
-                           "X-Bittensor-Nonce": str(time.time_ns()), "X-Bittensor-Receiver": receiver,
-                           "X-Bittensor-Signature": "0x" + sig}
-                try:
-                    async with s.post(url, data=body, headers=headers) as r:
-                        await r.read()
-                        counts[str(r.status)] += 1
-                except aiohttp.ClientError:
-                    counts["error"] += 1
-        await asyncio.gather(*(one() for _ in range(connections)))
-    print(json.dumps(counts))
-asyncio.run(main())
-"""
+FLOODER = Path(__file__).resolve().parent / "_flooder.py"
 
 
 async def phase(url: str, pid: int, ex: one.Exchanges, *, flood: bool, seconds: float, connections: int) -> dict:
     forger = None
     if flood:
-        forger = subprocess.Popen([sys.executable, "-c", _FORGER, url + "/infer", one.HOTKEY, ex.client.signer.hotkey, str(connections),
-                                   str(seconds)], stdout=subprocess.PIPE, text=True)
+        forger = subprocess.Popen([sys.executable, str(FLOODER), url + "/infer", "--connections", str(connections), "--seconds", str(seconds),
+                                   "--from", "127.0.0.2", "--forge-for", one.HOTKEY, "--hotkey", ex.client.signer.hotkey],
+                                  stdout=subprocess.PIPE, text=True)
         await asyncio.sleep(0.3)  # the forger's interpreter starting: its flood, not its start-up, is measured
     walls: list[float] = []
     m0, t0 = one.cpu_ns(pid), time.monotonic()
