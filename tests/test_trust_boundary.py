@@ -351,6 +351,28 @@ def test_validator_faults_are_not_charged_until_one_miner_repeats_them(sim, tmp_
     assert scores[-1] < 0.5  # the same miner every time: charged
 
 
+def test_evidence_of_a_type_the_policy_has_no_rules_for_is_refused_unread(sim) -> None:
+    """SEV-SNP evidence before a validator whose policy accepts only simulated enclaves: refused as unsupported-tee
+    without being verified, so the collateral store (here one that would fetch from AMD KDS) is never asked."""
+    from omron_tee.attestation.collateral.store import CollateralStore
+    from omron_tee.attestation.defaults import default_registry
+    from omron_tee.attestation.testing.snp import SnpTestPki
+    from omron_tee.attestation.validate.appraise import appraise_bound
+
+    asked = []
+
+    class Kds:
+        def fetch_vcek(self, product, chip_id, tcb):
+            asked.append(chip_id)
+            raise AssertionError("asked")
+
+    pki = SnpTestPki(1_790_000_000.0)
+    registry = default_registry(simulated_keys=[sim.dev_public], collateral=CollateralStore(amd_client=Kds()))  # type: ignore[arg-type]
+    verdict = appraise_bound(pki.evidence(version=3, certificates=b""), report_data=bytes(64), policy=sim.policy, registry=registry,
+                             now=1_790_000_000.0)
+    assert not verdict.accepted and verdict.reason_code == "unsupported-tee" and asked == []
+
+
 def test_evidence_naming_a_new_chip_each_probe_never_holds_the_validator_nor_a_score(sim, tmp_path) -> None:
     """A miner answering every attestation with SEV-SNP evidence for a chip no one has heard of, a new chip each
     time and no VCEK: the validator's store fetches in the background, so no probe waits for AMD KDS (held here
@@ -361,7 +383,10 @@ def test_evidence_naming_a_new_chip_each_probe_never_holds_the_validator_nor_a_s
     from omron_tee.attestation.collateral.store import CollateralStore
     from omron_tee.attestation.defaults import default_registry
     from omron_tee.attestation.evidence import Evidence
+    from dataclasses import replace
+
     from omron_tee.attestation.testing.snp import SnpTestPki
+    from omron_tee.attestation.validate.policy import SnpPolicy
     from omron_tee.chain.base import Endpoint, Neuron
     from omron_tee.validator.prober import MAX_UNCHARGED_FAULTS, Prober
     from omron_tee.validator.scoring import ScoreBook
@@ -385,7 +410,9 @@ def test_evidence_naming_a_new_chip_each_probe_never_holds_the_validator_nor_a_s
     store = CollateralStore(amd_client=HeldKds(), background=True)  # type: ignore[arg-type]
     verifiers = default_registry(simulated_keys=[sim.dev_public], collateral=store)
     client = InProcessClient({"http://127.0.0.1:1": sim.app()}, corrupt_attest=unknown_chip)
-    prober = Prober(client, policy=sim.policy, verifiers=verifiers, models=sim.registry, model_ids=["digits-mlp"], seed=0)  # type: ignore[arg-type]
+    # A validator that accepts SEV-SNP (evidence of a type its policy has no rules for is refused unread).
+    policy = replace(sim.policy, sev_snp=SnpPolicy(measurements=frozenset([bytes(48)])))
+    prober = Prober(client, policy=policy, verifiers=verifiers, models=sim.registry, model_ids=["digits-mlp"], seed=0)  # type: ignore[arg-type]
     neuron = Neuron(1, sim.hotkey, "5Cold", 0.0, False, Endpoint("127.0.0.1", 1), 0.0, 0.0, 0.0, 0)
     book = ScoreBook(tmp_path / "scores.sqlite")
     book.record(neuron.hotkey, 1).score = 0.5

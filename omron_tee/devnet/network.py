@@ -15,11 +15,12 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import bittensor as bt
 
+from omron_tee.attestation.validate.policy import SgxPolicy
 from omron_tee.chain.base import Endpoint
 from omron_tee.chain.embedded import EmbeddedChain
 from omron_tee.config import create_wallet, dev_attestation_key_path
@@ -75,7 +76,11 @@ class HostileNet:
         from omron_tee.wire.client import SignedClient
 
         models = ModelRegistry.builtin()
-        policy = policy or local_dev_policy(self.chain_path, models)
+        if policy is None:
+            # This network's simulated enclaves, and an SGX section (allowing no enclave) as a production validator
+            # has one: evidence of a type with no section is refused unread, and the hostile miners' SGX evidence
+            # must meet the SGX verifier, not that gate.
+            policy = replace(local_dev_policy(self.chain_path, models), sgx=SgxPolicy())
         client = SignedClient(Signer(self.validator_wallet), timeout=timeout)
         prober = Prober(client, policy=policy, verifiers=build_verifiers(policy), models=models, workloads=default_workloads(), timeout=timeout, seed=0,
                         **prober_kw)

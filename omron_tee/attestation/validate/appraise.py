@@ -82,7 +82,11 @@ def appraise_bound(
 ) -> Verdict:
     """``appraise`` given the 64 report-data bytes the evidence must carry (what ``report_data_for``
     makes of the exchange): the verdict as a pure function of evidence, collateral (the registry's
-    store), policy, time, binding and releases, which is what the conformance vectors test."""
+    store), policy, time, binding and releases, which is what the conformance vectors test.
+    Evidence of a TEE type the policy has no rules for (itself or attached) is refused before it is verified."""
+    unread = [r for r in (policy.refuses_unread(e.tee_type) for e in (evidence, *evidence.attached)) if r is not None]
+    if unread:
+        return Verdict(accepted=False, claims=None, reasons=tuple(m for _, m in unread), reason_codes=tuple(c for c, _ in unread))
     try:
         claims = registry.verify(evidence, now=now)
     except AttestationError as e:

@@ -542,6 +542,15 @@ class Policy:
             releases=ReleasePolicy.parse(rel) if (rel := _section(data, "releases")) is not None else ReleasePolicy(),
         )
 
+    def refuses_unread(self, tee_type: TeeType) -> Refusal | None:
+        """The refusal of any evidence of ``tee_type``, whatever it holds: this policy has no rules for that type (or
+        refuses simulated evidence). Decided before the evidence is verified, so that evidence the policy could
+        never accept costs no verification and sends the verifier to no vendor for collateral."""
+        if tee_type is TeeType.SIMULATED:
+            return None if self.simulated.allow else (Reason.SIMULATED_NOT_ALLOWED, "simulated evidence is not accepted by this policy (only on a local network)")
+        section = {TeeType.SGX: self.sgx, TeeType.TDX: self.tdx, TeeType.SEV_SNP: self.sev_snp, TeeType.NVIDIA: self.nvidia}.get(tee_type)
+        return None if section is not None else (Reason.UNSUPPORTED_TEE, f"this policy has no rules for {tee_type.value} evidence")
+
     def check(self, claims: Claims, *, now: float) -> list[Refusal]:
         """Every reason ``claims`` (and its attached claims) fail this policy."""
         reasons: list[Refusal] = []
