@@ -282,3 +282,19 @@ def test_what_the_vendor_answered_is_named_and_not_asked_again_at_once():
                     v.verify(ev, now=NOW)
                 assert e.value.reason == "collateral-not-found"
             assert len(log) == 1
+
+
+def test_attempts_for_chips_named_once_are_forgotten_once_their_interval_is_over(monkeypatch):
+    """Each new chip a report names leaves a fetch attempt (and its failure) behind: the store forgets those whose
+    refetch interval is over instead of growing by one entry per probe for as long as the validator runs."""
+    from omron_tee.attestation.collateral import store as store_mod
+
+    monkeypatch.setattr(store_mod, "MAX_TRACKED_ATTEMPTS", 50)
+    pki = SnpTestPki(NOW)
+    with fake_server(lambda p, q, b: (404, {}, b"")) as (url, _):
+        store = CollateralStore(amd_client=AmdKdsClient(url), refetch_interval=0.001)
+        v = pki.verifier(store)
+        for _ in range(200):
+            with pytest.raises(CollateralError):
+                v.verify(pki.evidence(pki.report(chip_id=os.urandom(64), version=3), certificates=b""), now=NOW)
+        assert len(store._attempts) <= 51 and len(store._failed) <= 51  # noqa: SLF001

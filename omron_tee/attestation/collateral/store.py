@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PENDING_FETCHES = 16
+MAX_TRACKED_ATTEMPTS = 4096
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _LAYOUT = re.compile(
@@ -298,6 +299,11 @@ class CollateralStore:
             last = self._attempts.get(key)
             if last is not None and t - last < self.refetch_interval:
                 return False
+            if len(self._attempts) >= MAX_TRACKED_ATTEMPTS:
+                # Evidence naming a new chip each time adds a key each time: forget the attempts (and their failures)
+                # whose interval is over, which would be fetched again anyway.
+                self._attempts = {k: v for k, v in self._attempts.items() if t - v < self.refetch_interval}
+                self._failed = {k: v for k, v in self._failed.items() if k in self._attempts}
             self._attempts[key] = t
         return True
 
