@@ -581,3 +581,65 @@ def test_every_peer_shares_one_tls_context() -> None:
             await client.aclose()
 
     assert asyncio.run(go()) is shared_tls_context()
+
+
+def test_a_server_closes_requests_that_never_arrive_and_caps_connections_per_address(free_port, monkeypatch) -> None:
+    """uvicorn alone keeps an idle connection, or one sending its head a byte at a time, open for ever: a peer could
+    hold every file descriptor a miner has. Ours: a request must arrive whole within REQUEST_READ_S of the connection
+    (or of the previous answer), while a request that arrived may take as long as its answer does; and one address
+    holds at most MAX_CONNECTIONS_PER_ADDRESS connections (more are closed on arrival, none refused once one closes)."""
+    import socket
+
+    from omron_tee.wire import server as wire_server
+    from omron_tee.wire.server import QuietServer, server_config
+
+    monkeypatch.setattr(wire_server, "REQUEST_READ_S", 0.5)
+    monkeypatch.setattr(wire_server, "MAX_CONNECTIONS_PER_ADDRESS", 3)
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(1.0)  # longer than the deadline to arrive: answering is not arriving
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def closed_within(s: socket.socket, seconds: float) -> bool:
+        s.settimeout(seconds)
+        try:
+            return s.recv(100) == b""
+        except socket.timeout:
+            return False
+
+    async def go(port: int) -> None:
+        def connect() -> socket.socket:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+        idle, trickle = connect(), connect()
+        trickle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        slow_answer = connect()
+        slow_answer.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        extra = connect()  # the fourth from this address
+        assert await asyncio.to_thread(closed_within, extra, 0.3)
+        assert await asyncio.to_thread(closed_within, idle, 3.0) and await asyncio.to_thread(closed_within, trickle, 3.0)
+        slow_answer.settimeout(5)
+        assert (await asyncio.to_thread(slow_answer.recv, 200)).startswith(b"HTTP/1.1 200")  # came after 1 s: not cut at 0.5 s
+        served = connect()  # the closed ones no longer count
+        served.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        served.settimeout(5)
+        assert (await asyncio.to_thread(served.recv, 200)).startswith(b"HTTP/1.1 200")
+        for s in (idle, trickle, slow_answer, extra, served):
+            s.close()
+
+    async def main() -> None:
+        port = free_port()
+        server = QuietServer(server_config(app, host="127.0.0.1", port=port))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            await go(port)
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, timeout=10)
+
+    asyncio.run(main())

@@ -8,13 +8,16 @@ wrong, logs see the reason, nobody sees private data.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
@@ -23,6 +26,7 @@ from omron_tee.protocol import dumps, loads
 from omron_tee.wire.auth import RequestVerifier
 from omron_tee.wire.client import SERVER_KEEP_ALIVE_S
 from omron_tee.reasons import Reason
+from omron_tee.wire.ratelimit import address_key
 
 MAX_BODY = 8 * 1024 * 1024
 
@@ -36,12 +40,77 @@ _STATUS: list[tuple[type, int]] = [
 ]
 
 
+# A request's head and body must arrive within this of the connection opening, or of the previous answer on it.
+REQUEST_READ_S = 30.0
+# Connections one network address (IPv6: its /64) may hold open at once; a validator uses 8 per miner.
+MAX_CONNECTIONS_PER_ADDRESS = 128
+_OPEN: weakref.WeakKeyDictionary[Any, collections.Counter[str]] = weakref.WeakKeyDictionary()  # per server: address -> connections
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the two bounds it lacks, which a peer could otherwise use to hold a server's
+    connections (and file descriptors) without end: a deadline for each request to arrive whole (uvicorn times
+    nothing until its first request is answered: an idle connection, or a head sent one byte at a time, stays open
+    for ever), and a cap on the connections one address holds open. Not hand-rolled HTTP: the parsing and the
+    protocol are uvicorn's; this only arms a timer on its callbacks and counts connections."""
+
+    _guard_key: str | None = None
+    _read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        key = address_key(self.client[0] if self.client else None)
+        open_here = _OPEN.setdefault(self.server_state, collections.Counter())
+        if open_here[key] >= MAX_CONNECTIONS_PER_ADDRESS:
+            transport.close()
+            return
+        open_here[key] += 1
+        self._guard_key = key
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._guard_key is not None:
+            open_here = _OPEN.get(self.server_state)
+            if open_here is not None:
+                open_here[self._guard_key] -= 1
+                if open_here[self._guard_key] <= 0:
+                    del open_here[self._guard_key]
+            self._guard_key = None
+        super().connection_lost(exc)
+
+    def on_message_complete(self) -> None:
+        self._disarm()  # the request is in: answering it may take as long as its workload does
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request on this connection, if any, has the same deadline
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._read_timer = self.loop.call_later(REQUEST_READ_S, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _too_slow(self) -> None:
+        self._read_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
 def server_config(app: Any, *, host: str, port: int, max_concurrency: int | None = None) -> uvicorn.Config:
     """How every omron-tee HTTP server runs: quiet, and keeping idle connections open
-    longer than our clients reuse them (``wire.client``), so reuse never races a close.
-    ``max_concurrency``: connections and requests in flight together, past which uvicorn answers 503."""
+    longer than our clients reuse them (``wire.client``), so reuse never races a close;
+    each request bounded in the time it takes to arrive and each address in the connections it holds
+    (``GuardedHttpProtocol``). ``max_concurrency``: connections and requests in flight together, past
+    which uvicorn answers 503."""
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=SERVER_KEEP_ALIVE_S,
-                          limit_concurrency=max_concurrency)
+                          limit_concurrency=max_concurrency, http=GuardedHttpProtocol)
 
 
 class QuietServer(uvicorn.Server):
